@@ -1,0 +1,42 @@
+# salt-virt: the two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install host-libvirtd lab-up lab-down lab-status lab-clean test test-unit demo bench lint
+
+install:
+	bash scripts/install.sh
+
+host-libvirtd: install
+	bash scripts/host-libvirtd.sh
+
+lab-up: install
+	$(PY) lab/labctl.py up
+
+lab-down:
+	@if [ -x $(PY) ]; then $(PY) lab/labctl.py down; else python3 lab/labctl.py down; fi
+
+lab-status:
+	$(PY) lab/labctl.py status
+
+# Removes the lab's state directory too (CA, keys, guest disks).
+lab-clean: lab-down
+	rm -rf $${LAB_DIR:-/var/lib/svlab}
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The whole suite: unit, functional (this host's libvirtd) and integration (the lab).
+test: host-libvirtd lab-up
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+demo: host-libvirtd lab-up
+	bash lab/demo.sh
+
+bench: host-libvirtd lab-up
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: install
+	$(VENV)/bin/ruff check . || true

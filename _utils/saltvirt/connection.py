@@ -1,0 +1,50 @@
+"""The one way salt-virt opens a libvirt connection."""
+
+import contextlib
+
+from saltvirt.errors import VirtError
+
+try:
+    import libvirt
+except ImportError:  # reported by the Salt modules' __virtual__
+    libvirt = None
+
+DEFAULT_URI = "qemu:///system"
+
+if libvirt is not None:
+    # libvirt prints every error to stderr by default; we raise them as exceptions instead.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def connect(uri=None, username=None, password=None):
+    """Open a libvirt connection; ``username``/``password`` answer SASL/ssh authentication prompts."""
+    if libvirt is None:
+        raise VirtError("libvirt-python is not installed (pip install libvirt-python)")
+    uri = uri or DEFAULT_URI
+    try:
+        if username is None and password is None:
+            return libvirt.open(uri)
+
+        def _answer(creds, _data):
+            for cred in creds:
+                if cred[0] == libvirt.VIR_CRED_AUTHNAME:
+                    cred[4] = username
+                elif cred[0] == libvirt.VIR_CRED_PASSPHRASE:
+                    cred[4] = password
+            return 0
+
+        auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], _answer, None]
+        return libvirt.openAuth(uri, auth, 0)
+    except libvirt.libvirtError as exc:
+        raise VirtError(f"cannot connect to libvirt at {uri}: {exc.get_error_message()}") from exc
+
+
+@contextlib.contextmanager
+def opened(uri=None, username=None, password=None):
+    """Context manager around :func:`connect` that always closes the connection."""
+    conn = connect(uri, username, password)
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()

@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+"""The salt-virt lab: a small private cloud on this one machine, made of real parts.
+
+* one network namespace (``svlab``) holding everything below, with a ``br0`` bridge for guests;
+* a salt-master whose file_roots are this repository and the lab's image directory;
+* N hypervisors (``hypervisor1``...), each a private mount namespace inside that network
+  namespace with its own /etc/libvirt, /run/libvirt, /var/lib/libvirt, /etc/pki, libvirtd
+  (TLS on 127.0.0.N+1), virtlogd and a salt-minion.
+
+Usage: ``labctl.py up|down|status|env``. ``LAB_HYPERVISORS`` (default 2) sets the count,
+``LAB_DIR`` (default /var/lib/svlab) the state directory.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "_utils"))
+
+LAB_DIR = Path(os.environ.get("LAB_DIR", "/var/lib/svlab"))
+NETNS = os.environ.get("LAB_NETNS", "svlab")
+VENV = Path(os.environ.get("VENV", REPO / ".venv"))
+COUNT = int(os.environ.get("LAB_HYPERVISORS", "2"))
+MASTER = LAB_DIR / "master"
+MASTER_CONF = MASTER / "etc" / "salt"
+IMAGES = LAB_DIR / "images"
+CA_DIR = LAB_DIR / "ca"
+BRIDGE = "br0"
+BRIDGE_ADDR = "10.231.0.1/24"  # exists only inside the lab's own network namespace
+
+# Host commands the lab needs, and the Debian package that provides each.
+REQUIRED = {
+    "libvirtd": "libvirt-daemon-system",
+    "virtlogd": "libvirt-daemon-system",
+    "virsh": "libvirt-clients",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "ip": "iproute2",
+    "mcopy": "mtools",
+    "syslinux": "syslinux",
+    "busybox": "busybox-static",
+}
+
+
+class LabError(Exception):
+    pass
+
+
+def log(msg):
+    print(f"lab: {msg}", flush=True)
+
+
+def sh(argv, check=True, capture=True, timeout=120, **kw):
+    proc = subprocess.run(
+        [str(a) for a in argv], capture_output=capture, text=True, timeout=timeout, **kw
+    )
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(map(str, argv))} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+# ---------------------------------------------------------------------------- layout helpers
+
+
+def hv_name(n):
+    return f"hypervisor{n}"
+
+
+def hv_addr(n):
+    return f"127.0.0.{n + 1}"
+
+
+def hv_dir(n):
+    return LAB_DIR / f"hv{n}"
+
+
+def hv_uuid(n):
+    # libvirt compares host UUIDs to refuse "migration to the same host": each must differ.
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{hv_name(n)}.salt-virt-lab"))
+
+
+def in_netns(argv):
+    return ["nsenter", f"--net=/run/netns/{NETNS}", *argv]
+
+
+def read_pid(path):
+    try:
+        pid = int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+def holder_pid(n):
+    return read_pid(hv_dir(n) / "holder.pid")
+
+
+def netns_exists():
+    return Path(f"/run/netns/{NETNS}").exists()
+
+
+def existing_hypervisors():
+    return sorted(
+        int(p.name[2:]) for p in LAB_DIR.glob("hv*") if p.name[2:].isdigit() and (p / "holder.pid").exists()
+    )
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check_prereqs():
+    missing = sorted({pkg for cmd, pkg in REQUIRED.items() if shutil.which(cmd) is None})
+    if missing:
+        raise LabError(
+            "missing Debian packages: " + " ".join(missing)
+            + f"\n  install them with: apt-get install -y {' '.join(missing)}"
+            + "\n  or run: make install"
+        )
+    if not (VENV / "bin" / "salt-master").exists():
+        raise LabError(f"no Salt virtualenv at {VENV}: run `make install` first")
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (namespaces, libvirtd)")
+    if not list(Path("/boot").glob("vmlinuz-*")):
+        raise LabError("no kernel in /boot for the guest image: apt-get install -y linux-image-amd64")
+
+
+# ---------------------------------------------------------------------------- network
+
+
+def setup_netns():
+    if not netns_exists():
+        sh(["ip", "netns", "add", NETNS])
+    sh(["ip", "-n", NETNS, "link", "set", "lo", "up"])
+    links = sh(["ip", "-n", NETNS, "-o", "link", "show"]).stdout
+    if f": {BRIDGE}:" not in links:
+        sh(["ip", "-n", NETNS, "link", "add", BRIDGE, "type", "bridge"])
+        sh(["ip", "-n", NETNS, "addr", "add", BRIDGE_ADDR, "dev", BRIDGE])
+    sh(["ip", "-n", NETNS, "link", "set", BRIDGE, "up"])
+
+
+# ---------------------------------------------------------------------------- images
+
+
+def build_images():
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    sh(["bash", REPO / "lab" / "image" / "build.sh", IMAGES], timeout=600)
+    log(f"guest images ready in {IMAGES} ({time.monotonic() - t0:.1f}s)")
+
+
+def publish_images(n):
+    """Put the seed's /var/lib/libvirt/images/centos.{img,qcow2} on hypervisor n."""
+    dest = hv_dir(n) / "var-lib-libvirt" / "images"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("centos.img", "centos.qcow2"):
+        src, dst = IMAGES / name, dest / name
+        if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        tmp = dest / f".{name}.tmp"
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o444)  # base images are never written to
+        os.replace(tmp, dst)
+
+
+# ---------------------------------------------------------------------------- TLS
+
+
+def issue_tls(n):
+    """Bootstrap TLS material for hypervisor n from the lab CA (saltvirt.pki, the product's PKI)."""
+    from saltvirt import pki, tlsfiles
+
+    ca = pki.CertificateAuthority(str(CA_DIR))
+    ca.ensure()
+    material = pki.libvirt_pillar(
+        hv_name(n), {"id": hv_name(n), "ipv4": [hv_addr(n)]}, {"ca_dir": str(CA_DIR)}, ca=ca
+    )["libvirt"]
+    tlsfiles.write_tls_files(material, str(hv_dir(n) / "pki"), qemu_group=None)
+
+
+# ---------------------------------------------------------------------------- master
+
+
+def master_pid():
+    return read_pid(MASTER / "var" / "run" / "salt-master.pid")
+
+
+def write_master_config():
+    MASTER_CONF.mkdir(parents=True, exist_ok=True)
+    (LAB_DIR / "pillar").mkdir(exist_ok=True)
+    conf = {
+        "root_dir": str(MASTER),
+        "user": "root",
+        "interface": "0.0.0.0",  # inside the lab's netns: its loopback and br0 only
+        "file_roots": {"base": [str(REPO), str(IMAGES)]},
+        "file_ignore_regex": [r"/\.git($|/)", r"/\.venv($|/)", r"/lab/build($|/)"],
+        "pillar_roots": {"base": [str(LAB_DIR / "pillar")]},
+        # The master loads the bundle's runners, outputter and pillar straight from the tree.
+        "runner_dirs": [str(REPO / "_runners")],
+        "outputter_dirs": [str(REPO / "_output")],
+        "pillar_dirs": [str(REPO / "_pillar")],
+        "utils_dirs": [str(REPO / "_utils")],
+        "module_dirs": [],
+        "log_level_logfile": "info",
+        "keep_jobs_seconds": 3600,
+        "virt": {"hypervisors": "hypervisor*"},
+    }
+    (MASTER_CONF / "master").write_text(json.dumps(conf, indent=2) + "\n")
+
+
+def start_master():
+    if master_pid():
+        return
+    write_master_config()
+    sh(in_netns([VENV / "bin" / "salt-master", "-c", MASTER_CONF, "-d"]))
+    for _ in range(100):
+        if master_pid():
+            return
+        time.sleep(0.1)
+    raise LabError(f"salt-master did not start; see {MASTER}/var/log/salt/master")
+
+
+# ---------------------------------------------------------------------------- hypervisors
+
+
+def _copy_tree_dirs(src, dst):
+    """Copy a directory skeleton (directories only, with modes and owners)."""
+    for root, dirs, _files in os.walk(src):
+        rel = os.path.relpath(root, src)
+        target = Path(dst) / rel
+        target.mkdir(parents=True, exist_ok=True)
+        st = os.stat(root)
+        os.chmod(target, st.st_mode & 0o7777)
+        os.chown(target, st.st_uid, st.st_gid)
+
+
+def prepare_hypervisor(n):
+    h = hv_dir(n)
+    for sub in ("pki", "run-libvirt", "log-libvirt", "cache-libvirt", "salt-images", "minion/etc/salt"):
+        (h / sub).mkdir(parents=True, exist_ok=True)
+    etc = h / "etc-libvirt"
+    if not etc.exists():
+        shutil.copytree("/etc/libvirt", etc, symlinks=True)
+        # A copied host config would bring the host's networks and domains along.
+        for junk in ("qemu/networks", "qemu/autostart"):
+            shutil.rmtree(etc / junk, ignore_errors=True)
+        for xml in (etc / "qemu").glob("*.xml"):
+            xml.unlink()
+    (etc / "libvirtd.conf").write_text(
+        "listen_tls = 1\nlisten_tcp = 0\n"
+        f'listen_addr = "{hv_addr(n)}"\n'
+        'auth_tls = "none"\n'
+        f'host_uuid = "{hv_uuid(n)}"\n'
+        'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+    )
+    (etc / "qemu.conf").write_text(
+        f'vnc_listen = "{hv_addr(n)}"\n'
+        f'migration_address = "{hv_addr(n)}"\n'
+        f'migration_host = "{hv_addr(n)}"\n'
+        # Several libvirtds share this machine's cgroup tree; without this they collide.
+        "cgroup_controllers = [ ]\n"
+    )
+    if not (h / "var-lib-libvirt").exists():
+        _copy_tree_dirs("/var/lib/libvirt", h / "var-lib-libvirt")
+    # Runtime state from an earlier run would confuse the new daemons.
+    for stale in (h / "run-libvirt").iterdir():
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    (h / "ready").unlink(missing_ok=True)
+
+    minion_conf = {
+        "id": hv_name(n),
+        "master": "127.0.0.1",
+        "root_dir": str(h / "minion"),
+        "user": "root",
+        "log_level_logfile": "info",
+        "virt": {
+            "images": "/srv/salt-images",
+            "address": hv_addr(n),
+            "vnc": {"listen": hv_addr(n)},
+        },
+        "grains": {"salt_virt_lab": True},
+    }
+    (h / "minion" / "etc" / "salt" / "minion").write_text(json.dumps(minion_conf, indent=2) + "\n")
+    issue_tls(n)
+    preaccept_minion_key(n)
+    publish_images(n)
+
+
+def preaccept_minion_key(n):
+    """Generate hypervisor n's minion key and place it as accepted on the master (no salt-key -a)."""
+    pki = hv_dir(n) / "minion" / "etc" / "salt" / "pki" / "minion"
+    pki.mkdir(parents=True, exist_ok=True)
+    if not (pki / "minion.pem").exists():
+        sh([VENV / "bin" / "salt-key", "-c", MASTER_CONF, f"--gen-keys-dir={pki}", "--gen-keys=minion"])
+    accepted = MASTER / "etc" / "salt" / "pki" / "master" / "minions"
+    accepted.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pki / "minion.pub", accepted / hv_name(n))
+
+
+def start_hypervisor(n):
+    if holder_pid(n):
+        return
+    prepare_hypervisor(n)
+    h = hv_dir(n)
+    log_path = h / "hv-init.log"
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(
+            in_netns(["unshare", "--mount", "--propagation", "private", "--fork",
+                      "bash", REPO / "lab" / "hv-init.sh", h, VENV]),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    for _ in range(300):
+        if (h / "ready").exists():
+            break
+        if proc.poll() is not None:
+            raise LabError(f"{hv_name(n)} failed to start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    else:
+        raise LabError(f"{hv_name(n)} did not become ready; see {log_path}")
+    # unshare --fork: the namespace's first process is unshare's child (bash -> exec sleep).
+    child = sh(["pgrep", "-P", str(proc.pid)]).stdout.split()[0]
+    (h / "holder.pid").write_text(child + "\n")
+
+
+# ---------------------------------------------------------------------------- salt calls
+
+
+def salt(argv, timeout=60):
+    return sh(in_netns([VENV / "bin" / "salt", "-c", MASTER_CONF, *argv]), check=False, timeout=timeout)
+
+
+def wait_for_minions(ids, timeout=120):
+    deadline = time.monotonic() + timeout
+    pending = set(ids)
+    while pending and time.monotonic() < deadline:
+        out = salt(["-L", ",".join(sorted(pending)), "test.ping", "--out=json", "--static", "-t", "5"])
+        try:
+            answered = {k for k, v in json.loads(out.stdout or "{}").items() if v is True}
+        except json.JSONDecodeError:
+            answered = set()
+        pending -= answered
+        if pending:
+            time.sleep(1)
+    if pending:
+        raise LabError(f"minions did not answer: {sorted(pending)}; see {LAB_DIR}/hv*/minion/var/log/salt/minion")
+
+
+def sync(ids):
+    out = salt(["-L", ",".join(ids), "saltutil.sync_all", "--out=json", "--static", "-t", "120"], timeout=180)
+    if out.returncode != 0:
+        raise LabError(f"saltutil.sync_all failed: {out.stdout}{out.stderr}")
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def healthy():
+    if not netns_exists() or not master_pid():
+        return False
+    return all(holder_pid(n) for n in existing_hypervisors())
+
+
+def up():
+    check_prereqs()
+    t0 = time.monotonic()
+    if LAB_DIR.exists() and existing_hypervisors() and not healthy():
+        log("found a half-started or stale lab: cleaning it first")
+        down()
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    Path("/etc/pki").mkdir(exist_ok=True)  # mount points for the private copies
+    Path("/srv/salt-images").mkdir(parents=True, exist_ok=True)
+    build_images()
+    setup_netns()
+    start_master()
+    wanted = list(range(1, max(COUNT, len(existing_hypervisors())) + 1))
+    fresh = [n for n in wanted if not holder_pid(n)]
+    for n in fresh:
+        start_hypervisor(n)
+        log(f"{hv_name(n)} up: libvirtd on qemu+tls://{hv_addr(n)}/system, host uuid {hv_uuid(n)}")
+    ids = [hv_name(n) for n in wanted]
+    wait_for_minions(ids)
+    sync(ids)
+    log(f"ready in {time.monotonic() - t0:.1f}s: master + {', '.join(ids)}")
+
+
+def _netns_pids():
+    if not netns_exists():
+        return []
+    out = sh(["ip", "netns", "pids", NETNS], check=False).stdout.split()
+    return [int(p) for p in out if p.isdigit()]
+
+
+def down():
+    pids = _netns_pids()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        for _ in range(50):
+            pids = _netns_pids()
+            if not pids:
+                break
+            time.sleep(0.1)
+    if netns_exists():
+        sh(["ip", "netns", "del", NETNS])
+    for n in existing_hypervisors():
+        (hv_dir(n) / "holder.pid").unlink(missing_ok=True)
+        (hv_dir(n) / "ready").unlink(missing_ok=True)
+    if (MASTER / "var" / "run" / "salt-master.pid").exists():
+        (MASTER / "var" / "run" / "salt-master.pid").unlink()
+    log("down: no lab process or namespace left")
+
+
+def status():
+    ok = True
+    print(f"netns {NETNS}: {'present' if netns_exists() else 'absent'}")
+    ok &= netns_exists()
+    pid = master_pid()
+    print(f"salt-master: {'running pid %d' % pid if pid else 'stopped'}")
+    ok &= bool(pid)
+    for n in existing_hypervisors() or range(1, COUNT + 1):
+        hp = holder_pid(n)
+        line = f"{hv_name(n)}: "
+        if not hp:
+            line += "stopped"
+            ok = False
+        else:
+            libvirtd = read_pid(f"/proc/{hp}/root/run/libvirt/libvirtd.pid")
+            line += f"namespace pid {hp}, libvirtd {'pid %d' % libvirtd if libvirtd else 'DOWN'}"
+            line += f", tls {hv_addr(n)}:16514, host uuid {hv_uuid(n)}"
+            ok &= bool(libvirtd)
+        print(line)
+    return 0 if ok else 1
+
+
+def env():
+    """Shell variables for the lab/bin wrappers."""
+    print(f"LAB_DIR={LAB_DIR}\nLAB_NETNS={NETNS}\nVENV={VENV}\nMASTER_CONF={MASTER_CONF}")
+
+
+def main(argv):
+    cmd = argv[1] if len(argv) > 1 else "status"
+    try:
+        if cmd == "up":
+            up()
+        elif cmd == "down":
+            down()
+        elif cmd == "status":
+            return status()
+        elif cmd == "env":
+            env()
+        else:
+            print(__doc__)
+            return 2
+    except LabError as exc:
+        print(f"lab: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
