@@ -1,0 +1,202 @@
+"""Creating a new domain: plan its disks, clone them, seed, define, start — all or nothing.
+
+Every step registers its undo; when a later step fails the undos run in reverse, so a failed
+``virt.init`` leaves no disk, no defined domain and no half-written file behind.
+"""
+
+import contextlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+from saltvirt import domain as dommod
+from saltvirt import images, vmops
+from saltvirt.errors import InvalidArgument, VirtError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {"qcow2": "qcow2", "raw": "img"}
+
+
+class Undo:
+    """A stack of compensating actions, run in reverse when the transaction fails."""
+
+    def __init__(self):
+        self._steps = []
+
+    def push(self, what, func, *args):
+        self._steps.append((what, func, args))
+
+    def run(self):
+        errors = []
+        while self._steps:
+            what, func, args = self._steps.pop()
+            try:
+                func(*args)
+            except Exception as exc:  # keep undoing the rest; report at the end
+                errors.append(f"{what}: {exc}")
+                log.error("rollback of %s failed: %s", what, exc)
+        return errors
+
+    def forget(self):
+        self._steps.clear()
+
+
+@dataclass
+class DiskPlan:
+    """One disk of the new domain and how to make it."""
+
+    name: str
+    target: str
+    path: str
+    format: str
+    size: Optional[int] = None  # bytes
+    source: Optional[str] = None  # local image to clone from
+    overlay: bool = False
+    existing: bool = False  # an operator-supplied file: attached, never created or removed
+    device: str = "disk"
+    bus: str = "virtio"
+    readonly: bool = False
+
+    def to_disk(self):
+        return dommod.Disk(
+            target=self.target, source=self.path, format=self.format, device=self.device,
+            bus=self.bus, readonly=self.readonly,
+        )
+
+
+def plan_disks(vm_name, disks, images_dir, default_image=None, enable_qcow=False):
+    """Turn normalised disk specs (see :mod:`saltvirt.profiles`) into :class:`DiskPlan`.
+
+    The first disk gets ``default_image`` unless it names its own ``image``. ``enable_qcow``
+    (or a disk's ``overlay_image: True``) makes a qcow2 overlay on the image instead of a copy.
+    """
+    plans, targets = [], []
+    for index, spec in enumerate(disks):
+        bus = spec.get("bus") or "virtio"
+        device = spec.get("device", "disk")
+        target = dommod.next_disk_target(targets, "sata" if device == "cdrom" and bus == "virtio" else bus)
+        targets.append(target)
+        image = spec.get("image") or (default_image if index == 0 else None)
+        source_file = spec.get("source_file")
+        if source_file:
+            plans.append(DiskPlan(
+                name=spec["name"], target=target, path=source_file, existing=True,
+                format=spec.get("format") or images.info(source_file)["format"], device=device,
+                bus="sata" if device == "cdrom" and bus == "virtio" else bus,
+                readonly=bool(spec.get("readonly", device == "cdrom")),
+            ))
+            continue
+        overlay = bool(spec.get("overlay_image", enable_qcow)) and image is not None
+        fmt = "qcow2" if overlay else spec.get("format")
+        if image is None and not spec.get("size"):
+            raise InvalidArgument(f"disk {spec['name']!r} has neither an image nor a size")
+        if fmt is None:
+            fmt = images.info(image)["format"] if image else "qcow2"
+        if fmt not in EXTENSIONS:
+            raise InvalidArgument(f"disk {spec['name']!r}: format must be qcow2 or raw, not {fmt!r}")
+        directory = spec.get("pool") or os.path.join(images_dir, vm_name)
+        if not os.path.isabs(directory):
+            raise InvalidArgument(f"disk {spec['name']!r}: pool must be an absolute directory")
+        plans.append(DiskPlan(
+            name=spec["name"], target=target, format=fmt, size=spec.get("size"),
+            path=os.path.join(directory, f"{spec['name']}.{EXTENSIONS[fmt]}"),
+            source=image, overlay=overlay, device=device, bus=bus,
+            readonly=bool(spec.get("readonly", False)),
+        ))
+    return plans
+
+
+@dataclass
+class Request:
+    """Everything :func:`create` needs, already validated by the caller's arguments."""
+
+    domain: dommod.Domain
+    disks: List[DiskPlan]
+    start: bool = True
+    # seeder(plans, vm_dir, undo) -> extra dommod.Disk list (e.g. a cidata ISO); runs
+    # after the disks exist and before the domain is defined, so a guest never boots unseeded.
+    seeder: Optional[Callable] = None
+    autostart: bool = False
+    created_dirs: List[str] = field(default_factory=list)
+
+
+def _make_dir(path, undo):
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        os.mkdir(directory, 0o700)
+        undo.push(f"directory {directory}", _rmdir_if_empty, directory)
+
+
+def _rmdir_if_empty(path):
+    with contextlib.suppress(FileNotFoundError, OSError):
+        os.rmdir(path)
+
+
+def _remove(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def build_disks(plans, undo):
+    """Create every planned disk (clone, overlay or blank), registering undos."""
+    for plan in plans:
+        if plan.existing:
+            if not os.path.exists(plan.path):
+                raise InvalidArgument(f"disk {plan.name!r}: {plan.path} does not exist")
+            continue
+        _make_dir(os.path.dirname(plan.path), undo)
+        if os.path.lexists(plan.path):
+            raise InvalidArgument(
+                f"disk {plan.name!r}: {plan.path} already exists (left from another VM?); "
+                "remove it or choose another name"
+            )
+        if plan.source:
+            images.check_source(plan.source)
+            images.clone(plan.source, plan.path, fmt=plan.format, overlay=plan.overlay, size=plan.size)
+            undo.push(f"disk {plan.path}", _remove, plan.path)
+            if plan.overlay:
+                # Every overlay depends on this file's exact bytes from now on.
+                images.protect_base(plan.source)
+        else:
+            images.create_blank(plan.path, plan.size, plan.format)
+            undo.push(f"disk {plan.path}", _remove, plan.path)
+
+
+def create(conn, request):
+    """Create the domain described by ``request`` on ``conn``; return its :func:`vmops.info`."""
+    dom_model = request.domain
+    dom_model.check()
+    if vmops.exists(conn, dom_model.name):
+        raise InvalidArgument(f"a domain named {dom_model.name!r} already exists on this host")
+    undo = Undo()
+    try:
+        build_disks(request.disks, undo)
+        dom_model.disks = [plan.to_disk() for plan in request.disks]
+        if request.seeder is not None:
+            dom_model.disks.extend(request.seeder(request.disks, undo) or [])
+        dom = vmops.define(conn, dom_model.to_xml())
+        undo.push(f"domain {dom_model.name}", vmops.undefine_quietly, dom)
+        if request.autostart:
+            dom.setAutostart(1)
+        if request.start:
+            vmops.start(dom)
+            undo.push(f"running domain {dom_model.name}", vmops.destroy_quietly, dom)
+    except BaseException as exc:
+        errors = undo.run()
+        if errors:
+            raise VirtError(f"{exc} (and rollback failed: {'; '.join(errors)})") from exc
+        raise
+    undo.forget()
+    return vmops.info(conn, dom_model.name)
+
+
+def remove_tree_if_empty(path):
+    """Remove a VM directory once it holds nothing."""
+    if os.path.isdir(path) and not os.listdir(path):
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,269 @@
+"""Domain lifecycle and inventory over libvirt-python (names follow virsh)."""
+
+import contextlib
+import os
+import time
+
+from saltvirt import domain as dommod
+from saltvirt.errors import InvalidArgument, NotFound, VirtError
+
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
+
+# virDomainState -> virsh's words
+STATES = {
+    0: "no state",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutdown",
+    5: "shutoff",
+    6: "crashed",
+    7: "pmsuspended",
+}
+
+
+def _err(exc):
+    return exc.get_error_message() if hasattr(exc, "get_error_message") else str(exc)
+
+
+def lookup(conn, name):
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise NotFound(f"no domain named {name!r} on this host") from exc
+        raise VirtError(f"cannot look up domain {name!r}: {_err(exc)}") from exc
+
+
+def exists(conn, name):
+    try:
+        lookup(conn, name)
+    except NotFound:
+        return False
+    return True
+
+
+def state(dom):
+    return STATES.get(dom.state()[0], "unknown")
+
+
+def define(conn, xml):
+    try:
+        return conn.defineXML(xml)
+    except libvirt.libvirtError as exc:
+        raise VirtError(f"libvirt refused the domain definition: {_err(exc)}") from exc
+
+
+def _call(dom, action, func, *args):
+    try:
+        return func(*args)
+    except libvirt.libvirtError as exc:
+        raise VirtError(f"{action} {dom.name()} failed: {_err(exc)}") from exc
+
+
+def start(dom):
+    if dom.isActive():
+        return False
+    _call(dom, "start", dom.create)
+    return True
+
+
+def shutdown(dom, timeout=0):
+    """Ask the guest to power off (ACPI); with ``timeout`` > 0 wait for it to stop."""
+    if not dom.isActive():
+        return False
+    _call(dom, "shutdown", dom.shutdown)
+    deadline = time.monotonic() + timeout
+    while timeout and dom.isActive():
+        if time.monotonic() > deadline:
+            raise VirtError(f"{dom.name()} did not shut down within {timeout}s (try virt.stop force=True)")
+        time.sleep(0.5)
+    return True
+
+
+def destroy(dom):
+    if not dom.isActive():
+        return False
+    _call(dom, "destroy", dom.destroy)
+    return True
+
+
+def reboot(dom):
+    _require_active(dom, "reboot")
+    _call(dom, "reboot", dom.reboot, 0)
+    return True
+
+
+def reset(dom):
+    _require_active(dom, "reset")
+    _call(dom, "reset", dom.reset, 0)
+    return True
+
+
+def suspend(dom):
+    _require_active(dom, "pause")
+    if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+        return False
+    _call(dom, "pause", dom.suspend)
+    return True
+
+
+def resume(dom):
+    if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+        return False
+    _call(dom, "resume", dom.resume)
+    return True
+
+
+def _require_active(dom, action):
+    if not dom.isActive():
+        raise InvalidArgument(f"cannot {action} {dom.name()}: it is not running")
+
+
+def undefine(dom):
+    flags = 0
+    for name in ("VIR_DOMAIN_UNDEFINE_MANAGED_SAVE", "VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA",
+                 "VIR_DOMAIN_UNDEFINE_NVRAM"):
+        flags |= getattr(libvirt, name, 0)
+    _call(dom, "undefine", dom.undefineFlags, flags)
+    return True
+
+
+def undefine_quietly(dom):
+    with contextlib.suppress(libvirt.libvirtError):
+        if dom.isActive():
+            dom.destroy()
+    with contextlib.suppress(libvirt.libvirtError):
+        dom.undefine()
+
+
+def destroy_quietly(dom):
+    with contextlib.suppress(libvirt.libvirtError):
+        dom.destroy()
+
+
+def set_autostart(dom, enabled):
+    _call(dom, "autostart", dom.setAutostart, 1 if enabled else 0)
+    return bool(dom.autostart())
+
+
+def setmem(dom, memory_mib, config=True, live=None):
+    """Set the memory (MiB) of the persistent config and, if running, of the live guest."""
+    kib = int(memory_mib) * 1024
+    if kib <= 0:
+        raise InvalidArgument("memory must be positive")
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0
+    active = dom.isActive()
+    if not active:
+        _call(dom, "setmem", dom.setMaxMemory, kib)
+    elif live is not False:
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    _call(dom, "setmem", dom.setMemoryFlags, kib, flags)
+    return True
+
+
+def setvcpus(dom, vcpus, config=True):
+    vcpus = int(vcpus)
+    if vcpus < 1:
+        raise InvalidArgument("vcpus must be at least 1")
+    if dom.isActive():
+        raise InvalidArgument(f"{dom.name()} is running: change vCPUs while it is stopped")
+    _call(dom, "setvcpus", dom.setVcpusFlags, vcpus,
+          libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+    _call(dom, "setvcpus", dom.setVcpusFlags, vcpus, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    return True
+
+
+def model(dom, inactive=False):
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+    return dommod.Domain.from_xml(dom.XMLDesc(flags))
+
+
+def info(conn, name):
+    """Everything about one domain: the model's inventory plus live state and disk sizes."""
+    dom = lookup(conn, name)
+    data = model(dom).to_info()
+    data["state"] = state(dom)
+    data["autostart"] = bool(dom.autostart())
+    data["persistent"] = bool(dom.isPersistent())
+    for target, disk in data["disks"].items():
+        disk["size"] = _disk_capacity(dom, target, disk)
+    return data
+
+
+def _disk_capacity(dom, target, disk):
+    if not disk.get("file"):
+        return None
+    try:
+        return dom.blockInfo(target)[0]
+    except libvirt.libvirtError:
+        return None
+
+
+def list_domains(conn, active=None):
+    flags = 0
+    if active is True:
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+    elif active is False:
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE
+    return sorted(d.name() for d in conn.listAllDomains(flags))
+
+
+def node_info(conn):
+    """Host facts the runner places VMs with (memory in MiB)."""
+    model_name, memory_mib, cpus, mhz, nodes, sockets, cores, threads = conn.getInfo()
+    return {
+        "cpumodel": model_name,
+        "phymemory": memory_mib,
+        "cpus": cpus,
+        "cpumhz": mhz,
+        "numanodes": nodes,
+        "cpusockets": sockets,
+        "cpucores": cores,
+        "cputhreads": threads,
+        "hostname": conn.getHostname(),
+        "uri": conn.getURI(),
+        "libvirt_version": _version(conn.getLibVersion()),
+        "hypervisor_version": _version(conn.getVersion()),
+    }
+
+
+def _version(number):
+    return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def domain_usage(conn):
+    """Per-domain vCPU and memory (MiB) claims, for placement and freemem/freecpu."""
+    usage = []
+    for dom in conn.listAllDomains(0):
+        _state, max_kib, _cur, vcpus, _cpu_time = dom.info()
+        usage.append({"name": dom.name(), "cpu": vcpus, "memory": max_kib // 1024, "state": state(dom)})
+    return usage
+
+
+def freemem(conn):
+    """MiB of host memory not given to running domains."""
+    total = conn.getInfo()[1]
+    used = sum(d["memory"] for d in domain_usage(conn) if d["state"] in ("running", "paused", "blocked"))
+    return total - used
+
+
+def freecpu(conn):
+    """Host CPUs not given to running domains (may be negative when over-committed)."""
+    cpus = conn.getInfo()[2]
+    used = sum(d["cpu"] for d in domain_usage(conn) if d["state"] in ("running", "paused", "blocked"))
+    return cpus - used
+
+
+def owned_disks(data, vm_dir):
+    """Disk files of a domain that live in its own directory (the ones virt.init created)."""
+    vm_dir = os.path.realpath(vm_dir)
+    owned = []
+    for disk in data["disks"].values():
+        path = disk.get("file")
+        if path and os.path.realpath(path).startswith(vm_dir + os.sep):
+            owned.append(path)
+    return owned
