@@ -244,8 +244,12 @@ def _copy_tree_dirs(src, dst):
 
 def prepare_hypervisor(n):
     h = hv_dir(n)
-    for sub in ("pki", "run-libvirt", "log-libvirt", "cache-libvirt", "salt-images", "minion/etc/salt"):
+    for sub in ("pki", "run-libvirt", "salt-images", "minion/etc/salt"):
         (h / sub).mkdir(parents=True, exist_ok=True)
+    for sub, src in (("var-lib-libvirt", "/var/lib/libvirt"), ("log-libvirt", "/var/log/libvirt"),
+                     ("cache-libvirt", "/var/cache/libvirt")):
+        if not (h / sub).exists():
+            _copy_tree_dirs(src, h / sub)
     etc = h / "etc-libvirt"
     if not etc.exists():
         shutil.copytree("/etc/libvirt", etc, symlinks=True)
@@ -268,8 +272,6 @@ def prepare_hypervisor(n):
         # Several libvirtds share this machine's cgroup tree; without this they collide.
         "cgroup_controllers = [ ]\n"
     )
-    if not (h / "var-lib-libvirt").exists():
-        _copy_tree_dirs("/var/lib/libvirt", h / "var-lib-libvirt")
     # Runtime state from an earlier run would confuse the new daemons.
     for stale in (h / "run-libvirt").iterdir():
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()

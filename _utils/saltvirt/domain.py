@@ -40,7 +40,7 @@ def _is_int(value, low):
 
 
 def validate_name(name):
-    """Return ``name`` if it is a safe domain name, else raise :class:`InvalidArgument` saying why."""
+    """Return ``name`` if it is a safe domain name; else raise :class:`InvalidArgument` why."""
     # Names end up in file paths (images, logs, NVRAM) and on command lines, hence the strictness.
     _require(isinstance(name, str) and name, "domain name must be a non-empty string")
     problem = None
@@ -156,6 +156,9 @@ class Disk:
         _require(self.device in ("disk", "cdrom"), f"{where}: device must be 'disk' or 'cdrom'")
         _require(not (self.device == "cdrom" and self.bus == "virtio"),
                  f"{where}: a cdrom cannot be on the virtio bus (use sata or scsi)")
+        # QEMU's IDE/AHCI hard disks have no read-only mode; libvirt refuses them on define.
+        _require(not (self.readonly and self.device == "disk" and self.bus in ("ide", "sata")),
+                 f"{where}: a read-only disk cannot be on the {self.bus} bus (use virtio or scsi)")
         _require(self.type in ("file", "block"), f"{where}: type must be 'file' or 'block'")
         _require(not (self.source and self.source_dev),
                  f"{where}: give either source (a file) or source_dev (a block device)")

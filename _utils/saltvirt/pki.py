@@ -118,9 +118,12 @@ def normalize_dns_name(name, allow_wildcard=False):
 def normalize_ip(address):
     """Return ``address`` as an :mod:`ipaddress` object, or raise :class:`InvalidArgument`."""
     try:
-        return ipaddress.ip_address(str(address).strip())
+        ip = ipaddress.ip_address(str(address).strip())
     except ValueError as exc:
         raise InvalidArgument(f"{address!r} is not a valid IP address") from exc
+    if getattr(ip, "scope_id", None):
+        raise InvalidArgument(f"{address!r} is a scoped address; a certificate cannot name it")
+    return ip
 
 
 def _unique(items):
@@ -698,13 +701,14 @@ def server_names(minion_id, grains, config):
     return _unique(names), _unique(ips)
 
 
-def libvirt_pillar(minion_id, grains, config):
+def libvirt_pillar(minion_id, grains, config, clock=None):
     """The pillar with ``minion_id``'s libvirt/QEMU TLS material, issuing it if needed.
 
     Returns ``{"libvirt": {"cacert.pem", "servercert.pem", "serverkey.pem", "clientcert.pem",
     "clientkey.pem"}}`` (PEM text), or ``{}`` if ``minion_id`` does not match the ``minions``
     option. The CA key is never part of it. ``config`` holds the options of
-    :data:`PILLAR_OPTIONS`; ``ca_dir`` is required.
+    :data:`PILLAR_OPTIONS`; ``ca_dir`` is required. ``clock`` is for tests (see
+    :class:`CertificateAuthority`).
     """
     minion_id = validate_minion_id(minion_id)
     config = pillar_config(config)
@@ -718,6 +722,7 @@ def libvirt_pillar(minion_id, grains, config):
         expiration_days=config["ca_expiration_days"],
         key_type=config["key_type"],
         key_size=config["key_size"],
+        clock=clock,
     ).ensure()
     names, ips = server_names(minion_id, grains, config)
     lifetime = {"expiration_days": config["expiration_days"], "renew_days": config["renew_days"]}

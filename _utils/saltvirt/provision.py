@@ -129,7 +129,8 @@ def _make_dir(path, undo):
         missing.append(path)
         path = os.path.dirname(path)
     for directory in reversed(missing):
-        os.mkdir(directory, 0o700)
+        # QEMU runs as its own user: it must be able to traverse to the (0600, relabelled) disks.
+        os.mkdir(directory, 0o755)
         undo.push(f"directory {directory}", _rmdir_if_empty, directory)
 
 
