@@ -1,0 +1,70 @@
+"""lab-up / lab-down on a second, throw-away lab: idempotent, repairs stale state, leaves nothing."""
+
+import os
+import signal
+import subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, LAB_NETNS="svlabt", LAB_DIR="/var/lib/svlab-lifecycle", LAB_HYPERVISORS="2")
+
+
+def labctl(*args, check=True):
+    proc = subprocess.run(
+        [os.path.join(REPO, ".venv", "bin", "python"), os.path.join(REPO, "lab", "labctl.py"), *args],
+        capture_output=True, text=True, env=ENV, timeout=600,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def netns_inode():
+    return os.stat("/run/netns/svlabt").st_ino
+
+
+def processes_in_netns(inode):
+    """Pids of processes whose network namespace is the throw-away lab's (by nsfs inode)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == inode:
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_up_twice_then_down_leaves_nothing():
+    try:
+        labctl("up")
+        inode = netns_inode()
+        assert len(processes_in_netns(inode)) >= 7  # master + 2 x (libvirtd, virtlogd, minion, holder)
+        first = labctl("status")
+        assert "hypervisor1: namespace pid" in first.stdout and "hypervisor2: namespace pid" in first.stdout
+        again = labctl("up")  # reuses the running lab
+        assert "hypervisor1 up" not in again.stdout
+        assert labctl("status").stdout == first.stdout
+    finally:
+        labctl("down")
+    assert not os.path.exists("/run/netns/svlabt")
+    assert processes_in_netns(inode) == []
+    with open("/proc/self/mountinfo") as fh:
+        assert "svlab-lifecycle" not in fh.read()
+    assert labctl("status", check=False).returncode != 0
+
+
+def test_stale_lab_is_repaired():
+    try:
+        labctl("up")
+        # Kill hypervisor1's namespace holder behind the lab's back (its daemons live on).
+        with open(f"{ENV['LAB_DIR']}/hv1/holder.pid") as fh:
+            os.kill(int(fh.read()), signal.SIGKILL)
+        assert labctl("status", check=False).returncode != 0
+        repaired = labctl("up")
+        assert "stale" in repaired.stdout
+        assert labctl("status").returncode == 0
+        inode = netns_inode()
+    finally:
+        labctl("down")
+    assert processes_in_netns(inode) == []
+    assert not os.path.exists("/run/netns/svlabt")

@@ -1,0 +1,75 @@
+"""The seed's runner commands on the lab: host_info, list, init, query, per-VM commands."""
+
+import os
+import re
+
+from salt.utils.crypt import pem_finger
+
+LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
+
+
+def test_host_info_lists_every_hypervisor(lab):
+    _proc, data = lab.run_json("virt.host_info")
+    assert set(data) == {"hypervisor1", "hypervisor2"}
+    for info in data.values():
+        assert info["node_info"]["cpus"] >= 1
+        assert info["node_info"]["phymemory"] > 0
+        assert "vm_info" not in info
+
+
+def test_init_via_runner_seeds_and_boots(lab, vm):
+    proc, result = lab.run_json("virt.init", vm, "1", "256", "salt://centos.img")
+    assert result["name"] == vm and result["state"] == "running"
+    host = result["host"]
+    assert host in ("hypervisor1", "hypervisor2")
+    assert result["seeded"]["method"] == "cidata" and result["seeded"]["key_accepted"] is True
+    assert "Creating VM" in proc.stdout  # progress is shown while it works
+    # The minion key was accepted on the master before the VM booted.
+    keys = lab.run("salt-key", "-l", "acc", "--out=json").stdout
+    assert vm in keys
+    # The guest saw its seeded id and the key the master accepted (fingerprinted the way
+    # a minion's key.finger does: sha256 of the PEM body).
+    fingerprint = pem_finger(os.path.join(LAB_DIR, "master/etc/salt/pki/master/minions", vm))
+    assert fingerprint
+    match = lab.wait_serial(host, vm, r"SALTVIRT-MINION-KEY: (\S+)", timeout=120)
+    assert match.group(1) == fingerprint
+    assert lab.wait_serial(host, vm, r"SALTVIRT-MINION-ID: (\S+)").group(1) == vm
+
+    # virt.list groups by state; virt.query prints the seed's format.
+    _p, listing = lab.run_json("virt.list")
+    assert vm in listing[host]["running"]
+    text = lab.run("salt-run", "virt.query").stdout
+    block = text[text.index(f"    {vm}"):]
+    for line in ("CPU: 1", "Memory: 262144", "State: running", "Disk - vda:",
+                 f"File: /srv/salt-images/{vm}/system.qcow2", "File Format: qcow2",
+                 "Source: br0", "Type: bridge"):
+        assert line in block, line
+    assert re.search(r"Nic - 52:54:00(:[0-9a-f]{2}){3}:", block)
+
+    # Per-VM commands find the host themselves.
+    _p, off = lab.run_json("virt.force_off", vm)
+    assert off["destroyed"] is True and off["host"] == host
+    _p, on = lab.run_json("virt.start", vm)
+    assert on["started"] is True
+    _p, purged = lab.run_json("virt.purge", vm)
+    assert purged["purged"] is True and purged["key_deleted"] is True
+    assert f"/srv/salt-images/{vm}/system.qcow2" in purged["removed"]
+    assert vm not in lab.domains(host)
+    assert vm not in lab.run("salt-key", "-l", "acc", "--out=json").stdout
+
+
+def test_init_failure_rolls_back_key_and_disk(lab, vm):
+    # A text file is not a disk image: refused on the hypervisor after the key was accepted.
+    proc, _ = lab.run("salt-run", "virt.init", vm, "1", "128", "salt://setup.cfg", check=False), None
+    assert proc.returncode != 0
+    assert "not recognised as a disk image" in proc.stdout + proc.stderr
+    assert vm not in lab.run("salt-key", "-l", "all", "--out=json").stdout
+    for hyper in ("hypervisor1", "hypervisor2"):
+        assert vm not in lab.domains(hyper)
+        assert lab.hv(hyper, "test", "-e", f"/srv/salt-images/{vm}", check=False).returncode != 0
+
+
+def test_unknown_vm_is_a_clear_error(lab):
+    proc = lab.run("salt-run", "virt.start", "no-such-vm", check=False)
+    assert proc.returncode != 0
+    assert "no VM named no-such-vm" in proc.stdout + proc.stderr
