@@ -31,7 +31,8 @@ COUNT = int(os.environ.get("LAB_HYPERVISORS", "2"))
 MASTER = LAB_DIR / "master"
 MASTER_CONF = MASTER / "etc" / "salt"
 IMAGES = LAB_DIR / "images"
-CA_DIR = LAB_DIR / "ca"
+# The same CA the bundle's libvirt ext_pillar uses by default (<master pki_dir>/libvirt).
+CA_DIR = LAB_DIR / "master" / "etc" / "salt" / "pki" / "master" / "libvirt"
 BRIDGE = "br0"
 BRIDGE_ADDR = "10.231.0.1/24"  # exists only inside the lab's own network namespace
 
@@ -175,15 +176,12 @@ def publish_images(n):
 
 
 def issue_tls(n):
-    """Bootstrap TLS material for hypervisor n from the lab CA (saltvirt.pki, the product's PKI)."""
+    """Bootstrap TLS material for hypervisor n from the master's libvirt CA (saltvirt.pki)."""
     from saltvirt import pki, tlsfiles
 
-    ca = pki.CertificateAuthority(str(CA_DIR))
-    ca.ensure()
-    material = pki.libvirt_pillar(
-        hv_name(n), {"id": hv_name(n), "ipv4": [hv_addr(n)]}, {"ca_dir": str(CA_DIR)}, ca=ca
-    )["libvirt"]
-    tlsfiles.write_tls_files(material, str(hv_dir(n) / "pki"), qemu_group=None)
+    grains = {"id": hv_name(n), "ipv4": [hv_addr(n)]}
+    material = pki.libvirt_pillar(hv_name(n), grains, {"ca_dir": str(CA_DIR)})["libvirt"]
+    tlsfiles.sync(material, str(hv_dir(n) / "pki"))
 
 
 # ---------------------------------------------------------------------------- master

@@ -68,7 +68,7 @@ _SUBJECT_FIELDS = (
 
 
 def _utcnow():
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 (Python 3.10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +96,9 @@ def validate_minion_id(minion_id):
     if minion_id != minion_id.strip():
         problems.append("has leading or trailing whitespace")
     if len(minion_id) > _MAX_MINION_ID:
-        problems.append(f"is longer than {_MAX_MINION_ID} characters (the certificate common name limit)")
+        problems.append(
+            f"is longer than {_MAX_MINION_ID} characters (the certificate common name limit)"
+        )
     if problems:
         raise InvalidArgument(f"refusing minion id {minion_id!r}: it {', '.join(problems)}")
     return minion_id
@@ -147,7 +149,12 @@ def _positive_days(value, what):
 def build_name(common_name, country=None, state=None, locality=None, organization=None):
     """An X.509 distinguished name ``C=…, ST=…, L=…, O=…, CN=…`` (empty fields are left out)."""
     attributes = []
-    values = {"country": country, "state": state, "locality": locality, "organization": organization}
+    values = {
+        "country": country,
+        "state": state,
+        "locality": locality,
+        "organization": organization,
+    }
     for field, oid in _SUBJECT_FIELDS:
         value = values[field]
         if value in (None, ""):
@@ -192,6 +199,8 @@ def _make_private_dir(path):
 def _write_atomic(path, data, mode):
     """Write ``data`` to ``path`` through a temporary file; the file never exists with wider mode."""
     tmp = f"{path}.tmp{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left over by a crashed writer that had the same pid
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
@@ -256,9 +265,7 @@ def _san_of(cert):
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return set(), set()
-    return set(san.get_values_for_type(x509.DNSName)), set(
-        san.get_values_for_type(x509.IPAddress)
-    )
+    return set(san.get_values_for_type(x509.DNSName)), set(san.get_values_for_type(x509.IPAddress))
 
 
 def _eku_of(cert):
@@ -378,7 +385,9 @@ class CertificateAuthority:
             return
         if key_pem is None or cert_pem is None:
             present, missing = (
-                (self.cert_path, self.key_path) if key_pem is None else (self.key_path, self.cert_path)
+                (self.cert_path, self.key_path)
+                if key_pem is None
+                else (self.key_path, self.cert_path)
             )
             raise VirtError(
                 f"incomplete CA in {self.ca_dir}: {present} exists but {missing} does not. Restore "
@@ -517,7 +526,9 @@ class CertificateAuthority:
             key = serialization.load_pem_private_key(key_pem, password=None)
             cert = x509.load_pem_x509_certificate(cert_pem)
         except (ValueError, TypeError) as exc:
-            log.warning("stored certificate %s is unreadable (%s); issuing a new one", cert_path, exc)
+            log.warning(
+                "stored certificate %s is unreadable (%s); issuing a new one", cert_path, exc
+            )
             return None
         return key, cert, key_pem, cert_pem
 
@@ -692,7 +703,9 @@ def server_names(minion_id, grains, config):
                 try:
                     ips.append(normalize_ip(value))
                 except InvalidArgument:
-                    log.debug("not an IP address, left out of %s's certificate: %r", minion_id, value)
+                    log.debug(
+                        "not an IP address, left out of %s's certificate: %r", minion_id, value
+                    )
     names += [
         normalize_dns_name(n, allow_wildcard=True)
         for n in _per_minion(minion_id, config.get("extra_names"), "extra_names")

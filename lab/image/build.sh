@@ -76,11 +76,20 @@ virtio=$(echo "$MODFILES" | grep -n '/virtio\.ko' | cut -d: -f1)
 INPUTS="$SCRIPT $KERNEL $BUSYBOX $MBR_BIN $SYSLINUX $MODFILES"
 
 # --- up to date? -------------------------------------------------------------------------
+# Up to date = both outputs exist, are newer than every input, and were built from the same
+# inputs (a manifest of names/sizes/mtimes + the script's hash kept in OUTDIR/centos.inputs:
+# package upgrades install files with old mtimes, so -nt alone would miss a new kernel).
 mkdir -p "$OUTDIR"
 OUTDIR=$(readlink -f "$OUTDIR")
 IMG=$OUTDIR/$IMG_NAME
 QCOW=$OUTDIR/$QCOW_NAME
-if [ "${SALTVIRT_IMAGE_FORCE:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$QCOW" ]; then
+STAMP=$OUTDIR/centos.inputs
+# one build at a time per OUTDIR (a second caller waits, then finds the outputs up to date)
+exec 9>"$OUTDIR/.centos.lock"
+flock 9
+MANIFEST=$(echo "kver $KVER"; sha256sum "$SCRIPT"; stat -L -c '%n %s %Y' $INPUTS)
+if [ "${SALTVIRT_IMAGE_FORCE:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$QCOW" ] &&
+   [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$MANIFEST" ]; then
     stale=0
     for f in $INPUTS; do
         if [ "$f" -nt "$IMG" ] || [ "$f" -nt "$QCOW" ]; then stale=1; break; fi
@@ -191,9 +200,9 @@ probe_fs() {
     echo "vfat $(dd if=/tmp/probe bs=1 skip=$off count=11 2>/dev/null | tr -d ' \000')"
 }
 
-# Block devices that exist now (whole disks and partitions), boot disk first.
+# Block devices that exist now: virtio disks and their partitions, CD-ROMs.
 block_devs() {
-    for b in /sys/block/vd* /sys/block/sr* /sys/block/sd* /sys/block/vd*/vd* /sys/block/sd*/sd*; do
+    for b in /sys/block/vd* /sys/block/vd*/vd* /sys/block/sr*; do
         [ -e "$b/dev" ] && [ -b "/dev/${b##*/}" ] && echo "/dev/${b##*/}"
     done
 }
@@ -223,7 +232,8 @@ if [ $BOOT_OK = 1 ] && { [ -f /boot-disk/etc/salt/minion ] ||
                          [ -f /boot-disk/etc/salt/pki/minion/minion.pub ]; }; then
     echo "SALTVIRT-SEED: disk"
     if [ -f /boot-disk/etc/salt/minion ]; then
-        report_id "$(sed -n 's/^id:[[:space:]]*//p' /boot-disk/etc/salt/minion | head -n 1 | yaml_scalar)"
+        report_id "$(sed -n 's/^id:[[:space:]]*//p' /boot-disk/etc/salt/minion |
+                     head -n 1 | yaml_scalar)"
     fi
     if [ -f /boot-disk/etc/salt/pki/minion/minion.pub ]; then
         echo "SALTVIRT-MINION-KEY: $(pem_finger /boot-disk/etc/salt/pki/minion/minion.pub)"
@@ -260,7 +270,8 @@ if [ -n "$SEEDDEV" ] && mount -t "$SEEDFS" -o ro "$SEEDDEV" /seed; then
             /^[^ \t#]/ { insm = ($0 ~ /^salt_minion:/) }
             insm && /^[ \t]+id:/ { sub(/^[ \t]+id:[ \t]*/, ""); print; exit }
         ' "$UD" | yaml_scalar)
-        [ -n "$sid" ] || sid=$(sed -n 's/^[[:space:]]*id:[[:space:]]*//p' "$UD" | head -n 1 | yaml_scalar)
+        [ -n "$sid" ] ||
+            sid=$(sed -n 's/^[[:space:]]*id:[[:space:]]*//p' "$UD" | head -n 1 | yaml_scalar)
         report_id "$sid"
         # public_key: | block (under salt_minion), dedented into a file
         awk '
@@ -283,7 +294,8 @@ if [ -n "$SEEDDEV" ] && mount -t "$SEEDFS" -o ro "$SEEDDEV" /seed; then
         fi
     fi
     if [ -z "$MINION_ID" ] && [ -f /seed/meta-data ]; then
-        MINION_ID=$(sed -n 's/^local-hostname:[[:space:]]*//p' /seed/meta-data | head -n 1 | yaml_scalar)
+        MINION_ID=$(sed -n 's/^local-hostname:[[:space:]]*//p' /seed/meta-data |
+                    head -n 1 | yaml_scalar)
     fi
     umount /seed
 fi
@@ -336,7 +348,8 @@ TOTAL_SECTORS=$((DISK_MIB * 2048))
 PART_SECTORS=$((TOTAL_SECTORS - PART_START))
 FAT=$WORK/fat.img
 # -h: hidden sectors = partition offset (the boot sector finds ldlinux.sys relative to it)
-mkfs.vfat -C -F 16 -n "$FS_LABEL" -i 5A175A17 -h "$PART_START" "$FAT" $((PART_SECTORS / 2)) >/dev/null
+mkfs.vfat -C -F 16 -n "$FS_LABEL" -i 5A175A17 -h "$PART_START" "$FAT" \
+    $((PART_SECTORS / 2)) >/dev/null
 export MTOOLS_SKIP_CHECK=1
 mcopy -i "$FAT" "$KERNEL" ::/vmlinuz
 mcopy -i "$FAT" "$WORK/initrd.gz" ::/initrd.gz
@@ -357,6 +370,9 @@ dd if="$FAT" of="$RAW" bs=512 seek="$PART_START" conv=notrunc,sparse status=none
 
 qemu-img convert -f raw -O qcow2 "$RAW" "$WORK/$QCOW_NAME"
 
+echo "$MANIFEST" > "$WORK/centos.inputs"
+rm -f "$STAMP"          # outputs and manifest change together: no stamp while they differ
 mv -f "$RAW" "$IMG"
 mv -f "$WORK/$QCOW_NAME" "$QCOW"
+mv -f "$WORK/centos.inputs" "$STAMP"
 echo "build.sh: built $IMG and $QCOW (kernel $KVER)"
