@@ -1,4 +1,4 @@
-"""TLS material for libvirt and QEMU: a certificate authority on the master, certificates per minion.
+"""TLS material for libvirt and QEMU: a CA on the master and certificates for each minion.
 
 The master keeps one CA (``cakey.pem`` + ``cacert.pem`` in ``ca_dir``) and, for every minion that
 asked, a server and a client certificate under ``ca_dir/issued/<minion_id>/``. Issued material is
@@ -10,8 +10,8 @@ Everything here runs on the master only; the CA key never leaves ``ca_dir``.
 
 Key type: RSA 3072 by default (``key_type="ec"`` gives ECDSA P-256). Both are accepted by the GnuTLS
 that libvirt 9.0 and QEMU 7.2 link against. Leaf certificates carry a critical key usage of
-``digitalSignature`` + ``keyEncipherment``, which libvirt's and QEMU's own certificate checks require
-whatever the key type.
+``digitalSignature`` + ``keyEncipherment``, which libvirt's and QEMU's own certificate checks
+require whatever the key type.
 """
 
 import contextlib
@@ -197,7 +197,7 @@ def _make_private_dir(path):
 
 
 def _write_atomic(path, data, mode):
-    """Write ``data`` to ``path`` through a temporary file; the file never exists with wider mode."""
+    """Write ``data`` to ``path`` via a temporary file; it never exists with a wider mode."""
     tmp = f"{path}.tmp{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)  # left over by a crashed writer that had the same pid
@@ -367,7 +367,7 @@ class CertificateAuthority:
 
     @property
     def certificate(self):
-        """The CA certificate (:class:`cryptography.x509.Certificate`); call :meth:`ensure` first."""
+        """The CA certificate (:class:`cryptography.x509.Certificate`), loaded if need be."""
         if self._cert is None:
             self.ensure()
         return self._cert
@@ -410,7 +410,8 @@ class CertificateAuthority:
         now = self._clock()
         if cert.not_valid_after_utc <= now:
             raise VirtError(
-                f"the CA certificate {self.cert_path} expired on {cert.not_valid_after_utc:%Y-%m-%d}. "
+                f"the CA certificate {self.cert_path} expired on "
+                f"{cert.not_valid_after_utc:%Y-%m-%d}. "
                 f"Move {self.ca_dir} aside so that a new CA is created, then apply virt.keys on "
                 "every hypervisor."
             )
@@ -449,8 +450,8 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
             .sign(key, hashes.SHA256())
         )
-        # Key first: a certificate without its key is reported as an incomplete CA, never
-        # silently replaced.
+        # Key first: if writing the certificate fails, the next run reports an incomplete CA
+        # rather than ever handing out a CA certificate whose key is lost.
         _write_atomic(self.key_path, _key_pem(key), 0o600)
         _write_atomic(self.cert_path, _cert_pem(cert), 0o644)
         log.info("created the libvirt TLS CA in %s", self.ca_dir)
@@ -633,7 +634,7 @@ _IP_GRAINS = ("fqdn_ip4", "ipv4")
 
 
 def pillar_config(config):
-    """``config`` merged over :data:`PILLAR_OPTIONS`; unknown options raise :class:`InvalidArgument`."""
+    """``config`` merged over :data:`PILLAR_OPTIONS`; unknown options raise InvalidArgument."""
     config = dict(config or {})
     unknown = set(config) - set(PILLAR_OPTIONS)
     if unknown:

@@ -5,7 +5,9 @@ a skip. Every domain a test creates is named ``svtest-*`` and removed afterwards
 """
 
 import os
+import pathlib
 import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -39,8 +41,18 @@ def guest_images(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def minion_opts(tmp_path_factory, guest_images):
-    root = tmp_path_factory.mktemp("minion")
+def qemu_dir():
+    """A scratch directory QEMU (running as libvirt-qemu) can reach: pytest's tmp is 0700."""
+    path = tempfile.mkdtemp(prefix="salt-virt-functional-", dir="/var/tmp")
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def minion_opts(qemu_dir, guest_images):
+    root = qemu_dir / "minion"
+    root.mkdir()
     fileserver = root / "srv"
     fileserver.mkdir()
     for name in ("centos.img", "centos.qcow2"):

@@ -172,7 +172,8 @@ def test_loader_imports_saltvirt_from_utils_dirs(tmp_path):
     script = textwrap.dedent(
         f"""
         import copy, json, sys
-        sys.path = [p for p in sys.path if p.rstrip("/") not in ({REPO!r}, {os.path.join(REPO, "_utils")!r})]
+        hidden = ({REPO!r}, {os.path.join(REPO, "_utils")!r})
+        sys.path = [p for p in sys.path if p.rstrip("/") not in hidden]
         import salt.config, salt.pillar
         opts = salt.config.apply_master_config({{
             "root_dir": {str(tmp_path)!r},

@@ -1,0 +1,87 @@
+"""
+Pillar ``libvirt``: each minion's libvirt and QEMU TLS keys, signed by a CA on the master.
+
+The CA is created on first use in ``<pki_dir>/libvirt`` (``/etc/salt/pki/master/libvirt``) and
+never leaves the master. Each minion receives its own server and client key and certificate and the
+CA certificate, under the pillar key ``libvirt``; the ``virt.keys`` state writes them to
+``/etc/pki``. The logic lives in :mod:`saltvirt.pki`.
+
+Master configuration:
+
+.. code-block:: yaml
+
+    ext_pillar:
+      - libvirt: {}
+
+    # optional; see docs/pki.rst for every option
+    libvirt_pki:
+      organization: Example Corp
+      expiration_days: 365
+      extra_ips:
+        'hv1*': [192.0.2.10]
+
+Without the ``ext_pillar`` entry the pillar is still available on demand
+(``salt-call pillar.ext '{libvirt: _}'``), because ``libvirt`` is in the master's default
+``on_demand_ext_pillar`` list.
+
+Options belong in ``libvirt_pki``. Options written in the ``ext_pillar`` entry itself are refused
+while ``libvirt`` is in ``on_demand_ext_pillar``: Salt passes an on-demand request's arguments the
+same way, so a minion could otherwise choose the CA directory or the names in its certificate.
+"""
+
+import os
+
+import saltvirt.pki
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+from saltvirt.errors import InvalidArgument, VirtError
+
+__virtualname__ = "libvirt"
+
+#: Master configuration key holding the options of :data:`saltvirt.pki.PILLAR_OPTIONS`.
+CONFIG_KEY = "libvirt_pki"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _options(kwargs):
+    if kwargs and __virtualname__ in (__opts__.get("on_demand_ext_pillar") or []):
+        raise SaltInvocationError(
+            f"libvirt ext_pillar: options in the ext_pillar entry ({', '.join(sorted(kwargs))}) "
+            f"are refused while '{__virtualname__}' is in on_demand_ext_pillar, since a minion "
+            f"could pass its own; put them under '{CONFIG_KEY}' in the master config instead"
+        )
+    options = dict(__opts__.get(CONFIG_KEY) or {})
+    options.update(kwargs)
+    if not options.get("ca_dir"):
+        options["ca_dir"] = os.path.join(__opts__["pki_dir"], "libvirt")
+    return options
+
+
+def ext_pillar(minion_id, pillar, command=None, **kwargs):  # pylint: disable=unused-argument
+    """
+    Return ``{"libvirt": {...}}`` with ``minion_id``'s TLS material, issuing it when needed.
+
+    minion_id
+        The minion whose pillar is compiled. Salt only ever calls an ext_pillar with the
+        requesting minion's own (authenticated) id, so a minion never receives another's keys.
+
+    pillar
+        The pillar compiled so far; not used (it may carry a minion's ``pillar_override``).
+
+    command
+        The value of an on-demand request or of a non-mapping ``ext_pillar`` entry
+        (``- libvirt: _``); ignored.
+
+    kwargs
+        Options from a mapping ``ext_pillar`` entry; see the module documentation.
+    """
+    options = _options(kwargs)
+    grains = __opts__.get("grains") or {}
+    try:
+        return saltvirt.pki.libvirt_pillar(minion_id, grains, options)
+    except InvalidArgument as exc:
+        raise SaltInvocationError(f"libvirt ext_pillar for {minion_id}: {exc}") from exc
+    except VirtError as exc:
+        raise CommandExecutionError(f"libvirt ext_pillar for {minion_id}: {exc}") from exc
