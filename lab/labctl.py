@@ -172,16 +172,32 @@ def publish_images(n):
         os.replace(tmp, dst)
 
 
-# ---------------------------------------------------------------------------- TLS
+# ---------------------------------------------------------------------------- pillar
 
 
-def issue_tls(n):
-    """Bootstrap TLS material for hypervisor n from the master's libvirt CA (saltvirt.pki)."""
-    from saltvirt import pki, tlsfiles
-
-    grains = {"id": hv_name(n), "ipv4": [hv_addr(n)]}
-    material = pki.libvirt_pillar(hv_name(n), grains, {"ca_dir": str(CA_DIR)})["libvirt"]
-    tlsfiles.sync(material, str(hv_dir(n) / "pki"))
+def write_pillar(ids):
+    """Per-hypervisor pillar for the bundle's formula: what libvirtd.conf must say on each."""
+    pillar = LAB_DIR / "pillar"
+    pillar.mkdir(parents=True, exist_ok=True)
+    top = ["base:"]
+    for n in ids:
+        conf = {
+            "virt": {
+                "hypervisor": {
+                    # No init system in the lab: labctl starts libvirtd itself.
+                    "manage_service": False,
+                    "libvirtd_conf": {
+                        "listen_addr": hv_addr(n),
+                        "auth_tls": "none",
+                        "host_uuid": hv_uuid(n),
+                        "log_outputs": "3:file:/var/log/libvirt/libvirtd.log",
+                    },
+                }
+            }
+        }
+        (pillar / f"{hv_name(n)}.sls").write_text(json.dumps(conf, indent=2) + "\n")
+        top += [f"  '{hv_name(n)}':", f"    - {hv_name(n)}"]
+    (pillar / "top.sls").write_text("\n".join(top) + "\n")
 
 
 # ---------------------------------------------------------------------------- master
@@ -210,6 +226,13 @@ def write_master_config():
         "log_level_logfile": "info",
         "keep_jobs_seconds": 3600,
         "virt": {"hypervisors": "hypervisor*"},
+        # The bundle's PKI: the CA lives here; hypervisors get certificates through pillar.
+        "ext_pillar": [{"libvirt": {}}],
+        "libvirt_pki": {
+            "minions": "hypervisor*",
+            # Lab hypervisors are told apart by loopback address, which grains cannot see.
+            "extra_ips": {hv_name(n): [hv_addr(n)] for n in range(1, 10)},
+        },
     }
     (MASTER_CONF / "master").write_text(json.dumps(conf, indent=2) + "\n")
 
@@ -256,13 +279,6 @@ def prepare_hypervisor(n):
             shutil.rmtree(etc / junk, ignore_errors=True)
         for xml in (etc / "qemu").glob("*.xml"):
             xml.unlink()
-    (etc / "libvirtd.conf").write_text(
-        "listen_tls = 1\nlisten_tcp = 0\n"
-        f'listen_addr = "{hv_addr(n)}"\n'
-        'auth_tls = "none"\n'
-        f'host_uuid = "{hv_uuid(n)}"\n'
-        'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
-    )
     (etc / "qemu.conf").write_text(
         f'vnc_listen = "{hv_addr(n)}"\n'
         f'migration_address = "{hv_addr(n)}"\n'
@@ -289,7 +305,6 @@ def prepare_hypervisor(n):
         "grains": {"salt_virt_lab": True},
     }
     (h / "minion" / "etc" / "salt" / "minion").write_text(json.dumps(minion_conf, indent=2) + "\n")
-    issue_tls(n)
     preaccept_minion_key(n)
     publish_images(n)
 
@@ -313,8 +328,8 @@ def start_hypervisor(n):
     log_path = h / "hv-init.log"
     with open(log_path, "w") as out:
         proc = subprocess.Popen(
-            in_netns(["unshare", "--mount", "--propagation", "private", "--fork",
-                      "bash", REPO / "lab" / "hv-init.sh", h, VENV]),
+            in_netns(["unshare", "--mount", "--uts", "--propagation", "private", "--fork",
+                      "bash", REPO / "lab" / "hv-init.sh", h, VENV, hv_name(n)]),
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     for _ in range(300):
@@ -353,6 +368,31 @@ def wait_for_minions(ids, timeout=120):
         raise LabError(f"minions did not answer: {sorted(pending)}; see {LAB_DIR}/hv*/minion/var/log/salt/minion")
 
 
+def apply_formula(ids):
+    """The bundle's formula, as an operator would apply it: TLS keys + libvirtd.conf."""
+    out = salt(["-L", ",".join(ids), "state.apply", "virt.keys,virt.libvirtd", "--out=json",
+                "--static", "-t", "120"], timeout=180)
+    try:
+        results = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        raise LabError(f"state.apply failed: {out.stdout}{out.stderr}")
+    for minion in ids:
+        states = results.get(minion)
+        if not isinstance(states, dict) or not all(st.get("result") for st in states.values()):
+            raise LabError(f"the hypervisor formula failed on {minion}: {json.dumps(states, indent=2)}")
+
+
+def start_libvirtd(n):
+    holder = holder_pid(n)
+    enter = ["nsenter", "-t", str(holder), "-m", "-n", "-u"]
+    sh([*enter, "libvirtd", "-d", "-l", "-p", "/run/libvirt/libvirtd.pid"])
+    for _ in range(200):
+        if sh([*enter, "virsh", "-q", "-c", "qemu:///system", "uri"], check=False).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise LabError(f"libvirtd of {hv_name(n)} did not start; see {hv_dir(n)}/log-libvirt/libvirtd.log")
+
+
 def sync(ids):
     out = salt(["-L", ",".join(ids), "saltutil.sync_all", "--out=json", "--static", "-t", "120"], timeout=180)
     if out.returncode != 0:
@@ -362,10 +402,15 @@ def sync(ids):
 # ---------------------------------------------------------------------------- commands
 
 
+def libvirtd_pid(n):
+    holder = holder_pid(n)
+    return read_pid(f"/proc/{holder}/root/run/libvirt/libvirtd.pid") if holder else None
+
+
 def healthy():
     if not netns_exists() or not master_pid():
         return False
-    return all(holder_pid(n) for n in existing_hypervisors())
+    return all(libvirtd_pid(n) for n in existing_hypervisors())
 
 
 def up():
@@ -382,12 +427,17 @@ def up():
     start_master()
     wanted = list(range(1, max(COUNT, len(existing_hypervisors())) + 1))
     fresh = [n for n in wanted if not holder_pid(n)]
+    write_pillar(wanted)
     for n in fresh:
         start_hypervisor(n)
-        log(f"{hv_name(n)} up: libvirtd on qemu+tls://{hv_addr(n)}/system, host uuid {hv_uuid(n)}")
     ids = [hv_name(n) for n in wanted]
     wait_for_minions(ids)
     sync(ids)
+    if fresh:
+        apply_formula([hv_name(n) for n in fresh])
+    for n in fresh:
+        start_libvirtd(n)
+        log(f"{hv_name(n)} up: libvirtd on qemu+tls://{hv_addr(n)}/system, host uuid {hv_uuid(n)}")
     log(f"ready in {time.monotonic() - t0:.1f}s: master + {', '.join(ids)}")
 
 
@@ -435,7 +485,7 @@ def status():
             line += "stopped"
             ok = False
         else:
-            libvirtd = read_pid(f"/proc/{hp}/root/run/libvirt/libvirtd.pid")
+            libvirtd = libvirtd_pid(n)
             line += f"namespace pid {hp}, libvirtd {'pid %d' % libvirtd if libvirtd else 'DOWN'}"
             line += f", tls {hv_addr(n)}:16514, host uuid {hv_uuid(n)}"
             ok &= bool(libvirtd)

@@ -8,10 +8,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ENV = dict(os.environ, LAB_NETNS="svlabt", LAB_DIR="/var/lib/svlab-lifecycle", LAB_HYPERVISORS="2")
 
 
-def labctl(*args, check=True):
+def labctl(*args, check=True, env=None):
     proc = subprocess.run(
         [os.path.join(REPO, ".venv", "bin", "python"), os.path.join(REPO, "lab", "labctl.py"), *args],
-        capture_output=True, text=True, env=ENV, timeout=600,
+        capture_output=True, text=True, env=dict(ENV, **(env or {})), timeout=600,
     )
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -38,12 +38,21 @@ def test_up_twice_then_down_leaves_nothing():
     try:
         labctl("up")
         inode = netns_inode()
-        assert len(processes_in_netns(inode)) >= 7  # master + 2 x (libvirtd, virtlogd, minion, holder)
+        assert len(processes_in_netns(inode)) >= 9  # master + 2 x (libvirtd, virtlogd, minion, holder)
         first = labctl("status")
         assert "hypervisor1: namespace pid" in first.stdout and "hypervisor2: namespace pid" in first.stdout
         again = labctl("up")  # reuses the running lab
         assert "hypervisor1 up" not in again.stdout
         assert labctl("status").stdout == first.stdout
+        # A third hypervisor joins the running lab through the bundle's formula alone.
+        more = labctl("up", env={"LAB_HYPERVISORS": "3"})
+        assert "hypervisor3 up" in more.stdout and "hypervisor1 up" not in more.stdout
+        holder = open(f"{ENV['LAB_DIR']}/hv1/holder.pid").read().strip()
+        uri = subprocess.run(
+            ["nsenter", "-t", holder, "-m", "-n", "virsh", "-c", "qemu+tls://127.0.0.4/system", "uri"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert uri.stdout.strip() == "qemu+tls://127.0.0.4/system", uri.stderr
     finally:
         labctl("down")
     assert not os.path.exists("/run/netns/svlabt")

@@ -1,0 +1,3 @@
+# salt://virt -- the whole hypervisor formula.
+include:
+  - virt.hypervisor
