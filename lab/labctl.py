@@ -432,8 +432,8 @@ def up():
         start_hypervisor(n)
     ids = [hv_name(n) for n in wanted]
     wait_for_minions(ids)
-    sync(ids)
     if fresh:
+        sync(ids)
         apply_formula([hv_name(n) for n in fresh])
     for n in fresh:
         start_libvirtd(n)

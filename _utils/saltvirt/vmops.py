@@ -5,6 +5,7 @@ import os
 import time
 
 from saltvirt import domain as dommod
+from saltvirt import images
 from saltvirt.errors import InvalidArgument, NotFound, VirtError
 
 try:
@@ -189,9 +190,20 @@ def info(conn, name):
     data["state"] = state(dom)
     data["autostart"] = bool(dom.autostart())
     data["persistent"] = bool(dom.isPersistent())
+    active = dom.isActive()
     for target, disk in data["disks"].items():
         disk["size"] = _disk_capacity(dom, target, disk)
+        if not active and not disk["backing"] and disk["format"] == "qcow2" and disk.get("file"):
+            # Only a running domain's XML carries <backingStore>; ask the image itself.
+            disk["backing"] = _backing_files(disk["file"])
     return data
+
+
+def _backing_files(path):
+    try:
+        return [item["filename"] for item in images.info(path)["backing_chain"]]
+    except VirtError:
+        return []
 
 
 def _disk_capacity(dom, target, disk):
