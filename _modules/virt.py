@@ -14,22 +14,30 @@ Configuration (all optional)::
       address: hyper1.example.com  # how other hypervisors and consoles reach this one
       vnc:
         listen: 127.0.0.1          # VNC consoles listen here (never 0.0.0.0 unless asked)
-      seed_cmd: cidata             # default seeding method: cidata | seed.apply
+      seed_cmd: cidata             # default seeding method: cidata | seed.apply | <mod.fun>
+      seed_install_cmd: null       # seed.apply: run when the image has no salt-minion, e.g.
+                                   #   "cp -a /srv/salt-onedir/. {root}/opt/saltstack/salt"
+      seed_install_timeout: 900
+      guestfs: {force_tcg: auto, timeout: 600}   # libguestfs (seed.apply), see guestfs module
       nic: {<profile>: [...]}      # NIC profiles, see saltvirt.profiles
       disk: {<profile>: [...]}     # disk profiles
+      tunnel: False                # migrate through the libvirt daemons' TLS connection
 """
 
 import logging
 import os
+import time
+import time
 
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     from saltvirt import connection as virtconn
+    from saltvirt import console as vconsole
     from saltvirt import domain as dommod
     from saltvirt import hypervisor as hvtype
-    from saltvirt import images, profiles, provision, seeding, vmops
+    from saltvirt import images, migration, profiles, provision, seeding, vmops
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
 
     HAS_SALTVIRT = True
@@ -165,25 +173,85 @@ def _check_resources(conn, cpu, mem):
 
 
 def _graphics(enable_vnc, graphics):
+    """``(devices, generated password or None)`` for ``enable_vnc``/``graphics``.
+
+    ``graphics={type: vnc, password: True}`` asks for a generated password: it is returned by
+    :func:`init` once and never stored anywhere else.
+    """
     if graphics is None and not enable_vnc:
-        return []
+        return [], None
+    if isinstance(graphics, str):
+        graphics = {"type": graphics}
+    if graphics is not None and not isinstance(graphics, dict):
+        raise SaltInvocationError(f"graphics must be a dict like {{type: vnc, password: True}}, not {graphics!r}")
     spec = dict(graphics or {"type": "vnc"})
     if spec.get("type", "vnc") == "none":
-        return []
+        return [], None
     spec.setdefault("type", "vnc")
     spec.setdefault("listen", _config("vnc:listen", "127.0.0.1"))
     if isinstance(spec.get("listen"), dict):  # upstream shape: {type: address, address: X}
         spec["listen"] = spec["listen"].get("address")
     if spec.get("port") is None:
         spec["port"] = -1
-    return [dommod.Graphics(**{k: spec[k] for k in ("type", "listen", "port", "password") if k in spec})]
+    generated = None
+    password = spec.get("password")
+    if password is True:
+        generated = spec["password"] = vconsole.gen_password()
+    elif password in (None, False, ""):
+        spec.pop("password", None)
+    else:
+        spec["password"] = str(password)
+    return [dommod.Graphics(**{k: spec[k] for k in ("type", "listen", "port", "password") if k in spec})], generated
 
 
-def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config):
-    """Build the seeding step for :func:`provision.create` (runs before the domain is defined)."""
+def _console_graphics(conn, name, graphics):
+    """Inventory graphics with the reachable ``host``, ``local_only`` and a true ``password_set``
+    (libvirt hides passwords unless asked for secure XML; the password itself never leaves)."""
+    if not graphics:
+        return []
+    secure = vconsole.secure_graphics(vmops.lookup(conn, name))
+    return vconsole.console_graphics(graphics, _host_address(), secure)
+
+
+SEED_METHODS = ("cidata", "seed.apply")
+
+
+def _guestfs_env():
+    force = _config("guestfs:force_tcg", "auto")
+    if isinstance(force, str) and force.lower() == "auto":
+        force = not hvtype.kvm_status(os.path.join(__opts__["cachedir"], "saltvirt", "kvm-probe.json"))[0]
+    return seeding.libguestfs_env(bool(force))
+
+
+def _guestfs_state_dir():
+    return _config("guestfs:state_dir", seeding.STATE_DIR) or seeding.STATE_DIR
+
+
+def _seed_method(seed_cmd):
+    method = seed_cmd or _config("seed_cmd", "cidata") or "cidata"
+    if method in SEED_METHODS:
+        return method
+    if isinstance(method, str) and "." in method and method in __salt__:
+        return method
+    raise SaltInvocationError(
+        f"unknown seed_cmd {method!r}: use cidata, seed.apply, or the name of an execution "
+        "function with seed.apply's signature"
+    )
+
+
+def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config, options=None):
+    """Build the seeding step for :func:`provision.create` (runs before the domain is defined).
+
+    ``cidata``: a NoCloud ISO attached as a read-only disk. ``seed.apply``: salt-virt's mount
+    seeder (:func:`saltvirt.seeding.seed_image`, libguestfs) writes config and keys into the
+    system disk. Any other ``module.function`` is called like Salt's ``seed.apply``. Whatever
+    the method, a failure raises (the caller rolls the disks back) and no guestfs mount of
+    the disk is left behind.
+    """
     if not seed:
         return None, None
-    method = seed_cmd or _config("seed_cmd", "cidata")
+    options = options or {}
+    method = _seed_method(seed_cmd)
     result = {"method": method}
     if pub_key and priv_key:
         pub, priv = _pem(pub_key), _pem(priv_key)
@@ -193,35 +261,71 @@ def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config):
         result["preseeded"] = False
     result["minion_pub"] = pub
     minion_conf = dict(config or {})
-    minion_conf.setdefault("master", __opts__.get("master", "salt"))
+    master = minion_conf.pop("master", None) or __opts__.get("master", "salt")
+    # Check what can be checked before any disk is copied.
+    try:
+        seeding.minion_config(name, master, minion_conf)
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
 
     def cidata(plans, undo):
+        started = time.monotonic()
         vm_dir = os.path.dirname(plans[0].path)
         iso = os.path.join(vm_dir, "cidata.iso")
-        seeding.make_cidata(
-            iso, minion_id=name, master=minion_conf.pop("master"), pub_key_pem=pub,
-            priv_key_pem=priv, extra_minion_config=minion_conf,
-        )
         undo.push(f"seed {iso}", provision._remove, iso)
+        seeding.make_cidata(
+            iso, minion_id=name, master=master, pub_key_pem=pub, priv_key_pem=priv,
+            extra_minion_config=minion_conf,
+        )
+        result["seconds"] = round(time.monotonic() - started, 3)
         targets = [p.target for p in plans]
         return [dommod.Disk(target=dommod.next_disk_target(targets), source=iso, format="raw",
                             readonly=True)]
 
     def mount(plans, undo):
+        system = plans[0]
+        install_cmd = options.get("seed_install_cmd") or _config("seed_install_cmd")
+        try:
+            info = seeding.seed_image(
+                system.path, minion_id=name, master=master, pub_key_pem=pub, priv_key_pem=priv,
+                extra_minion_config=minion_conf, install=bool(install), install_cmd=install_cmd,
+                install_timeout=int(_config("seed_install_timeout", 900)),
+                device=options.get("seed_device") or None, fmt=system.format, env=_guestfs_env(),
+                mount_timeout=int(_config("guestfs:timeout", 600)), state_dir=_guestfs_state_dir(),
+            )
+        except InvalidArgument as exc:
+            raise SaltInvocationError(str(exc)) from exc
+        result.update(info)
+        return []
+
+    def custom(plans, undo):
         system = plans[0].path
-        res = __salt__["seed.apply"](
-            system, id_=name, config=minion_conf, install=install, pub_key=pub,
-            priv_key=priv, approve_key=False,
-        )
+        started = time.monotonic()
+        try:
+            res = __salt__[method](
+                system, id_=name, config=dict(minion_conf, master=master), install=install,
+                pub_key=pub, priv_key=priv, approve_key=False,
+            )
+        except Exception as exc:  # pylint: disable=broad-except
+            raise VirtError(f"seeding {system} with {method} failed: {exc}") from exc
+        finally:
+            # Salt core's seed.apply does not unmount when it raises half-way.
+            released = seeding.release(system, state_dir=_guestfs_state_dir())
+            if released:
+                log.warning("virt.init: %s left %d guestfs mount(s) of %s: released", method,
+                            len(released), system)
         if res is not True:
-            raise VirtError(f"seed.apply on {system} failed: {res}")
+            kind = repr(res) if isinstance(res, (bool, type(None))) else type(res).__name__
+            detail = f": {res}" if isinstance(res, str) and "PRIVATE KEY" not in res else ""
+            raise VirtError(f"seeding {system} with {method} failed: it returned {kind}{detail}")
+        result["seconds"] = round(time.monotonic() - started, 3)
         return []
 
     if method == "cidata":
         return cidata, result
     if method == "seed.apply":
         return mount, result
-    raise SaltInvocationError(f"unknown seed_cmd {method!r} (use cidata or seed.apply)")
+    return custom, result
 
 
 def _pem(value):
@@ -290,14 +394,30 @@ def init(
     start
         Start the domain after it is defined (default True). Seeding always completes first.
     seed / seed_cmd / install / pub_key / priv_key / config
-        Seed the system disk with a minion id, config and key pair before first boot:
-        ``seed_cmd=cidata`` (cloud-init NoCloud ISO, fast) or ``seed.apply`` (mounts the image
-        with libguestfs and writes the files; installs salt-minion if absent and ``install``).
+        Seed the system disk with a minion id, config and key pair before first boot.
+        ``seed_cmd`` (default ``virt:seed_cmd``, else ``cidata``):
+
+        * ``cidata`` -- a cloud-init NoCloud ISO attached read-only (milliseconds; the guest
+          needs cloud-init or an equivalent that reads it);
+        * ``seed.apply`` -- mount the system disk with libguestfs and write
+          ``/etc/salt/minion`` and the keys into it (25-40 s under TCG). If the image has no
+          salt-minion and ``install`` is true, ``seed_install_cmd`` (or
+          ``virt:seed_install_cmd``; ``{root}`` is the mounted tree) installs it, and without
+          one that is an error; with ``install=False`` the config and keys are still written.
+          ``seed_device=/dev/sda2`` picks the filesystem (default: the largest Linux one);
+        * any other ``module.function`` -- called like Salt's ``seed.apply``
+          (``path, id_=, config=, install=, pub_key=, priv_key=, approve_key=False``) and must
+          return True.
+
+        ``config``: extra minion configuration (``master`` defaults to this minion's master).
         ``pub_key``/``priv_key``: PEM text or paths of a pre-generated key pair (the runner
         passes the pair it pre-accepted on the master).
     enable_vnc / graphics
         Add a VNC console (``graphics={type: vnc, listen: ..., port: ..., password: ...}``).
-        It listens on ``virt:vnc:listen`` (default 127.0.0.1), never on 0.0.0.0 unless asked.
+        It listens on ``virt:vnc:listen`` (default 127.0.0.1), never on 0.0.0.0 unless asked,
+        on an automatic port (5900 up) unless ``port`` is given. ``password`` (1 to 8
+        characters) protects it; ``password: True`` generates one, returned once as
+        ``vnc_password`` in this function's return (``vm_info`` only says ``password_set``).
     boot, os_type, arch
         Boot devices (``[hd, cdrom, network]`` or ``{kernel, initrd, cmdline}``), OS type
         (``hvm``) and architecture (``x86_64``).
@@ -311,6 +431,7 @@ def init(
         salt 'hypervisor*' virt.init centos1 2 512 image=/var/lib/libvirt/images/centos.img
         salt 'hypervisor*' virt.init centos1 2 512 image=/var/lib/libvirt/images/centos.qcow2 enable_qcow=True start=False
         salt 'hypervisor1' virt.init web1 1 1024 image=salt://centos.qcow2 enable_vnc=True
+        salt 'hypervisor1' virt.init web2 1 1024 image=salt://centos.qcow2 graphics='{type: vnc, password: True}'
     """
     undo = provision.Undo()
     try:
@@ -319,6 +440,7 @@ def init(
             cpu, mem = _check_resources(conn, cpu, mem)
             if vmops.exists(conn, name):
                 raise SaltInvocationError(f"a domain named {name!r} already exists on {__opts__['id']}")
+            gfx_devices, vnc_password = _graphics(enable_vnc, graphics)
             dom_type, type_reason = hvtype.choose_type(
                 hypervisor, cache_path=os.path.join(__opts__["cachedir"], "saltvirt", "kvm-probe.json")
             )
@@ -338,7 +460,7 @@ def init(
                                      **({"mac": n["mac"]} if n.get("mac") else {}))
                     for n in nics
                 ],
-                graphics=_graphics(enable_vnc, graphics),
+                graphics=gfx_devices,
                 serials=[dommod.Serial(log=f"/var/log/libvirt/qemu/{name}-serial.log")],
             )
             if isinstance(boot, dict):
@@ -346,11 +468,13 @@ def init(
             elif boot:
                 model.boot = [boot] if isinstance(boot, str) else list(boot)
             seeder, seed_info = _seeder(
-                name, seed and local_image is not None, seed_cmd, install, pub_key, priv_key, config
+                name, seed and local_image is not None, seed_cmd, install, pub_key, priv_key, config,
+                {k: kwargs[k] for k in ("seed_install_cmd", "seed_device") if k in kwargs},
             )
             info = provision.create(conn, provision.Request(
                 domain=model, disks=plans, start=start, seeder=seeder, autostart=autostart,
             ))
+            info["graphics"] = _console_graphics(conn, name, info.get("graphics"))
     except VirtError as exc:
         _raise(exc)
     finally:
@@ -361,6 +485,8 @@ def init(
         hypervisor_reason=type_reason,
         seeded=seed_info,
     )
+    if vnc_password:
+        info["vnc_password"] = vnc_password  # generated: shown this once, stored nowhere
     return info
 
 
@@ -630,6 +756,11 @@ def vm_info(vm_=None, **kwargs):
     Everything about one domain (or all): cpu, memory (KiB), state, graphics with the live
     host:port, disks (file, format, size, backing chain), NICs (mac, source, type, model).
 
+    A graphics console's ``host`` is where other machines reach it: this hypervisor's
+    ``virt:address`` when it listens on all addresses or on loopback (``local_only: True``:
+    only through an SSH tunnel), else its listen address. ``password_set`` says whether it has
+    a password; the password itself is never reported.
+
     CLI Example:
 
     .. code-block:: bash
@@ -640,12 +771,9 @@ def vm_info(vm_=None, **kwargs):
     def _info(conn):
         names = [vm_] if vm_ else vmops.list_domains(conn)
         result = {}
-        address = _host_address()
         for name in names:
             data = vmops.info(conn, name)
-            for gfx in data["graphics"]:
-                # A console listening on loopback/any is reached through this host's address.
-                gfx["host"] = address if gfx.get("listen") in (None, "0.0.0.0", "::") else gfx["listen"]
+            data["graphics"] = _console_graphics(conn, name, data["graphics"])
             result[name] = data
         return result
 
@@ -754,6 +882,32 @@ def get_graphics(vm_, **kwargs):
     return vm_info(vm_, **kwargs)[vm_]["graphics"]
 
 
+def console_info(vm_, **kwargs):
+    """
+    How to reach a domain's consoles from elsewhere: the domain's state, this hypervisor's
+    address (``virt:address``) and its graphics (type, listen, live port, ``host``,
+    ``local_only``, ``password_set``). The runner's ``virt.console`` builds on it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.console_info centos1
+    """
+
+    def _console(conn):
+        dom = vmops.lookup(conn, vm_)
+        graphics = vmops.model(dom).to_info()["graphics"]
+        return {
+            "name": vm_,
+            "state": vmops.state(dom),
+            "address": _host_address(),
+            "graphics": _console_graphics(conn, vm_, graphics),
+        }
+
+    return _with_conn(kwargs, _console)
+
+
 def get_disks(vm_, **kwargs):
     """
     Disks of a domain keyed by target (file, format, size, backing chain).
@@ -829,3 +983,290 @@ def is_hyper(**kwargs):
     except VirtError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- migration
+
+
+def _migration_dir():
+    return os.path.join(__opts__["cachedir"], "saltvirt", "migrations")
+
+
+def _uri(target):
+    try:
+        return migration.dest_uri(target)
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
+
+
+def migrate_source_info(name, dest=None, probe=True, **kwargs):
+    """
+    Describe a domain for migrating it away: state, CPU, NICs, disks with sizes and backing
+    chains, this host's UUID and CPU. With ``probe`` (default) an empty probe file is left next
+    to each disk so the target can tell shared storage (remove them with
+    :func:`migrate_cleanup` ``probe=...``). With ``dest`` (a host or libvirt URI) it also checks
+    that this host can reach the target's libvirt. Used by ``salt-run virt.migrate``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.migrate_source_info centos1 probe=False
+    """
+    try:
+        with _connection(kwargs) as conn:
+            facts = migration.source_facts(conn, name, probe=probe)
+            if dest:
+                facts["dest_check"] = _reach(conn, _uri(dest))
+    except VirtError as exc:
+        _raise(exc)
+    facts["images"] = _images_dir()
+    facts["address"] = _host_address()
+    return facts
+
+
+def _reach(conn, uri):
+    try:
+        with virtconn.opened(uri) as dconn:
+            same = migration.host_uuid(dconn) == migration.host_uuid(conn)
+    except VirtError as exc:
+        return {"uri": uri, "ok": False, "detail": str(exc)}
+    if same:
+        return {"uri": uri, "ok": False, "detail": f"{uri} is this very host (same host UUID)"}
+    return {"uri": uri, "ok": True, "detail": f"{__opts__['id']} reaches {uri}"}
+
+
+def migrate_preflight(facts, copy_storage=None, offline=False, **kwargs):
+    """
+    Check that this hypervisor can take the VM described by ``facts`` (the return of
+    :func:`migrate_source_info` on its host): not the same host, no domain of that name or
+    UUID here, vCPUs, free memory, guest CPU compatible (``compareHypervisorCPU``; the host CPU
+    for host-passthrough guests), machine and domain type, bridges/networks, and per disk
+    whether it is on storage both hosts share (the source's probe file is visible here), must
+    be copied (base images of qcow2 overlays present here, free space) or is read-only and
+    must be fetched. Changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor2 virt.migrate_preflight "$(salt --out=json hypervisor1 virt.migrate_source_info centos1 ...)"
+    """
+    if not isinstance(facts, dict) or "disks" not in facts:
+        raise SaltInvocationError("facts must be the dict returned by virt.migrate_source_info")
+    try:
+        with _connection(kwargs) as conn:
+            report = migration.preflight(conn, facts, copy_storage=copy_storage, offline=offline)
+    except VirtError as exc:
+        _raise(exc)
+    report["host"] = __opts__["id"]
+    return report
+
+
+def migrate_prepare(name, create, token, source=None, **kwargs):
+    """
+    Pre-create on this host the disks an incoming migration copies into (``create``: the
+    ``storage:create`` list of :func:`migrate_preflight`): qcow2 overlays on the same base,
+    blank images of the same format and virtual size, and read-only files downloaded from the
+    ``source`` host's libvirt (host name or URI). All or nothing; what was made is journaled
+    under ``token`` for :func:`migrate_cleanup`.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor2 virt.migrate_prepare centos1 '[{path: /srv/salt-images/centos1/system.qcow2, kind: blank, format: qcow2, virtual_size: 8589934592}]' 3f2a9c
+    """
+    try:
+        journal = migration.journal_path(_migration_dir(), token)
+        migration.prune_journals(_migration_dir())
+        if any(item.get("kind") == "fetch" for item in create):
+            if not source:
+                raise SaltInvocationError("read-only disks are fetched from the source: pass source=<host or URI>")
+            with virtconn.opened(_uri(source)) as sconn:
+                record = migration.prepare_disks(create, journal, sconn, name)
+        else:
+            record = migration.prepare_disks(create, journal, None, name)
+    except VirtError as exc:
+        _raise(exc)
+    return {"name": name, "token": token, "host": __opts__["id"], "created": record["created"],
+            "dirs": record["dirs"]}
+
+
+def migrate(
+    name,
+    target,
+    live=True,
+    offline=False,
+    persistent=True,
+    undefinesource=True,
+    copy_storage=None,
+    migrate_disks=None,
+    max_bandwidth=None,
+    max_downtime=None,
+    postcopy=False,
+    auto_converge=False,
+    compressed=False,
+    parallel_connections=None,
+    tunnel=None,
+    tls=False,
+    unsafe=False,
+    migration_uri=None,
+    peer2peer=True,
+    timeout=None,
+    probe=None,
+    progress_tag=None,
+    **kwargs,
+):
+    """
+    Live-migrate domain ``name`` from this hypervisor to ``target`` (a host name, which becomes
+    ``qemu+tls://<target>/system``, or a full libvirt URI). The VM keeps running here if
+    anything fails.
+
+    This call migrates only: disks must be on storage the target shares, or pre-created there
+    for ``copy_storage``. ``salt-run virt.migrate`` does the whole job (pre-flight, disk
+    preparation, verification, cleanup) and is what operators should use.
+
+    live / offline
+        Live migration (default); ``offline=True`` moves only the definition of a stopped VM.
+    persistent / undefinesource
+        Define the VM on the target / undefine it here (both default True).
+    copy_storage
+        ``all`` or ``inc`` (only the top of qcow2 overlays): QEMU copies the non-shared disks
+        (``migrate_disks``: their targets, e.g. ``[vda]``) into files pre-created on the target.
+    max_bandwidth / max_downtime
+        MiB/s for the migration stream; the longest pause of the guest at switch-over in ms.
+    postcopy / auto_converge / compressed / parallel_connections
+        libvirt's post-copy (switches after one memory pass; a failure after the switch can no
+        longer be rolled back), CPU throttling, XBZRLE compression, parallel streams.
+    tunnel
+        Send the data through libvirt's TLS connection (port 16514). Default: ``virt:tunnel``.
+        With copy_storage this becomes peer-to-peer + TLS (libvirt 9.0 cannot tunnel disks).
+    tls / migration_uri / peer2peer / unsafe
+        QEMU-level TLS; the data stream's URI; peer-to-peer (default) or client-driven;
+        VIR_MIGRATE_UNSAFE (disks shared on a local filesystem).
+    timeout
+        Abort the migration after this many seconds (the VM stays here).
+    probe / progress_tag
+        Set by the runner: probe files to remove first; event tag for progress events.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.migrate centos1 hyper2.example.com
+        salt hypervisor1 virt.migrate centos1 qemu+tls://10.0.0.12/system max_bandwidth=100
+    """
+    uri = _uri(target)
+    if tunnel is None:
+        tunnel = bool(_config("tunnel", False))
+    if probe:
+        migration.remove_probes(probe.get("dirs"), probe.get("token"))
+
+    def _report(data):
+        __salt__["event.fire_master"](dict(data, name=name, host=__opts__["id"]), progress_tag)
+
+    try:
+        with _connection(kwargs) as conn:
+            try:
+                dconn = virtconn.connect(uri)
+            except VirtError as exc:
+                raise SaltInvocationError(f"cannot migrate {name}: {exc}") from exc
+            try:
+                if migration.host_uuid(dconn) == migration.host_uuid(conn):
+                    raise SaltInvocationError(f"{uri} is this very host ({__opts__['id']}): nothing to migrate")
+                result = migration.migrate(
+                    conn, name, uri, live=live, offline=offline, persistent=persistent,
+                    undefinesource=undefinesource, copy_storage=copy_storage,
+                    migrate_disks=migrate_disks, max_bandwidth=max_bandwidth,
+                    max_downtime=max_downtime, postcopy=postcopy, auto_converge=auto_converge,
+                    compressed=compressed, parallel_connections=parallel_connections,
+                    tunnel=tunnel, tls=tls, unsafe=unsafe, migration_uri=migration_uri,
+                    peer2peer=peer2peer, timeout=timeout, dest_conn=dconn,
+                    progress=_report if progress_tag else None,
+                )
+            finally:
+                dconn.close()
+    except migration.MigrationFailed as exc:
+        state = exc.source_state or {}
+        where = (f"{name} is still {state.get('state')} on {__opts__['id']}" if state.get("defined")
+                 else f"{name} is no longer defined on {__opts__['id']}")
+        raise CommandExecutionError(f"{exc}; {where}") from exc
+    except VirtError as exc:
+        _raise(exc)
+    result["source"] = __opts__["id"]
+    return result
+
+
+def migrate_status(name, **kwargs):
+    """
+    Where domain ``name`` stands on this host after a migration: defined, active, state and
+    reason (``migrated_in``: running because it arrived by migration), persistent, and the
+    last completed job's statistics (downtime, time, data transferred).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor2 virt.migrate_status centos1
+    """
+    return _with_conn(kwargs, migration.domain_status, name)
+
+
+def migrate_cleanup(name, token=None, probe=None, remove_domain=False, uuid=None, stale=None,
+                    wait=30, **kwargs):
+    """
+    Undo or finish a migration on this host.
+
+    token
+        Remove the files and directories :func:`migrate_prepare` made under this token
+        (never a file a domain here uses). With ``remove_domain=True`` and ``uuid`` first
+        destroy and undefine this host's leftover copy of the domain (same UUID only).
+        Waits up to ``wait`` seconds for libvirtd if it is restarting.
+    probe
+        ``{token, dirs}``: remove the probe files of :func:`migrate_source_info`.
+    stale
+        After a successful migration with copied disks: remove these now-stale copies,
+        only inside ``virt:images/<name>/`` and only if no domain here uses them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor2 virt.migrate_cleanup centos1 token=3f2a9c remove_domain=True uuid=...
+    """
+    result = {"name": name, "host": __opts__["id"]}
+    if probe:
+        result["probes_removed"] = migration.remove_probes(probe.get("dirs"), probe.get("token"))
+    if not token and not stale:
+        return result
+    conn, deadline, error = None, time.monotonic() + float(wait), None
+    while conn is None:
+        try:
+            conn = virtconn.connect(
+                uri=kwargs.get("connection") or _config("connection:uri") or None,
+                username=kwargs.get("username") or _config("connection:auth:username"),
+                password=kwargs.get("password") or _config("connection:auth:password"),
+            )
+        except VirtError as exc:
+            error = str(exc)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    try:
+        if token:
+            journal = migration.journal_path(_migration_dir(), token)
+            result.update(migration.cleanup(conn, journal, name=name, uuid=uuid, remove_domain=remove_domain))
+            if conn is None:
+                result["error"] = f"{result.get('error')}: {error}"
+        if stale:
+            if conn is None:
+                result["stale"] = {"removed": [], "kept": list(stale), "error": error}
+            else:
+                result["stale"] = migration.remove_stale(conn, name, stale, os.path.join(_images_dir(), name))
+    except VirtError as exc:
+        _raise(exc)
+    finally:
+        if conn is not None:
+            conn.close()
+    return result

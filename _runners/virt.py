@@ -16,22 +16,36 @@ Master configuration (all optional)::
         cpu_ratio: 4.0
         reserve_memory_mib: 256
       tunnel: False                  # migrate through libvirt's TLS tunnel (port 16514)
+      console:                       # web console proxy (websockify + noVNC), see virt.console
+        listen: 127.0.0.1            # where the proxy listens (default: loopback only)
+        port: 6080
+        token_ttl: 300               # seconds a console URL stays valid (it works once)
+        url: https://console.example.com/   # public base URL, if a reverse proxy fronts it
+        web: /usr/share/novnc        # noVNC's files
 
 Without ``virt:hypervisors`` every minion that has a working ``virt`` module counts (the
 ``virtual:physical`` grain is not used: it excludes nested hypervisors).
 """
 
+import contextlib
+import fcntl
+import functools
 import logging
 import os
+import secrets
+import time
 
 import salt.client
+import salt.utils.event
 import salt.utils.minions
 from salt.exceptions import SaltInvocationError, SaltRunnerError
 
 try:
     from saltvirt import domain as dommod
+    from saltvirt import console as vconsole
     from saltvirt import placement, reservations, seeding
-    from saltvirt.errors import InvalidArgument
+    from saltvirt import migration
+    from saltvirt.errors import InvalidArgument, VirtError
 
     HAS_SALTVIRT = True
 except ImportError as _exc:
@@ -51,6 +65,23 @@ def __virtual__():
 
 
 # --------------------------------------------------------------------------- plumbing
+
+
+def _clean_errors(func):
+    """Expected failures return ``{result: False, error: ..., retcode: 1}``, no traceback.
+
+    ``salt-run`` exits with the retcode; orchestration sees ``result: False``.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (SaltInvocationError, SaltRunnerError) as exc:
+            __context__["retcode"] = 1
+            return {"result": False, "error": str(exc), "retcode": 1}
+
+    return wrapper
 
 
 def _conf(key, default=None):
@@ -163,6 +194,7 @@ def _vm_call(name, fun, host=None, **kwarg):
 # --------------------------------------------------------------------------- inventory
 
 
+@_clean_errors
 def host_info(host=None):
     """
     Hypervisor facts: CPUs, memory, free memory and CPUs, libvirt version, free disk space.
@@ -181,6 +213,7 @@ def host_info(host=None):
     return _with_errors(data, errors)
 
 
+@_clean_errors
 def list_(host=None, quiet=False):
     """
     The VMs of every hypervisor grouped by state.
@@ -204,6 +237,7 @@ def list_(host=None, quiet=False):
     return _with_errors(data, errors)
 
 
+@_clean_errors
 def query(host=None, quiet=False):
     """
     Everything about every hypervisor and its VMs, printed in Salt Virt's query format
@@ -223,6 +257,7 @@ def query(host=None, quiet=False):
     return {"outputter": "virt_query", "data": data}
 
 
+@_clean_errors
 def vm_info(name, quiet=False):
     """
     One VM's information (cpu, memory, state, graphics, disks, NICs) and its host.
@@ -273,6 +308,7 @@ def _request(name, cpu, mem, disk=0, exclude=()):
         raise SaltInvocationError(str(exc)) from exc
 
 
+@_clean_errors
 def next_host(cpu=1, mem=512, disk=0, explain=False, name="new-vm"):
     """
     The hypervisor a new VM of ``cpu`` vCPUs and ``mem`` MiB would go to.
@@ -327,6 +363,7 @@ def _delete_key(name):
         return False
 
 
+@_clean_errors
 def init(name, cpu, mem, image=None, host=None, seed=True, **kwargs):
     """
     Create a VM on a hypervisor chosen by placement (or ``host=``), seeded with a minion
@@ -364,12 +401,16 @@ def init(name, cpu, mem, image=None, host=None, seed=True, **kwargs):
     request = _request(name, cpu, mem)
     if host is not None:
         records = [r for r in records if r["id"] == host]
-    store = reservations.Reservations(os.path.join(__opts__["cachedir"], "saltvirt", "reservations"))
+    store = _reservations()
     try:
         with store.placed(records, request, _policy()) as chosen:
             return _init_on(chosen.host, name, cpu, mem, image, seed, kwargs)
     except placement.NoHostFits as exc:
         raise SaltRunnerError(str(exc)) from exc
+
+
+def _reservations():
+    return reservations.Reservations(os.path.join(__opts__["cachedir"], "saltvirt", "reservations"))
 
 
 def _init_on(host, name, cpu, mem, image, seed, kwargs):
@@ -403,6 +444,7 @@ def _init_on(host, name, cpu, mem, image, seed, kwargs):
 # --------------------------------------------------------------------------- per-VM commands
 
 
+@_clean_errors
 def start(name, host=None):
     """
     Start a VM wherever it is defined.
@@ -416,6 +458,7 @@ def start(name, host=None):
     return _vm_call(name, "virt.start", host=host)
 
 
+@_clean_errors
 def stop(name, host=None, timeout=0):
     """
     Shut a VM down cleanly (ACPI); ``timeout`` seconds to wait.
@@ -429,6 +472,7 @@ def stop(name, host=None, timeout=0):
     return _vm_call(name, "virt.stop", host=host, timeout=timeout)
 
 
+@_clean_errors
 def force_off(name, host=None):
     """
     Stop a VM immediately (virsh destroy).
@@ -442,6 +486,7 @@ def force_off(name, host=None):
     return _vm_call(name, "virt.force_off", host=host)
 
 
+@_clean_errors
 def reset(name, host=None):
     """
     Hard-reset a running VM.
@@ -455,6 +500,7 @@ def reset(name, host=None):
     return _vm_call(name, "virt.reset", host=host)
 
 
+@_clean_errors
 def pause(name, host=None):
     """
     Pause a running VM.
@@ -468,6 +514,7 @@ def pause(name, host=None):
     return _vm_call(name, "virt.pause", host=host)
 
 
+@_clean_errors
 def resume(name, host=None):
     """
     Resume a paused VM.
@@ -481,6 +528,7 @@ def resume(name, host=None):
     return _vm_call(name, "virt.resume", host=host)
 
 
+@_clean_errors
 def purge(name, delete_key=True, host=None):
     """
     Destroy a VM, undefine it, delete the disks virt.init made for it, and (by default)
@@ -495,4 +543,500 @@ def purge(name, delete_key=True, host=None):
     """
     result = _vm_call(name, "virt.purge", host=host)
     result["key_deleted"] = _delete_key(name) if delete_key else False
+    # A VM created moments ago may still hold its placement reservation: it is gone now.
+    _reservations().release(name)
+    return result
+
+
+# --------------------------------------------------------------------------- consoles
+
+
+def _console_proxy():
+    try:
+        return vconsole.Proxy(
+            os.path.join(__opts__["cachedir"], "saltvirt", "console"),
+            listen=_conf("console:listen", vconsole.DEFAULT_LISTEN),
+            port=_conf("console:port", vconsole.DEFAULT_PORT),
+            web=_conf("console:web", vconsole.DEFAULT_WEB),
+        )
+    except InvalidArgument as exc:
+        raise SaltInvocationError(f"master config virt:console: {exc}") from exc
+
+
+def _web_console(proxy, name, hypervisor, gfx, ttl):
+    """Start the proxy if needed and issue a one-time URL for ``gfx`` of VM ``name``."""
+    if gfx["local_only"]:
+        return {"error": (f"the console of {name} listens on {gfx['listen']}, the loopback of {hypervisor}, "
+                          f"which the master cannot reach: use the SSH tunnel, or set virt:vnc:listen on "
+                          f"{hypervisor} to an address the master reaches")}
+    try:
+        proxy.ensure()
+        token, expires = proxy.tokens.issue(name, gfx["host"], gfx["port"], ttl=ttl, hypervisor=hypervisor)
+    except VirtError as exc:
+        raise SaltRunnerError(f"web console of {name}: {exc}") from exc
+    base = _conf("console:url") or vconsole.default_base_url(proxy.listen, proxy.port)
+    return {
+        "url": vconsole.web_url(base, token),
+        "expires": vconsole.iso_time(expires),
+        "ttl": int(ttl),
+        "note": "works once, for this VM only; run virt.console again for a new URL",
+    }
+
+
+def console(name, host=None, local_port=5901, web=True, ttl=None):
+    """
+    How to open the VNC console of a VM: an SSH tunnel command for a VNC viewer and a web
+    console URL (noVNC through the master's websockify proxy, started on demand).
+
+    The URL carries a one-time token that works for this VM only and expires after
+    ``virt:console:token_ttl`` seconds (300; ``ttl=`` overrides). ``web=False`` only gives the
+    tunnel. Consoles with a password (``password_set``) ask for it; it is not retrievable.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.console centos1
+        salt-run virt.console centos1 local_port=5911 web=False
+    """
+    info = _vm_call(name, "virt.console_info", host=host)
+    hypervisor = info["host"]
+    vnc = [g for g in info.get("graphics") or [] if g.get("type") == "vnc"]
+    if not vnc:
+        raise SaltRunnerError(f"VM {name} on {hypervisor} has no VNC console (create it with enable_vnc=True)")
+    gfx = vnc[0]
+    if info.get("state") != "running" or int(gfx.get("port") or -1) < 1:
+        raise SaltRunnerError(f"VM {name} on {hypervisor} is {info.get('state')}: its console has no port "
+                              f"until it runs (salt-run virt.start {name})")
+    ssh, viewer = vconsole.tunnel_command(gfx["listen"], gfx["port"], info["address"], local_port)
+    result = {
+        "name": name,
+        "hypervisor": hypervisor,
+        "type": "vnc",
+        "host": gfx["host"],
+        "port": gfx["port"],
+        "listen": gfx["listen"],
+        "local_only": gfx["local_only"],
+        "password_set": gfx["password_set"],
+        "vncviewer": {"tunnel": ssh, "viewer": viewer},
+    }
+    if not gfx["local_only"]:
+        result["vncviewer"]["direct"] = f"vncviewer {gfx['host']}::{gfx['port']}"
+    if web:
+        ttl = ttl if ttl is not None else _conf("console:token_ttl", vconsole.DEFAULT_TTL)
+        result["web"] = _web_console(_console_proxy(), name, hypervisor, gfx, ttl)
+    return result
+
+
+def console_proxy(action="status"):
+    """
+    The web console proxy (websockify serving noVNC) on the master: ``status``, ``start``,
+    ``restart`` or ``stop``. ``virt.console`` starts it on demand; stopping it ends every open
+    web console session.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.console_proxy
+        salt-run virt.console_proxy stop
+    """
+    proxy = _console_proxy()
+    try:
+        if action == "status":
+            return proxy.status()
+        if action == "start":
+            return proxy.ensure()
+        if action == "restart":
+            proxy.stop()
+            return proxy.ensure()
+        if action == "stop":
+            return {"stopped": proxy.stop()}
+    except VirtError as exc:
+        raise SaltRunnerError(f"console proxy: {exc}") from exc
+    raise SaltInvocationError(f"unknown action {action!r} (status, start, restart or stop)")
+
+
+# --------------------------------------------------------------------------- migration
+
+# Options of virt.migrate the runner forwards to the source's execution module.
+_MIGRATE_OPTIONS = (
+    "live", "persistent", "undefinesource", "max_bandwidth", "max_downtime", "postcopy",
+    "auto_converge", "compressed", "parallel_connections", "tls", "migration_uri", "peer2peer",
+    "timeout",
+)
+
+
+def _call(host, fun, arg=(), kwarg=None, timeout=None):
+    """One module call on one minion; its error becomes a SaltRunnerError naming the host."""
+    answers, errors = _fanout(fun, arg=arg, kwarg=kwarg, tgt=host, tgt_type="glob", timeout=timeout)
+    if host not in answers:
+        raise SaltRunnerError(f"{fun} on {host} failed: {errors.get(host) or 'no answer'}")
+    return answers[host]
+
+
+def _locate(name, answers, errors):
+    hosts = sorted(h for h, info in answers.items() if name in (info.get("vm_info") or {}))
+    if len(hosts) > 1:
+        raise SaltRunnerError(f"VM {name} is defined on several hypervisors: {', '.join(hosts)}")
+    if not hosts:
+        msg = f"no VM named {name} on any hypervisor ({', '.join(sorted(answers)) or 'none answered'})"
+        if errors:
+            msg += f"; not answering: {_hypervisor_error(errors)}"
+        raise SaltRunnerError(msg)
+    return hosts[0]
+
+
+def _progress_line(name, data):
+    parts = []
+    if data.get("disk_total_mib"):
+        parts.append(f"disk {data.get('disk_percent') or 0:.0f}%")
+    if data.get("memory_total_mib"):
+        parts.append(f"memory {data.get('memory_percent') or 0:.0f}%")
+    if data.get("iteration"):
+        parts.append(f"pass {data['iteration']}")
+    if data.get("bandwidth_mib_s"):
+        parts.append(f"{data['bandwidth_mib_s']:.0f} MiB/s")
+    return f"Migrating {name}: {', '.join(parts) or 'starting'} ({data.get('elapsed_s') or 0:.0f}s)"
+
+
+def _run_with_progress(host, fun, arg, kwarg, progress_tag, on_progress, timeout):
+    """Run ``fun`` on ``host`` and relay the progress events it fires until it returns.
+
+    Returns the minion's return event data. If the minion stops answering about the job, or
+    ``timeout`` passes, raises SaltRunnerError (the migration itself then still runs or ends
+    under libvirt's control on the source).
+    """
+    event = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True)
+    try:
+        with salt.client.LocalClient(mopts=__opts__) as client:
+            pub = client.run_job(host, fun, arg=list(arg), kwarg=kwarg, tgt_type="glob")
+            jid = (pub or {}).get("jid")
+            if not jid or host not in (pub.get("minions") or []):
+                raise SaltRunnerError(f"could not start {fun} on {host}")
+            ret_tag = f"salt/job/{jid}/ret/{host}"
+            deadline = time.monotonic() + timeout
+            quiet_since = time.monotonic()
+            while time.monotonic() < deadline:
+                ev = event.get_event(wait=1, full=True)
+                if ev is None:
+                    if time.monotonic() - quiet_since > 30:
+                        # Quiet for long: is the job still running on the minion?
+                        alive = client.cmd(host, "saltutil.find_job", [jid], timeout=10)
+                        if not (alive or {}).get(host):
+                            ev = event.get_event(wait=5, tag=ret_tag, full=True)
+                            if ev is None:
+                                raise SaltRunnerError(f"{fun} on {host} vanished (minion restarted?)")
+                        quiet_since = time.monotonic()
+                    if ev is None:
+                        continue
+                tag, data = ev.get("tag"), ev.get("data") or {}
+                if tag == progress_tag:
+                    quiet_since = time.monotonic()
+                    payload = data.get("data") if isinstance(data.get("data"), dict) else data
+                    on_progress(payload)
+                elif tag == ret_tag:
+                    return data
+            raise SaltRunnerError(f"{fun} on {host} did not finish within {timeout}s")
+    finally:
+        event.destroy()
+
+
+def _failed_checks(report):
+    return [c for c in report["checks"] if not c["ok"]]
+
+
+def _preflight(name, source, target, answers, copy_storage, offline):
+    """Source facts + target pre-flight; the probe files are the caller's to remove."""
+    dest = migration.dest_uri(answers[target].get("address") or target)
+    facts = _call(source, "virt.migrate_source_info", [name], {"dest": dest})
+    try:
+        report = _call(target, "virt.migrate_preflight", [facts],
+                       {"copy_storage": copy_storage, "offline": offline})
+    except BaseException:
+        _remove_probes(source, name, facts)
+        raise
+    check = facts.get("dest_check") or {}
+    report["checks"].insert(0, {"check": f"{source} reaches {target}", "ok": bool(check.get("ok")),
+                                "detail": check.get("detail")})
+    report["ok"] = report["ok"] and bool(check.get("ok"))
+    return dest, facts, report
+
+
+def _remove_probes(source, name, facts):
+    if facts.get("probe"):
+        try:
+            _call(source, "virt.migrate_cleanup", [name], {"probe": facts["probe"]})
+        except SaltRunnerError as exc:
+            log.warning("virt.migrate: probe files of %s left on %s: %s", name, source, exc)
+
+
+# Errors are SaltRunnerError throughout: salt-run treats SaltInvocationError (a TypeError) as a
+# usage mistake, prints the docstring and exits 0.
+def migrate(name, target=None, test=False, copy_storage=None, tunnel=None, offline=None,
+            keep_source_disks=False, **kwargs):
+    """
+    Live-migrate a VM to another hypervisor (``target``, a hypervisor minion id; default: the
+    one placement picks among the others), with pre-flight checks, progress, verification and
+    cleanup. The VM is never lost: if anything fails it keeps running where it was, defined
+    once, and the target keeps nothing this migration created there.
+
+    Shared storage is detected (the target sees a probe file next to each disk); disks the
+    target does not share are pre-created there and copied by QEMU during the migration
+    (qcow2 overlays incrementally, when their base image is on the target at the same path;
+    ``copy_storage=all`` copies whole chains). Read-only disks (seed ISOs) are fetched first.
+
+    test
+        Only run the pre-flight checks and return the report and the plan.
+    tunnel
+        Tunnel through libvirt's TLS connection; default: master config ``virt:tunnel``. With
+        copied disks this becomes peer-to-peer + TLS (libvirt 9.0 cannot tunnel disks).
+    offline
+        Move only the definition; default: True for a stopped VM, False for a running one.
+    keep_source_disks
+        Keep the source's stale copies of copied disks (default: removed after success,
+        only inside ``virt:images/<name>/``).
+    live, persistent, undefinesource, max_bandwidth (MiB/s), max_downtime (ms), postcopy,
+    auto_converge, compressed, parallel_connections, tls, migration_uri, peer2peer, timeout (s)
+        Passed to the execution module's ``virt.migrate``.
+
+    The return has ``result``; a failed migration returns ``result: False``, ``error``, where
+    the VM is and what was cleaned up (and salt-run exits non-zero).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.migrate centos1 hypervisor2
+        salt-run virt.migrate centos1 test=True
+        salt-run virt.migrate centos1 hypervisor2 max_bandwidth=200 max_downtime=300
+    """
+    started = time.monotonic()
+    opts = {k: v for k, v in kwargs.items() if not k.startswith("__")}
+    unknown = sorted(set(opts) - set(_MIGRATE_OPTIONS))
+    if unknown:
+        raise SaltRunnerError(f"virt.migrate: unknown option(s) {', '.join(unknown)}; "
+                                  f"known: {', '.join(_MIGRATE_OPTIONS + ('copy_storage', 'tunnel', 'offline'))}")
+    if copy_storage not in (None, "all", "inc"):
+        raise SaltRunnerError(f"copy_storage must be all or inc, not {copy_storage!r}")
+    if tunnel is None:
+        tunnel = bool(_conf("tunnel", False))
+
+    with _migration_lock(name):
+        return _migrate(name, target, test, copy_storage, tunnel, offline, keep_source_disks, opts, started)
+
+
+@contextlib.contextmanager
+def _migration_lock(name):
+    """One migration of a VM at a time (an flock: a killed runner releases it)."""
+    directory = os.path.join(__opts__["cachedir"], "saltvirt", "migrations")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, name.replace("/", "%2F") + ".lock")
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SaltRunnerError(f"{name} is being migrated by another salt-run virt.migrate") from None
+        yield
+
+
+def _migrate(name, target, test, copy_storage, tunnel, offline, keep_source_disks, opts, started):
+    _progress(f"Looking for {name}")
+    answers, errors = _full_info()
+    source = _locate(name, answers, errors)
+    vm = answers[source]["vm_info"][name]
+    if offline is None:
+        offline = vm.get("state") == "shutoff"
+    if target is not None:
+        target = str(target)
+        if target == source:
+            raise SaltRunnerError(f"{name} is already on {target}: nothing to migrate")
+        if target not in answers:
+            known = ", ".join(sorted(answers))
+            raise SaltRunnerError(errors.get(target) or f"unknown hypervisor {target} (answering: {known})")
+    records = _host_records(answers) + [{"id": m, "up": False} for m in errors]
+    if target is not None:
+        records = [r for r in records if r["id"] == target]
+    # Reserved under a name of its own: the VM's name may still hold virt.init's lingering
+    # reservation. The reservation only lasts while the migration runs.
+    request = _request(f"{name}@migrate-{secrets.token_hex(4)}", vm["cpu"], max(1, int(vm["memory"]) // 1024),
+                       exclude=(source,))
+    store = _reservations()
+    try:
+        if test:
+            target = placement.place(records, request, _policy()).require()
+        else:
+            target = store.place_and_reserve(records, request, _policy()).host
+    except placement.NoHostFits as exc:
+        raise SaltRunnerError(f"cannot migrate {name}: {exc}") from exc
+    except InvalidArgument as exc:
+        raise SaltRunnerError(f"cannot migrate {name}: {exc}") from exc
+    if test:
+        return _migrate_test(name, source, target, answers, copy_storage, offline, tunnel, opts)
+    try:
+        result = _migrate_run(name, source, target, answers, copy_storage, offline, tunnel, opts,
+                              keep_source_disks)
+    finally:
+        store.release(request.name)
+    result["duration_s"] = round(time.monotonic() - started, 2)
+    return result
+
+
+def _plan(storage, offline, tunnel, opts):
+    try:
+        return migration.plan(
+            live=opts.get("live", True), offline=offline, persistent=opts.get("persistent", True),
+            undefinesource=opts.get("undefinesource", True), copy_storage=storage["copy_storage"],
+            migrate_disks=storage["migrate_disks"], max_bandwidth=opts.get("max_bandwidth"),
+            postcopy=opts.get("postcopy", False), auto_converge=opts.get("auto_converge", False),
+            compressed=opts.get("compressed", False),
+            parallel_connections=opts.get("parallel_connections"), tunnel=tunnel,
+            tls=opts.get("tls", False), unsafe=storage["unsafe"],
+            migration_uri=opts.get("migration_uri"), peer2peer=opts.get("peer2peer", True),
+        )
+    except InvalidArgument as exc:
+        raise SaltRunnerError(str(exc)) from exc
+
+
+def _migrate_test(name, source, target, answers, copy_storage, offline, tunnel, opts):
+    _progress(f"Pre-flight checks for {name}: {source} -> {target}")
+    dest, facts, report = _preflight(name, source, target, answers, copy_storage, offline)
+    _remove_probes(source, name, facts)
+    the_plan = _plan(report["storage"], offline, tunnel, opts) if report["ok"] else None
+    return {
+        "test": True,
+        "name": name,
+        "source": source,
+        "target": target,
+        "dest_uri": dest,
+        "ok": report["ok"],
+        "checks": report["checks"],
+        "storage": report["storage"],
+        "plan": the_plan.to_dict() if the_plan else None,
+    }
+
+
+def _migrate_run(name, source, target, answers, copy_storage, offline, tunnel, opts, keep_source_disks):
+    _progress(f"Pre-flight checks for {name}: {source} -> {target}")
+    dest, facts, report = _preflight(name, source, target, answers, copy_storage, offline)
+    storage = report["storage"]
+    try:
+        if not report["ok"]:
+            failed = "; ".join(f"{c['check']}: {c['detail']}" for c in _failed_checks(report))
+            raise SaltRunnerError(f"cannot migrate {name} from {source} to {target}: {failed}")
+        the_plan = _plan(storage, offline, tunnel, opts)
+    except BaseException:
+        _remove_probes(source, name, facts)
+        raise
+    token = secrets.token_hex(8)
+    prepared = None
+    if storage["create"]:
+        _progress(f"Preparing {len(storage['create'])} disk(s) of {name} on {target}", host=target)
+        source_uri = migration.dest_uri(answers[source].get("address") or source)
+        try:
+            prepared = _call(target, "virt.migrate_prepare", [name, storage["create"], token],
+                             {"source": source_uri}, timeout=_conf("prepare_timeout", 600))
+        except BaseException:
+            _remove_probes(source, name, facts)
+            raise
+
+    module_opts = {k: opts[k] for k in _MIGRATE_OPTIONS if k in opts}
+    module_opts.update(
+        copy_storage=storage["copy_storage"], migrate_disks=storage["migrate_disks"],
+        unsafe=storage["unsafe"], tunnel=tunnel, offline=offline, probe=facts.get("probe"),
+        progress_tag=f"saltvirt/migrate/{token}/progress",
+    )
+    _progress(f"Migrating {name} from {source} to {target} ({the_plan.mode}"
+              f"{', copying ' + ', '.join(storage['migrate_disks']) if storage['migrate_disks'] else ''})",
+              host=source)
+    error, ret = None, None
+    try:
+        data = _run_with_progress(
+            source, "virt.migrate", [name, dest], module_opts, module_opts["progress_tag"],
+            lambda p: _progress(_progress_line(name, p), host=source, **{"progress": p}),
+            timeout=_conf("migrate_timeout", 3600),
+        )
+        ret = data.get("return")
+        if data.get("retcode") or not isinstance(ret, dict):
+            error = ret.removeprefix("ERROR: ") if isinstance(ret, str) else f"virt.migrate failed: {ret}"
+    except SaltRunnerError as exc:
+        error = str(exc)
+
+    status, status_errors = _fanout("virt.migrate_status", arg=[name], tgt=[source, target], tgt_type="list",
+                                    timeout=30)
+    src, dst = status.get(source) or {}, status.get(target) or {}
+    arrived = dst.get("active") and (dst.get("migrated_in") or dst.get("state") == "paused") or (
+        offline and dst.get("defined"))
+    gone = not src.get("defined") if opts.get("undefinesource", True) else not src.get("active")
+    if source in status_errors:
+        gone = False
+    storage_summary = {d["target"]: d["action"] for d in storage["disks"]}
+    result = {
+        "name": name,
+        "source": source,
+        "target": target,
+        "dest_uri": dest,
+        "mode": the_plan.mode,
+        "flags": the_plan.flags,
+        "copy_storage": storage["copy_storage"],
+        "storage": storage_summary,
+        "notes": the_plan.notes + storage["notes"],
+    }
+    if error is None and arrived and gone:
+        job = dst.get("job") or (ret or {}).get("job") or {}
+        result.update(
+            result=True,
+            host=target,
+            state=dst.get("state"),
+            migration_s=(ret or {}).get("duration_s"),
+            downtime_ms=job.get("downtime_ms"),
+            job=job,
+        )
+        copied = [c["path"] for c in storage["create"]]
+        if copied and not keep_source_disks:
+            result["source_cleanup"] = _call(source, "virt.migrate_cleanup", [name], {"stale": copied})
+        _progress(f"{name} is {dst.get('state')} on {target} (downtime {job.get('downtime_ms')} ms)", host=target)
+        return result
+    if error is None and arrived and not gone:
+        error = f"{name} arrived on {target} but is still defined on {source}: {src}"
+    return _migration_failed(name, source, target, facts, token, prepared, error, status, status_errors, result)
+
+
+def _migration_failed(name, source, target, facts, token, prepared, error, status, status_errors, result):
+    """Make sure the VM runs on the source only, and remove what this migration made on the target."""
+    src, dst = status.get(source) or {}, status.get(target) or {}
+    error = error or f"{name} did not arrive on {target}: {dst or status_errors.get(target)}"
+    recovery = {}
+    if src.get("active"):
+        if src.get("state") == "paused" and src.get("reason") == migration.PAUSED_MIGRATION and not dst.get("active"):
+            # libvirt left the source paused for the switch-over that never happened.
+            recovery["resumed"] = _call(source, "virt.resume", [name]).get("resumed")
+        _progress(f"Migration of {name} failed; removing its traces on {target}", host=target)
+        try:
+            recovery["target_cleanup"] = _call(
+                target, "virt.migrate_cleanup", [name],
+                {"token": token, "remove_domain": True, "uuid": facts["uuid"], "wait": 30}, timeout=60,
+            )
+        except SaltRunnerError as exc:
+            recovery["target_cleanup"] = {"error": str(exc)}
+        where = source
+    elif dst.get("active"):
+        # The VM runs on the target only: the migration did switch over. Keep everything.
+        where = target
+        recovery["note"] = f"{name} runs on {target}; nothing was cleaned up"
+    else:
+        where = None
+        recovery["note"] = (f"{name} is running on neither {source} nor {target}; nothing was cleaned up, "
+                            "check both hosts (virsh list --all)")
+    result.update(
+        result=False,
+        retcode=1,
+        error=error,
+        host=where,
+        state=(src if where == source else dst).get("state") if where else None,
+        recovery=recovery,
+        status={source: src or status_errors.get(source), target: dst or status_errors.get(target)},
+    )
+    if prepared:
+        result["prepared"] = prepared.get("created")
     return result

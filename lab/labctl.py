@@ -225,7 +225,9 @@ def write_master_config():
         "module_dirs": [],
         "log_level_logfile": "info",
         "keep_jobs_seconds": 3600,
-        "virt": {"hypervisors": "hypervisor*"},
+        # Two cores run the whole lab, TCG guests included: give minions time to answer.
+        "virt": {"hypervisors": "hypervisor*", "timeout": 30},
+        "gather_job_timeout": 30,
         # The bundle's PKI: the CA lives here; hypervisors get certificates through pillar.
         "ext_pillar": [{"libvirt": {}}],
         "libvirt_pki": {

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libguestfs-tools busybox-static cpio kmod iproute2 util-linux
   syslinux syslinux-common mtools dosfstools fdisk e2fsprogs linux-image-amd64
   libxml2-utils
+  novnc chromium
 )
 
 missing=()

@@ -175,6 +175,11 @@ def plan(*, live=True, offline=False, persistent=True, undefinesource=True, copy
         flags += ["PEER2PEER", "TUNNELLED"]
     elif peer2peer:
         flags.append("PEER2PEER")
+    if tls and copy_storage and parallel_connections:
+        raise InvalidArgument(
+            "parallel connections with TLS and copied disks fail on libvirt 9.0 (the disk "
+            "stream's TLS host name check): drop parallel_connections or use shared storage"
+        )
     if tls:
         flags.append("TLS")
     if unsafe:
@@ -317,7 +322,7 @@ def storage_plan(disks, seen, copy_storage=None, offline=False):
             continue
         if obs.get("probe"):
             entry.update(action="shared", reason="the target sees the source's probe file")
-            if not disk.get("readonly") and disk.get("fs_type") not in NETWORK_FS:
+            if not disk.get("readonly") and not offline and disk.get("fs_type") not in NETWORK_FS:
                 out["unsafe"] = True
             continue
         if disk.get("readonly"):

@@ -583,7 +583,7 @@ def guest_mount(image, mountpoint=None, *, device=None, fmt=None, readonly=False
     for stale in (record_path, pid_path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)
-    argv = ["guestmount", "-a", image, f"--format={fmt}", "-m", fs["device"],
+    argv = ["guestmount", f"--format={fmt}", "-a", image, "-m", fs["device"],
             "--ro" if readonly else "--rw", "--pid-file", pid_path, mountpoint]
     try:
         cmd.run(argv, env=env, timeout=timeout)

@@ -250,6 +250,9 @@ mountpoint -q /sys || mount -t sysfs sysfs /sys
 mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
 mountpoint -q /run || mount -t tmpfs -o mode=755 tmpfs /run
 mountpoint -q /tmp || mount -t tmpfs tmpfs /tmp
+mkdir -p /dev/shm /dev/pts
+mountpoint -q /dev/shm || mount -t tmpfs -o mode=1777 tmpfs /dev/shm   # multiprocessing locks
+mountpoint -q /dev/pts || mount -t devpts devpts /dev/pts
 exec </dev/console >/dev/console 2>&1
 echo
 echo 1 > /proc/sys/kernel/printk
@@ -307,7 +310,9 @@ fi
 # --- salt-minion ------------------------------------------------------------------------
 if [ -f /etc/salt/minion ] && [ -x /opt/salt/bin/salt-minion ]; then
     echo "SALTVIRT-MINION-START uptime=$(cut -d' ' -f1 /proc/uptime)"
-    /opt/salt/bin/salt-minion > /var/log/salt/minion.out 2>&1 &
+    # warnings and errors also go to the console (the tests show it when a guest is silent)
+    /opt/salt/bin/salt-minion --log-level=warning 2>&1 | tee /var/log/salt/minion.out |
+        sed -u 's/^/SALTVIRT-MINION-LOG /' &
 else
     echo "SALTVIRT-WARN not seeded: salt-minion not started"
 fi

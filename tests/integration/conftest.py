@@ -87,6 +87,7 @@ def vm(lab):
     """A unique VM name; the VM is purged from every hypervisor (and its key deleted) afterwards."""
     name = f"it-{uuid.uuid4().hex[:6]}"
     yield name
+    lab.run("salt-run", "virt.purge", name, check=False)  # also drops its placement reservation
     for hyper in ("hypervisor1", "hypervisor2", "hypervisor3"):
         if not os.path.exists(f"{os.environ.get('LAB_DIR', '/var/lib/svlab')}/hv{hyper[-1]}/holder.pid"):
             continue

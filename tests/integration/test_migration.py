@@ -1,0 +1,212 @@
+"""Live migration on the lab: a guest that prints a heartbeat moves between hypervisors.
+
+The guest's heartbeat counter lives in its running shell, so it carries on across a live
+migration and restarts only if the guest boots again; it also appends the beats to a
+heartbeat.log on its own boot disk, which shows that the disk's data survived the move.
+"""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from .conftest import BIN, _last_json
+
+LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
+# Storage both hypervisors see: the lab only makes /srv/salt-images, /var/lib/libvirt... private.
+SHARED = os.path.join(LAB_DIR, "shared-storage")
+TUNNEL_CONF = os.path.join(LAB_DIR, "master", "etc", "salt", "master.d", "zz-test-migration-tunnel.conf")
+
+
+def beats(lab, host, vm):
+    return [int(n) for n in re.findall(r"SALTVIRT-HEARTBEAT (\d+)", lab.serial_log(host, vm))]
+
+
+def wait_beat_above(lab, host, vm, floor, timeout=60):
+    """Wait until ``host``'s console of ``vm`` shows a heartbeat above ``floor``; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = beats(lab, host, vm)
+        if seen and max(seen) > floor:
+            return max(seen)
+        time.sleep(0.5)
+    raise AssertionError(f"no heartbeat above {floor} from {vm} on {host} within {timeout}s: {seen[-5:]}")
+
+
+def boots(lab, vm):
+    return sum(lab.serial_log(h, vm).count("SALTVIRT-BOOT") for h in ("hypervisor1", "hypervisor2"))
+
+
+def migrate(lab, vm, *args):
+    proc, result = lab.run_json("virt.migrate", vm, *args)
+    assert result["result"] is True, result
+    assert f"Migrating {vm}" in proc.stdout  # progress was shown while it ran
+    return result
+
+
+def assert_heartbeat_log(lab, host, vm, disk, after):
+    """heartbeat.log on the guest's disk holds every beat from 1 on, including some after ``after``."""
+    # Read between two of the guest's writes (it appends on every 10th beat).
+    current = wait_beat_above(lab, host, vm, after + 13, timeout=60)
+    while current % 10 not in (4, 5, 6):
+        current = wait_beat_above(lab, host, vm, current)
+    raw = f"/tmp/{vm}-heartbeat.raw"
+    try:
+        lab.hv(host, "qemu-img", "convert", "-U", "-O", "raw", disk, raw)
+        text = subprocess.run(["mtype", "-i", f"{raw}@@1M", "::heartbeat.log"], capture_output=True,
+                              text=True, check=True).stdout
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(raw)
+    logged = [int(n) for n in text.split()]
+    assert logged == list(range(1, len(logged) + 1)), f"gap or restart in heartbeat.log: {logged}"
+    assert logged[-1] > after
+
+
+@contextlib.contextmanager
+def tunnel_config():
+    """Master config virt:tunnel: True (salt-run reads master.d at each start: no restart)."""
+    os.makedirs(os.path.dirname(TUNNEL_CONF), exist_ok=True)
+    with open(TUNNEL_CONF, "w") as fh:
+        json.dump({"virt": {"tunnel": True}}, fh)
+    try:
+        yield
+    finally:
+        os.unlink(TUNNEL_CONF)
+
+
+@pytest.fixture
+def shared_dir(vm):
+    path = os.path.join(SHARED, vm)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_shared_storage_there_and_back_with_tunnel(lab, vm, shared_dir):
+    os.makedirs(SHARED, mode=0o755, exist_ok=True)
+    disks = json.dumps([{"name": "system", "pool": shared_dir}])
+    _p, created = lab.run_json("virt.init", vm, "1", "256", "salt://centos.qcow2", "host=hypervisor1",
+                               f"disks={disks}")
+    assert created["disks"]["vda"]["file"] == f"{shared_dir}/system.qcow2"
+    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+
+    # The lab's hypervisors see the same directory: detected as shared, nothing is copied.
+    _p, report = lab.run_json("virt.migrate", vm, "hypervisor2", "test=True")
+    assert report["ok"] is True and report["test"] is True
+    assert {d["target"]: d["action"] for d in report["storage"]["disks"]} == {"vda": "shared", "vdb": "shared"}
+    assert "UNSAFE" in report["plan"]["flags"]  # ext4 seen from two mount namespaces
+    assert sorted(os.listdir(shared_dir)) == ["cidata.iso", "system.qcow2"]  # no probe file left behind
+
+    there = migrate(lab, vm, "hypervisor2")
+    assert there["host"] == "hypervisor2" and there["copy_storage"] is None
+    assert there["mode"] == "peer2peer" and there["downtime_ms"] is not None
+    assert vm in lab.domains("hypervisor2") and vm not in lab.domains("hypervisor1")
+    moved = wait_beat_above(lab, "hypervisor2", vm, first)
+
+    with tunnel_config():
+        back = migrate(lab, vm)  # no target: placement picks the only other hypervisor
+    assert back["host"] == "hypervisor1" and back["mode"] == "tunnelled"
+    assert {"PEER2PEER", "TUNNELLED"} <= set(back["flags"])
+    assert vm in lab.domains("hypervisor1") and vm not in lab.domains("hypervisor2")
+    assert wait_beat_above(lab, "hypervisor1", vm, moved) > moved
+    assert boots(lab, vm) == 1  # the guest never rebooted
+    assert_heartbeat_log(lab, "hypervisor1", vm, f"{shared_dir}/system.qcow2", moved)
+
+
+def test_local_disks_are_copied_there_and_back(lab, vm):
+    _p, created = lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2",
+                               "enable_qcow=True", "host=hypervisor1")
+    disk = f"/srv/salt-images/{vm}/system.qcow2"
+    assert created["disks"]["vda"]["file"] == disk
+    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+
+    there = migrate(lab, vm, "hypervisor2")
+    # The overlay goes on top of the target's own copy of its base; the seed ISO is fetched.
+    assert there["storage"] == {"vda": "copy", "vdb": "fetch"}
+    assert there["copy_storage"] == "inc" and "NON_SHARED_INC" in there["flags"]
+    assert there["source_cleanup"]["stale"]["removed"] == [f"/srv/salt-images/{vm}/cidata.iso", disk]
+    assert lab.hv("hypervisor1", "test", "-e", f"/srv/salt-images/{vm}", check=False).returncode != 0
+    moved = wait_beat_above(lab, "hypervisor2", vm, first)
+
+    with tunnel_config():
+        back = migrate(lab, vm, "hypervisor1")
+    # libvirt 9.0 cannot tunnel a disk copy: peer-to-peer + TLS instead, and the return says so.
+    assert back["mode"] == "peer2peer+tls" and "TUNNELLED" not in back["flags"] and "TLS" in back["flags"]
+    assert any("TLS instead" in note for note in back["notes"])
+    assert vm in lab.domains("hypervisor1") and vm not in lab.domains("hypervisor2")
+    assert lab.hv("hypervisor2", "test", "-e", f"/srv/salt-images/{vm}", check=False).returncode != 0
+    assert wait_beat_above(lab, "hypervisor1", vm, moved) > moved
+    assert boots(lab, vm) == 1
+    assert_heartbeat_log(lab, "hypervisor1", vm, disk, moved)
+
+
+def _libvirtd_pid(lab, host):
+    return lab.hv(host, "cat", "/run/libvirt/libvirtd.pid").stdout.strip()
+
+
+def test_killing_the_target_libvirtd_keeps_the_vm_on_the_source(lab, vm):
+    lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
+                 "host=hypervisor1")
+    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+    # 1 MiB/s keeps the memory copy going for over a minute; timeout aborts it if all else fails.
+    proc = subprocess.Popen(
+        [os.path.join(BIN, "salt-run"), "virt.migrate", vm, "hypervisor2", "max_bandwidth=1", "timeout=150",
+         "--out=json"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while vm not in lab.domains("hypervisor2"):  # the incoming domain exists: it is under way
+            assert proc.poll() is None and time.monotonic() < deadline, "the migration never started"
+            time.sleep(0.3)
+        time.sleep(1)
+        pid = _libvirtd_pid(lab, "hypervisor2")
+        lab.hv("hypervisor2", "kill", pid)
+        while lab.hv("hypervisor2", "test", "-e", f"/proc/{pid}", check=False).returncode == 0:
+            time.sleep(0.1)
+        lab.hv("hypervisor2", "libvirtd", "-d", "-l", "-p", "/run/libvirt/libvirtd.pid")
+        out, _ = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out
+    result = _last_json(out)
+    assert result["result"] is False and result["host"] == "hypervisor1", result
+    assert f"{vm} is still running on hypervisor1" in result["error"]
+    cleanup = result["recovery"]["target_cleanup"]
+    assert f"/srv/salt-images/{vm}/system.qcow2" in cleanup["removed"] and cleanup["kept"] == []
+
+    # The VM runs on the source, defined there once, and the target kept nothing of it.
+    assert lab.domains("hypervisor1").count(vm) == 1
+    assert lab.run("virsh", "hypervisor1", "domstate", vm).stdout.strip() == "running"
+    assert vm not in lab.domains("hypervisor2")
+    assert lab.hv("hypervisor2", "test", "-e", f"/srv/salt-images/{vm}", check=False).returncode != 0
+    assert wait_beat_above(lab, "hypervisor1", vm, max(beats(lab, "hypervisor1", vm))) > first
+    assert boots(lab, vm) == 1
+
+
+def test_errors_are_clear(lab, vm):
+    lab.run_json("virt.init", vm, "1", "128", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
+                 "host=hypervisor1", "start=False")
+    cases = [
+        (("no-such-vm", "hypervisor2"), "no VM named no-such-vm on any hypervisor"),
+        ((vm, "hypervisor1"), f"{vm} is already on hypervisor1"),
+        ((vm, "hypervisor9"), "unknown hypervisor hypervisor9"),
+        ((vm, "hypervisor2", "copy_storage=most"), "copy_storage must be all or inc"),
+        ((vm, "hypervisor2", "speed=11"), "unknown option(s) speed"),
+    ]
+    for args, message in cases:
+        proc = lab.run("salt-run", "virt.migrate", *args, check=False)
+        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, (args, proc.stdout)
+    # A stopped VM moves offline, which cannot copy its local disk: the pre-flight says so.
+    _p, report = lab.run_json("virt.migrate", vm, "test=True")
+    assert report["ok"] is False and report["target"] == "hypervisor2"
+    storage = next(c for c in report["checks"] if c["check"] == "storage")
+    assert "offline migration cannot copy it" in storage["detail"]
+    proc = lab.run("salt-run", "virt.migrate", vm, check=False)
+    assert proc.returncode != 0 and "cannot migrate" in proc.stdout + proc.stderr
+    assert vm in lab.domains("hypervisor1") and vm not in lab.domains("hypervisor2")

@@ -1,0 +1,340 @@
+"""saltvirt.migration: flags and typed parameters, storage decisions, job statistics (pure)."""
+
+import os
+
+import libvirt
+import pytest
+
+from saltvirt import migration
+from saltvirt.errors import InvalidArgument
+from saltvirt.migration import dest_uri, job_result, plan, storage_plan, summarize_job
+
+# ------------------------------------------------------------------------------------ plan
+
+
+def test_default_is_live_peer_to_peer_persistent_and_undefines_the_source():
+    p = plan()
+    assert p.flags == ["LIVE", "PERSIST_DEST", "UNDEFINE_SOURCE", "PEER2PEER"]
+    assert p.params == {} and p.mode == "peer2peer" and p.peer2peer and p.notes == []
+    expected = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST
+                | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_PEER2PEER)
+    assert p.flag_value() == expected
+
+
+def test_tunnel_is_peer_to_peer_tunnelled():
+    p = plan(tunnel=True)
+    assert {"PEER2PEER", "TUNNELLED"} <= set(p.flags) and "TLS" not in p.flags
+    assert p.mode == "tunnelled"
+    assert p.flag_value() & libvirt.VIR_MIGRATE_TUNNELLED
+
+
+def test_tunnel_forces_peer_to_peer_even_when_direct_was_asked():
+    p = plan(tunnel=True, peer2peer=False)
+    assert "PEER2PEER" in p.flags and p.peer2peer
+
+
+@pytest.mark.parametrize("mode,flag", [("all", "NON_SHARED_DISK"), ("inc", "NON_SHARED_INC")])
+def test_tunnel_with_copy_storage_becomes_peer_to_peer_tls(mode, flag):
+    # libvirt 9.0: p2p + tunnelled + copy-storage fails ("argument key 'host' must not have null value").
+    p = plan(tunnel=True, copy_storage=mode, migrate_disks=["vda"])
+    assert "TUNNELLED" not in p.flags
+    assert {"PEER2PEER", "TLS", flag} <= set(p.flags)
+    assert p.mode == "peer2peer+tls"
+    assert p.params == {migration.PARAM_DISKS: ["vda"]}
+    assert any("TLS instead" in note for note in p.notes)
+
+
+def test_typed_parameters_use_libvirts_names():
+    p = plan(max_bandwidth=100, parallel_connections=4, migration_uri="tcp://10.0.0.2:49152",
+             copy_storage="all", migrate_disks=["vda", "vdb"])
+    assert p.params == {
+        libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 100,
+        libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS: 4,
+        libvirt.VIR_MIGRATE_PARAM_URI: "tcp://10.0.0.2:49152",
+        libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda", "vdb"],
+    }
+    assert {"PARALLEL", "NON_SHARED_DISK"} <= set(p.flags)
+
+
+def test_optional_features_each_add_their_flag():
+    p = plan(postcopy=True, auto_converge=True, compressed=True, unsafe=True, tls=True)
+    assert {"POSTCOPY", "AUTO_CONVERGE", "COMPRESSED", "UNSAFE", "TLS"} <= set(p.flags)
+    assert p.mode == "peer2peer+tls"
+    p.flag_value()  # every name is a real libvirt flag
+
+
+def test_direct_mode_and_non_persistent_keeping_the_source():
+    p = plan(peer2peer=False, persistent=False, undefinesource=False)
+    assert p.flags == ["LIVE"] and p.mode == "direct" and not p.peer2peer
+
+
+def test_offline_moves_the_definition_only():
+    p = plan(offline=True)
+    assert "OFFLINE" in p.flags and "LIVE" not in p.flags and "PERSIST_DEST" in p.flags
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"offline": True, "copy_storage": "all"}, "cannot copy disks"),
+    ({"offline": True, "postcopy": True}, "postcopy needs a live"),
+    ({"offline": True, "persistent": False}, "persistent must be True"),
+    ({"copy_storage": "everything"}, "copy_storage must be"),
+    ({"tunnel": True, "migration_uri": "tcp://x"}, "does not apply to a tunnelled"),
+    ({"tunnel": True, "parallel_connections": 2}, "cannot be tunnelled"),
+    ({"max_bandwidth": 0}, "positive integer"),
+    ({"max_bandwidth": "fast"}, "positive integer"),
+    ({"max_bandwidth": True}, "positive integer"),
+    ({"parallel_connections": -1}, "positive integer"),
+    ({"migrate_disks": ["vda"]}, "only applies when copying"),
+    ({"tls": True, "copy_storage": "all", "parallel_connections": 2}, "fail on libvirt 9.0"),
+    ({"tunnel": True, "copy_storage": "inc", "parallel_connections": 2}, "fail on libvirt 9.0"),
+])
+def test_impossible_combinations_are_refused(kwargs, message):
+    with pytest.raises(InvalidArgument, match=message):
+        plan(**kwargs)
+
+
+def test_dest_uri():
+    assert dest_uri("hyper2.example.com") == "qemu+tls://hyper2.example.com/system"
+    assert dest_uri("127.0.0.3") == "qemu+tls://127.0.0.3/system"
+    assert dest_uri("fd00::2") == "qemu+tls://[fd00::2]/system"
+    assert dest_uri("qemu+ssh://root@h/system") == "qemu+ssh://root@h/system"
+    with pytest.raises(InvalidArgument):
+        dest_uri("")
+
+
+# ------------------------------------------------------------------------- storage decisions
+
+
+def disk(target="vda", path="/srv/salt-images/vm/system.qcow2", fmt="qcow2", readonly=False,
+         backing=(), fs="ext4", kind="file", size=1_000_000):
+    return {"target": target, "type": kind, "device": "disk", "path": path, "format": fmt,
+            "readonly": readonly, "dir": os.path.dirname(path) if path else None, "fs_type": fs,
+            "size": size, "virtual_size": 8 << 30, "allocation": size,
+            "backing": [{"path": b, "format": "qcow2", "size": 5_000_000} for b in backing]}
+
+
+def base_seen(path, exists=True, fmt="qcow2", size=5_000_000):
+    return {"path": path, "exists": exists, "format": fmt if exists else None, "size": size if exists else None}
+
+
+def test_a_disk_whose_probe_the_target_sees_is_shared_and_needs_unsafe_on_a_local_fs():
+    out = storage_plan([disk()], {"vda": {"probe": True, "exists": True}})
+    assert out["disks"][0]["action"] == "shared"
+    assert out["copy_storage"] is None and out["create"] == [] and out["migrate_disks"] == []
+    assert out["unsafe"] is True and out["errors"] == []
+
+
+def test_shared_on_nfs_leaves_safety_to_libvirt():
+    out = storage_plan([disk(fs="nfs4")], {"vda": {"probe": True, "exists": True}})
+    assert out["disks"][0]["action"] == "shared" and out["unsafe"] is False
+
+
+def test_a_standalone_local_disk_is_precreated_blank_and_copied_whole():
+    out = storage_plan([disk()], {"vda": {"probe": False, "exists": False, "bases": []}})
+    assert out["disks"][0]["action"] == "copy"
+    assert out["copy_storage"] == "all" and out["migrate_disks"] == ["vda"]
+    (create,) = out["create"]
+    assert create["kind"] == "blank" and create["format"] == "qcow2" and create["virtual_size"] == 8 << 30
+    assert out["unsafe"] is False
+
+
+def test_an_overlay_whose_base_is_on_the_target_is_copied_incrementally():
+    base = "/var/lib/libvirt/images/centos.qcow2"
+    out = storage_plan([disk(backing=[base])],
+                       {"vda": {"probe": False, "exists": False, "bases": [base_seen(base)]}})
+    assert out["copy_storage"] == "inc"
+    (create,) = out["create"]
+    assert create["kind"] == "overlay" and create["backing"] == base and create["backing_format"] == "qcow2"
+
+
+def test_an_overlay_whose_base_is_missing_fails_clearly():
+    base = "/srv/salt-images/base/centos-abc.qcow2"
+    out = storage_plan([disk(backing=[base])],
+                       {"vda": {"probe": False, "exists": False, "bases": [base_seen(base, exists=False)]}})
+    assert out["disks"][0]["action"] == "error" and out["create"] == []
+    assert "base image /srv/salt-images/base/centos-abc.qcow2 is not on the target" in out["errors"][0]
+    assert "copy_storage=all" in out["errors"][0]
+
+
+def test_a_different_base_on_the_target_is_refused():
+    base = "/var/lib/libvirt/images/centos.qcow2"
+    out = storage_plan([disk(backing=[base])],
+                       {"vda": {"exists": False, "bases": [base_seen(base, size=123)]}})
+    assert "differs" in out["errors"][0]
+
+
+def test_copy_storage_all_flattens_an_overlay_without_needing_its_base():
+    base = "/srv/salt-images/base/centos-abc.qcow2"
+    out = storage_plan([disk(backing=[base])],
+                       {"vda": {"exists": False, "bases": [base_seen(base, exists=False)]}},
+                       copy_storage="all")
+    assert out["errors"] == [] and out["copy_storage"] == "all"
+    (create,) = out["create"]
+    assert create["kind"] == "blank"
+    assert create["allocation"] == 5_000_000 + 1_000_000  # the chain's data lands in one file
+
+
+def test_a_writable_file_at_the_same_path_that_is_not_shared_is_never_overwritten():
+    out = storage_plan([disk()], {"vda": {"probe": False, "exists": True, "size": 42}})
+    assert out["disks"][0]["action"] == "error" and out["create"] == []
+    assert "refusing to overwrite" in out["errors"][0]
+
+
+def test_read_only_disks_are_fetched_or_reused():
+    iso = disk("vdb", "/srv/salt-images/vm/cidata.iso", fmt="raw", readonly=True, size=69632)
+    out = storage_plan([iso], {"vdb": {"probe": False, "exists": False}})
+    assert out["disks"][0]["action"] == "fetch"
+    assert out["create"] == [{"target": "vdb", "path": iso["path"], "kind": "fetch", "format": "raw",
+                              "size": 69632}]
+    assert out["copy_storage"] is None and out["migrate_disks"] == []  # QEMU cannot copy read-only disks
+
+    same = storage_plan([iso], {"vdb": {"probe": False, "exists": True, "size": 69632}})
+    assert same["disks"][0]["action"] == "present" and same["create"] == []
+    other = storage_plan([iso], {"vdb": {"probe": False, "exists": True, "size": 1}})
+    assert "differs" in other["errors"][0]
+
+
+def test_shared_read_only_disks_do_not_need_unsafe():
+    iso = disk("vdb", "/shared/vm/cidata.iso", fmt="raw", readonly=True)
+    out = storage_plan([iso], {"vdb": {"probe": True, "exists": True}})
+    assert out["disks"][0]["action"] == "shared" and out["unsafe"] is False
+
+
+def test_mixed_disks():
+    base = "/var/lib/libvirt/images/centos.qcow2"
+    disks = [disk("vda", backing=[base]), disk("vdb", "/shared/vm/data.raw", fmt="raw"),
+             disk("vdc", "/srv/salt-images/vm/cidata.iso", fmt="raw", readonly=True),
+             disk("sda", None, kind="file"), disk("vdd", "pool/vol", kind="network")]
+    seen = {"vda": {"exists": False, "bases": [base_seen(base)]},
+            "vdb": {"probe": True, "exists": True}, "vdc": {"exists": False}}
+    out = storage_plan(disks, seen)
+    assert [d["action"] for d in out["disks"]] == ["copy", "shared", "fetch", "skip", "shared"]
+    assert out["copy_storage"] == "inc" and out["migrate_disks"] == ["vda"] and out["unsafe"] is True
+
+
+def test_offline_migration_cannot_copy():
+    out = storage_plan([disk()], {"vda": {"exists": False}}, offline=True)
+    assert "offline migration cannot copy" in out["errors"][0]
+    shared = storage_plan([disk()], {"vda": {"probe": True, "exists": True}}, offline=True)
+    assert shared["errors"] == [] and shared["unsafe"] is False
+
+
+def test_missing_block_device_is_an_error():
+    out = storage_plan([disk("vda", "/dev/sdz", kind="block")], {"vda": {"exists": False}})
+    assert "block device /dev/sdz does not exist" in out["errors"][0]
+
+
+def test_copy_storage_is_ignored_when_everything_is_shared():
+    out = storage_plan([disk()], {"vda": {"probe": True, "exists": True}}, copy_storage="all")
+    assert out["copy_storage"] is None and "ignored" in out["notes"][0]
+
+
+# ------------------------------------------------------------------------------ job stats
+
+
+def test_summarize_job_reports_percentages():
+    stats = {"type": 2, "time_elapsed": 1003, "data_total": 269_492_224, "data_remaining": 115_617_792,
+             "memory_total": 269_230_080, "memory_remaining": 115_617_792, "memory_processed": 81_860_833,
+             "disk_total": 262_144, "disk_remaining": 0, "memory_bps": 130_000_000,
+             "memory_iteration": 1, "memory_dirty_rate": 0}
+    out = summarize_job(stats)
+    assert out["phase"] == "memory" and out["disk_percent"] == 100.0
+    assert out["memory_percent"] == pytest.approx(57.1, abs=0.1)
+    assert out["elapsed_s"] == 1.0 and out["iteration"] == 1
+    assert out["bandwidth_mib_s"] == pytest.approx(124.0, abs=0.1)
+
+
+def test_summarize_job_during_the_disk_copy_and_before_anything_is_known():
+    out = summarize_job({"type": 2, "disk_total": 100, "disk_remaining": 60, "memory_total": 0})
+    assert out["phase"] == "disk" and out["disk_percent"] == 40.0 and out["memory_percent"] is None
+    assert summarize_job({})["percent"] is None
+
+
+def test_job_result_of_a_completed_migration():
+    stats = {"type": 3, "operation": 5, "time_elapsed": 1121, "downtime": 55, "downtime_net": 52,
+             "setup_time": 1, "memory_processed": 94_932_582, "memory_total": 269_230_080,
+             "memory_bps": 226_741_000, "memory_iteration": 3, "memory_postcopy_requests": 0}
+    out = job_result(stats)
+    assert out["downtime_ms"] == 55 and out["total_time_ms"] == 1121 and out["iterations"] == 3
+    assert out["memory_transferred_mib"] == pytest.approx(90.5, abs=0.1)
+    assert job_result({"type": 0}) == {} and job_result(None) == {}
+
+
+# --------------------------------------------------------------------------- probes, fs
+
+
+def test_probes_are_created_seen_and_removed(tmp_path):
+    shared, other = tmp_path / "shared", tmp_path / "other"
+    shared.mkdir()
+    other.mkdir()
+    made = migration.create_probes([str(shared), str(shared), str(tmp_path / "missing")], "abc123")
+    assert made == [str(shared)]
+    disks = [{"target": "vda", "type": "file", "path": str(shared / "d.qcow2"), "dir": str(shared)},
+             {"target": "vdb", "type": "file", "path": str(other / "d.qcow2"), "dir": str(other)}]
+    seen = migration.observe_disks(disks, "abc123")
+    assert seen["vda"]["probe"] is True and seen["vdb"]["probe"] is False
+    assert migration.remove_probes(made, "abc123") == [str(shared)]
+    assert os.listdir(shared) == []
+    assert migration.remove_probes(made, "../etc") == []  # tokens are hex, never paths
+
+
+def test_fs_type_picks_the_longest_mount_point(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        "40 22 0:40 / /srv/nfs rw,relatime shared:2 - nfs4 server:/export rw\n"
+        "41 22 0:41 / /srv/nfs-local rw - tmpfs tmpfs rw\n"
+    )
+    assert migration.fs_type("/srv/nfs/vm/disk.qcow2", str(mountinfo)) == "nfs4"
+    assert migration.fs_type("/srv/nfs-local/x", str(mountinfo)) == "tmpfs"
+    assert migration.fs_type("/var/lib/libvirt/images", str(mountinfo)) == "ext4"
+
+
+def test_journal_names_are_tokens_only(tmp_path):
+    assert migration.journal_path(str(tmp_path), "a1b2") == str(tmp_path / "a1b2.json")
+    with pytest.raises(InvalidArgument):
+        migration.journal_path(str(tmp_path), "../x")
+
+
+def test_cleanup_removes_exactly_what_the_journal_lists(tmp_path):
+    journal = str(tmp_path / "j" / "t1.json")
+    vm_dir = tmp_path / "images" / "vm"
+    vm_dir.parent.mkdir()
+    create = [{"path": str(vm_dir / "system.qcow2"), "kind": "blank", "format": "qcow2",
+               "virtual_size": 1 << 20}]
+    record = migration.prepare_disks(create, journal, name="vm")
+    assert record["created"] == [str(vm_dir / "system.qcow2")] and record["dirs"] == [str(vm_dir)]
+    foreign = tmp_path / "images" / "keep.txt"
+    foreign.write_text("not ours")
+
+    class FakeConn:
+        def listAllDomains(self, _flags):
+            return []
+
+    result = migration.cleanup(FakeConn(), journal, name="vm")
+    assert str(vm_dir / "system.qcow2") in result["removed"] and not vm_dir.exists()
+    assert foreign.exists() and not os.path.exists(journal)
+
+
+def test_prepare_is_all_or_nothing(tmp_path):
+    journal = str(tmp_path / "t2.json")
+    existing = tmp_path / "vm" / "data.raw"
+    existing.parent.mkdir()
+    existing.write_text("someone's data")
+    create = [{"path": str(tmp_path / "vm" / "system.qcow2"), "kind": "blank", "format": "qcow2",
+               "virtual_size": 1 << 20},
+              {"path": str(existing), "kind": "blank", "format": "raw", "virtual_size": 1 << 20}]
+    with pytest.raises(InvalidArgument, match="already exists"):
+        migration.prepare_disks(create, journal, name="vm")
+    assert sorted(os.listdir(tmp_path / "vm")) == ["data.raw"]
+    assert existing.read_text() == "someone's data" and not os.path.exists(journal)
+
+
+def test_cleanup_without_libvirt_keeps_the_files(tmp_path):
+    journal = str(tmp_path / "t3.json")
+    create = [{"path": str(tmp_path / "vm" / "system.qcow2"), "kind": "blank", "format": "raw",
+               "virtual_size": 1 << 20}]
+    migration.prepare_disks(create, journal, name="vm")
+    result = migration.cleanup(None, journal, name="vm")
+    assert result["kept"] == [str(tmp_path / "vm" / "system.qcow2")] and "unreachable" in result["error"]
+    assert os.path.exists(tmp_path / "vm" / "system.qcow2")
