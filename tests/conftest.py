@@ -13,6 +13,10 @@ sys.path.insert(0, os.path.join(REPO, "_utils"))
 
 
 def pytest_sessionfinish(session, exitstatus):
+    # Salt's deferred start-up log handler would flush into pytest's closed stderr at exit.
+    import salt._logging.impl
+
+    salt._logging.impl.shutdown_temp_handler()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
     if skipped and not os.environ.get("SALT_VIRT_ALLOW_SKIPS") and exitstatus == 0:

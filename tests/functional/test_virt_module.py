@@ -213,3 +213,48 @@ def test_failure_after_disks_rolls_back(virt, vm_name, minion_opts, libvirt_conn
                   interfaces=[{"name": "eth0", "type": "network", "source": "no-such-net"}])
     assert not os.path.exists(os.path.join(images_dir(minion_opts), vm_name))
     assert vm_name not in {d.name() for d in libvirt_conn.listAllDomains()}
+
+
+@pytest.fixture
+def http_images(minion_opts):
+    """The file server's images over HTTP on loopback (a real server, stopped afterwards)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=minion_opts["file_roots"]["base"][0])
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_image_with_checksum(virt, vm_name, http_images, minion_opts):
+    local = os.path.join(minion_opts["file_roots"]["base"][0], "centos.qcow2")
+    digest = sha256(local)
+    with pytest.raises(SaltInvocationError, match="sha256 is"):
+        virt.init(vm_name, 1, 128, image=f"{http_images}/centos.qcow2", image_hash="sha256=" + "0" * 64,
+                  start=False, seed=False)
+    assert not os.path.exists(os.path.join(images_dir(minion_opts), vm_name))
+    ret = virt.init(vm_name, 1, 128, image=f"{http_images}/centos.qcow2", image_hash=f"sha256={digest}",
+                    enable_qcow=True, start=False, seed=False)
+    assert ret["disks"]["vda"]["backing"][0].startswith(os.path.join(images_dir(minion_opts), "base"))
+    virt.purge(vm_name)
+
+
+def test_generated_xml_passes_libvirt_schema(virt, vm_name, tmp_path):
+    virt.init(vm_name, 2, 128, image="salt://centos.qcow2", enable_qcow=True, start=False,
+              enable_vnc=True, disks=[{"name": "data", "size": 16, "format": "raw"}],
+              interfaces=[{"name": "eth1", "type": "user"}])
+    xml = tmp_path / "domain.xml"
+    xml.write_text(virt.get_xml(vm_name, inactive=True))
+    check = subprocess.run(["virt-xml-validate", str(xml), "domain"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    info = virt.vm_info(vm_name)[vm_name]
+    assert set(info["disks"]) == {"vda", "vdb", "vdc"}  # system, data, cidata seed
+    assert info["disks"]["vdb"]["format"] == "raw"
+    assert len(info["nics"]) == 2
+    virt.purge(vm_name)
