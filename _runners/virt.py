@@ -599,6 +599,12 @@ def console(name, host=None, local_port=5901, web=True, ttl=None):
         salt-run virt.console centos1
         salt-run virt.console centos1 local_port=5911 web=False
     """
+    try:
+        local_port = int(local_port)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"local_port must be a port number, not {local_port!r}") from None
+    if not 1 <= local_port <= 65535:
+        raise SaltInvocationError(f"local_port {local_port} is not a TCP port")
     info = _vm_call(name, "virt.console_info", host=host)
     hypervisor = info["host"]
     vnc = [g for g in info.get("graphics") or [] if g.get("type") == "vnc"]
@@ -931,7 +937,7 @@ def _migrate_run(name, source, target, answers, copy_storage, offline, tunnel, o
     token = secrets.token_hex(8)
     prepared = None
     if storage["create"]:
-        _progress(f"Preparing {len(storage['create'])} disk(s) of {name} on {target}", host=target)
+        _progress(f"Preparing {len(storage['create'])} disk(s) of {name} on {target}", host=target, token=token)
         source_uri = migration.dest_uri(answers[source].get("address") or source)
         try:
             prepared = _call(target, "virt.migrate_prepare", [name, storage["create"], token],
@@ -981,6 +987,7 @@ def _migrate_run(name, source, target, answers, copy_storage, offline, tunnel, o
         "copy_storage": storage["copy_storage"],
         "storage": storage_summary,
         "notes": the_plan.notes + storage["notes"],
+        "token": token,  # names the target's journal: virt.migrate_cleanup <vm> token=<token>
     }
     if error is None and arrived and gone:
         job = dst.get("job") or (ret or {}).get("job") or {}

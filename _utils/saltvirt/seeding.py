@@ -411,8 +411,10 @@ def filesystems(image, fmt=None):
 
 
 def _describe(found):
-    return ", ".join(f"{f['device']}={f['fstype'] or 'unknown'}" + ("" if f["writable"] else " (read-only)")
-                     for f in found) or "no partitions"
+    return ", ".join(
+        f"{f['device']}={f['fstype'] or 'unknown'}" + (" (read-only)" if f["fstype"] and not f["writable"] else "")
+        for f in found
+    ) or "no partitions"
 
 
 def choose_filesystem(found, device=None, image="the image"):

@@ -3,7 +3,8 @@
 Two VMs are created once for the module, in parallel: ``open`` (VNC without a password) on
 hypervisor1 and ``locked`` (``graphics={type: vnc, password: True}``) on hypervisor2, plus a
 VM with a console that is never started. Clients run inside the lab's network namespace, where
-the consoles (127.0.0.2/127.0.0.3) and the master's console proxy (127.0.0.1:6080) are.
+the consoles (127.0.0.2/127.0.0.3) and the master's console proxy (127.0.0.1:6080) are:
+``vnc_client.py`` (vncdotool) and ``browser.py`` (headless Chromium over the DevTools protocol).
 
 Screenshots go to ``$CONSOLE_ARTIFACTS`` (default: pytest's tmp directory).
 """
@@ -57,10 +58,11 @@ def vms(lab):
             results = {key: future.result()[1] for key, future in futures.items()}
             yield {key: dict(results[key], name=names[key]) for key in names}
         finally:
-            for key, name in names.items():
-                lab.run("salt-run", "virt.purge", name, check=False)
-                lab.run("salt-key", "-y", "-d", name, check=False)
-            lab.run("salt-run", "virt.console_proxy", "stop", check=False)
+            cleanup = [("salt-run", "virt.console_proxy", "stop")]
+            cleanup += [("salt-run", "virt.purge", name) for name in names.values()]
+            for done in [pool.submit(lab.run, *args, check=False) for args in cleanup]:
+                done.result()
+            lab.run("salt-key", "-y", "-d", "vnc*-" + suffix, check=False)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -163,16 +165,19 @@ def test_init_and_query_report_the_console(lab, vms):
         assert re.search(line, text), text
 
     # The password was returned once: nothing reports it afterwards.
-    outputs = [
-        lab.run("salt-run", "virt.query", "--out=json").stdout,
-        lab.run("salt-run", "virt.vm_info", vms["locked"]["name"], "--out=json").stdout,
-        lab.run("salt", "hypervisor2", "virt.vm_info", vms["locked"]["name"], "--out=json").stdout,
-        lab.run("salt", "hypervisor2", "virt.get_xml", vms["locked"]["name"], "--out=json").stdout,
-        lab.run("salt", "hypervisor2", "virt.console_info", vms["locked"]["name"], "--out=json").stdout,
+    locked = vms["locked"]["name"]
+    calls = [
+        ("salt-run", "virt.query", "--out=json"),
+        ("salt-run", "virt.vm_info", locked, "--out=json"),
+        ("salt", "hypervisor2", "virt.vm_info", locked, "--out=json"),
+        ("salt", "hypervisor2", "virt.get_xml", locked, "--out=json"),
+        ("salt", "hypervisor2", "virt.console_info", locked, "--out=json"),
     ]
+    with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
+        outputs = [proc.stdout for proc in pool.map(lambda args: lab.run(*args), calls)]
     for out in outputs:
         assert password not in out
-    info = json.loads(outputs[2])["hypervisor2"][vms["locked"]["name"]]
+    info = json.loads(outputs[2])["hypervisor2"][locked]
     assert info["graphics"][0]["password_set"] is True
 
 
