@@ -151,6 +151,7 @@ def _base_for_overlay(image, cached, saltenv):
     if not os.path.exists(base):
         os.makedirs(base_dir, mode=0o755, exist_ok=True)
         images.clone(cached, base)
+        os.chmod(base, 0o644)  # a shared base holds no VM's secrets; every QEMU must read it
         images.protect_base(base)
     return base
 

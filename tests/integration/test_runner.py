@@ -73,3 +73,18 @@ def test_unknown_vm_is_a_clear_error(lab):
     proc = lab.run("salt-run", "virt.start", "no-such-vm", check=False)
     assert proc.returncode != 0
     assert "no VM named no-such-vm" in proc.stdout + proc.stderr
+
+
+def test_qcow_overlay_from_the_file_server_keeps_its_base(lab, vm):
+    _p, result = lab.run_json("virt.init", vm, "1", "192", "salt://centos.qcow2", "enable_qcow=True")
+    host = result["host"]
+    (base,) = result["disks"]["vda"]["backing"]
+    assert base.startswith("/srv/salt-images/base/centos-") and base.endswith(".qcow2")
+    before = lab.hv(host, "sha256sum", base).stdout.split()[0]
+    chain = lab.hv(host, "qemu-img", "info", "-U", "--backing-chain",
+                   f"/srv/salt-images/{vm}/system.qcow2").stdout
+    assert f"backing file: {base}" in chain and "backing file format: qcow2" in chain
+    lab.wait_serial(host, vm, r"SALTVIRT-DISK-WRITE ok")
+    lab.wait_serial(host, vm, r"SALTVIRT-HEARTBEAT 11\b")  # heartbeat.log written twice by now
+    assert lab.hv(host, "sha256sum", base).stdout.split()[0] == before
+    assert lab.hv(host, "stat", "-c", "%a", base).stdout.strip() == "444"
