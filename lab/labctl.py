@@ -28,6 +28,9 @@ LAB_DIR = Path(os.environ.get("LAB_DIR", "/var/lib/svlab"))
 NETNS = os.environ.get("LAB_NETNS", "svlab")
 VENV = Path(os.environ.get("VENV", REPO / ".venv"))
 COUNT = int(os.environ.get("LAB_HYPERVISORS", "2"))
+# Extra minions that look like hypervisors but drive libvirt's test:/// driver (for scale
+# benchmarks of the runner: many hosts without many daemons).
+FAKES = int(os.environ.get("LAB_FAKE_HYPERVISORS", "0"))
 MASTER = LAB_DIR / "master"
 MASTER_CONF = MASTER / "etc" / "salt"
 IMAGES = LAB_DIR / "images"
@@ -322,6 +325,31 @@ def preaccept_minion_key(n):
     shutil.copyfile(pki / "minion.pub", accepted / hv_name(n))
 
 
+def fake_name(n):
+    return f"hypervisorf{n}"
+
+
+def start_fake(n):
+    """A minion whose virt module drives libvirt's in-memory test:/// driver."""
+    root = LAB_DIR / f"fake{n}" / "minion"
+    conf_dir = root / "etc" / "salt"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    conf = {
+        "id": fake_name(n), "master": "127.0.0.1", "root_dir": str(root), "user": "root",
+        "virt": {"connection": {"uri": "test:///default"}, "images": str(root / "images")},
+    }
+    (conf_dir / "minion").write_text(json.dumps(conf, indent=2) + "\n")
+    pki = conf_dir / "pki" / "minion"
+    pki.mkdir(parents=True, exist_ok=True)
+    if not (pki / "minion.pem").exists():
+        sh([VENV / "bin" / "salt-key", "-c", MASTER_CONF, f"--gen-keys-dir={pki}", "--gen-keys=minion"])
+    accepted = MASTER / "etc" / "salt" / "pki" / "master" / "minions"
+    accepted.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pki / "minion.pub", accepted / fake_name(n))
+    if not read_pid(root / "var" / "run" / "salt-minion.pid"):
+        sh(in_netns([VENV / "bin" / "salt-minion", "-c", conf_dir, "-d"]))
+
+
 def start_hypervisor(n):
     if holder_pid(n):
         return
@@ -440,6 +468,13 @@ def up():
     for n in fresh:
         start_libvirtd(n)
         log(f"{hv_name(n)} up: libvirtd on qemu+tls://{hv_addr(n)}/system, host uuid {hv_uuid(n)}")
+    if FAKES:
+        for n in range(1, FAKES + 1):
+            start_fake(n)
+        fakes = [fake_name(n) for n in range(1, FAKES + 1)]
+        wait_for_minions(fakes)
+        sync(fakes)
+        ids += fakes
     log(f"ready in {time.monotonic() - t0:.1f}s: master + {', '.join(ids)}")
 
 
