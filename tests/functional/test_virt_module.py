@@ -258,3 +258,13 @@ def test_generated_xml_passes_libvirt_schema(virt, vm_name, tmp_path):
     assert info["disks"]["vdb"]["format"] == "raw"
     assert len(info["nics"]) == 2
     virt.purge(vm_name)
+
+
+def test_forced_hypervisor_type_and_bad_type(virt, vm_name):
+    ret = virt.init(vm_name, 1, 128, image="salt://centos.qcow2", enable_qcow=True, start=False,
+                    seed=False, hypervisor="qemu")
+    assert ret["hypervisor_type"] == "qemu" and ret["hypervisor_reason"] == "qemu requested"
+    assert "type='qemu'" in virt.get_xml(vm_name)
+    virt.purge(vm_name)
+    with pytest.raises(SaltInvocationError, match="hypervisor must be one of kvm, qemu"):
+        virt.init(vm_name, 1, 128, image="salt://centos.qcow2", seed=False, hypervisor="xen")
