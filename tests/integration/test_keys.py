@@ -49,3 +49,26 @@ def test_each_hypervisor_sees_only_its_own_keys(lab):
     # The certificate hypervisor1 holds names only hypervisor1.
     text = lab.hv("hypervisor1", "certtool", "-i", "--infile", "/etc/pki/libvirt/servercert.pem").stdout
     assert "hypervisor1" in text and "hypervisor2" not in text and "127.0.0.2" in text
+
+
+def test_whole_formula_renders(lab):
+    rendered = lab.salt_json("hypervisor1", "state.show_sls", "virt")["hypervisor1"]
+    assert isinstance(rendered, dict), rendered
+    assert rendered["libvirt"]["pkg"][0] == "installed" or "installed" in rendered["libvirt"]["pkg"]
+    pkgs = next(arg["pkgs"] for arg in rendered["libvirt"]["pkg"] if isinstance(arg, dict) and "pkgs" in arg)
+    assert "libvirt-daemon-system" in pkgs and "qemu-system-x86" in pkgs
+    assert "keys" in rendered["libvirt_keys"]["virt"]
+    assert "keyvalue" in rendered["libvirtd-config"]["file"]
+    # Without socket activation the seed's --listen flag goes into the daemon's options file.
+    out = lab.salt_json("hypervisor1", "state.show_sls", "virt",
+                        'pillar={"virt": {"hypervisor": {"manage_service": true, "listen_mode": "flag"}}}')
+    listen = json.dumps(out["hypervisor1"]["libvirtd-listen"])
+    assert "/etc/default/libvirtd" in listen and "--listen" in listen
+    assert "libvirtd" in out["hypervisor1"]
+    # On a systemd host the TLS socket unit is what listens; bridge and firewall when asked.
+    out = lab.salt_json("hypervisor1", "state.show_sls", "virt",
+                        'pillar={"virt": {"hypervisor": {"manage_service": true, "listen_mode": "socket", '
+                        '"bridge": {"enabled": true, "interface": "eth9"}, "firewall": true}}}')["hypervisor1"]
+    assert "libvirtd-tls.socket" in json.dumps(out["libvirtd-listen"])
+    assert "network" in out["br0"] and "network" in out["eth9"]
+    assert "iptables" in out["libvirt-tls-port"]

@@ -1,0 +1,29 @@
+# Example pillar for Salt Virt hypervisors. Every key is optional.
+virt:
+  # Where virt.init puts VM disks (one directory per VM).
+  images: /srv/salt-images
+  # How other hypervisors and VNC viewers reach this host (default: its fqdn grain).
+  # address: hyper1.example.com
+  vnc:
+    listen: 127.0.0.1          # keep consoles off public interfaces; tunnel with SSH
+  seed_cmd: cidata             # or seed.apply (needs libguestfs on the hypervisor)
+  nic:
+    default:
+      - name: eth0
+        bridge: br0
+  disk:
+    default:
+      - system:
+          size: 8192           # MiB
+  # The hypervisor formula (salt://virt/hypervisor.sls)
+  hypervisor:
+    bridge:
+      enabled: True
+      name: br0
+      interface: eth0
+      proto: dhcp
+    firewall: True             # open 16514/tcp for libvirt TLS and migration
+    # listen_mode: socket      # systemd socket activation (default on systemd), or: flag
+    libvirtd_conf: {}          # extra libvirtd.conf settings, e.g. {listen_addr: 192.0.2.10}
+    # lookup:                  # override per-OS package/service names from virt/map.jinja
+    #   pkgs: [libvirt-daemon-system, qemu-system-x86, python3-libvirt]
