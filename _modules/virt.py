@@ -27,7 +27,6 @@ Configuration (all optional)::
 import logging
 import os
 import time
-import time
 
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -1051,7 +1050,8 @@ def migrate_preflight(facts, copy_storage=None, offline=False, **kwargs):
 
     .. code-block:: bash
 
-        salt hypervisor2 virt.migrate_preflight "$(salt --out=json hypervisor1 virt.migrate_source_info centos1 ...)"
+        salt-run virt.migrate centos1 hypervisor2 test=True   # what operators run
+        salt hypervisor2 virt.migrate_preflight "$(salt hypervisor1 virt.migrate_source_info centos1 probe=False --out=json --static | jq -c .hypervisor1)"
     """
     if not isinstance(facts, dict) or "disks" not in facts:
         raise SaltInvocationError("facts must be the dict returned by virt.migrate_source_info")

@@ -16,6 +16,8 @@ Master configuration (all optional)::
         cpu_ratio: 4.0
         reserve_memory_mib: 256
       tunnel: False                  # migrate through libvirt's TLS tunnel (port 16514)
+      migrate_timeout: 3600          # seconds virt.migrate waits for the migration job
+      prepare_timeout: 600           # seconds the target has to pre-create copied disks
       console:                       # web console proxy (websockify + noVNC), see virt.console
         listen: 127.0.0.1            # where the proxy listens (default: loopback only)
         port: 6080
@@ -777,8 +779,7 @@ def _remove_probes(source, name, facts):
             log.warning("virt.migrate: probe files of %s left on %s: %s", name, source, exc)
 
 
-# Errors are SaltRunnerError throughout: salt-run treats SaltInvocationError (a TypeError) as a
-# usage mistake, prints the docstring and exits 0.
+@_clean_errors
 def migrate(name, target=None, test=False, copy_storage=None, tunnel=None, offline=None,
             keep_source_disks=False, **kwargs):
     """
@@ -965,8 +966,8 @@ def _migrate_run(name, source, target, answers, copy_storage, offline, tunnel, o
         ret = data.get("return")
         if data.get("retcode") or not isinstance(ret, dict):
             error = ret.removeprefix("ERROR: ") if isinstance(ret, str) else f"virt.migrate failed: {ret}"
-    except SaltRunnerError as exc:
-        error = str(exc)
+    except Exception as exc:  # pylint: disable=broad-except
+        error = str(exc)  # whatever broke, the hosts' state decides what happens next
 
     status, status_errors = _fanout("virt.migrate_status", arg=[name], tgt=[source, target], tgt_type="list",
                                     timeout=30)
@@ -1014,10 +1015,19 @@ def _migration_failed(name, source, target, facts, token, prepared, error, statu
     src, dst = status.get(source) or {}, status.get(target) or {}
     error = error or f"{name} did not arrive on {target}: {dst or status_errors.get(target)}"
     recovery = {}
-    if src.get("active"):
-        if src.get("state") == "paused" and src.get("reason") == migration.PAUSED_MIGRATION and not dst.get("active"):
+    if dst.get("active") and dst.get("state") == "running":
+        # The guest runs on the target: that is the live copy now, whatever the source shows.
+        # Never resume or clean anything then: two copies must not run.
+        where = target
+        recovery["note"] = (f"{name} runs on {target}; nothing was resumed or cleaned up"
+                            + (f"; {source} still has it {src.get('state')}" if src.get("defined") else ""))
+    elif src.get("active"):
+        if src.get("state") == "paused" and src.get("reason") == migration.PAUSED_MIGRATION:
             # libvirt left the source paused for the switch-over that never happened.
-            recovery["resumed"] = _call(source, "virt.resume", [name]).get("resumed")
+            try:
+                recovery["resumed"] = _call(source, "virt.resume", [name]).get("resumed")
+            except SaltRunnerError as exc:
+                recovery["resumed"] = str(exc)
         _progress(f"Migration of {name} failed; removing its traces on {target}", host=target)
         try:
             recovery["target_cleanup"] = _call(
@@ -1027,10 +1037,6 @@ def _migration_failed(name, source, target, facts, token, prepared, error, statu
         except SaltRunnerError as exc:
             recovery["target_cleanup"] = {"error": str(exc)}
         where = source
-    elif dst.get("active"):
-        # The VM runs on the target only: the migration did switch over. Keep everything.
-        where = target
-        recovery["note"] = f"{name} runs on {target}; nothing was cleaned up"
     else:
         where = None
         recovery["note"] = (f"{name} is running on neither {source} nor {target}; nothing was cleaned up, "

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from saltvirt import fileio
 from saltvirt.errors import InvalidArgument, VirtError
 
 log = logging.getLogger(__name__)
@@ -198,21 +199,9 @@ def _make_private_dir(path):
 
 def _write_atomic(path, data, mode):
     """Write ``data`` to ``path`` via a temporary file; it never exists with a wider mode."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # left over by a crashed writer that had the same pid
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        fileio.write_atomic(path, data, mode)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise _os_error("write", path, exc) from exc
 
 

@@ -16,6 +16,7 @@ import grp
 import os
 import stat
 
+from saltvirt import fileio
 from saltvirt.errors import InvalidArgument, VirtError
 
 DEFAULT_BASEPATH = "/etc/pki"
@@ -133,25 +134,9 @@ def _describe(path, content, mode, gid):
 
 
 def _write(path, content, mode, gid):
-    tmp = f"{path}.salt-virt.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
     try:
-        # Created 0600 and only then opened up: a key is never readable by others, not even
-        # for a moment.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            if gid is not None:
-                os.fchown(fd, -1, gid)
-            os.fchmod(fd, mode)
-            os.write(fd, content)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        fileio.write_atomic(path, content, mode, gid)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise VirtError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 

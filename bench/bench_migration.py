@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Live migration on the lab: ``salt-run virt.migrate`` against a bare libvirt ``migrateToURI3``.
+
+One running guest (256 MiB, disk on storage both lab hypervisors see) is moved back and forth:
+hypervisor1 -> hypervisor2 with the runner (pre-flight, progress, verification included), then
+hypervisor2 -> hypervisor1 with a plain ``dom.migrateToURI3`` and the same flags, ROUNDS times.
+A second guest with a local disk (overlay, copied by QEMU) is then moved there and back with the
+runner. Printed per path: wall time (median, min) and the guest's downtime from libvirt's
+completed-job statistics.
+
+Needs the lab (``make lab-up``; honours LAB_NETNS / LAB_DIR like lab/bin/*)::
+
+    .venv/bin/python bench/bench_migration.py
+"""
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(REPO, "lab", "bin")
+PYTHON = os.path.join(REPO, ".venv", "bin", "python")
+LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
+SHARED = os.path.join(LAB_DIR, "shared-storage")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ADDRESS = {"hypervisor1": "127.0.0.2", "hypervisor2": "127.0.0.3"}
+
+# The flags the runner uses for a shared-storage VM in the lab (see its "flags" return).
+RAW = r"""
+import json, sys, time, libvirt
+libvirt.registerErrorHandler(lambda *_: None, None)
+name, uri = sys.argv[1], sys.argv[2]
+conn = libvirt.open("qemu:///system")
+dom = conn.lookupByName(name)
+flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+         | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_UNSAFE)
+started = time.monotonic()
+dom.migrateToURI3(uri, {}, flags)
+seconds = time.monotonic() - started
+dconn = libvirt.open(uri)
+stats = dconn.lookupByName(name).jobStats(
+    libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+print(json.dumps({"seconds": seconds, "downtime_ms": stats.get("downtime"),
+                  "total_ms": stats.get("time_elapsed")}))
+"""
+
+
+def run(tool, *args, timeout=600):
+    proc = subprocess.run([os.path.join(BIN, tool), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"{tool} {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def last_json(text):
+    return json.loads(text[text.rindex("\n{\n") + 1:] if "\n{\n" in text else text)
+
+
+def runner_migrate(vm, target):
+    started = time.monotonic()
+    out = run("salt-run", "virt.migrate", vm, target, "--out=json")
+    wall = time.monotonic() - started
+    result = last_json(out)
+    assert result["result"] is True, result
+    return {"wall": wall, "runner": result["duration_s"], "libvirt": result["migration_s"],
+            "downtime_ms": result["downtime_ms"]}
+
+
+def raw_migrate(vm, source, target):
+    started = time.monotonic()
+    out = run("hv-exec", source, PYTHON, "-c", RAW, vm, f"qemu+tls://{ADDRESS[target]}/system")
+    data = json.loads(out.strip().splitlines()[-1])
+    data["wall"] = time.monotonic() - started
+    return data
+
+
+def wait_heartbeat(host, vm, above=2, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = subprocess.run([os.path.join(BIN, "hv-exec"), host, "cat", f"/var/log/libvirt/qemu/{vm}-serial.log"],
+                             capture_output=True, text=True).stdout
+        beats = [int(n) for n in re.findall(r"SALTVIRT-HEARTBEAT (\d+)", log)]
+        if beats and max(beats) > above:
+            return max(beats)
+        time.sleep(0.5)
+    raise SystemExit(f"{vm} shows no heartbeat on {host}")
+
+
+def line(label, values, key, unit="s"):
+    picked = [v[key] for v in values if v.get(key) is not None]
+    if not picked:
+        return f"  {label:44} n/a"
+    fmt = "{:7.2f}" if unit == "s" else "{:7.0f}"
+    return (f"  {label:44} median {fmt.format(statistics.median(picked))} {unit}, "
+            f"min {fmt.format(min(picked))} {unit}  (n={len(picked)})")
+
+
+def main():
+    tag = uuid.uuid4().hex[:6]
+    shared_vm, local_vm = f"bench-mig-s{tag}", f"bench-mig-l{tag}"
+    pool = os.path.join(SHARED, shared_vm)
+    os.makedirs(SHARED, mode=0o755, exist_ok=True)
+    runner_runs, raw_runs, local_runs = [], [], []
+    try:
+        run("salt", "hypervisor*", "saltutil.sync_all", "--out=quiet")
+        run("salt-run", "virt.init", shared_vm, 1, 256, "salt://centos.qcow2", "host=hypervisor1",
+            "disks=" + json.dumps([{"name": "system", "pool": pool}]), "--out=quiet")
+        run("salt-run", "virt.init", local_vm, 1, 256, "/var/lib/libvirt/images/centos.qcow2",
+            "enable_qcow=True", "host=hypervisor1", "--out=quiet")
+        beat = wait_heartbeat("hypervisor1", shared_vm)
+        wait_heartbeat("hypervisor1", local_vm)
+        for _ in range(ROUNDS):
+            runner_runs.append(runner_migrate(shared_vm, "hypervisor2"))
+            beat = wait_heartbeat("hypervisor2", shared_vm, beat)
+            raw_runs.append(raw_migrate(shared_vm, "hypervisor2", "hypervisor1"))
+            beat = wait_heartbeat("hypervisor1", shared_vm, beat)
+        for target in ("hypervisor2", "hypervisor1"):
+            local_runs.append(runner_migrate(local_vm, target))
+    finally:
+        for vm in (shared_vm, local_vm):
+            subprocess.run([os.path.join(BIN, "salt-run"), "virt.purge", vm], capture_output=True)
+        shutil.rmtree(pool, ignore_errors=True)
+
+    print(f"Live migration of a running 256 MiB TCG guest between lab hypervisors ({ROUNDS} rounds)")
+    print("shared storage:")
+    print(line("salt-run virt.migrate, wall (process)", runner_runs, "wall"))
+    print(line("  runner function (duration_s)", runner_runs, "runner"))
+    print(line("  libvirt migrateToURI3 inside it", runner_runs, "libvirt"))
+    print(line("  guest downtime", runner_runs, "downtime_ms", "ms"))
+    print(line("raw migrateToURI3 (same flags), call only", raw_runs, "seconds"))
+    print(line("raw, incl. python start + hv-exec", raw_runs, "wall"))
+    print(line("  guest downtime", raw_runs, "downtime_ms", "ms"))
+    overhead = statistics.median(r["wall"] for r in runner_runs) - statistics.median(
+        r["seconds"] for r in raw_runs)
+    print(f"  runner overhead over raw libvirt (median wall - median call): {overhead:.2f} s")
+    print("local disk (qcow2 overlay, copy-storage inc + seed ISO fetched), runner there and back:")
+    print(line("salt-run virt.migrate, wall (process)", local_runs, "wall"))
+    print(line("  libvirt migrateToURI3 inside it", local_runs, "libvirt"))
+    print(line("  guest downtime", local_runs, "downtime_ms", "ms"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
