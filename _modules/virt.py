@@ -37,6 +37,8 @@ try:
     from saltvirt import domain as dommod
     from saltvirt import hypervisor as hvtype
     from saltvirt import images, migration, profiles, provision, seeding, vmops
+    from saltvirt import bases, snapshots
+    from saltvirt import update as vupdate
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
 
     HAS_SALTVIRT = True
@@ -94,6 +96,10 @@ def _domain_call(name, action, kwargs, **extra):
             return getattr(vmops, action)(dom, **extra)
     except VirtError as exc:
         _raise(exc)
+
+
+def _serial_log(name):
+    return f"/var/log/libvirt/qemu/{name}-serial.log"
 
 
 def _images_dir():
@@ -461,7 +467,7 @@ def init(
                     for n in nics
                 ],
                 graphics=gfx_devices,
-                serials=[dommod.Serial(log=f"/var/log/libvirt/qemu/{name}-serial.log")],
+                serials=[dommod.Serial(log=_serial_log(name))],
             )
             if isinstance(boot, dict):
                 model.kernel, model.initrd, model.cmdline = boot.get("kernel"), boot.get("initrd"), boot.get("cmdline")
@@ -627,7 +633,8 @@ def purge(name, **kwargs):
     """
     Destroy and undefine a domain and delete the disks ``virt.init`` created for it
     (the files in ``virt:images/<name>/``). Base images, operator-supplied disks and ISOs
-    elsewhere are never deleted.
+    elsewhere are never deleted. If one of its own disks has become the base of another
+    image (or is a disk of another domain), nothing is done and the users are named.
 
     CLI Example:
 
@@ -641,6 +648,9 @@ def purge(name, **kwargs):
             data = vmops.info(conn, name)
             vm_dir = os.path.join(_images_dir(), name)
             owned = vmops.owned_disks(data, vm_dir)
+            # A disk of this VM may have become the base of another image (or a disk of
+            # another domain): then nothing is destroyed or deleted.
+            bases.refuse_if_used(conn, owned, _images_dir(), ignore=owned, domain=name)
             vmops.destroy(dom)
             vmops.undefine(dom)
     except VirtError as exc:
@@ -652,11 +662,12 @@ def purge(name, **kwargs):
             removed.append(path)
         except FileNotFoundError:
             pass
-    # The cidata seed is not a disk any more once detached, but it is ours too.
-    seed_iso = os.path.join(vm_dir, "cidata.iso")
-    if os.path.exists(seed_iso):
-        os.unlink(seed_iso)
-        removed.append(seed_iso)
+    # The cidata seed is not a disk any more once detached, but it is ours too, and so is the
+    # console log virt.init configured (a later VM of the same name must not append to it).
+    for path in (os.path.join(vm_dir, "cidata.iso"), _serial_log(name)):
+        if os.path.exists(path):
+            os.unlink(path)
+            removed.append(path)
     provision.remove_tree_if_empty(vm_dir)
     return {"name": name, "purged": True, "removed": removed}
 
@@ -699,6 +710,207 @@ def setvcpus(name, vcpus, **kwargs):
         salt hypervisor1 virt.setvcpus centos1 2
     """
     return {"name": name, "vcpus": int(vcpus), "set": _domain_call(name, "setvcpus", kwargs, vcpus=vcpus)}
+
+
+# --------------------------------------------------------------------------- update, snapshots
+
+
+def _int_arg(value, what):
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"{what} must be an integer, not {value!r}") from None
+
+
+def _wanted(cpu, mem, disk, disks, nic, interfaces, graphics, enable_vnc, autostart, live, enable_qcow):
+    """A :class:`vupdate.Wanted` from ``virt.init``-style arguments (None: unmanaged)."""
+    wanted = vupdate.Wanted(vcpus=_int_arg(cpu, "cpu"), memory_mib=_int_arg(mem, "mem"),
+                            autostart=autostart, live=bool(live))
+    if disk is not None or disks is not None:
+        specs = profiles.merge_disks(profiles.disk_profile(disk or "default", _config("disk")), disks)
+        if specs and enable_qcow:
+            specs[0].setdefault("overlay_image", True)
+        wanted.disks = specs
+    if nic is not None or interfaces is not None:
+        wanted.nics = profiles.merge_nics(profiles.nic_profile(nic or "default", _config("nic")), interfaces)
+    if graphics is not None or enable_vnc:
+        devices, generated = _graphics(enable_vnc, graphics)
+        if generated:
+            devices[0].password = vupdate.ANY_PASSWORD  # any password will do; made if missing
+        wanted.graphics = devices
+    return wanted
+
+
+def _complete_new_disks(changes, vm_dir, saltenv, test):
+    """Resolve the images of new disks; return ``{disk name: local image}``."""
+    local = {}
+    for change in changes:
+        if change.kind != "disk":
+            continue
+        spec = change.spec
+        if spec.get("source_file"):
+            if not spec.get("format") and os.path.exists(spec["source_file"]):
+                vupdate.complete_disk(change, vm_dir, images.info(spec["source_file"])["format"])
+            continue
+        image = spec.get("image")
+        if not image:
+            continue
+        if test and str(image).startswith(("salt://", "http://", "https://", "ftp://")):
+            continue  # nothing is fetched for a dry run
+        path = _resolve_image(image, saltenv)
+        if spec.get("overlay_image"):
+            path = _base_for_overlay(image, path, saltenv)
+        local[change.key] = path
+        vupdate.complete_disk(change, vm_dir, images.info(path)["format"])
+    return local
+
+
+def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces=None, graphics=None,
+           enable_vnc=False, autostart=None, live=True, test=False, saltenv="base", enable_qcow=False,
+           **kwargs):
+    """
+    Bring an existing domain in line with ``virt.init``-style arguments: vCPUs, memory, new
+    disks, NICs, graphics, autostart. Whatever is not given is left alone. Each change is
+    applied to the running guest where libvirt and QEMU allow it (``live``: memory up to the
+    domain's maximum, hot-plugged virtio disks and NICs, a NIC moved to another bridge, a
+    new console password), else only to the persistent definition, effective when the
+    domain next starts (``next_boot``: vCPUs, memory above the maximum, consoles, NIC
+    models; a reboot inside the guest is not enough, the VM must be stopped and started).
+
+    cpu / mem
+        vCPUs; memory in MiB.
+    disk / disks
+        Disk profile and disks as for ``virt.init``. Disks not there yet are created in
+        ``virt:images/<name>/`` (or their ``pool``) and attached; existing disks are never
+        removed or resized. The first disk is the system disk, whatever its file name.
+    nic / interfaces
+        NIC profile and interfaces as for ``virt.init``, matched by ``mac`` or in order.
+        Missing ones are added; a matched one with another type, source or model is
+        changed. Interfaces are never removed.
+    graphics / enable_vnc
+        As for ``virt.init``; ``graphics: none`` removes the console. ``password: True``
+        keeps any existing password (a new one is made, and returned once, if there is none).
+    autostart
+        True / False.
+    live
+        False: change only the definition, never the running guest.
+    test
+        Only report what would change.
+
+    Returns ``changes`` (``{cpu|mem|graphics|autostart: {old, new, when}, disks|nics: {name:
+    {old, new, when, action}}}``; memory in MiB), the ``live`` and ``next_boot`` lists and a
+    ``comment``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.update centos1 mem=1024
+        salt hypervisor1 virt.update centos1 cpu=2 test=True
+        salt hypervisor1 virt.update centos1 disks='[{name: data, size: 4096}]'
+    """
+    vm_dir = os.path.join(_images_dir(), name)
+    try:
+        with _connection(kwargs) as conn:
+            dom = vmops.lookup(conn, name)
+            if cpu is not None or mem is not None:
+                _check_resources(conn, cpu if cpu is not None else 1, mem if mem is not None else 1)
+            wanted = _wanted(cpu, mem, disk, disks, nic, interfaces, graphics, enable_vnc, autostart,
+                             live, enable_qcow)
+            secure = virtconn.libvirt.VIR_DOMAIN_XML_SECURE
+            config = dommod.Domain.from_xml(dom.XMLDesc(secure | virtconn.libvirt.VIR_DOMAIN_XML_INACTIVE))
+            running = dommod.Domain.from_xml(dom.XMLDesc(secure)) if dom.isActive() else None
+            changes = vupdate.diff(config, wanted, vm_dir, live=running, autostart=bool(dom.autostart()))
+            local = _complete_new_disks(changes, vm_dir, saltenv, test)
+            generated = None
+            if changes and not test:
+
+                def build(change):
+                    spec, undo = change.spec, provision.Undo()
+                    plan = provision.DiskPlan(
+                        name=spec["name"], target=change.device.target, path=change.device.source,
+                        format=change.device.format, size=spec.get("size"), source=local.get(change.key),
+                        overlay=bool(spec.get("overlay_image")) and change.key in local,
+                        device=change.device.device, bus=change.device.bus, readonly=change.device.readonly,
+                    )
+                    provision.build_disks([plan], undo)
+                    return undo.run
+
+                changes, generated = vupdate.apply(conn, dom, changes, build_disk=build)
+    except VirtError as exc:
+        _raise(exc)
+    result = {
+        "name": name,
+        "test": bool(test),
+        "changes": vupdate.report(changes),
+        "live": [c.key for c in changes if c.when == vupdate.LIVE],
+        "next_boot": [c.key for c in changes if c.when == vupdate.NEXT_BOOT],
+        "comment": "; ".join(vupdate.describe(changes)) or f"{name} is up to date",
+    }
+    if generated:
+        result["vnc_password"] = generated  # generated: shown this once, stored nowhere
+    return result
+
+
+def pending_changes(name, **kwargs):
+    """
+    What a running domain's persistent definition has that its guest does not run with yet
+    (changes made "on next boot"); empty when nothing is pending or the domain is stopped.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.pending_changes centos1
+    """
+
+    def _pending(conn):
+        dom = vmops.lookup(conn, name)
+        if not dom.isActive():
+            return []
+        return vupdate.pending(vmops.model(dom), vmops.model(dom, inactive=True))
+
+    return _with_conn(kwargs, _pending)
+
+
+def snapshot(domain, name=None, suffix=None, **kwargs):
+    """
+    Take a libvirt snapshot of a domain (internal qcow2 snapshot of its writable disks, and
+    of its memory when it runs). ``name`` defaults to ``<domain>-<YYYYmmdd-HHMMSS>``;
+    ``suffix`` is appended to it. Writable raw disks cannot hold one: libvirt refuses.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.snapshot centos1
+        salt hypervisor1 virt.snapshot centos1 name=before-upgrade
+    """
+    snap_name = name or snapshots.default_name(domain)
+    if suffix:
+        snap_name = f"{snap_name}-{suffix}"
+    created = _with_conn(kwargs, lambda conn: snapshots.create(vmops.lookup(conn, domain), snap_name))
+    return {"name": domain, "snapshot": created}
+
+
+def list_snapshots(domain=None, **kwargs):
+    """
+    Snapshot names of one domain (or all), oldest first: ``{domain: [names]}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.list_snapshots centos1
+    """
+
+    def _list(conn):
+        doms = [domain] if domain else vmops.list_domains(conn)
+        return {d: snapshots.names(vmops.lookup(conn, d)) for d in doms}
+
+    return _with_conn(kwargs, _list)
 
 
 # --------------------------------------------------------------------------- inventory
@@ -983,6 +1195,73 @@ def is_hyper(**kwargs):
     except VirtError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- base images
+
+
+def image_users(path, **kwargs):
+    """
+    The images that use ``path`` as a base on this hypervisor, among the disks of every
+    domain and the qcow2 files under ``virt:images``: ``direct`` overlays (backed by it),
+    ``indirect`` ones (through another overlay) and ``domains`` (which domains use each).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.image_users /var/lib/libvirt/images/centos.qcow2
+    """
+    return _with_conn(kwargs, lambda conn: bases.find_users(conn, path, _images_dir()))
+
+
+def rebase_base(base, new_base=None, safe=True, live_pull=False, missing_ok=False, **kwargs):
+    """
+    Make a base image safe to change or remove: copy it (to ``new_base``, default
+    ``<base>.<YYYYmmddTHHMMSS>``, read-only like a base) and rebase every overlay that uses
+    it on this hypervisor onto the copy. The overlays keep their content (``safe``: qemu-img
+    checks it cluster by cluster). Afterwards the old base has no user and can be changed or
+    removed (:func:`remove_image`).
+
+    Overlays of running VMs cannot be rebased under QEMU: then nothing is done and the VMs
+    are named; stop them first, or pass ``live_pull=True`` to flatten those overlays live
+    with a libvirt block pull (they then depend on no base at all and grow by the data
+    they pull in).
+
+    ``missing_ok=True`` (used by ``salt-run virt.rebase``): no such file here is not an error.
+
+    Returns ``base``, ``new_base``, ``rebased`` (``[{overlay, domains, how, backing}]``,
+    ``how`` is ``rebase`` or ``pull``), ``indirect`` users (which follow their own backing
+    file) and ``seconds``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.rebase_base /var/lib/libvirt/images/centos.qcow2
+        salt hypervisor1 virt.rebase_base /srv/salt-images/base/centos-1f2e.qcow2 new_base=/srv/salt-images/base/centos-v2.qcow2
+    """
+    if missing_ok and not os.path.exists(base):
+        return {"base": base, "present": False, "new_base": None, "rebased": [], "indirect": []}
+    result = _with_conn(kwargs, lambda conn: bases.rebase_users(
+        conn, base, _images_dir(), new_base=new_base, safe=bool(safe), live_pull=bool(live_pull)))
+    result["present"] = True
+    return result
+
+
+def remove_image(path, **kwargs):
+    """
+    Delete a disk image file, unless it is still in use: the base of any overlay (domain
+    disks and qcow2 files under ``virt:images``) or a disk of any domain. The refusal names
+    the users; move overlays off a base first with :func:`rebase_base`.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.remove_image /var/lib/libvirt/images/centos.qcow2
+    """
+    return _with_conn(kwargs, lambda conn: bases.remove(conn, path, _images_dir()))
 
 
 # --------------------------------------------------------------------------- migration
