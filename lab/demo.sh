@@ -49,5 +49,5 @@ step salt-run virt.list
 say "The guest kept counting across the migration (no new boot on $dst)"
 sleep 3
 step last_beat "$dst"
-step hv-exec "$dst" grep -c SALTVIRT-BOOT "/var/log/libvirt/qemu/centos-serial.log"
+step hv-exec "$dst" sh -c "echo boots logged on $dst: \$(grep -c SALTVIRT-BOOT /var/log/libvirt/qemu/centos-serial.log)"
 say "Done: the demo VMs are purged on exit"
