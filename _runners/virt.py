@@ -350,10 +350,17 @@ def _preaccept(name, pub):
             )
     path = _accepted_key_path(name)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(pub)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(pub)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise SaltRunnerError(
+            f"cannot pre-accept the key of {name}: {os.path.dirname(path)} is not writable ({exc.strerror})"
+        ) from exc
     return path
 
 
@@ -547,6 +554,53 @@ def purge(name, delete_key=True, host=None):
     result["key_deleted"] = _delete_key(name) if delete_key else False
     # A VM created moments ago may still hold its placement reservation: it is gone now.
     _reservations().release(name)
+    return result
+
+
+# --------------------------------------------------------------------------- base images
+
+
+@_clean_errors
+def rebase(base, new_base=None, host=None, live_pull=False, safe=True):
+    """
+    Before changing or removing a base image: on every hypervisor that has ``base`` (or
+    only ``host``), copy it (``new_base``, default ``<base>.<YYYYmmddTHHMMSS>``) and rebase
+    all the overlays that use it onto the copy (the execution module's
+    ``virt.rebase_base``). Overlays of running VMs are refused, naming them, unless
+    ``live_pull=True`` flattens them live.
+
+    Returns per host the copy and the rebased overlays; ``result: False`` (and a non-zero
+    exit) if any hypervisor failed or none has the image.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.rebase /var/lib/libvirt/images/centos.qcow2
+        salt-run virt.rebase /srv/salt-images/base/centos-1f2e.qcow2 host=hypervisor1 live_pull=True
+    """
+    kwarg = {"new_base": new_base, "missing_ok": True, "live_pull": live_pull, "safe": safe}
+    timeout = _conf("rebase_timeout", 1800)
+    if host:
+        answers, errors = _fanout("virt.rebase_base", arg=[base], kwarg=kwarg, tgt=host, tgt_type="glob",
+                                  timeout=timeout)
+    else:
+        answers, errors = _fanout("virt.rebase_base", arg=[base], kwarg=kwarg, timeout=timeout)
+    hosts = {h: r for h, r in answers.items() if isinstance(r, dict) and r.get("present")}
+    result = {
+        "base": base,
+        "hosts": hosts,
+        "absent": sorted(h for h in answers if h not in hosts),
+        "rebased": sum(len(r.get("rebased") or []) for r in hosts.values()),
+    }
+    if errors:
+        result.update(result=False, retcode=1, error=f"rebase of {base} failed: {_hypervisor_error(errors)}",
+                      errors=errors)
+        __context__["retcode"] = 1
+    elif not hosts:
+        raise SaltRunnerError(f"no hypervisor has {base} ({', '.join(sorted(answers)) or 'none answered'})")
+    else:
+        result["result"] = True
     return result
 
 
