@@ -1,8 +1,14 @@
 """lab-up / lab-down on a second, throw-away lab: idempotent, repairs stale state, leaves nothing."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
+
+import pytest
+
+from tests.integration.conftest import _last_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, LAB_NETNS="svlabt", LAB_DIR="/var/lib/svlab-lifecycle", LAB_HYPERVISORS="2")
@@ -16,6 +22,16 @@ def labctl(*args, check=True, env=None):
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fresh_state():
+    """Each run starts from an empty state directory (no VMs or keys left by an earlier run)."""
+    labctl("down")
+    shutil.rmtree(ENV["LAB_DIR"], ignore_errors=True)
+    yield
+    labctl("down")
+    shutil.rmtree(ENV["LAB_DIR"], ignore_errors=True)
 
 
 def netns_inode():
@@ -32,6 +48,29 @@ def processes_in_netns(inode):
         except OSError:
             continue
     return found
+
+
+def lab_bin(tool, *args):
+    proc = subprocess.run([os.path.join(REPO, "lab", "bin", tool), *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def place_on_three_hypervisors():
+    """Placement with three hosts: the two that are full are excluded, with reasons."""
+    info = json.loads(lab_bin("salt-run", "virt.host_info", "--out=json"))
+    assert sorted(info) == ["hypervisor1", "hypervisor2", "hypervisor3"]
+    total = info["hypervisor1"]["node_info"]["phymemory"]
+    for hyper in ("hypervisor1", "hypervisor2"):
+        lab_bin("salt", hyper, "virt.init", "hog", 1, total - 512,
+                "image=/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True", "start=False", "seed=False")
+    explain = json.loads(lab_bin("salt-run", "virt.next_host", "mem=1024", "explain=True", "--out=json"))
+    assert set(explain["excluded"]) == {"hypervisor1", "hypervisor2"}
+    assert all("memory" in reason for reason in explain["excluded"].values())
+    out = lab_bin("salt-run", "virt.init", "fits", 1, 1024, "salt://centos.qcow2", "enable_qcow=True",
+                  "start=False", "seed=False", "--out=json")
+    assert _last_json(out)["host"] == "hypervisor3"
 
 
 def test_up_twice_then_down_leaves_nothing():
@@ -53,6 +92,7 @@ def test_up_twice_then_down_leaves_nothing():
             capture_output=True, text=True, timeout=60,
         )
         assert uri.stdout.strip() == "qemu+tls://127.0.0.4/system", uri.stderr
+        place_on_three_hypervisors()
     finally:
         labctl("down")
     assert not os.path.exists("/run/netns/svlabt")
