@@ -5,11 +5,13 @@ The mount tests boot the libguestfs appliance under TCG (25-40 s each); the faul
 can fail before it (no filesystem, read-only image, bad seeding command) take milliseconds.
 """
 
+import copy
 import os
 import shutil
 import subprocess
 
 import pytest
+from saltfactories.utils.functional import Loaders
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from saltvirt import seeding
@@ -119,12 +121,16 @@ def fake_minion_ext4(tmp_path_factory):
 # --------------------------------------------------------------------------- cidata
 
 
-def test_cidata_per_call_and_by_config(before, virt, vm_name, minion_opts, keys, purge, monkeypatch):
+def test_cidata_per_call_and_by_config(before, virt, vm_name, minion_opts, keys, purge):
     priv, pub = keys
-    # The configured default is used when seed_cmd is not given...
-    monkeypatch.setitem(minion_opts["virt"], "seed_cmd", "test.arg")
+    # The configured default is used when seed_cmd is not given (a loader of its own: the
+    # session's shared opts must not change under other tests)...
+    opts = copy.deepcopy(minion_opts)
+    opts["virt"]["seed_cmd"] = "test.arg"
+    configured = Loaders(opts).modules.virt
     with pytest.raises(CommandExecutionError, match="test.arg failed: it returned dict"):
-        virt.init(vm_name, 1, 128, image="salt://centos.qcow2", start=False, pub_key=pub, priv_key=priv)
+        configured.init(vm_name, 1, 128, image="salt://centos.qcow2", start=False, pub_key=pub,
+                        priv_key=priv)
     # ...and seed_cmd=cidata overrides it per call.
     purge(vm_name)
     ret = virt.init(vm_name, 1, 128, image="salt://centos.qcow2", start=False, seed_cmd="cidata",
@@ -134,7 +140,6 @@ def test_cidata_per_call_and_by_config(before, virt, vm_name, minion_opts, keys,
     assert seeded["seconds"] < 1.0  # bench/bench_seeding.py measures it properly
     iso = os.path.join(vm_dir(minion_opts, vm_name), "cidata.iso")
     assert any(d["file"] == iso for d in ret["disks"].values())
-    monkeypatch.setitem(minion_opts["virt"], "seed_cmd", "cidata")
     assert_clean(before)
 
 
