@@ -18,6 +18,7 @@ Master configuration (all optional)::
       tunnel: False                  # migrate through libvirt's TLS tunnel (port 16514)
       migrate_timeout: 3600          # seconds virt.migrate waits for the migration job
       prepare_timeout: 600           # seconds the target has to pre-create copied disks
+      rebase_timeout: 1800           # seconds virt.rebase waits for the copies and rebases
       console:                       # web console proxy (websockify + noVNC), see virt.console
         listen: 127.0.0.1            # where the proxy listens (default: loopback only)
         port: 6080

@@ -1,8 +1,18 @@
 """
-States of salt-virt (``virt.*``): thin glue over the :mod:`saltvirt` library.
+States of salt-virt (``virt.*``).
+
+``virt.keys`` writes the libvirt TLS files (thin glue over :mod:`saltvirt.tlsfiles`). The VM
+states (``virt.defined``, ``virt.running``, ``virt.stopped``, ``virt.powered_off``,
+``virt.rebooted``, ``virt.snapshot``) call the ``virt`` execution module, so that a state
+and the command it stands for behave the same, ``test=True`` included. See
+``docs/states.rst``.
 """
 
+import fnmatch
+import time
+
 import saltvirt.tlsfiles
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltvirt.errors import VirtError
 
 __virtualname__ = "virt"
@@ -96,3 +106,325 @@ def keys(name, basepath="/etc/pki", **kwargs):
         ret["result"] = True
         ret["comment"] = f"{len(changes)} libvirt TLS path(s) under {basepath} changed ({source})"
     return ret
+
+
+# --------------------------------------------------------------------------- VMs
+
+_CONNECTION_ARGS = ("connection", "username", "password")
+# Upstream Salt's state argument names for the virt.init ones.
+_ALIASES = {"disk_profile": "disk", "nic_profile": "nic", "vm_type": "hypervisor"}
+
+
+def _conn_args(kwargs):
+    return {k: kwargs[k] for k in _CONNECTION_ARGS if kwargs.get(k) is not None}
+
+
+def _test():
+    return bool(__opts__.get("test"))
+
+
+def _vm_state(name, conn):
+    return __salt__["virt.vm_state"](name, **conn).get(name)
+
+
+def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics, enable_vnc,
+            enable_qcow, autostart, update, live, kwargs):
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    kwargs = {_ALIASES.get(k, k): v for k, v in kwargs.items() if not k.startswith("__")}
+    conn = _conn_args(kwargs)
+    test = _test()
+    notes = []
+    try:
+        exists = name in __salt__["virt.list_domains"](**conn)
+        if not exists:
+            if cpu is None or mem is None:
+                ret["result"] = False
+                ret["comment"] = f"VM {name} does not exist: cpu and mem are needed to create it"
+                return ret
+            created = {"definition": True, **({"started": True} if start else {})}
+            if test:
+                ret["changes"] = created
+                ret["result"] = None
+                ret["comment"] = f"VM {name} would be created{' and started' if start else ''}"
+                return ret
+            # virt.init is all or nothing: if it fails, there is no VM and no change.
+            info = __salt__["virt.init"](
+                name, cpu, mem, image=image, disk=disk, disks=disks, nic=nic, interfaces=interfaces,
+                graphics=graphics, enable_vnc=enable_vnc, enable_qcow=enable_qcow, start=start,
+                autostart=bool(autostart), **kwargs)
+            ret["changes"] = created
+            if info.get("vnc_password"):
+                ret["changes"]["vnc_password"] = info["vnc_password"]
+            ret["comment"] = f"VM {name} created on {info.get('host')}{' and started' if start else ''}"
+            return ret
+        if update:
+            res = __salt__["virt.update"](
+                name, cpu=cpu, mem=mem, disk=disk, disks=disks, nic=nic, interfaces=interfaces,
+                graphics=graphics, enable_vnc=enable_vnc, enable_qcow=enable_qcow, autostart=autostart,
+                live=live, test=test, saltenv=kwargs.get("saltenv", "base"), **conn)
+            ret["changes"].update(res["changes"])
+            if res.get("vnc_password"):
+                ret["changes"]["vnc_password"] = res["vnc_password"]
+            if res["changes"]:
+                notes.append(("would change: " if test else "changed: ") + res["comment"])
+        if start:
+            state = _vm_state(name, conn)
+            if state == "paused":
+                ret["changes"]["resumed"] = True
+                if not test:
+                    __salt__["virt.resume"](name, **conn)
+            elif state != "running":
+                ret["changes"]["started"] = True
+                if not test:
+                    __salt__["virt.start"](name, **conn)
+            if state != "running":
+                notes.append(f"{'would be ' if test else ''}{'resumed' if state == 'paused' else 'started'}")
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["result"] = False
+        ret["comment"] = f"VM {name}: {exc}"
+        if ret["changes"]:
+            ret["comment"] += f" (after: {', '.join(ret['changes'])})"
+        return ret
+    if not ret["changes"]:
+        ret["comment"] = f"VM {name} is {'running and ' if start else 'defined and '}up to date"
+    else:
+        ret["comment"] = f"VM {name} {'; '.join(notes)}"
+        if test:
+            ret["result"] = None
+    return ret
+
+
+def defined(name, cpu=None, mem=None, image=None, disk="default", disks=None, nic="default",
+            interfaces=None, graphics=None, enable_vnc=False, enable_qcow=False, autostart=None,
+            update=True, live=True, **kwargs):
+    """
+    Ensure a VM is defined on this hypervisor (not necessarily running), with these settings.
+
+    A missing VM is created with ``virt.init`` (not started): every ``virt.init`` argument
+    works here (``cpu``, ``mem`` in MiB, ``image``, ``enable_qcow``, ``disk``/``disks``,
+    ``nic``/``interfaces``, ``graphics``/``enable_vnc``, ``seed``, ``seed_cmd``, ``config``,
+    ``hypervisor``, ``boot``, ``autostart``...). Upstream's names ``disk_profile``,
+    ``nic_profile`` and ``vm_type`` are accepted too.
+
+    An existing VM is compared with ``cpu``, ``mem``, the disks, the NICs, the graphics (when
+    ``graphics``/``enable_vnc`` are given) and ``autostart`` (when given), and brought in line
+    with ``virt.update``: new disks and NICs are added, nothing is removed. Changes reach a
+    running guest where possible (``live``); the others are made to its definition and the
+    changes and comment say ``next_boot``: they apply when the VM is next stopped and
+    started (see ``virt.rebooted``). ``update: False`` never touches an existing VM;
+    ``live: False`` never touches the running guest. The image and seeding arguments only
+    matter when the VM is created.
+
+    With ``test=True`` the changes are reported and nothing is done.
+
+    .. code-block:: yaml
+
+        web1:
+          virt.defined:
+            - cpu: 2
+            - mem: 1024
+            - image: salt://images/debian12.qcow2
+            - enable_qcow: True
+            - disks:
+              - name: data
+                size: 4096
+    """
+    return _define(name, False, cpu, mem, image, disk, disks, nic, interfaces, graphics, enable_vnc,
+                   enable_qcow, autostart, update, live, kwargs)
+
+
+def running(name, cpu=None, mem=None, image=None, disk="default", disks=None, nic="default",
+            interfaces=None, graphics=None, enable_vnc=False, enable_qcow=False, autostart=None,
+            update=True, live=True, **kwargs):
+    """
+    Ensure a VM is defined as in :func:`defined` and running: a missing VM is created and
+    started, a stopped one started, a paused one resumed.
+
+    .. code-block:: yaml
+
+        web1:
+          virt.running:
+            - cpu: 2
+            - mem: 1024
+            - image: salt://images/debian12.qcow2
+            - enable_qcow: True
+            - enable_vnc: True
+    """
+    return _define(name, True, cpu, mem, image, disk, disks, nic, interfaces, graphics, enable_vnc,
+                   enable_qcow, autostart, update, live, kwargs)
+
+
+def _virt_call(name, section, comment, needed, act, kwargs):
+    """Run ``act(domain)`` on every domain matching the glob ``name`` for which
+    ``needed(domain, state)`` is true; upstream Salt's shape of changes."""
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    conn = _conn_args(kwargs)
+    test = _test()
+    try:
+        states = __salt__["virt.vm_state"](**conn)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    targeted = sorted(fnmatch.filter(states, name))
+    if not targeted:
+        ret.update(result=False, comment=f"No domain matches {name}")
+        return ret
+    changed, failed, untouched = [], [], []
+    for domain in targeted:
+        try:
+            reason = needed(domain, states[domain])
+            if not reason:
+                untouched.append(domain)
+                continue
+            entry = {"domain": domain}
+            if isinstance(reason, str):
+                entry["reason"] = reason
+            if not test:
+                entry.update(act(domain, states[domain]) or {})
+            changed.append(entry)
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            failed.append({"domain": domain, "issue": str(exc)})
+    if changed:
+        ret["changes"][section] = changed
+    if failed:
+        ret["changes"]["ignored"] = failed
+        ret["result"] = False
+    names = ", ".join(c["domain"] for c in changed)
+    parts = []
+    if changed:
+        parts.append(f"Would be {section}: {names}" if test else f"{comment}: {names}")
+    if untouched:
+        parts.append(f"no change needed: {', '.join(untouched)}")
+    if failed:
+        parts.append("failed: " + "; ".join(f"{f['domain']}: {f['issue']}" for f in failed))
+    ret["comment"] = ". ".join(parts)
+    if test and changed and not failed:
+        ret["result"] = None
+    return ret
+
+
+def _shutdown(domain, timeout, conn):
+    """ACPI shutdown, asked again every few seconds (a guest still booting misses the first
+    press), waiting up to ``timeout`` seconds in all."""
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        step = int(max(1, min(5, deadline - time.monotonic())))
+        try:
+            return __salt__["virt.stop"](domain, timeout=step, **conn)
+        except CommandExecutionError:
+            if time.monotonic() >= deadline:
+                raise CommandExecutionError(
+                    f"{domain} did not shut down within {timeout}s of ACPI shutdown requests "
+                    "(does the guest handle the power button? virt.powered_off pulls the plug)"
+                ) from None
+
+
+def stopped(name, timeout=120, **kwargs):
+    """
+    Ensure the VMs matching ``name`` (a glob, e.g. ``web*``) are shut down: each running one
+    gets ACPI shutdown requests (repeated every 5 seconds: a guest still booting misses
+    them) until it is off, for up to ``timeout`` seconds (a guest that ignores the power
+    button fails the state: use :func:`powered_off`). A paused VM is resumed first
+    so that it can see the request. No matching VM at all is a failure.
+
+    .. code-block:: yaml
+
+        web*:
+          virt.stopped:
+            - timeout: 60
+    """
+    conn = _conn_args(kwargs)
+
+    def act(domain, state):
+        if state == "paused":
+            __salt__["virt.resume"](domain, **conn)
+        res = _shutdown(domain, timeout, conn)
+        return {"shutdown": bool(res.get("stopped"))}
+
+    return _virt_call(name, "stopped", "Machine has been shut down",
+                      lambda _d, state: state not in ("shutoff", "crashed"), act, kwargs)
+
+
+def powered_off(name, **kwargs):
+    """
+    Ensure the VMs matching ``name`` (a glob) are off, pulling the plug of those that run
+    (``virsh destroy``: no clean shutdown).
+
+    .. code-block:: yaml
+
+        test-*:
+          virt.powered_off
+    """
+    conn = _conn_args(kwargs)
+
+    def act(domain, _state):
+        return {"stop": bool(__salt__["virt.force_off"](domain, **conn).get("destroyed"))}
+
+    return _virt_call(name, "unpowered", "Machine has been powered off",
+                      lambda _d, state: state not in ("shutoff", "crashed"), act, kwargs)
+
+
+def rebooted(name, force=False, timeout=120, **kwargs):
+    """
+    Reboot the running VMs matching ``name`` (a glob) whose definition has changes the
+    guest does not run with yet (made "on next boot" by :func:`defined`/:func:`running`:
+    vCPUs, maximum memory, consoles...). Those VMs are shut down (ACPI, up to ``timeout``
+    seconds) and started again, since a reboot inside the guest keeps the same QEMU
+    process and would not apply them. VMs with nothing pending are left alone, so the
+    state is idempotent.
+
+    ``force: True`` reboots every running matching VM (a guest reboot, like upstream Salt's
+    ``virt.rebooted``), every time the state runs.
+
+    .. code-block:: yaml
+
+        web*:
+          virt.rebooted:
+            - require:
+              - virt: web1
+    """
+    conn = _conn_args(kwargs)
+
+    def needed(domain, state):
+        if state != "running":
+            return False
+        if force:
+            return True
+        pending = __salt__["virt.pending_changes"](domain, **conn)
+        return "pending: " + ", ".join(pending) if pending else False
+
+    def act(domain, _state):
+        if force:
+            return {"reboot": bool(__salt__["virt.reboot"](domain, **conn).get("rebooted"))}
+        _shutdown(domain, timeout, conn)
+        __salt__["virt.start"](domain, **conn)
+        return {"reboot": True, "power_cycle": True}
+
+    return _virt_call(name, "rebooted", "Machine has been rebooted", needed, act, kwargs)
+
+
+def snapshot(name, suffix=None, **kwargs):
+    """
+    Ensure every VM matching ``name`` (a glob) has the snapshot ``<vm>-<suffix>`` (internal
+    qcow2 snapshot of its disks, plus its memory when running). A VM that has it already is
+    left alone; ``suffix`` defaults to ``salt``. For a snapshot per day, put the date in the
+    suffix, e.g. ``suffix: {{ None|strftime("%Y%m%d") }}``.
+
+    .. code-block:: yaml
+
+        web*:
+          virt.snapshot:
+            - suffix: before-upgrade
+    """
+    conn = _conn_args(kwargs)
+    suffix = str(suffix) if suffix not in (None, "") else "salt"
+
+    def needed(domain, _state):
+        have = __salt__["virt.list_snapshots"](domain, **conn).get(domain, [])
+        return f"{domain}-{suffix}" not in have
+
+    def act(domain, _state):
+        res = __salt__["virt.snapshot"](domain, name=f"{domain}-{suffix}", **conn)
+        return {"snapshot": res["snapshot"]}
+
+    return _virt_call(name, "saved", "Snapshot has been taken", needed, act, kwargs)

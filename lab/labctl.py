@@ -189,6 +189,11 @@ def write_pillar(ids):
                 "hypervisor": {
                     # No init system in the lab: labctl starts libvirtd itself.
                     "manage_service": False,
+                    # The lab's minions run in the virtualenv, whose libvirt-python stands in
+                    # for Debian's python3-libvirt; the rest is what `make install` puts on
+                    # this machine (so `state.apply virt` needs no network here).
+                    "lookup": {"pkgs": ["libvirt-daemon-system", "libvirt-clients", "qemu-system-x86",
+                                        "qemu-utils", "libguestfs-tools", "gnutls-bin"]},
                     "libvirtd_conf": {
                         "listen_addr": hv_addr(n),
                         "auth_tls": "none",

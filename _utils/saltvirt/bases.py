@@ -10,7 +10,6 @@ files under the images directory (``virt:images``): an overlay of a stopped, und
 half-made VM counts as a user too.
 """
 
-import logging
 import os
 import stat
 import time
@@ -22,8 +21,6 @@ try:
     import libvirt
 except ImportError:
     libvirt = None
-
-log = logging.getLogger(__name__)
 
 _QCOW2_MAGIC = b"QFI\xfb"
 PULL_TIMEOUT = 3600

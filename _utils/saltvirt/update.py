@@ -505,6 +505,12 @@ def report(changes):
     return out
 
 
+def _gfx_text(infos):
+    if not infos:
+        return "none"
+    return ", ".join(f"{g['type']} on {g['listen']}:{g['port']}" for g in infos)
+
+
 def describe(changes):
     """One line per change, e.g. ``mem 256 -> 192 MiB (live)``."""
     words = {LIVE: "live", NEXT_BOOT: "on next boot"}
@@ -521,7 +527,10 @@ def describe(changes):
         elif change.kind == "nic":
             text = (f"nic {change.key} {change.old['type']} {change.old['source']} {change.old['model']}"
                     f" -> {change.new['type']} {change.new['source']} {change.new['model']}")
+        elif change.old and change.new and [dict(g, password_set=None) for g in change.old] == [
+                dict(g, password_set=None) for g in change.new]:
+            text = "graphics password changed"
         else:
-            text = "graphics changed"
+            text = f"graphics {_gfx_text(change.old)} -> {_gfx_text(change.new)}"
         lines.append(f"{text} ({words[change.when]})")
     return lines

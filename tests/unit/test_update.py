@@ -423,3 +423,10 @@ def test_apply_generates_a_password_once_for_any_password():
     assert generated and len(generated) == 8
     ((kind, xml, flags),) = dom.calls
     assert kind == "update" and flags == CONFIG | LIVE and f"passwd=\"{generated}\"" in xml
+
+
+def test_describe_graphics():
+    (change,) = diff(make_domain(graphics=[vnc(password="a")]), wanted(graphics=[vnc(password="b")]))
+    assert upd.describe([change]) == ["graphics password changed (on next boot)"]
+    (change,) = diff(make_domain(), wanted(graphics=[vnc()]))
+    assert upd.describe([change]) == ["graphics none -> vnc on 127.0.0.1:auto (on next boot)"]
