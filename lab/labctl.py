@@ -315,19 +315,19 @@ def prepare_hypervisor(n):
         "grains": {"salt_virt_lab": True},
     }
     (h / "minion" / "etc" / "salt" / "minion").write_text(json.dumps(minion_conf, indent=2) + "\n")
-    preaccept_minion_key(n)
+    preaccept_minion_key(h / "minion" / "etc" / "salt", hv_name(n))
     publish_images(n)
 
 
-def preaccept_minion_key(n):
-    """Generate hypervisor n's minion key and place it as accepted on the master (no salt-key -a)."""
-    pki = hv_dir(n) / "minion" / "etc" / "salt" / "pki" / "minion"
+def preaccept_minion_key(conf_dir, minion_id):
+    """Generate a lab minion's key and place it as accepted on the master (no salt-key -a)."""
+    pki = conf_dir / "pki" / "minion"
     pki.mkdir(parents=True, exist_ok=True)
     if not (pki / "minion.pem").exists():
         sh([VENV / "bin" / "salt-key", "-c", MASTER_CONF, f"--gen-keys-dir={pki}", "--gen-keys=minion"])
     accepted = MASTER / "etc" / "salt" / "pki" / "master" / "minions"
     accepted.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pki / "minion.pub", accepted / hv_name(n))
+    shutil.copyfile(pki / "minion.pub", accepted / minion_id)
 
 
 def fake_name(n):
@@ -344,13 +344,7 @@ def start_fake(n):
         "virt": {"connection": {"uri": "test:///default"}, "images": str(root / "images")},
     }
     (conf_dir / "minion").write_text(json.dumps(conf, indent=2) + "\n")
-    pki = conf_dir / "pki" / "minion"
-    pki.mkdir(parents=True, exist_ok=True)
-    if not (pki / "minion.pem").exists():
-        sh([VENV / "bin" / "salt-key", "-c", MASTER_CONF, f"--gen-keys-dir={pki}", "--gen-keys=minion"])
-    accepted = MASTER / "etc" / "salt" / "pki" / "master" / "minions"
-    accepted.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pki / "minion.pub", accepted / fake_name(n))
+    preaccept_minion_key(conf_dir, fake_name(n))
     if not read_pid(root / "var" / "run" / "salt-minion.pid"):
         sh(in_netns([VENV / "bin" / "salt-minion", "-c", conf_dir, "-d"]))
 
