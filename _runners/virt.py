@@ -138,6 +138,9 @@ def _fanout(fun, arg=(), kwarg=None, tgt=None, tgt_type=None, timeout=None):
         retcode = ret.get("retcode", 0) if isinstance(ret, dict) else 0
         if isinstance(value, str) and "is not available" in value:
             continue  # no virt module: not a hypervisor
+        if isinstance(value, str) and value.startswith("Minion did not return"):
+            errors[minion] = f"{minion} did not answer within {timeout}s (minion down?)"
+            continue
         if retcode:
             errors[minion] = value if isinstance(value, str) else f"{fun} failed: {value}"
         else:

@@ -116,7 +116,8 @@ def test_stopped_hypervisor_minion_does_not_hang_the_runner(lab, names):
         elapsed = time.monotonic() - started
         assert "did not answer" in listing["hypervisor2"]["error"]
         assert vm in listing["hypervisor1"]["shutoff"]
-        assert elapsed < 60
+        # Bounded by virt:timeout + gather_job_timeout (30 s each in the lab), not a hang.
+        assert elapsed < 120, elapsed
         # Per-VM commands still work for VMs on the hypervisors that answer.
         _p, started_vm = lab.run_json("virt.start", vm)
         assert started_vm["started"] is True
