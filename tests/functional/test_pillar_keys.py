@@ -308,9 +308,10 @@ def _client_dir(path, material):
 def test_libvirtd_accepts_the_certificates(tmp_path):
     import shutil  # pylint: disable=import-outside-toplevel
 
-    libvirt = pytest.importorskip("libvirt")
+    import libvirt  # pylint: disable=import-outside-toplevel
+
     if os.geteuid() != 0 or not shutil.which("libvirtd") or not shutil.which("unshare"):
-        pytest.skip("needs root, libvirtd and unshare (a private mount namespace)")
+        pytest.fail("needs root, libvirtd and unshare (a private mount namespace): run make install")
 
     import saltvirt.tlsfiles  # pylint: disable=import-outside-toplevel
 

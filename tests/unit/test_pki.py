@@ -431,7 +431,7 @@ def _certtool_verify(ca_file, cert_file, *extra):
 @pytest.fixture(params=["rsa", "ec"])
 def etc_pki(request, tmp_path):
     if not shutil.which("certtool"):
-        pytest.skip("certtool (gnutls-bin) is not installed")
+        pytest.fail("certtool (gnutls-bin) is not installed: run make install")
     material = pki.libvirt_pillar(
         "hypervisor1",
         GRAINS,
@@ -461,7 +461,7 @@ def test_gnutls_certtool_accepts_certificates(etc_pki):
 def test_qemu_loads_tls_credentials(etc_pki, tmp_path):
     """QEMU's own checks (key usage, purpose, chain) run when it loads tls-creds-x509."""
     if not shutil.which("qemu-img"):
-        pytest.skip("qemu-img is not installed")
+        pytest.fail("qemu-img is not installed: run make install")
     image = str(tmp_path / "probe.img")
     cmd.run(["qemu-img", "create", "-q", "-f", "raw", image, "1M"])
     qemu_dir = os.path.join(etc_pki, "qemu")
