@@ -439,7 +439,6 @@ def init(
         salt 'hypervisor1' virt.init web1 1 1024 image=salt://centos.qcow2 enable_vnc=True
         salt 'hypervisor1' virt.init web2 1 1024 image=salt://centos.qcow2 graphics='{type: vnc, password: True}'
     """
-    undo = provision.Undo()
     try:
         dommod.validate_name(name)
         with _connection(kwargs) as conn:
@@ -483,8 +482,6 @@ def init(
             info["graphics"] = _console_graphics(conn, name, info.get("graphics"))
     except VirtError as exc:
         _raise(exc)
-    finally:
-        undo.run()
     info.update(
         host=__opts__["id"],
         hypervisor_type=dom_type,
