@@ -72,6 +72,16 @@ def _size(value, what="size"):
     return nbytes
 
 
+def _grown_size(size, path, current):
+    """``size`` in bytes if it grows ``path`` (``current`` bytes), None if equal; refuse shrinking."""
+    nbytes = _size(size)
+    if nbytes < current:
+        raise InvalidArgument(
+            f"size {size} is smaller than {path} ({current} bytes); shrinking a disk is refused"
+        )
+    return None if nbytes == current else nbytes
+
+
 def _check_format(fmt):
     if not isinstance(fmt, str) or not _FORMAT_RE.match(fmt):
         raise InvalidArgument(f"invalid image format {fmt!r}")
@@ -286,16 +296,7 @@ def clone(source, dest, *, fmt=None, overlay=False, size=None):
     dest_abs = _prepare_dest(dest)
     if os.path.realpath(dest_abs) == os.path.realpath(source):
         raise InvalidArgument(f"{dest_abs} is the source image")
-    new_size = None
-    if size is not None:
-        new_size = _size(size)
-        if new_size < src["virtual_size"]:
-            raise InvalidArgument(
-                f"size {size} is smaller than {source} ({src['virtual_size']} bytes); "
-                "shrinking a disk is refused"
-            )
-        if new_size == src["virtual_size"]:
-            new_size = None
+    new_size = None if size is None else _grown_size(size, source, src["virtual_size"])
 
     if overlay:
         if fmt not in (None, "qcow2"):
@@ -350,13 +351,8 @@ def resize(path, size):
     """
     details = info(path)
     path = details["filename"]
-    nbytes = _size(size)
-    if nbytes < details["virtual_size"]:
-        raise InvalidArgument(
-            f"size {size} is smaller than {path} ({details['virtual_size']} bytes); "
-            "shrinking a disk is refused"
-        )
-    if nbytes == details["virtual_size"]:
+    nbytes = _grown_size(size, path, details["virtual_size"])
+    if nbytes is None:
         return details
     if not os.stat(path).st_mode & 0o222:
         raise InvalidArgument(f"{path} is write-protected (a base image?); refusing to resize it")
