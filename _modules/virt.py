@@ -153,12 +153,9 @@ def _base_for_overlay(image, cached, saltenv):
     base_dir = os.path.join(_images_dir(), "base")
     name, ext = os.path.splitext(os.path.basename(cached))
     base = os.path.join(base_dir, f"{name}-{digest}{ext}")
-    if not os.path.exists(base):
-        os.makedirs(base_dir, mode=0o755, exist_ok=True)
-        images.clone(cached, base)
-        os.chmod(base, 0o644)  # a shared base holds no VM's secrets; every QEMU must read it
-        images.protect_base(base)
-    return base
+    os.makedirs(base_dir, mode=0o755, exist_ok=True)
+    # World-readable: a shared base holds no VM's secrets and every QEMU must read it.
+    return images.shared_base(cached, base)["filename"]
 
 
 def _check_resources(conn, cpu, mem):

@@ -12,6 +12,10 @@ class InvalidArgument(VirtError, ValueError):
     """The caller passed something that cannot work (bad name, size, profile...)."""
 
 
+class AlreadyExists(InvalidArgument):
+    """The file or domain to create is already there (nothing was replaced)."""
+
+
 class NotFound(VirtError, LookupError):
     """A domain, image, profile or host does not exist."""
 

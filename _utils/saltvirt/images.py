@@ -16,13 +16,14 @@ import secrets
 import stat
 
 from saltvirt import cmd
-from saltvirt.errors import CommandFailed, InvalidArgument, NotFound, VirtError
+from saltvirt.errors import AlreadyExists, CommandFailed, InvalidArgument, NotFound, VirtError
 from saltvirt.units import parse_size as _parse_size
 
 __all__ = [
     "info",
     "check_source",
     "clone",
+    "shared_base",
     "protect_base",
     "create_blank",
     "resize",
@@ -222,7 +223,7 @@ def _prepare_dest(dest):
     dest = os.path.abspath(os.fspath(dest))
     directory = os.path.dirname(dest)
     if os.path.lexists(dest):
-        raise InvalidArgument(f"{dest} already exists; refusing to overwrite it")
+        raise AlreadyExists(f"{dest} already exists; refusing to overwrite it")
     if not os.path.isdir(directory):
         raise NotFound(f"destination directory {directory} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -235,11 +236,11 @@ def _publish(tmp, dest):
     try:
         os.link(tmp, dest)
     except FileExistsError as exc:
-        raise InvalidArgument(f"{dest} already exists; refusing to overwrite it") from exc
+        raise AlreadyExists(f"{dest} already exists; refusing to overwrite it") from exc
     except OSError:
         # Filesystem without hard links: the narrow check/rename race is acceptable there.
         if os.path.lexists(dest):
-            raise InvalidArgument(  # pylint: disable=raise-missing-from
+            raise AlreadyExists(  # pylint: disable=raise-missing-from
                 f"{dest} already exists; refusing to overwrite it"
             )
         os.rename(tmp, dest)
@@ -247,10 +248,9 @@ def _publish(tmp, dest):
     os.unlink(tmp)
 
 
-def _build(dest, steps):
-    """Run ``steps(tmp)`` writing a temporary file next to ``dest``, then publish it.
-
-    On any failure the temporary file is removed and the error re-raised.
+def _build(dest, steps, mode=0o600):
+    """Run ``steps(tmp)`` writing a temporary file next to ``dest``, then publish it with
+    ``mode``. On any failure the temporary file is removed and the error re-raised.
     """
     dest = _prepare_dest(dest)
     tmp = _temp_name(dest)
@@ -259,6 +259,8 @@ def _build(dest, steps):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
         steps(tmp)
+        if mode != 0o600:
+            os.chmod(tmp, mode)  # before publishing: nobody may see it with the wrong mode
         _publish(tmp, dest)
     except BaseException:
         try:
@@ -279,7 +281,7 @@ def _estimate_copy_bytes(details):
     return min(allocated, details["virtual_size"] or allocated)
 
 
-def clone(source, dest, *, fmt=None, overlay=False, size=None):
+def clone(source, dest, *, fmt=None, overlay=False, size=None, mode=0o600):
     """Make ``dest`` from the disk image ``source`` and return :func:`info` of ``dest``.
 
     ``overlay=True``: a qcow2 copy-on-write overlay backed by the absolute path of
@@ -288,8 +290,10 @@ def clone(source, dest, *, fmt=None, overlay=False, size=None):
     (default: the source's format), sparse, flattening any backing chain.
 
     ``size`` (bytes or '20G') grows the virtual size; smaller than the source is refused.
-    ``dest`` must not exist; nothing is left behind on failure. The source is only read: run
-    :func:`check_source` on untrusted images first, and :func:`protect_base` on a base.
+    ``dest`` must not exist (:class:`AlreadyExists`); nothing is left behind on failure. It is
+    published with ``mode`` (0600 by default: guest disks hold private data). The source is
+    only read: run :func:`check_source` on untrusted images first, and :func:`protect_base`
+    on a base.
     """
     src = info(source)
     source = src["filename"]
@@ -330,7 +334,22 @@ def clone(source, dest, *, fmt=None, overlay=False, size=None):
             if new_size:
                 cmd.run([QEMU_IMG, "resize", "-q", "-f", out_fmt, tmp, str(new_size)])
 
-    return info(_build(dest_abs, steps))
+    return info(_build(dest_abs, steps, mode))
+
+
+def shared_base(source, dest):
+    """A read-only (0444) full copy of ``source`` at ``dest`` for overlays to share; its
+    :func:`info`.
+
+    ``dest`` is named after the content by the caller, so a file already there holds the
+    same bytes: it is reused, also when a concurrent caller published it first.
+    """
+    if os.path.isfile(dest):
+        return info(dest)
+    try:
+        return clone(source, dest, mode=0o444)
+    except AlreadyExists:
+        return info(dest)
 
 
 def create_blank(dest, size, fmt="qcow2"):

@@ -1,10 +1,12 @@
 """saltvirt.images against the real qemu-img / qemu-io (qemu-utils); no libvirt needed."""
 
+import concurrent.futures
 import hashlib
 import os
 import shutil
 import stat
 import struct
+import threading
 import time
 
 import pytest
@@ -190,6 +192,35 @@ def test_clone_refuses_existing_dest(tmp_path, base):
             images.clone(base, dest, overlay=overlay)
     assert dest.read_bytes() == b"precious"
     assert listing(tmp_path) == ["base.qcow2", "vm.qcow2"]
+
+
+def test_shared_base_is_read_only_and_reused(tmp_path, base):
+    dest = str(tmp_path / "base-1234.qcow2")
+    made = images.shared_base(base, dest)
+    assert made["filename"] == dest and made["backing_chain"] == []
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o444
+    assert pattern_ok(dest, "0xcd", 0, 4 * MIB)
+    inode = os.stat(dest).st_ino
+    assert images.shared_base(base, dest)["filename"] == dest
+    assert os.stat(dest).st_ino == inode  # reused, not rebuilt
+    assert listing(tmp_path) == ["base-1234.qcow2", "base.qcow2"]
+
+
+def test_shared_base_concurrent_callers_all_get_it(tmp_path, base):
+    # Concurrent virt.init calls on one hypervisor publish the same content-addressed base:
+    # every caller must get it, whichever one wins the race.
+    dest = str(tmp_path / "base-5678.qcow2")
+    barrier = threading.Barrier(4)
+
+    def make():
+        barrier.wait()
+        return images.shared_base(base, dest)["filename"]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: make(), range(4)))
+    assert results == [dest] * 4
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o444
+    assert listing(tmp_path) == ["base-5678.qcow2", "base.qcow2"]  # no temporary left
 
 
 def test_clone_refuses_missing_source_and_dest_dir(tmp_path, base):
