@@ -37,7 +37,7 @@ try:
     from saltvirt import domain as dommod
     from saltvirt import hypervisor as hvtype
     from saltvirt import images, migration, profiles, provision, seeding, vmops
-    from saltvirt import bases, snapshots
+    from saltvirt import bases, fileio, snapshots
     from saltvirt import update as vupdate
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
 
@@ -119,7 +119,12 @@ def _resolve_image(image, saltenv, image_hash=None):
         return None
     image = str(image)
     if image.startswith(("salt://", "http://", "https://", "ftp://")):
-        cached = __salt__["cp.cache_file"](image, saltenv)
+        # cp.cache_file rewrites the cache file in place: concurrent inits of one image
+        # would read each other's half-written download.
+        lock_dir = os.path.join(__opts__["cachedir"], "saltvirt")
+        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        with fileio.locked(os.path.join(lock_dir, "image-fetch.lock")):
+            cached = __salt__["cp.cache_file"](image, saltenv)
         if not cached:
             raise SaltInvocationError(f"image {image} could not be fetched (not on the file server?)")
         if image_hash:

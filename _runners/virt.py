@@ -31,7 +31,6 @@ Without ``virt:hypervisors`` every minion that has a working ``virt`` module cou
 """
 
 import contextlib
-import fcntl
 import functools
 import logging
 import os
@@ -47,7 +46,7 @@ try:
     from saltvirt import domain as dommod
     from saltvirt import console as vconsole
     from saltvirt import placement, reservations, seeding
-    from saltvirt import migration
+    from saltvirt import fileio, migration
     from saltvirt.errors import InvalidArgument, VirtError
 
     HAS_SALTVIRT = True
@@ -897,11 +896,12 @@ def _migration_lock(name):
     directory = os.path.join(__opts__["cachedir"], "saltvirt", "migrations")
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = os.path.join(directory, name.replace("/", "%2F") + ".lock")
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SaltRunnerError(f"{name} is being migrated by another salt-run virt.migrate") from None
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(fileio.locked(path, timeout=0))
+    except BlockingIOError:
+        raise SaltRunnerError(f"{name} is being migrated by another salt-run virt.migrate") from None
+    with held:
         yield
 
 

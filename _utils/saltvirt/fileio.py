@@ -1,7 +1,9 @@
-"""Writing small secret files (keys, certificates) safely."""
+"""Writing small secret files (keys, certificates) safely; file locks between processes."""
 
 import contextlib
+import fcntl
 import os
+import time
 
 
 def write_atomic(path, data, mode=0o600, gid=None):
@@ -29,3 +31,32 @@ def write_atomic(path, data, mode=0o600, gid=None):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def locked(path, timeout=None):
+    """Hold an exclusive ``flock`` on ``path`` (created 0600) for the ``with`` block.
+
+    ``timeout=None`` waits as long as it takes; a number of seconds (0: a single try) raises
+    ``BlockingIOError`` when another process still holds it by then. A process that dies
+    releases its locks.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + timeout
+            delay = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+        yield
+    finally:
+        os.close(fd)

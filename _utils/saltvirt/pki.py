@@ -16,7 +16,6 @@ require whatever the key type.
 
 import contextlib
 import datetime
-import fcntl
 import fnmatch
 import ipaddress
 import logging
@@ -334,15 +333,13 @@ class CertificateAuthority:
     def _locked(self):
         _make_private_dir(self.ca_dir)
         path = os.path.join(self.ca_dir, LOCK_FILE)
+        held = contextlib.ExitStack()
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            held.enter_context(fileio.locked(path))
         except OSError as exc:
             raise _os_error("open lock file", path, exc) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with held:
             yield
-        finally:
-            os.close(fd)
 
     def ensure(self):
         """Create the CA on first use, load it afterwards; return ``self``.

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import json
 import os
 import tempfile
 import time
 from typing import Callable, Iterator
 
+from saltvirt import fileio
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.placement import Placement, Policy, Request, place
 
@@ -61,30 +60,16 @@ class Reservations:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        held = contextlib.ExitStack()
         try:
-            deadline = time.monotonic() + self.lock_timeout
-            delay = 0.001
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise VirtError(
-                            f"could not lock {self.lock_path} within {self.lock_timeout:g}s "
-                            "(another salt-virt runner is holding it)"
-                        ) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.05)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+            held.enter_context(fileio.locked(self.lock_path, timeout=self.lock_timeout))
+        except BlockingIOError:
+            raise VirtError(
+                f"could not lock {self.lock_path} within {self.lock_timeout:g}s "
+                "(another salt-virt runner is holding it)"
+            ) from None
+        with held:
+            yield
 
     def _read(self) -> list[dict]:
         try:

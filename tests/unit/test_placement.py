@@ -2,10 +2,12 @@
 
 import json
 import multiprocessing
+import os
 import time
 
 import pytest
 
+from saltvirt import fileio
 from saltvirt import placement as placement_mod
 from saltvirt import reservations as reservations_mod
 from saltvirt.errors import InvalidArgument, VirtError
@@ -661,3 +663,12 @@ def test_concurrency_test_would_catch_a_missing_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(Reservations, "_lock", lambda self: contextlib.nullcontext())
     outcomes = _race(str(tmp_path), _room_for_five())
     assert len([o for o in outcomes if o[1] is not None]) > 5
+
+
+def test_reservations_lock_timeout_is_a_clear_error(tmp_path):
+    book = Reservations(tmp_path / "res", lock_timeout=0.2)
+    os.makedirs(book.directory, exist_ok=True)
+    with fileio.locked(book.lock_path):
+        with pytest.raises(VirtError, match="could not lock .* within 0.2s"):
+            book.reserve("a", "vm1", 1, 512)
+    assert book.reserve("a", "vm1", 1, 512)["host"] == "a"
