@@ -1080,6 +1080,25 @@ def full_info(**kwargs):
     return _with_conn(kwargs, _full)
 
 
+def migrate_survey(name, **kwargs):
+    """
+    :func:`full_info` of this hypervisor and, when domain ``name`` is defined here, its
+    :func:`migrate_source_info` under ``migrate_source`` (probe files included). The first step
+    of ``salt-run virt.migrate``: where the VM is, where it could go, and what the target must
+    check, in one round trip.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'hypervisor*' virt.migrate_survey centos1
+    """
+    info = full_info(**kwargs)
+    if name in info["vm_info"]:
+        info["migrate_source"] = migrate_source_info(name, **kwargs)
+    return info
+
+
 def get_graphics(vm_, **kwargs):
     """
     Graphics consoles of a domain (type, listen, host, live port).

@@ -46,7 +46,7 @@ try:
     from saltvirt import domain as dommod
     from saltvirt import console as vconsole
     from saltvirt import placement, reservations, seeding
-    from saltvirt import fileio, migration
+    from saltvirt import fileio, migrator
     from saltvirt.errors import InvalidArgument, VirtError
 
     HAS_SALTVIRT = True
@@ -724,116 +724,66 @@ def console_proxy(action="status"):
 
 # --------------------------------------------------------------------------- migration
 
-# Options of virt.migrate the runner forwards to the source's execution module.
-_MIGRATE_OPTIONS = (
-    "live", "persistent", "undefinesource", "max_bandwidth", "max_downtime", "postcopy",
-    "auto_converge", "compressed", "parallel_connections", "tls", "migration_uri", "peer2peer",
-    "timeout",
-)
 
+class _SaltHosts:
+    """The minions, as :class:`saltvirt.migrator.Migrator` talks to them."""
 
-def _call(host, fun, arg=(), kwarg=None, timeout=None):
-    """One module call on one minion; its error becomes a SaltRunnerError naming the host."""
-    answers, errors = _fanout(fun, arg=arg, kwarg=kwarg, tgt=host, tgt_type="glob", timeout=timeout)
-    if host not in answers:
-        raise SaltRunnerError(f"{fun} on {host} failed: {errors.get(host) or 'no answer'}")
-    return answers[host]
+    @staticmethod
+    def call(host, fun, arg=(), kwarg=None, timeout=None):
+        answers, errors = _fanout(fun, arg=arg, kwarg=kwarg, tgt=host, tgt_type="glob", timeout=timeout)
+        if host not in answers:
+            raise VirtError(f"{fun} on {host} failed: {errors.get(host) or 'no answer'}")
+        return answers[host]
 
+    @staticmethod
+    def status(name, hosts):
+        return _fanout("virt.migrate_status", arg=[name], tgt=list(hosts), tgt_type="list", timeout=30)
 
-def _locate(name, answers, errors):
-    hosts = sorted(h for h, info in answers.items() if name in (info.get("vm_info") or {}))
-    if len(hosts) > 1:
-        raise SaltRunnerError(f"VM {name} is defined on several hypervisors: {', '.join(hosts)}")
-    if not hosts:
-        msg = f"no VM named {name} on any hypervisor ({', '.join(sorted(answers)) or 'none answered'})"
-        if errors:
-            msg += f"; not answering: {_hypervisor_error(errors)}"
-        raise SaltRunnerError(msg)
-    return hosts[0]
+    @staticmethod
+    def progress(message, **data):
+        _progress(message, **data)
 
+    @staticmethod
+    def watch(host, fun, arg, kwarg, progress_tag, on_progress, timeout):
+        """Run ``fun`` on ``host`` and relay its progress events until it returns.
 
-def _progress_line(name, data):
-    parts = []
-    if data.get("disk_total_mib"):
-        parts.append(f"disk {data.get('disk_percent') or 0:.0f}%")
-    if data.get("memory_total_mib"):
-        parts.append(f"memory {data.get('memory_percent') or 0:.0f}%")
-    if data.get("iteration"):
-        parts.append(f"pass {data['iteration']}")
-    if data.get("bandwidth_mib_s"):
-        parts.append(f"{data['bandwidth_mib_s']:.0f} MiB/s")
-    return f"Migrating {name}: {', '.join(parts) or 'starting'} ({data.get('elapsed_s') or 0:.0f}s)"
-
-
-def _run_with_progress(host, fun, arg, kwarg, progress_tag, on_progress, timeout):
-    """Run ``fun`` on ``host`` and relay the progress events it fires until it returns.
-
-    Returns the minion's return event data. If the minion stops answering about the job, or
-    ``timeout`` passes, raises SaltRunnerError (the migration itself then still runs or ends
-    under libvirt's control on the source).
-    """
-    event = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True)
-    try:
-        with salt.client.LocalClient(mopts=__opts__) as client:
-            pub = client.run_job(host, fun, arg=list(arg), kwarg=kwarg, tgt_type="glob")
-            jid = (pub or {}).get("jid")
-            if not jid or host not in (pub.get("minions") or []):
-                raise SaltRunnerError(f"could not start {fun} on {host}")
-            ret_tag = f"salt/job/{jid}/ret/{host}"
-            deadline = time.monotonic() + timeout
-            quiet_since = time.monotonic()
-            while time.monotonic() < deadline:
-                ev = event.get_event(wait=1, full=True)
-                if ev is None:
-                    if time.monotonic() - quiet_since > 30:
-                        # Quiet for long: is the job still running on the minion?
-                        alive = client.cmd(host, "saltutil.find_job", [jid], timeout=10)
-                        if not (alive or {}).get(host):
-                            ev = event.get_event(wait=5, tag=ret_tag, full=True)
-                            if ev is None:
-                                raise SaltRunnerError(f"{fun} on {host} vanished (minion restarted?)")
-                        quiet_since = time.monotonic()
-                    if ev is None:
-                        continue
-                tag, data = ev.get("tag"), ev.get("data") or {}
-                if tag == progress_tag:
-                    quiet_since = time.monotonic()
-                    payload = data.get("data") if isinstance(data.get("data"), dict) else data
-                    on_progress(payload)
-                elif tag == ret_tag:
-                    return data
-            raise SaltRunnerError(f"{fun} on {host} did not finish within {timeout}s")
-    finally:
-        event.destroy()
-
-
-def _failed_checks(report):
-    return [c for c in report["checks"] if not c["ok"]]
-
-
-def _preflight(name, source, target, answers, copy_storage, offline):
-    """Source facts + target pre-flight; the probe files are the caller's to remove."""
-    dest = migration.dest_uri(answers[target].get("address") or target)
-    facts = _call(source, "virt.migrate_source_info", [name], {"dest": dest})
-    try:
-        report = _call(target, "virt.migrate_preflight", [facts],
-                       {"copy_storage": copy_storage, "offline": offline})
-    except BaseException:
-        _remove_probes(source, name, facts)
-        raise
-    check = facts.get("dest_check") or {}
-    report["checks"].insert(0, {"check": f"{source} reaches {target}", "ok": bool(check.get("ok")),
-                                "detail": check.get("detail")})
-    report["ok"] = report["ok"] and bool(check.get("ok"))
-    return dest, facts, report
-
-
-def _remove_probes(source, name, facts):
-    if facts.get("probe"):
+        Returns the minion's return event data. If the minion stops answering about the job,
+        or ``timeout`` passes, raises VirtError (the migration itself then still runs or ends
+        under libvirt's control on the source).
+        """
+        event = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True)
         try:
-            _call(source, "virt.migrate_cleanup", [name], {"probe": facts["probe"]})
-        except SaltRunnerError as exc:
-            log.warning("virt.migrate: probe files of %s left on %s: %s", name, source, exc)
+            with salt.client.LocalClient(mopts=__opts__) as client:
+                pub = client.run_job(host, fun, arg=list(arg), kwarg=kwarg, tgt_type="glob")
+                jid = (pub or {}).get("jid")
+                if not jid or host not in (pub.get("minions") or []):
+                    raise VirtError(f"could not start {fun} on {host}")
+                ret_tag = f"salt/job/{jid}/ret/{host}"
+                deadline = time.monotonic() + timeout
+                quiet_since = time.monotonic()
+                while time.monotonic() < deadline:
+                    ev = event.get_event(wait=1, full=True)
+                    if ev is None:
+                        if time.monotonic() - quiet_since > 30:
+                            # Quiet for long: is the job still running on the minion?
+                            alive = client.cmd(host, "saltutil.find_job", [jid], timeout=10)
+                            if not (alive or {}).get(host):
+                                ev = event.get_event(wait=5, tag=ret_tag, full=True)
+                                if ev is None:
+                                    raise VirtError(f"{fun} on {host} vanished (minion restarted?)")
+                            quiet_since = time.monotonic()
+                        if ev is None:
+                            continue
+                    tag, data = ev.get("tag"), ev.get("data") or {}
+                    if tag == progress_tag:
+                        quiet_since = time.monotonic()
+                        payload = data.get("data") if isinstance(data.get("data"), dict) else data
+                        on_progress(payload)
+                    elif tag == ret_tag:
+                        return data
+                raise VirtError(f"{fun} on {host} did not finish within {timeout}s")
+        finally:
+            event.destroy()
 
 
 @_clean_errors
@@ -877,17 +827,17 @@ def migrate(name, target=None, test=False, copy_storage=None, tunnel=None, offli
     """
     started = time.monotonic()
     opts = {k: v for k, v in kwargs.items() if not k.startswith("__")}
-    unknown = sorted(set(opts) - set(_MIGRATE_OPTIONS))
-    if unknown:
-        raise SaltRunnerError(f"virt.migrate: unknown option(s) {', '.join(unknown)}; "
-                                  f"known: {', '.join(_MIGRATE_OPTIONS + ('copy_storage', 'tunnel', 'offline'))}")
-    if copy_storage not in (None, "all", "inc"):
-        raise SaltRunnerError(f"copy_storage must be all or inc, not {copy_storage!r}")
+    try:
+        migrator.check_options(opts, copy_storage)
+    except InvalidArgument as exc:
+        raise SaltRunnerError(str(exc)) from exc
     if tunnel is None:
         tunnel = bool(_conf("tunnel", False))
-
     with _migration_lock(name):
-        return _migrate(name, target, test, copy_storage, tunnel, offline, keep_source_disks, opts, started)
+        try:
+            return _migrate(name, target, test, copy_storage, tunnel, offline, keep_source_disks, opts, started)
+        except VirtError as exc:
+            raise SaltRunnerError(str(exc)) from exc
 
 
 @contextlib.contextmanager
@@ -905,209 +855,67 @@ def _migration_lock(name):
         yield
 
 
+def _drop_probes(name, answers, keep=None):
+    """Remove the survey's probe files on every host but ``keep`` (its Migrator does that)."""
+    for host, info in answers.items():
+        if host != keep and (info.get("migrate_source") or {}).get("probe"):
+            try:
+                _SaltHosts.call(host, "virt.migrate_cleanup", [name], {"probe": info["migrate_source"]["probe"]})
+            except VirtError as exc:
+                log.warning("virt.migrate: probe files of %s left on %s: %s", name, host, exc)
+
+
 def _migrate(name, target, test, copy_storage, tunnel, offline, keep_source_disks, opts, started):
     _progress(f"Looking for {name}")
-    answers, errors = _full_info()
-    source = _locate(name, answers, errors)
+    answers, errors = _fanout("virt.migrate_survey", arg=[name])
+    try:
+        source = migrator.locate(name, answers, errors)
+    except VirtError:
+        _drop_probes(name, answers)
+        raise
+    _drop_probes(name, answers, keep=source)
     vm = answers[source]["vm_info"][name]
     if offline is None:
         offline = vm.get("state") == "shutoff"
-    if target is not None:
-        target = str(target)
-        if target == source:
-            raise SaltRunnerError(f"{name} is already on {target}: nothing to migrate")
-        if target not in answers:
-            known = ", ".join(sorted(answers))
-            raise SaltRunnerError(errors.get(target) or f"unknown hypervisor {target} (answering: {known})")
-    records = _host_records(answers) + [{"id": m, "up": False} for m in errors]
-    if target is not None:
-        records = [r for r in records if r["id"] == target]
-    # Reserved under a name of its own: the VM's name may still hold virt.init's lingering
-    # reservation. The reservation only lasts while the migration runs.
-    request = _request(f"{name}@migrate-{secrets.token_hex(4)}", vm["cpu"], max(1, int(vm["memory"]) // 1024),
-                       exclude=(source,))
-    store = _reservations()
+    job = None
     try:
-        if test:
-            target = placement.place(records, request, _policy()).require()
-        else:
-            target = store.place_and_reserve(records, request, _policy()).host
-    except placement.NoHostFits as exc:
-        raise SaltRunnerError(f"cannot migrate {name}: {exc}") from exc
-    except InvalidArgument as exc:
-        raise SaltRunnerError(f"cannot migrate {name}: {exc}") from exc
+        if target is not None:
+            target = str(target)
+            if target == source:
+                raise SaltRunnerError(f"{name} is already on {target}: nothing to migrate")
+            if target not in answers:
+                known = ", ".join(sorted(answers))
+                raise SaltRunnerError(errors.get(target) or f"unknown hypervisor {target} (answering: {known})")
+        records = _host_records(answers) + [{"id": m, "up": False} for m in errors]
+        if target is not None:
+            records = [r for r in records if r["id"] == target]
+        # Reserved under a name of its own: the VM's name may still hold virt.init's lingering
+        # reservation. The reservation only lasts while the migration runs.
+        request = _request(f"{name}@migrate-{secrets.token_hex(4)}", vm["cpu"],
+                           max(1, int(vm["memory"]) // 1024), exclude=(source,))
+        store = _reservations()
+        try:
+            if test:
+                target = placement.place(records, request, _policy()).require()
+            else:
+                target = store.place_and_reserve(records, request, _policy()).host
+        except (placement.NoHostFits, InvalidArgument) as exc:
+            raise SaltRunnerError(f"cannot migrate {name}: {exc}") from exc
+        job = migrator.Migrator(
+            _SaltHosts, name, source, target, answers, copy_storage=copy_storage, offline=offline,
+            tunnel=tunnel, opts=opts, keep_source_disks=keep_source_disks,
+            prepare_timeout=_conf("prepare_timeout", 600), migrate_timeout=_conf("migrate_timeout", 3600),
+        )
+    except BaseException:
+        _drop_probes(name, {source: answers[source]})
+        raise
     if test:
-        return _migrate_test(name, source, target, answers, copy_storage, offline, tunnel, opts)
+        return job.test()
     try:
-        result = _migrate_run(name, source, target, answers, copy_storage, offline, tunnel, opts,
-                              keep_source_disks)
+        result = job.run()
     finally:
         store.release(request.name)
     result["duration_s"] = round(time.monotonic() - started, 2)
-    return result
-
-
-def _plan(storage, offline, tunnel, opts):
-    try:
-        return migration.plan(
-            live=opts.get("live", True), offline=offline, persistent=opts.get("persistent", True),
-            undefinesource=opts.get("undefinesource", True), copy_storage=storage["copy_storage"],
-            migrate_disks=storage["migrate_disks"], max_bandwidth=opts.get("max_bandwidth"),
-            postcopy=opts.get("postcopy", False), auto_converge=opts.get("auto_converge", False),
-            compressed=opts.get("compressed", False),
-            parallel_connections=opts.get("parallel_connections"), tunnel=tunnel,
-            tls=opts.get("tls", False), unsafe=storage["unsafe"],
-            migration_uri=opts.get("migration_uri"), peer2peer=opts.get("peer2peer", True),
-        )
-    except InvalidArgument as exc:
-        raise SaltRunnerError(str(exc)) from exc
-
-
-def _migrate_test(name, source, target, answers, copy_storage, offline, tunnel, opts):
-    _progress(f"Pre-flight checks for {name}: {source} -> {target}")
-    dest, facts, report = _preflight(name, source, target, answers, copy_storage, offline)
-    _remove_probes(source, name, facts)
-    the_plan = _plan(report["storage"], offline, tunnel, opts) if report["ok"] else None
-    return {
-        "test": True,
-        "name": name,
-        "source": source,
-        "target": target,
-        "dest_uri": dest,
-        "ok": report["ok"],
-        "checks": report["checks"],
-        "storage": report["storage"],
-        "plan": the_plan.to_dict() if the_plan else None,
-    }
-
-
-def _migrate_run(name, source, target, answers, copy_storage, offline, tunnel, opts, keep_source_disks):
-    _progress(f"Pre-flight checks for {name}: {source} -> {target}")
-    dest, facts, report = _preflight(name, source, target, answers, copy_storage, offline)
-    storage = report["storage"]
-    try:
-        if not report["ok"]:
-            failed = "; ".join(f"{c['check']}: {c['detail']}" for c in _failed_checks(report))
-            raise SaltRunnerError(f"cannot migrate {name} from {source} to {target}: {failed}")
-        the_plan = _plan(storage, offline, tunnel, opts)
-    except BaseException:
-        _remove_probes(source, name, facts)
-        raise
-    token = secrets.token_hex(8)
-    prepared = None
-    if storage["create"]:
-        _progress(f"Preparing {len(storage['create'])} disk(s) of {name} on {target}", host=target, token=token)
-        source_uri = migration.dest_uri(answers[source].get("address") or source)
-        try:
-            prepared = _call(target, "virt.migrate_prepare", [name, storage["create"], token],
-                             {"source": source_uri}, timeout=_conf("prepare_timeout", 600))
-        except BaseException:
-            _remove_probes(source, name, facts)
-            raise
-
-    module_opts = {k: opts[k] for k in _MIGRATE_OPTIONS if k in opts}
-    module_opts.update(
-        copy_storage=storage["copy_storage"], migrate_disks=storage["migrate_disks"],
-        unsafe=storage["unsafe"], tunnel=tunnel, offline=offline, probe=facts.get("probe"),
-        progress_tag=f"saltvirt/migrate/{token}/progress",
-    )
-    _progress(f"Migrating {name} from {source} to {target} ({the_plan.mode}"
-              f"{', copying ' + ', '.join(storage['migrate_disks']) if storage['migrate_disks'] else ''})",
-              host=source)
-    error, ret = None, None
-    try:
-        data = _run_with_progress(
-            source, "virt.migrate", [name, dest], module_opts, module_opts["progress_tag"],
-            lambda p: _progress(_progress_line(name, p), host=source, **{"progress": p}),
-            timeout=_conf("migrate_timeout", 3600),
-        )
-        ret = data.get("return")
-        if data.get("retcode") or not isinstance(ret, dict):
-            error = ret.removeprefix("ERROR: ") if isinstance(ret, str) else f"virt.migrate failed: {ret}"
-    except Exception as exc:  # pylint: disable=broad-except
-        error = str(exc)  # whatever broke, the hosts' state decides what happens next
-
-    status, status_errors = _fanout("virt.migrate_status", arg=[name], tgt=[source, target], tgt_type="list",
-                                    timeout=30)
-    src, dst = status.get(source) or {}, status.get(target) or {}
-    arrived = dst.get("active") and (dst.get("migrated_in") or dst.get("state") == "paused") or (
-        offline and dst.get("defined"))
-    gone = not src.get("defined") if opts.get("undefinesource", True) else not src.get("active")
-    if source in status_errors:
-        gone = False
-    storage_summary = {d["target"]: d["action"] for d in storage["disks"]}
-    result = {
-        "name": name,
-        "source": source,
-        "target": target,
-        "dest_uri": dest,
-        "mode": the_plan.mode,
-        "flags": the_plan.flags,
-        "copy_storage": storage["copy_storage"],
-        "storage": storage_summary,
-        "notes": the_plan.notes + storage["notes"],
-        "token": token,  # names the target's journal: virt.migrate_cleanup <vm> token=<token>
-    }
-    if error is None and arrived and gone:
-        job = dst.get("job") or (ret or {}).get("job") or {}
-        result.update(
-            result=True,
-            host=target,
-            state=dst.get("state"),
-            migration_s=(ret or {}).get("duration_s"),
-            downtime_ms=job.get("downtime_ms"),
-            job=job,
-        )
-        copied = [c["path"] for c in storage["create"]]
-        if copied and not keep_source_disks:
-            result["source_cleanup"] = _call(source, "virt.migrate_cleanup", [name], {"stale": copied})
-        _progress(f"{name} is {dst.get('state')} on {target} (downtime {job.get('downtime_ms')} ms)", host=target)
-        return result
-    if error is None and arrived and not gone:
-        error = f"{name} arrived on {target} but is still defined on {source}: {src}"
-    return _migration_failed(name, source, target, facts, token, prepared, error, status, status_errors, result)
-
-
-def _migration_failed(name, source, target, facts, token, prepared, error, status, status_errors, result):
-    """Make sure the VM runs on the source only, and remove what this migration made on the target."""
-    src, dst = status.get(source) or {}, status.get(target) or {}
-    error = error or f"{name} did not arrive on {target}: {dst or status_errors.get(target)}"
-    recovery = {}
-    if dst.get("active") and dst.get("state") == "running":
-        # The guest runs on the target: that is the live copy now, whatever the source shows.
-        # Never resume or clean anything then: two copies must not run.
-        where = target
-        recovery["note"] = (f"{name} runs on {target}; nothing was resumed or cleaned up"
-                            + (f"; {source} still has it {src.get('state')}" if src.get("defined") else ""))
-    elif src.get("active"):
-        if src.get("state") == "paused" and src.get("reason") == migration.PAUSED_MIGRATION:
-            # libvirt left the source paused for the switch-over that never happened.
-            try:
-                recovery["resumed"] = _call(source, "virt.resume", [name]).get("resumed")
-            except SaltRunnerError as exc:
-                recovery["resumed"] = str(exc)
-        _progress(f"Migration of {name} failed; removing its traces on {target}", host=target)
-        try:
-            recovery["target_cleanup"] = _call(
-                target, "virt.migrate_cleanup", [name],
-                {"token": token, "remove_domain": True, "uuid": facts["uuid"], "wait": 30}, timeout=60,
-            )
-        except SaltRunnerError as exc:
-            recovery["target_cleanup"] = {"error": str(exc)}
-        where = source
-    else:
-        where = None
-        recovery["note"] = (f"{name} is running on neither {source} nor {target}; nothing was cleaned up, "
-                            "check both hosts (virsh list --all)")
-    result.update(
-        result=False,
-        retcode=1,
-        error=error,
-        host=where,
-        state=(src if where == source else dst).get("state") if where else None,
-        recovery=recovery,
-        status={source: src or status_errors.get(source), target: dst or status_errors.get(target)},
-    )
-    if prepared:
-        result["prepared"] = prepared.get("created")
+    if not result["result"]:
+        __context__["retcode"] = 1
     return result

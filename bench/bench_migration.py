@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Live migration on the lab: ``salt-run virt.migrate`` against a bare libvirt ``migrateToURI3``.
 
-One running guest (256 MiB, disk on storage both lab hypervisors see) is moved back and forth:
-hypervisor1 -> hypervisor2 with the runner (pre-flight, progress, verification included), then
+One running guest (BENCH_MEMORY_MIB, default 256 MiB; its disk on storage both lab hypervisors
+see) is moved back and forth: hypervisor1 -> hypervisor2 with the runner (pre-flight, progress, verification included), then
 hypervisor2 -> hypervisor1 with a plain ``dom.migrateToURI3`` and the same flags, ROUNDS times.
 A second guest with a local disk (overlay, copied by QEMU) is then moved there and back with the
 runner. Printed per path: wall time (median, min) and the guest's downtime from libvirt's
@@ -29,6 +29,7 @@ PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
 SHARED = os.path.join(LAB_DIR, "shared-storage")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+MEMORY = int(os.environ.get("BENCH_MEMORY_MIB", "256"))
 ADDRESS = {"hypervisor1": "127.0.0.2", "hypervisor2": "127.0.0.3"}
 
 # The flags the runner uses for a shared-storage VM in the lab (see its "flags" return).
@@ -110,7 +111,7 @@ def main():
     runner_runs, raw_runs, local_runs = [], [], []
     try:
         run("salt", "hypervisor*", "saltutil.sync_all", "--out=quiet")
-        run("salt-run", "virt.init", shared_vm, 1, 256, "salt://centos.qcow2", "host=hypervisor1",
+        run("salt-run", "virt.init", shared_vm, 1, MEMORY, "salt://centos.qcow2", "host=hypervisor1",
             "disks=" + json.dumps([{"name": "system", "pool": pool}]), "--out=quiet")
         run("salt-run", "virt.init", local_vm, 1, 256, "/var/lib/libvirt/images/centos.qcow2",
             "enable_qcow=True", "host=hypervisor1", "--out=quiet")
@@ -128,7 +129,7 @@ def main():
             subprocess.run([os.path.join(BIN, "salt-run"), "virt.purge", vm], capture_output=True)
         shutil.rmtree(pool, ignore_errors=True)
 
-    print(f"Live migration of a running 256 MiB TCG guest between lab hypervisors ({ROUNDS} rounds)")
+    print(f"Live migration of a running {MEMORY} MiB TCG guest between lab hypervisors ({ROUNDS} rounds)")
     print("shared storage:")
     print(line("salt-run virt.migrate, wall (process)", runner_runs, "wall"))
     print(line("  runner function (duration_s)", runner_runs, "runner"))
@@ -140,6 +141,9 @@ def main():
     overhead = statistics.median(r["wall"] for r in runner_runs) - statistics.median(
         r["seconds"] for r in raw_runs)
     print(f"  runner overhead over raw libvirt (median wall - median call): {overhead:.2f} s")
+    med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
+    print(f"  ratio runner function / raw call:               {med(runner_runs, 'runner') / med(raw_runs, 'seconds'):.2f}x")
+    print(f"  ratio salt-run process / raw process:           {med(runner_runs, 'wall') / med(raw_runs, 'wall'):.2f}x")
     print("local disk (qcow2 overlay, copy-storage inc + seed ISO fetched), runner there and back:")
     print(line("salt-run virt.migrate, wall (process)", local_runs, "wall"))
     print(line("  libvirt migrateToURI3 inside it", local_runs, "libvirt"))

@@ -1122,11 +1122,13 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
         "job": {},
     }
     result.update(the_plan.to_dict())
+    # Where the domain stands now, seen by both libvirts: callers verify the move with it
+    # without asking the hosts again.
+    result["source_status"] = dict(_state_after(conn, uuid), name=name)
     if dest_conn is not None:
         with contextlib.suppress(libvirt.libvirtError):
-            ddom = dest_conn.lookupByUUIDString(uuid)
-            flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
-            result["job"] = job_result(ddom.jobStats(flags))
+            result["target_status"] = domain_status(dest_conn, name)
+            result["job"] = result["target_status"].get("job") or {}
     return result
 
 

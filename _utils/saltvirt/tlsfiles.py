@@ -11,7 +11,6 @@ path — never file contents.
 """
 
 import collections
-import contextlib
 import grp
 import os
 import stat

@@ -215,3 +215,6 @@ def test_errors_are_clear(lab, vm):
     proc = lab.run("salt-run", "virt.migrate", vm, check=False)
     assert proc.returncode != 0 and "cannot migrate" in proc.stdout + proc.stderr
     assert vm in lab.domains("hypervisor1") and vm not in lab.domains("hypervisor2")
+    # Every refusal above came after the survey dropped probe files next to the disks: all gone.
+    listing = lab.hv("hypervisor1", "ls", "-a", f"/srv/salt-images/{vm}").stdout.split()
+    assert "system.qcow2" in listing and not [f for f in listing if "migrate-probe" in f], listing

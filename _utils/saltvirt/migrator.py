@@ -1,0 +1,301 @@
+"""One live migration, driven from the master across the two hypervisors' minions.
+
+:mod:`saltvirt.migration` holds what runs on a hypervisor; this module decides the order of the
+steps and, when something fails, what must happen so that the VM is never lost. It talks to the
+minions only through a *hosts* object (the Salt runner passes one backed by LocalClient)::
+
+    hosts.call(host, fun, arg, kwarg, timeout)      -> the minion's return; raises VirtError
+    hosts.status(name, [source, target])            -> ({host: migrate_status}, {host: error})
+    hosts.watch(host, fun, arg, kwarg, tag, on_progress, timeout)
+                                                    -> the job's return data ({return, retcode})
+    hosts.progress(message, **data)                 -> an event/line for the operator
+
+Steps of a migration (each a module function on one minion)::
+
+    survey (all hypervisors, done by the caller)  where the VM is, host capacity, and the
+                                                   source's facts with probe files
+    virt.migrate_preflight   (target)             can it take the VM? which disks are shared?
+    virt.migrate_prepare     (target)             pre-create the disks QEMU copies into
+    virt.migrate             (source)             the migration; returns both hosts' view after
+    virt.migrate_cleanup     (source / target)    stale copies after success, traces after failure
+
+The survey already carries the source's facts, so a migration over shared storage costs three
+Salt round trips: survey, pre-flight, migrate.
+"""
+
+import secrets
+
+from saltvirt import migration
+from saltvirt.errors import InvalidArgument, VirtError
+
+#: Options passed through to the execution module's ``virt.migrate``.
+MODULE_OPTIONS = (
+    "live", "persistent", "undefinesource", "max_bandwidth", "max_downtime", "postcopy",
+    "auto_converge", "compressed", "parallel_connections", "tls", "migration_uri", "peer2peer",
+    "timeout",
+)
+
+
+class MigrationRefused(VirtError):
+    """The pre-flight checks failed or the request cannot work; nothing was changed."""
+
+
+def locate(name, answers, errors):
+    """The one hypervisor in ``answers`` (survey results) that has domain ``name``."""
+    hosts = sorted(h for h, info in answers.items() if name in (info.get("vm_info") or {}))
+    if len(hosts) > 1:
+        raise MigrationRefused(f"VM {name} is defined on several hypervisors: {', '.join(hosts)}")
+    if not hosts:
+        msg = f"no VM named {name} on any hypervisor ({', '.join(sorted(answers)) or 'none answered'})"
+        if errors:
+            msg += "; not answering: " + "; ".join(f"{m}: {r}" for m, r in sorted(errors.items()))
+        raise MigrationRefused(msg)
+    return hosts[0]
+
+
+def progress_line(name, data):
+    """One human line from :func:`saltvirt.migration.summarize_job` data."""
+    parts = []
+    if data.get("disk_total_mib"):
+        parts.append(f"disk {data.get('disk_percent') or 0:.0f}%")
+    if data.get("memory_total_mib"):
+        parts.append(f"memory {data.get('memory_percent') or 0:.0f}%")
+    if data.get("iteration"):
+        parts.append(f"pass {data['iteration']}")
+    if data.get("bandwidth_mib_s"):
+        parts.append(f"{data['bandwidth_mib_s']:.0f} MiB/s")
+    return f"Migrating {name}: {', '.join(parts) or 'starting'} ({data.get('elapsed_s') or 0:.0f}s)"
+
+
+def failed_checks(report):
+    return [c for c in report["checks"] if not c["ok"]]
+
+
+def arrived(status, offline):
+    """Did the migration land on the host whose ``migrate_status`` this is?"""
+    if offline:
+        return bool(status.get("defined"))
+    return bool(status.get("active") and (status.get("migrated_in") or status.get("state") == "paused"))
+
+
+def left(status, undefinesource):
+    """Is the source done with the domain (undefined, or at least stopped)?"""
+    return not status.get("defined") if undefinesource else not status.get("active")
+
+
+class Migrator:
+    """Moves domain ``name`` from ``source`` to ``target`` (minion ids).
+
+    ``answers``: the survey, ``{host: full_info}``; the source's entry carries
+    ``migrate_source`` (its :func:`saltvirt.migration.source_facts`, probe files included).
+    ``opts``: the :data:`MODULE_OPTIONS` given by the caller. The caller holds the lock that
+    keeps two migrations of one VM apart, and the placement reservation.
+    """
+
+    def __init__(self, hosts, name, source, target, answers, *, copy_storage=None, offline=False,
+                 tunnel=False, opts=None, keep_source_disks=False, prepare_timeout=600,
+                 migrate_timeout=3600):
+        self.hosts = hosts
+        self.name, self.source, self.target = name, source, target
+        self.answers = answers
+        self.copy_storage, self.offline, self.tunnel = copy_storage, offline, tunnel
+        self.opts = dict(opts or {})
+        self.keep_source_disks = keep_source_disks
+        self.prepare_timeout, self.migrate_timeout = prepare_timeout, migrate_timeout
+        self.facts = (answers.get(source) or {}).get("migrate_source") or {}
+        self.dest = migration.dest_uri(answers[target].get("address") or target)
+
+    # ------------------------------------------------------------------ pre-flight
+
+    def remove_probes(self):
+        """Remove the survey's probe files from the source (best effort: they are tiny)."""
+        probe = self.facts.get("probe")
+        if not probe:
+            return None
+        try:
+            return self.hosts.call(self.source, "virt.migrate_cleanup", [self.name], {"probe": probe})
+        except VirtError as exc:
+            return {"error": str(exc)}
+
+    def preflight(self, reach=False):
+        """The target's report; with ``reach`` also whether the source reaches the target."""
+        if not self.facts:
+            raise MigrationRefused(f"{self.source} sent no migration facts for {self.name}")
+        report = self.hosts.call(self.target, "virt.migrate_preflight", [self.facts],
+                                 {"copy_storage": self.copy_storage, "offline": self.offline})
+        if reach:
+            check = self.hosts.call(self.source, "virt.migrate_source_info", [self.name],
+                                    {"dest": self.dest, "probe": False}).get("dest_check") or {}
+            report["checks"].insert(0, {"check": f"{self.source} reaches {self.target}",
+                                        "ok": bool(check.get("ok")), "detail": check.get("detail")})
+            report["ok"] = report["ok"] and bool(check.get("ok"))
+        return report
+
+    def plan(self, storage):
+        opts = self.opts
+        return migration.plan(
+            live=opts.get("live", True), offline=self.offline, persistent=opts.get("persistent", True),
+            undefinesource=opts.get("undefinesource", True), copy_storage=storage["copy_storage"],
+            migrate_disks=storage["migrate_disks"], max_bandwidth=opts.get("max_bandwidth"),
+            postcopy=opts.get("postcopy", False), auto_converge=opts.get("auto_converge", False),
+            compressed=opts.get("compressed", False),
+            parallel_connections=opts.get("parallel_connections"), tunnel=self.tunnel,
+            tls=opts.get("tls", False), unsafe=storage["unsafe"],
+            migration_uri=opts.get("migration_uri"), peer2peer=opts.get("peer2peer", True),
+        )
+
+    def test(self):
+        """Pre-flight only: the report and the plan; nothing changes (probe files removed)."""
+        self.hosts.progress(f"Pre-flight checks for {self.name}: {self.source} -> {self.target}")
+        try:
+            report = self.preflight(reach=True)
+        finally:
+            self.remove_probes()
+        the_plan = self.plan(report["storage"]) if report["ok"] else None
+        return {
+            "test": True, "name": self.name, "source": self.source, "target": self.target,
+            "dest_uri": self.dest, "ok": report["ok"], "checks": report["checks"],
+            "storage": report["storage"], "plan": the_plan.to_dict() if the_plan else None,
+        }
+
+    # ------------------------------------------------------------------ the migration
+
+    def run(self):
+        """Migrate; the structured result has ``result`` True, or False with the recovery."""
+        name, source, target = self.name, self.source, self.target
+        self.hosts.progress(f"Pre-flight checks for {name}: {source} -> {target}")
+        try:
+            report = self.preflight()
+            storage = report["storage"]
+            if not report["ok"]:
+                failed = "; ".join(f"{c['check']}: {c['detail']}" for c in failed_checks(report))
+                raise MigrationRefused(f"cannot migrate {name} from {source} to {target}: {failed}")
+            the_plan = self.plan(storage)
+        except BaseException:
+            self.remove_probes()
+            raise
+        token = secrets.token_hex(8)
+        prepared = None
+        if storage["create"]:
+            self.hosts.progress(f"Preparing {len(storage['create'])} disk(s) of {name} on {target}",
+                                host=target, token=token)
+            source_uri = migration.dest_uri(self.answers[source].get("address") or source)
+            try:
+                prepared = self.hosts.call(target, "virt.migrate_prepare", [name, storage["create"], token],
+                                           {"source": source_uri}, timeout=self.prepare_timeout)
+            except BaseException:
+                self.remove_probes()
+                raise
+
+        module_opts = {k: self.opts[k] for k in MODULE_OPTIONS if k in self.opts}
+        module_opts.update(
+            copy_storage=storage["copy_storage"], migrate_disks=storage["migrate_disks"],
+            unsafe=storage["unsafe"], tunnel=self.tunnel, offline=self.offline,
+            probe=self.facts.get("probe"), progress_tag=f"saltvirt/migrate/{token}/progress",
+        )
+        copying = ", copying " + ", ".join(storage["migrate_disks"]) if storage["migrate_disks"] else ""
+        self.hosts.progress(f"Migrating {name} from {source} to {target} ({the_plan.mode}{copying})",
+                            host=source)
+        error, ret = None, None
+        try:
+            data = self.hosts.watch(
+                source, "virt.migrate", [name, self.dest], module_opts, module_opts["progress_tag"],
+                lambda p: self.hosts.progress(progress_line(name, p), host=source, progress=p),
+                self.migrate_timeout,
+            )
+            ret = data.get("return")
+            if data.get("retcode") or not isinstance(ret, dict):
+                error = ret.removeprefix("ERROR: ") if isinstance(ret, str) else f"virt.migrate failed: {ret}"
+        except Exception as exc:  # pylint: disable=broad-except
+            error = str(exc)  # whatever broke, the hosts' state decides what happens next
+
+        if error is None and ret.get("target_status") and ret.get("source_status"):
+            # The source saw both libvirts right after the switch-over: no need to ask again.
+            status, status_errors = {source: ret["source_status"], target: ret["target_status"]}, {}
+        else:
+            status, status_errors = self.hosts.status(name, [source, target])
+        return self._conclude(token, storage, the_plan, prepared, error, ret, status, status_errors)
+
+    def _conclude(self, token, storage, the_plan, prepared, error, ret, status, status_errors):
+        name, source, target = self.name, self.source, self.target
+        src, dst = status.get(source) or {}, status.get(target) or {}
+        landed = arrived(dst, self.offline)
+        gone = left(src, self.opts.get("undefinesource", True)) and source not in status_errors
+        result = {
+            "name": name, "source": source, "target": target, "dest_uri": self.dest,
+            "mode": the_plan.mode, "flags": the_plan.flags, "copy_storage": storage["copy_storage"],
+            "storage": {d["target"]: d["action"] for d in storage["disks"]},
+            "notes": the_plan.notes + storage["notes"],
+            "token": token,  # names the target's journal: virt.migrate_cleanup <vm> token=<token>
+        }
+        if error is None and landed and gone:
+            job = dst.get("job") or (ret or {}).get("job") or {}
+            result.update(result=True, host=target, state=dst.get("state"),
+                          migration_s=(ret or {}).get("duration_s"),
+                          downtime_ms=job.get("downtime_ms"), job=job)
+            copied = [c["path"] for c in storage["create"]]
+            if copied and not self.keep_source_disks:
+                try:
+                    result["source_cleanup"] = self.hosts.call(source, "virt.migrate_cleanup", [name],
+                                                               {"stale": copied})
+                except VirtError as exc:
+                    result["source_cleanup"] = {"error": str(exc)}
+            self.hosts.progress(f"{name} is {dst.get('state')} on {target} "
+                                f"(downtime {job.get('downtime_ms')} ms)", host=target)
+            return result
+        if error is None and landed and not gone:
+            error = f"{name} arrived on {target} but is still defined on {source}: {src}"
+        return self._failed(token, prepared, error, status, status_errors, result)
+
+    def _failed(self, token, prepared, error, status, status_errors, result):
+        """Make sure the VM runs on the source only, and remove what this migration made on the target."""
+        name, source, target = self.name, self.source, self.target
+        src, dst = status.get(source) or {}, status.get(target) or {}
+        error = error or f"{name} did not arrive on {target}: {dst or status_errors.get(target)}"
+        recovery = {}
+        if dst.get("active") and dst.get("state") == "running":
+            # The guest runs on the target: that is the live copy now, whatever the source shows.
+            # Never resume or clean anything then: two copies must not run.
+            where = target
+            recovery["note"] = (f"{name} runs on {target}; nothing was resumed or cleaned up"
+                                + (f"; {source} still has it {src.get('state')}" if src.get("defined") else ""))
+        elif src.get("active"):
+            if src.get("state") == "paused" and src.get("reason") == migration.PAUSED_MIGRATION:
+                # libvirt left the source paused for the switch-over that never happened.
+                try:
+                    recovery["resumed"] = self.hosts.call(source, "virt.resume", [name]).get("resumed")
+                except VirtError as exc:
+                    recovery["resumed"] = str(exc)
+            self.hosts.progress(f"Migration of {name} failed; removing its traces on {target}", host=target)
+            try:
+                recovery["target_cleanup"] = self.hosts.call(
+                    target, "virt.migrate_cleanup", [name],
+                    {"token": token, "remove_domain": True, "uuid": self.facts["uuid"], "wait": 30},
+                    timeout=60,
+                )
+            except VirtError as exc:
+                recovery["target_cleanup"] = {"error": str(exc)}
+            where = source
+        else:
+            where = None
+            recovery["note"] = (f"{name} is running on neither {source} nor {target}; nothing was cleaned "
+                                "up, check both hosts (virsh list --all)")
+        result.update(
+            result=False, retcode=1, error=error, host=where,
+            state=(src if where == source else dst).get("state") if where else None,
+            recovery=recovery,
+            status={source: src or status_errors.get(source), target: dst or status_errors.get(target)},
+        )
+        if prepared:
+            result["prepared"] = prepared.get("created")
+        return result
+
+
+def check_options(opts, copy_storage):
+    """Refuse unknown options and copy modes before anything starts."""
+    unknown = sorted(set(opts) - set(MODULE_OPTIONS))
+    if unknown:
+        raise InvalidArgument(f"virt.migrate: unknown option(s) {', '.join(unknown)}; known: "
+                              f"{', '.join(MODULE_OPTIONS + ('copy_storage', 'tunnel', 'offline'))}")
+    if copy_storage not in (None, "all", "inc"):
+        raise InvalidArgument(f"copy_storage must be all or inc, not {copy_storage!r}")
