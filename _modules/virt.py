@@ -1061,31 +1061,35 @@ def full_info(**kwargs):
     """
 
     def _full(conn):
-        node = vmops.node_info(conn)
-        images_dir = _images_dir()
-        probe_dir = images_dir
-        while not os.path.isdir(probe_dir):
-            probe_dir = os.path.dirname(probe_dir)
-        return {
-            "node_info": node,
-            "freemem": vmops.freemem(conn),
-            "freecpu": vmops.freecpu(conn),
-            "address": _host_address(),
-            "images": images_dir,
-            "disk_free": images.free_space_mib(probe_dir),
-            "usage": vmops.domain_usage(conn),
-            "vm_info": vm_info(**kwargs),
-        }
+        return dict(_capacity(conn), vm_info=vm_info(**kwargs))
 
     return _with_conn(kwargs, _full)
 
 
+def _capacity(conn):
+    """What placement needs of this host (see :func:`saltvirt.placement.place`)."""
+    images_dir = _images_dir()
+    probe_dir = images_dir
+    while not os.path.isdir(probe_dir):
+        probe_dir = os.path.dirname(probe_dir)
+    return {
+        "node_info": vmops.node_info(conn),
+        "freemem": vmops.freemem(conn),
+        "freecpu": vmops.freecpu(conn),
+        "address": _host_address(),
+        "images": images_dir,
+        "disk_free": images.free_space_mib(probe_dir),
+        "usage": vmops.domain_usage(conn),
+    }
+
+
 def migrate_survey(name, **kwargs):
     """
-    :func:`full_info` of this hypervisor and, when domain ``name`` is defined here, its
-    :func:`migrate_source_info` under ``migrate_source`` (probe files included). The first step
-    of ``salt-run virt.migrate``: where the VM is, where it could go, and what the target must
-    check, in one round trip.
+    This hypervisor's capacity (node info, free memory and disk space, the domains' usage: what
+    placement needs) and, when domain ``name`` is defined here, its :func:`migrate_source_info`
+    under ``migrate_source`` (probe files included). The first step of ``salt-run
+    virt.migrate``: where the VM is, where it could go, and what the target must check, in one
+    round trip.
 
     CLI Example:
 
@@ -1093,10 +1097,14 @@ def migrate_survey(name, **kwargs):
 
         salt 'hypervisor*' virt.migrate_survey centos1
     """
-    info = full_info(**kwargs)
-    if name in info["vm_info"]:
-        info["migrate_source"] = migrate_source_info(name, **kwargs)
-    return info
+
+    def _survey(conn):
+        info = _capacity(conn)
+        if vmops.exists(conn, name):
+            info["migrate_source"] = migrate_source_info(name, **kwargs)
+        return info
+
+    return _with_conn(kwargs, _survey)
 
 
 def get_graphics(vm_, **kwargs):

@@ -71,7 +71,7 @@ def runner_migrate(vm, target):
     result = last_json(out)
     assert result["result"] is True, result
     return {"wall": wall, "runner": result["duration_s"], "libvirt": result["migration_s"],
-            "downtime_ms": result["downtime_ms"]}
+            "downtime_ms": result["downtime_ms"], "flags": result["flags"]}
 
 
 def raw_migrate(vm, source, target):
@@ -117,10 +117,16 @@ def main():
             "enable_qcow=True", "host=hypervisor1", "--out=quiet")
         beat = wait_heartbeat("hypervisor1", shared_vm)
         wait_heartbeat("hypervisor1", local_vm)
-        for _ in range(ROUNDS):
-            runner_runs.append(runner_migrate(shared_vm, "hypervisor2"))
-            beat = wait_heartbeat("hypervisor2", shared_vm, beat)
-            raw_runs.append(raw_migrate(shared_vm, "hypervisor2", "hypervisor1"))
+        for i in range(ROUNDS):
+            # Each path takes each direction equally often.
+            if i % 2 == 0:
+                runner_runs.append(runner_migrate(shared_vm, "hypervisor2"))
+                beat = wait_heartbeat("hypervisor2", shared_vm, beat)
+                raw_runs.append(raw_migrate(shared_vm, "hypervisor2", "hypervisor1"))
+            else:
+                raw_runs.append(raw_migrate(shared_vm, "hypervisor1", "hypervisor2"))
+                beat = wait_heartbeat("hypervisor2", shared_vm, beat)
+                runner_runs.append(runner_migrate(shared_vm, "hypervisor1"))
             beat = wait_heartbeat("hypervisor1", shared_vm, beat)
         for target in ("hypervisor2", "hypervisor1"):
             local_runs.append(runner_migrate(local_vm, target))
@@ -135,6 +141,7 @@ def main():
     print(line("  runner function (duration_s)", runner_runs, "runner"))
     print(line("  libvirt migrateToURI3 inside it", runner_runs, "libvirt"))
     print(line("  guest downtime", runner_runs, "downtime_ms", "ms"))
+    print(f"  flags: {' '.join(sorted(runner_runs[0]['flags']))}")
     print(line("raw migrateToURI3 (same flags), call only", raw_runs, "seconds"))
     print(line("raw, incl. python start + hv-exec", raw_runs, "wall"))
     print(line("  guest downtime", raw_runs, "downtime_ms", "ms"))

@@ -426,6 +426,12 @@ def sync(ids):
     out = salt(["-L", ",".join(ids), "saltutil.sync_all", "--out=json", "--static", "-t", "120"], timeout=180)
     if out.returncode != 0:
         raise LabError(f"saltutil.sync_all failed: {out.stdout}{out.stderr}")
+    # The master too: a copy synced earlier (the docs walkthrough does it) would shadow the
+    # repository's runner_dirs with old code.
+    out = sh(in_netns([VENV / "bin" / "salt-run", "-c", MASTER_CONF, "saltutil.sync_all", "--out=json"]),
+             check=False, timeout=180)
+    if out.returncode != 0:
+        raise LabError(f"salt-run saltutil.sync_all failed: {out.stdout}{out.stderr}")
 
 
 # ---------------------------------------------------------------------------- commands

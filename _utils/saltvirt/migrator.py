@@ -42,7 +42,7 @@ class MigrationRefused(VirtError):
 
 def locate(name, answers, errors):
     """The one hypervisor in ``answers`` (survey results) that has domain ``name``."""
-    hosts = sorted(h for h, info in answers.items() if name in (info.get("vm_info") or {}))
+    hosts = sorted(h for h, info in answers.items() if info.get("migrate_source"))
     if len(hosts) > 1:
         raise MigrationRefused(f"VM {name} is defined on several hypervisors: {', '.join(hosts)}")
     if not hosts:

@@ -18,12 +18,14 @@ PROBE = textwrap.dedent("""
     runners = salt.loader.runner(master)
     states = salt.loader.states(opts, mods, salt.loader.utils(opts), {})
     outputters = salt.loader.outputters(master)
+    grains = salt.loader.grains(opts)
     import saltvirt
     print(json.dumps({
         "module": "virt.init" in mods and "virt.vm_info" in mods,
         "runner": "virt.query" in runners and "virt.init" in runners,
         "state": "virt.keys" in states,
         "outputter": "virt_query" in outputters,
+        "grains": isinstance(grains.get("virt_libvirt"), str),
         "pillar_dir": any(p.endswith("saltvirt/ext/pillar")
                           for p in salt.loader._module_dirs(master, "pillar")),
         "library": saltvirt.__file__,
@@ -56,5 +58,6 @@ def test_pip_install_registers_the_bundle_with_salts_loader(tmp_path):
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert found["library"].startswith(str(target))
     assert {k: v for k, v in found.items() if k != "library"} == {
-        "module": True, "runner": True, "state": True, "outputter": True, "pillar_dir": True,
+        "module": True, "runner": True, "state": True, "outputter": True, "grains": True,
+        "pillar_dir": True,
     }

@@ -20,9 +20,10 @@ def survey(copy=False):
         "unsafe": not copy, "errors": [], "notes": [],
     }
     answers = {
-        "hv1": {"address": "10.0.0.1", "vm_info": {"vm1": {"cpu": 1, "memory": 262144}},
-                "migrate_source": {"name": "vm1", "uuid": "u-1", "probe": PROBE, "disks": []}},
-        "hv2": {"address": "10.0.0.2", "vm_info": {}},
+        "hv1": {"address": "10.0.0.1",
+                "migrate_source": {"name": "vm1", "uuid": "u-1", "probe": PROBE, "disks": [],
+                                   "vcpus": 1, "memory_mib": 256, "state": "running"}},
+        "hv2": {"address": "10.0.0.2"},
     }
     return answers, storage
 
@@ -210,9 +211,10 @@ def test_test_mode_reports_checks_reachability_and_plan():
 def test_locate():
     answers, _ = survey()
     assert migrator.locate("vm1", answers, {}) == "hv1"
-    with pytest.raises(migrator.MigrationRefused, match="no VM named vm9.*not answering: hv3: down"):
-        migrator.locate("vm9", answers, {"hv3": "down"})
-    answers["hv2"]["vm_info"]["vm1"] = {}
+    nowhere = {"hv2": answers["hv2"]}
+    with pytest.raises(migrator.MigrationRefused, match="no VM named vm1.*not answering: hv3: down"):
+        migrator.locate("vm1", nowhere, {"hv3": "down"})
+    answers["hv2"]["migrate_source"] = {"name": "vm1"}
     with pytest.raises(migrator.MigrationRefused, match="several hypervisors: hv1, hv2"):
         migrator.locate("vm1", answers, {})
 
