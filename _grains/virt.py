@@ -3,18 +3,14 @@
 ``virt_libvirt``: the version of the libvirt library a minion can use (e.g. ``'9.0.0'``;
 absent without libvirt-python), for targeting hypervisors (``salt -G 'virt_libvirt:*'``).
 
-This module also imports the salt-virt library into the minion's main process (grains load
-there at start-up): every job process is forked from it, so each ``virt.*`` call then starts
-with libvirt and the library already imported instead of importing them again (about 0.1 s
-per call).
+Importing libvirt-python here, in the minion's main process (grains load there at start-up),
+also spares every ``virt.*`` job that import: job processes are forked from the main process.
+The salt-virt library itself is not imported here on purpose: a module imported by the main
+process stays in every forked job as it was, so ``saltutil.sync_all`` could not update it.
 """
 
 try:
     import libvirt
-
-    # Imported for the forked job processes (see above), not used here.
-    import saltvirt.migration  # noqa: F401  pylint: disable=unused-import
-    import saltvirt.provision  # noqa: F401  pylint: disable=unused-import
 except ImportError:
     libvirt = None
 

@@ -762,8 +762,9 @@ def _check_space(create, checks):
         entry[1] += bytes_needed or 0
     for where, total in need.values():
         free = images.free_space_mib(where)
-        _check(checks, f"space in {where}", total // MIB <= free,
-               f"about {total // MIB} MiB needed for copied disks, {free} MiB free")
+        total_mib = -(-total // MIB)  # rounded up: 900 KiB do not fit in 0 MiB
+        _check(checks, f"space in {where}", total_mib <= free,
+               f"about {total_mib} MiB needed for copied disks, {free} MiB free")
 
 
 def _journal_write(path, data):
@@ -814,10 +815,12 @@ def prepare_disks(create, journal, source_conn=None, name=None):
                 raise InvalidArgument(f"unknown disk preparation {item['kind']!r}")
             record["created"].append(path)
             _journal_write(journal, record)
-    except BaseException:
+    except BaseException as exc:
         _remove_recorded(record)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(journal)
+        if isinstance(exc, OSError):  # disk full, permissions...: say where, without a traceback
+            raise VirtError(f"cannot prepare {item['path']} on this host: {exc.strerror or exc}") from exc
         raise
     return record
 

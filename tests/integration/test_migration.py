@@ -150,6 +150,32 @@ def test_local_disks_are_copied_there_and_back(lab, vm):
     assert_heartbeat_log(lab, "hypervisor1", vm, disk, first)
 
 
+def _start_slow_migration(lab, vm):
+    """A migration that takes over a minute (1 MiB/s), once it is under way on hypervisor2."""
+    proc = subprocess.Popen(
+        [os.path.join(BIN, "salt-run"), "virt.migrate", vm, "hypervisor2", "max_bandwidth=1", "timeout=150",
+         "--out=json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while vm not in lab.domains("hypervisor2"):  # the incoming domain exists: it is under way
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out, err = proc.communicate()
+            raise AssertionError(f"the migration never started: {out}{err}")
+        time.sleep(0.3)
+    time.sleep(1)
+    return proc
+
+
+def _assert_only_on_source(lab, vm, first):
+    """Running on hypervisor1, defined there once; hypervisor2 kept nothing; never rebooted."""
+    assert lab.domains("hypervisor1").count(vm) == 1
+    assert lab.run("virsh", "hypervisor1", "domstate", vm).stdout.strip() == "running"
+    assert vm not in lab.domains("hypervisor2")
+    assert lab.hv("hypervisor2", "test", "-e", f"/srv/salt-images/{vm}", check=False).returncode != 0
+    assert wait_beat_above(lab, "hypervisor1", vm, max(beats(lab, "hypervisor1", vm))) > first
+    assert boots(lab, vm) == 1
+
+
 def _libvirtd_pid(lab, host):
     return lab.hv(host, "cat", "/run/libvirt/libvirtd.pid").stdout.strip()
 
@@ -158,17 +184,8 @@ def test_killing_the_target_libvirtd_keeps_the_vm_on_the_source(lab, vm):
     lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
                  "host=hypervisor1")
     first = wait_beat_above(lab, "hypervisor1", vm, 2)
-    # 1 MiB/s keeps the memory copy going for over a minute; timeout aborts it if all else fails.
-    proc = subprocess.Popen(
-        [os.path.join(BIN, "salt-run"), "virt.migrate", vm, "hypervisor2", "max_bandwidth=1", "timeout=150",
-         "--out=json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = _start_slow_migration(lab, vm)
     try:
-        deadline = time.monotonic() + 60
-        while vm not in lab.domains("hypervisor2"):  # the incoming domain exists: it is under way
-            assert proc.poll() is None and time.monotonic() < deadline, "the migration never started"
-            time.sleep(0.3)
-        time.sleep(1)
         pid = _libvirtd_pid(lab, "hypervisor2")
         lab.hv("hypervisor2", "kill", pid)
         while lab.hv("hypervisor2", "test", "-e", f"/proc/{pid}", check=False).returncode == 0:
@@ -184,14 +201,56 @@ def test_killing_the_target_libvirtd_keeps_the_vm_on_the_source(lab, vm):
     assert f"{vm} is still running on hypervisor1" in result["error"]
     cleanup = result["recovery"]["target_cleanup"]
     assert f"/srv/salt-images/{vm}/system.qcow2" in cleanup["removed"] and cleanup["kept"] == []
+    _assert_only_on_source(lab, vm, first)
 
-    # The VM runs on the source, defined there once, and the target kept nothing of it.
-    assert lab.domains("hypervisor1").count(vm) == 1
-    assert lab.run("virsh", "hypervisor1", "domstate", vm).stdout.strip() == "running"
-    assert vm not in lab.domains("hypervisor2")
-    assert lab.hv("hypervisor2", "test", "-e", f"/srv/salt-images/{vm}", check=False).returncode != 0
-    assert wait_beat_above(lab, "hypervisor1", vm, max(beats(lab, "hypervisor1", vm))) > first
-    assert boots(lab, vm) == 1
+
+def test_a_network_outage_to_the_target_keeps_the_vm_on_the_source(lab, vm):
+    lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
+                 "host=hypervisor1")
+    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+    # Everything sent to hypervisor2's address (libvirt's TLS port, QEMU's memory and disk
+    # streams) is silently dropped, inside the lab's network namespace (the minions reach the
+    # master on 127.0.0.1), for longer than libvirt's keepalive (5 s x 5) takes to give up.
+    # Then the network comes back: QEMU's blocked disk-mirror socket learns its peer is gone
+    # (without that, only the kernel's TCP retransmission timeout would end the wait).
+    rule = ["INPUT", "-d", "127.0.0.3", "-p", "tcp", "-j", "DROP"]
+    netns = ["nsenter", f"--net=/run/netns/{os.environ.get('LAB_NETNS', 'svlab')}", "iptables"]
+    proc = _start_slow_migration(lab, vm)
+    try:
+        subprocess.run([*netns, "-I", *rule], check=True)
+        time.sleep(45)
+        assert vm in lab.domains("hypervisor1")
+        subprocess.run([*netns, "-D", *rule], check=True)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        subprocess.run([*netns, "-D", *rule], check=False, capture_output=True)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out + err
+    result = _last_json(out)
+    assert result["result"] is False and result["host"] == "hypervisor1", result
+    _assert_only_on_source(lab, vm, first)
+
+
+def test_a_full_target_disk_is_refused_before_anything_moves(lab, vm):
+    lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
+                 "host=hypervisor1")
+    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+    # hypervisor2's virt:images filled up: a 64 KiB tmpfs over the VM's directory-to-be.
+    target_dir = f"/srv/salt-images/{vm}"
+    lab.hv("hypervisor2", "mkdir", target_dir)
+    lab.hv("hypervisor2", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", target_dir)
+    try:
+        proc = lab.run("salt-run", "virt.migrate", vm, "hypervisor2", "--out=json", check=False)
+        listing = lab.hv("hypervisor2", "ls", "-A", target_dir).stdout.split()
+    finally:
+        lab.hv("hypervisor2", "umount", target_dir, check=False)
+        lab.hv("hypervisor2", "rmdir", target_dir, check=False)
+    assert proc.returncode != 0
+    result = _last_json(proc.stdout)
+    assert f"space in {target_dir}" in result["error"] and "MiB needed" in result["error"], result
+    assert listing == []  # nothing was written there
+    _assert_only_on_source(lab, vm, first)
 
 
 def test_errors_are_clear(lab, vm):
