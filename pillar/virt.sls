@@ -23,6 +23,7 @@ virt:
       interface: eth0
       proto: dhcp
     firewall: True             # open 16514/tcp for libvirt TLS and migration
+    postcopy: False            # True: vm.unprivileged_userfaultfd=1, needed for postcopy=True
     # listen_mode: socket      # systemd socket activation (default on systemd), or: flag
     libvirtd_conf: {}          # extra libvirtd.conf settings, e.g. {listen_addr: 192.0.2.10}
     # lookup:                  # override per-OS package/service names from virt/map.jinja

@@ -11,6 +11,9 @@ include:
 {%- if hyper.firewall %}
   - virt.firewall
 {%- endif %}
+{%- if hyper.postcopy %}
+  - virt.postcopy
+{%- endif %}
 
 libvirt:
   pkg.installed:

@@ -232,6 +232,7 @@ class Migrator:
             job = dst.get("job") or (ret or {}).get("job") or {}
             result.update(result=True, host=target, state=dst.get("state"),
                           migration_s=(ret or {}).get("duration_s"),
+                          postcopy_switched=bool((ret or {}).get("postcopy_switched")),
                           downtime_ms=job.get("downtime_ms"), job=job)
             copied = [c["path"] for c in storage["create"]]
             if copied and not self.keep_source_disks:

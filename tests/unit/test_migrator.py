@@ -92,6 +92,7 @@ def test_shared_storage_takes_preflight_and_migrate_only():
     result = make(hosts, answers, opts={"max_downtime": 300}).run()
     assert result["result"] is True and result["host"] == "hv2"
     assert result["downtime_ms"] == 42 and result["migration_s"] == 2.1
+    assert result["postcopy_switched"] is False
     # the source's own view after the switch-over verifies it: no status round trip
     assert hosts.funs() == [("hv2", "virt.migrate_preflight"), ("hv1", "virt.migrate")]
     module_opts = hosts.calls[1][2]
