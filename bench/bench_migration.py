@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Live migration on the lab: ``salt-run virt.migrate`` against a bare libvirt ``migrateToURI3``.
 
-One running guest (BENCH_MEMORY_MIB, default 256 MiB; its disk on storage both lab hypervisors
-see) is moved back and forth: hypervisor1 -> hypervisor2 with the runner (pre-flight, progress, verification included), then
+One running guest (BENCH_MEMORY_MIB, default 256 MiB, of which BENCH_FILL_MIB, default 0, hold
+data; its disk on storage both lab hypervisors see) is moved back and forth: hypervisor1 -> hypervisor2 with the runner (pre-flight, progress, verification included), then
 hypervisor2 -> hypervisor1 with a plain ``dom.migrateToURI3`` and the same flags, ROUNDS times.
 A second guest with a local disk (overlay, copied by QEMU) is then moved there and back with the
 runner. Printed per path: wall time (median, min) and the guest's downtime from libvirt's
@@ -31,6 +31,8 @@ LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
 SHARED = os.path.join(LAB_DIR, "shared-storage")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 MEMORY = int(os.environ.get("BENCH_MEMORY_MIB", "256"))
+# Memory the guest fills with data (its name ends in -mem<N>: see lab/image/README.rst).
+FILL = int(os.environ.get("BENCH_FILL_MIB", "0"))
 ADDRESS = {"hypervisor1": "127.0.0.2", "hypervisor2": "127.0.0.3"}
 
 # The flags the runner uses for a shared-storage VM in the lab (see its "flags" return).
@@ -115,7 +117,7 @@ def line(label, values, key, unit="s"):
 
 def main():
     tag = uuid.uuid4().hex[:6]
-    shared_vm, local_vm = f"bench-mig-s{tag}", f"bench-mig-l{tag}"
+    shared_vm, local_vm = f"bench-mig-s{tag}" + (f"-mem{FILL}" if FILL else ""), f"bench-mig-l{tag}"
     pool = os.path.join(SHARED, shared_vm)
     os.makedirs(SHARED, mode=0o755, exist_ok=True)
     runner_runs, raw_runs, local_runs = [], [], []
@@ -126,6 +128,10 @@ def main():
         run("salt-run", "virt.init", local_vm, 1, 256, "/var/lib/libvirt/images/centos.qcow2",
             "enable_qcow=True", "host=hypervisor1", "--out=quiet")
         beat = wait_heartbeat("hypervisor1", shared_vm)
+        if FILL:
+            log = run("hv-exec", "hypervisor1", "cat", f"/var/log/libvirt/qemu/{shared_vm}-serial.log")
+            if f"SALTVIRT-MEMORY {FILL} MiB in use" not in log:
+                raise SystemExit(f"{shared_vm} did not fill {FILL} MiB of its memory:\n{log[-2000:]}")
         wait_heartbeat("hypervisor1", local_vm)
         for i in range(ROUNDS):
             # Each path takes each direction equally often.
@@ -145,7 +151,8 @@ def main():
             subprocess.run([os.path.join(BIN, "salt-run"), "virt.purge", vm], capture_output=True)
         shutil.rmtree(pool, ignore_errors=True)
 
-    print(f"Live migration of a running {MEMORY} MiB TCG guest between lab hypervisors ({ROUNDS} rounds)")
+    print(f"Live migration of a running {MEMORY} MiB TCG guest ({FILL} MiB of it filled with data) "
+          f"between lab hypervisors ({ROUNDS} rounds)")
     print("shared storage:")
     print(line("salt-run virt.migrate, wall (process)", runner_runs, "wall"))
     print(line("  runner function (duration_s)", runner_runs, "runner"))

@@ -309,6 +309,20 @@ echo "SALTVIRT-BOOT hostname=$HN"
 ip link set lo up 2>/dev/null
 acpid -c /etc/acpi -a /etc/acpid.conf -l /tmp/acpid.log -p /run/acpid.pid
 
+# --- memory in use (benchmarks) -----------------------------------------------------------
+# A guest named <anything>-mem<N> keeps N MiB of (non-zero) data in RAM, like a busy VM: live
+# migration then has real memory to copy, not just zero pages.
+case $HN in
+    *-mem[0-9]*)
+        mib=${HN##*-mem}
+        case $mib in *[!0-9]*) mib=0 ;; esac
+        if [ "$mib" -gt 0 ] && mkdir -p /memfill &&
+           mount -t tmpfs -o size=$((mib + 1))m tmpfs /memfill &&
+           yes SALTVIRT-MEMORY-FILL | head -c $((mib * 1048576)) > /memfill/data; then
+            echo "SALTVIRT-MEMORY $mib MiB in use"
+        fi ;;
+esac
+
 # --- heartbeat ---------------------------------------------------------------------------
 n=0
 pending=
