@@ -888,7 +888,7 @@ def _migrate_with(hosts, name, target, test, copy_storage, tunnel, offline, keep
     vm = answers[source]["migrate_source"]
     if offline is None:
         offline = vm.get("state") == "shutoff"
-    job = None
+    store, request, reserved = _reservations(), None, False
     try:
         if target is not None:
             target = str(target)
@@ -904,12 +904,12 @@ def _migrate_with(hosts, name, target, test, copy_storage, tunnel, offline, keep
         # reservation. The reservation only lasts while the migration runs.
         request = _request(f"{name}@migrate-{secrets.token_hex(4)}", vm["vcpus"], vm["memory_mib"],
                            exclude=(source,))
-        store = _reservations()
         try:
             if test:
                 target = placement.place(records, request, _policy()).require()
             else:
                 target = store.place_and_reserve(records, request, _policy()).host
+                reserved = True
         except (placement.NoHostFits, InvalidArgument) as exc:
             raise SaltRunnerError(f"cannot migrate {name}: {exc}") from exc
         job = migrator.Migrator(
@@ -919,6 +919,8 @@ def _migrate_with(hosts, name, target, test, copy_storage, tunnel, offline, keep
         )
     except BaseException:
         _drop_probes(hosts, name, {source: answers[source]})
+        if reserved:
+            store.release(request.name)
         raise
     if test:
         return job.test()
