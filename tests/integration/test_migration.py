@@ -154,33 +154,47 @@ USERFAULTFD = "/proc/sys/vm/unprivileged_userfaultfd"
 POSTCOPY_CONF = "/etc/sysctl.d/90-salt-virt-postcopy.conf"
 
 
-@pytest.fixture
-def postcopy_ready(lab):
-    """The formula's virt.postcopy applied on the hypervisors. The sysctl is machine-wide (the
-    lab's hypervisors share this machine's kernel): the old value is restored afterwards."""
+@contextlib.contextmanager
+def _userfaultfd_restored():
+    """The sysctl is machine-wide (the lab's hypervisors share this machine's kernel): put the
+    old value back afterwards."""
     with open(USERFAULTFD) as fh:
         old = fh.read().strip()
-    had_conf = os.path.exists(POSTCOPY_CONF)
     try:
-        out = lab.salt_json("hypervisor*", "state.apply", "virt.postcopy")
-        for host in ("hypervisor1", "hypervisor2"):
-            assert all(s["result"] is True for s in out[host].values()), out
-        with open(USERFAULTFD) as fh:
-            assert fh.read().strip() == "1"
         yield
     finally:
         with open(USERFAULTFD, "w") as fh:
             fh.write(old)
-        if not had_conf:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(POSTCOPY_CONF)
 
 
-def test_postcopy_switches_over_and_the_guest_carries_on(lab, vm, shared_dir, postcopy_ready):
+def _start_on_shared_storage(lab, vm, shared_dir):
+    """``vm`` running on hypervisor1 with its disk in storage both hypervisors see; its beat."""
     os.makedirs(SHARED, mode=0o755, exist_ok=True)
     disks = json.dumps([{"name": "system", "pool": shared_dir}])
     lab.run_json("virt.init", vm, "1", "256", "salt://centos.qcow2", "host=hypervisor1", f"disks={disks}")
-    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+    return wait_beat_above(lab, "hypervisor1", vm, 2)
+
+
+@pytest.fixture
+def postcopy_ready(lab):
+    """The formula's virt.postcopy applied on the hypervisors."""
+    had_conf = os.path.exists(POSTCOPY_CONF)
+    with _userfaultfd_restored():
+        try:
+            out = lab.salt_json("hypervisor*", "state.apply", "virt.postcopy")
+            for host in ("hypervisor1", "hypervisor2"):
+                assert all(s["result"] is True for s in out[host].values()), out
+            with open(USERFAULTFD) as fh:
+                assert fh.read().strip() == "1"
+            yield
+        finally:
+            if not had_conf:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(POSTCOPY_CONF)
+
+
+def test_postcopy_switches_over_and_the_guest_carries_on(lab, vm, shared_dir, postcopy_ready):
+    first = _start_on_shared_storage(lab, vm, shared_dir)
     # 2 MiB/s makes the passes slow enough for the switch after the first one.
     there = migrate(lab, vm, "hypervisor2", "postcopy=True", "max_bandwidth=2")
     assert "POSTCOPY" in there["flags"] and there["postcopy_switched"] is True, there
@@ -192,20 +206,14 @@ def test_postcopy_switches_over_and_the_guest_carries_on(lab, vm, shared_dir, po
 @pytest.fixture
 def no_userfaultfd():
     """vm.unprivileged_userfaultfd = 0 (Debian's default: virt.postcopy not applied)."""
-    with open(USERFAULTFD) as fh:
-        old = fh.read().strip()
-    with open(USERFAULTFD, "w") as fh:
-        fh.write("0")
-    yield
-    with open(USERFAULTFD, "w") as fh:
-        fh.write(old)
+    with _userfaultfd_restored():
+        with open(USERFAULTFD, "w") as fh:
+            fh.write("0")
+        yield
 
 
 def test_postcopy_without_userfaultfd_fails_cleanly(lab, vm, shared_dir, no_userfaultfd):
-    os.makedirs(SHARED, mode=0o755, exist_ok=True)
-    disks = json.dumps([{"name": "system", "pool": shared_dir}])
-    lab.run_json("virt.init", vm, "1", "256", "salt://centos.qcow2", "host=hypervisor1", f"disks={disks}")
-    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+    first = _start_on_shared_storage(lab, vm, shared_dir)
     proc, result = lab.run_json("virt.migrate", vm, "hypervisor2", "postcopy=True", check=False)
     assert proc.returncode != 0 and result["result"] is False, result
     assert "ostcopy" in result["error"] and result["host"] == "hypervisor1", result
