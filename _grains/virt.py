@@ -3,16 +3,26 @@
 ``virt_libvirt``: the version of the libvirt library a minion can use (e.g. ``'9.0.0'``;
 absent without libvirt-python), for targeting hypervisors (``salt -G 'virt_libvirt:*'``).
 
-Importing libvirt-python here, in the minion's main process (grains load there at start-up),
-also spares every ``virt.*`` job that import: job processes are forked from the main process.
-The salt-virt library itself is not imported here on purpose: a module imported by the main
-process stays in every forked job as it was, so ``saltutil.sync_all`` could not update it.
+``virt_saltvirt``: the version of the salt-virt library the hypervisor runs (absent where
+libvirt-python or the library is missing).
+
+Grains load in the minion's main process, at start-up and again after ``saltutil.sync_all``
+(the module refresh). Importing libvirt-python and the salt-virt library here spares every
+``virt.*`` job that import (about 0.1 s): job processes are forked from the main process. The
+library is imported anew on each load, so a sync brings the new code; a job forked between a
+sync and the refresh sees the files changed and imports them itself (``saltvirt.stale``).
 """
+
+import logging
+import os
+import sys
 
 try:
     import libvirt
 except ImportError:
     libvirt = None
+
+log = logging.getLogger(__name__)
 
 
 def virt_libvirt():
@@ -20,3 +30,26 @@ def virt_libvirt():
         return {}
     version = libvirt.getVersion()  # major * 1,000,000 + minor * 1,000 + release
     return {"virt_libvirt": f"{version // 1000000}.{version // 1000 % 1000}.{version % 1000}"}
+
+
+def virt_saltvirt():
+    if libvirt is None:
+        return {}  # not a hypervisor: nothing to preload
+    utils = os.path.join(__opts__.get("extension_modules") or "", "utils")
+    added = os.path.isdir(utils) and utils not in sys.path
+    if added:
+        sys.path.append(utils)  # where saltutil.sync_utils puts it; appended as Salt's loader does
+    try:
+        if hasattr(sys.modules.get("saltvirt"), "unload"):
+            sys.modules["saltvirt"].unload()  # the copy of the previous load: read the files anew
+        import saltvirt  # pylint: disable=import-outside-toplevel
+
+        saltvirt.preload()
+        return {"virt_saltvirt": saltvirt.__version__}
+    except Exception as exc:  # pylint: disable=broad-except
+        # A grain must never stop the minion; jobs then import the library themselves.
+        log.warning("virt grains: could not preload the salt-virt library: %s", exc)
+        return {}
+    finally:
+        if added:
+            sys.path.remove(utils)

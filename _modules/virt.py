@@ -26,10 +26,16 @@ Configuration (all optional)::
 
 import logging
 import os
+import sys
 import time
 
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+# The minion's main process may hold the library preloaded (_grains/virt.py): read it anew
+# if saltutil.sync_all has replaced its files since.
+if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
+    sys.modules["saltvirt"].unload_if_stale()
 
 try:
     from saltvirt import connection as virtconn

@@ -9,11 +9,18 @@ and the command it stands for behave the same, ``test=True`` included. See
 """
 
 import fnmatch
+import sys
 import time
 
-import saltvirt.tlsfiles
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-from saltvirt.errors import VirtError
+
+# The minion's main process may hold the library preloaded (_grains/virt.py): read it anew
+# if saltutil.sync_all has replaced its files since.
+if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
+    sys.modules["saltvirt"].unload_if_stale()
+
+import saltvirt.tlsfiles  # noqa: E402  (after the check above)
+from saltvirt.errors import VirtError  # noqa: E402
 
 __virtualname__ = "virt"
 

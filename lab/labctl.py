@@ -31,6 +31,9 @@ COUNT = int(os.environ.get("LAB_HYPERVISORS", "2"))
 # Extra minions that look like hypervisors but drive libvirt's test:/// driver (for scale
 # benchmarks of the runner: many hosts without many daemons).
 FAKES = int(os.environ.get("LAB_FAKE_HYPERVISORS", "0"))
+# The lab's daemons run as systemd would start them: a caller's PYTHONDONTWRITEBYTECODE (set
+# in some CI shells) would make every job and salt-run compile the synced modules anew.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 MASTER = LAB_DIR / "master"
 MASTER_CONF = MASTER / "etc" / "salt"
 IMAGES = LAB_DIR / "images"

@@ -5,4 +5,55 @@ The Salt entry points under ``_modules``, ``_runners``, ``_states``, ``_pillar``
 thin glue over these modules.
 """
 
+import importlib
+import os
+import pkgutil
+import sys
+
 __version__ = "0.1.0"
+
+#: ``{module name: (file, mtime_ns)}`` of the modules :func:`preload` imported.
+PRELOADED = {}
+
+
+def preload():
+    """Import every module of the library now and remember each file's modification time.
+
+    The minion's main process calls this (see ``_grains/virt.py``): ``virt.*`` jobs are forked
+    from it and then start with the library already imported, instead of importing it anew in
+    every job (about 0.1 s each). :func:`stale` tells a job when ``saltutil.sync_all`` has
+    replaced the files since.
+    """
+    for info in pkgutil.iter_modules(__path__):
+        if not info.ispkg:
+            importlib.import_module(f"{__name__}.{info.name}")
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and (name == __name__ or name.startswith(__name__ + ".")):
+            PRELOADED[name] = (path, os.stat(path).st_mtime_ns)
+    return sorted(PRELOADED)
+
+
+def stale():
+    """True when a file :func:`preload` imported has been changed or removed since."""
+    for path, mtime in PRELOADED.values():
+        try:
+            if os.stat(path).st_mtime_ns != mtime:
+                return True
+        except OSError:
+            return True
+    return False
+
+
+def unload():
+    """Forget the imported library, so that the next import reads the files again."""
+    for name in [n for n in sys.modules if n == __name__ or n.startswith(__name__ + ".")]:
+        del sys.modules[name]
+
+
+def unload_if_stale():
+    """Called by the Salt modules before they import the library: see :func:`preload`."""
+    if stale():
+        unload()
+        return True
+    return False

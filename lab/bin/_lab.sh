@@ -4,6 +4,8 @@ LAB_DIR=${LAB_DIR:-/var/lib/svlab}
 LAB_NETNS=${LAB_NETNS:-svlab}
 VENV=${VENV:-$LAB_ROOT/.venv}
 MASTER_CONF=$LAB_DIR/master/etc/salt
+# As on a master or hypervisor shell: Python keeps bytecode caches of the synced modules.
+unset PYTHONDONTWRITEBYTECODE
 if [ ! -e "/run/netns/$LAB_NETNS" ]; then
   echo "the lab is not running: make lab-up" >&2
   exit 1
