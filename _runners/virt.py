@@ -817,7 +817,8 @@ def migrate(name, target=None, test=False, copy_storage=None, tunnel=None, offli
         only inside ``virt:images/<name>/``).
     live, persistent, undefinesource, max_bandwidth (MiB/s), max_downtime (ms), postcopy,
     auto_converge, compressed, parallel_connections, tls, migration_uri, peer2peer, timeout (s)
-        Passed to the execution module's ``virt.migrate``.
+        Passed to the execution module (``virt.migrate_in`` on the target, which starts the
+        migration on the source's libvirt).
 
     The return has ``result``; a failed migration returns ``result: False``, ``error``, where
     the VM is and what was cleaned up (and salt-run exits non-zero).

@@ -1135,6 +1135,73 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
     return result
 
 
+#: Options of :func:`migrate` that :func:`migrate_in` passes through.
+PULL_OPTIONS = ("live", "persistent", "undefinesource", "max_bandwidth", "max_downtime", "postcopy",
+                "auto_converge", "compressed", "parallel_connections", "tunnel", "tls",
+                "migration_uri", "peer2peer", "timeout")
+
+
+def migrate_in(conn, facts, source_conn, dest_uri, journal, *, copy_storage=None, offline=False,
+               progress=None, announce=None, **options):
+    """The whole migration, run on the target: the VM is pulled, in one call.
+
+    ``conn``: this host (the target); ``facts``: the source's :func:`source_facts`;
+    ``source_conn``: the source's libvirt, or a :class:`VirtError` saying why it cannot be
+    opened; ``dest_uri``: how the source reaches this host. Steps: :func:`preflight` here, the
+    probe files this host sees removed (the others are the caller's), disks pre-created
+    (:func:`prepare_disks`, journaled in ``journal``), then :func:`migrate` started on the
+    source's libvirt, which drives it peer to peer (the same job as a push from the source).
+    ``announce(step, **data)`` says which step starts (``prepare``, ``migrate``); ``options``: :data:`PULL_OPTIONS`.
+
+    Returns a dict with ``checks``, ``storage``, ``probes_removed`` and then either
+    ``refused: True`` (nothing changed), or the plan and :func:`migrate`'s result, or ``error``
+    (with ``prepared``, ``phase``, ``source_state``): the caller decides the recovery.
+    """
+    unknown = sorted(set(options) - set(PULL_OPTIONS))
+    if unknown:
+        raise InvalidArgument(f"unknown migration option(s): {', '.join(unknown)}")
+    report = preflight(conn, facts, copy_storage=copy_storage, offline=offline)
+    probe = facts.get("probe") or {}
+    out = {"refused": False, "checks": report["checks"], "storage": report["storage"],
+           "probes_removed": remove_probes(probe.get("dirs"), probe.get("token"))}
+    reach = {"check": "reaches the source", "ok": not isinstance(source_conn, Exception),
+             "detail": str(source_conn) if isinstance(source_conn, Exception) else "libvirt of the source answers"}
+    out["checks"].insert(0, reach)
+    storage = report["storage"]
+    the_plan = None
+    if report["ok"] and reach["ok"]:
+        try:
+            the_plan = plan(offline=offline, copy_storage=storage["copy_storage"],
+                            migrate_disks=storage["migrate_disks"], unsafe=storage["unsafe"],
+                            **{k: v for k, v in options.items() if k not in ("max_downtime", "timeout")})
+        except InvalidArgument as exc:
+            out["checks"].append({"check": "options", "ok": False, "detail": str(exc)})
+    if the_plan is None:
+        out.update(refused=True, ok=False)
+        return out
+    out.update(ok=True, plan=the_plan.to_dict())
+    prepared = []
+    try:
+        if storage["create"]:
+            if announce:
+                announce("prepare", disks=len(storage["create"]))
+            prepared = prepare_disks(storage["create"], journal, source_conn, facts["name"])["created"]
+        if announce:
+            announce("migrate", mode=the_plan.mode, migrate_disks=list(storage["migrate_disks"]))
+        result = migrate(source_conn, facts["name"], dest_uri, offline=offline,
+                         copy_storage=storage["copy_storage"], migrate_disks=storage["migrate_disks"],
+                         unsafe=storage["unsafe"], dest_conn=conn, progress=progress, **options)
+    except MigrationFailed as exc:
+        out.update(error=str(exc), phase=exc.phase, source_state=exc.source_state, prepared=prepared)
+        return out
+    except VirtError as exc:
+        out.update(error=str(exc), prepared=prepared)
+        return out
+    out.update(result)
+    out["prepared"] = prepared
+    return out
+
+
 def _state_after(conn, uuid):
     try:
         dom = conn.lookupByUUIDString(uuid)

@@ -14,13 +14,14 @@ Steps of a migration (each a module function on one minion)::
 
     survey (all hypervisors, done by the caller)  where the VM is, host capacity, and the
                                                    source's facts with probe files
-    virt.migrate_preflight   (target)             can it take the VM? which disks are shared?
-    virt.migrate_prepare     (target)             pre-create the disks QEMU copies into
-    virt.migrate             (source)             the migration; returns both hosts' view after
-    virt.migrate_cleanup     (source / target)    stale copies after success, traces after failure
+    virt.migrate_in          (target)             pre-flight, disks created, then the VM
+                                                   pulled: the source's libvirt drives the
+                                                   migration; both hosts' view comes back
+    virt.migrate_cleanup     (source / target)    stale copies and unseen probes after
+                                                   success, traces after a failure
+    virt.migrate_preflight   (target)             pre-flight only (``test=True``)
 
-The survey already carries the source's facts, so a migration over shared storage costs three
-Salt round trips: survey, pre-flight, migrate.
+A migration over shared storage therefore costs two Salt round trips: survey and migrate_in.
 """
 
 import secrets
@@ -28,7 +29,7 @@ import secrets
 from saltvirt import migration
 from saltvirt.errors import InvalidArgument, VirtError
 
-#: Options passed through to the execution module's ``virt.migrate``.
+#: Options passed through to the execution module's ``virt.migrate_in`` (and ``virt.migrate``).
 MODULE_OPTIONS = (
     "live", "persistent", "undefinesource", "max_bandwidth", "max_downtime", "postcopy",
     "auto_converge", "compressed", "parallel_connections", "tls", "migration_uri", "peer2peer",
@@ -104,6 +105,7 @@ class Migrator:
         self.prepare_timeout, self.migrate_timeout = prepare_timeout, migrate_timeout
         self.facts = (answers.get(source) or {}).get("migrate_source") or {}
         self.dest = migration.dest_uri(answers[target].get("address") or target)
+        self.source_uri = migration.dest_uri(answers[source].get("address") or source)
 
     # ------------------------------------------------------------------ pre-flight
 
@@ -122,7 +124,8 @@ class Migrator:
         if not self.facts:
             raise MigrationRefused(f"{self.source} sent no migration facts for {self.name}")
         report = self.hosts.call(self.target, "virt.migrate_preflight", [self.facts],
-                                 {"copy_storage": self.copy_storage, "offline": self.offline})
+                                 {"copy_storage": self.copy_storage, "offline": self.offline,
+                                  "source": self.source_uri})
         if reach:
             check = self.hosts.call(self.source, "virt.migrate_source_info", [self.name],
                                     {"dest": self.dest, "probe": False}).get("dest_check") or {}
@@ -161,84 +164,106 @@ class Migrator:
     # ------------------------------------------------------------------ the migration
 
     def run(self):
-        """Migrate; the structured result has ``result`` True, or False with the recovery."""
-        name, source, target = self.name, self.source, self.target
-        self.hosts.progress(f"Pre-flight checks for {name}: {source} -> {target}")
-        try:
-            report = self.preflight()
-            storage = report["storage"]
-            if not report["ok"]:
-                failed = "; ".join(f"{c['check']}: {c['detail']}" for c in failed_checks(report))
-                raise MigrationRefused(f"cannot migrate {name} from {source} to {target}: {failed}")
-            the_plan = self.plan(storage)
-        except BaseException:
-            self.remove_probes()
-            raise
-        token = secrets.token_hex(8)
-        prepared = None
-        if storage["create"]:
-            self.hosts.progress(f"Preparing {len(storage['create'])} disk(s) of {name} on {target}",
-                                host=target, token=token)
-            source_uri = migration.dest_uri(self.answers[source].get("address") or source)
-            try:
-                prepared = self.hosts.call(target, "virt.migrate_prepare", [name, storage["create"], token],
-                                           {"source": source_uri}, timeout=self.prepare_timeout)
-            except BaseException:
-                self.remove_probes()
-                raise
+        """Migrate; the structured result has ``result`` True, or False with the recovery.
 
+        One job on the target (``virt.migrate_in``) checks, prepares and pulls the VM; the
+        source's libvirt drives the migration. Failures are recovered here, from both hosts'
+        view afterwards.
+        """
+        name, source, target = self.name, self.source, self.target
+        if not self.facts:
+            self.remove_probes()
+            raise MigrationRefused(f"{source} sent no migration facts for {name}")
+        self.hosts.progress(f"Pre-flight checks for {name}: {source} -> {target}")
+        token = secrets.token_hex(8)
+        tag = f"saltvirt/migrate/{token}/progress"
         module_opts = {k: self.opts[k] for k in MODULE_OPTIONS if k in self.opts}
-        module_opts.update(
-            copy_storage=storage["copy_storage"], migrate_disks=storage["migrate_disks"],
-            unsafe=storage["unsafe"], tunnel=self.tunnel, offline=self.offline,
-            probe=self.facts.get("probe"), progress_tag=f"saltvirt/migrate/{token}/progress",
-        )
-        copying = ", copying " + ", ".join(storage["migrate_disks"]) if storage["migrate_disks"] else ""
-        self.hosts.progress(f"Migrating {name} from {source} to {target} ({the_plan.mode}{copying})",
-                            host=source)
+        module_opts.update(copy_storage=self.copy_storage, offline=self.offline, tunnel=self.tunnel,
+                           token=token, progress_tag=tag, dest=self.dest)
+
+        def on_progress(data):
+            step = data.get("step")  # a step starts on the target, or the job's statistics
+            if step == "prepare":
+                self.hosts.progress(f"Preparing {data.get('disks')} disk(s) of {name} on {target}", host=target)
+            elif step == "migrate":
+                disks = data.get("migrate_disks") or []
+                copying = ", copying " + ", ".join(disks) if disks else ""
+                self.hosts.progress(f"Migrating {name} from {source} to {target} ({data.get('mode')}{copying})",
+                                    host=source)
+            else:
+                self.hosts.progress(progress_line(name, data), host=source, progress=data)
+
         error, ret = None, None
         try:
-            data = self.hosts.watch(
-                source, "virt.migrate", [name, self.dest], module_opts, module_opts["progress_tag"],
-                lambda p: self.hosts.progress(progress_line(name, p), host=source, progress=p),
-                self.migrate_timeout,
-            )
+            data = self.hosts.watch(target, "virt.migrate_in", [name, self.facts, self.source_uri], module_opts,
+                                    tag, on_progress, self.prepare_timeout + self.migrate_timeout)
             ret = data.get("return")
-            if data.get("retcode") or not isinstance(ret, dict):
-                error = ret.removeprefix("ERROR: ") if isinstance(ret, str) else f"virt.migrate failed: {ret}"
+            if not isinstance(ret, dict):
+                error = ret.removeprefix("ERROR: ") if isinstance(ret, str) else f"virt.migrate_in failed: {ret}"
+                ret = None
+            elif ret.get("refused"):
+                self.remove_probes()
+                failed = "; ".join(f"{c['check']}: {c['detail']}" for c in failed_checks(ret))
+                raise MigrationRefused(f"cannot migrate {name} from {source} to {target}: {failed}")
+            elif ret.get("error") or data.get("retcode"):
+                error = ret.get("error") or f"virt.migrate_in failed: {ret}"
+                state = ret.get("source_state")
+                if isinstance(state, dict):  # what the source's libvirt said right after
+                    error += (f"; {name} is still {state.get('state')} on {source}" if state.get("defined")
+                              else f"; {name} is no longer defined on {source}")
+        except MigrationRefused:
+            raise
         except Exception as exc:  # pylint: disable=broad-except
             error = str(exc)  # whatever broke, the hosts' state decides what happens next
 
+        ret = ret or {}
         if error is None and ret.get("target_status") and ret.get("source_status"):
-            # The source saw both libvirts right after the switch-over: no need to ask again.
+            # Both libvirts' view right after the switch-over came back with the job.
             status, status_errors = {source: ret["source_status"], target: ret["target_status"]}, {}
         else:
             status, status_errors = self.hosts.status(name, [source, target])
-        return self._conclude(token, storage, the_plan, prepared, error, ret, status, status_errors)
+        return self._conclude(token, ret, error, status, status_errors)
 
-    def _conclude(self, token, storage, the_plan, prepared, error, ret, status, status_errors):
+    def _probes_left(self, ret):
+        """Probe dirs the target could not see (not shared): only the source can remove them."""
+        probe = self.facts.get("probe") or {}
+        if not probe.get("dirs"):
+            return None
+        if "probes_removed" not in ret:
+            return probe  # unknown: remove them all (harmless if gone)
+        left = sorted(set(probe["dirs"]) - set(ret["probes_removed"] or ()))
+        return {"token": probe["token"], "dirs": left} if left else None
+
+    def _conclude(self, token, ret, error, status, status_errors):
         name, source, target = self.name, self.source, self.target
         src, dst = status.get(source) or {}, status.get(target) or {}
         landed = arrived(dst, self.offline)
         gone = left(src, self.opts.get("undefinesource", True)) and source not in status_errors
+        storage, the_plan = ret.get("storage") or {}, ret.get("plan") or {}
         result = {
             "name": name, "source": source, "target": target, "dest_uri": self.dest,
-            "mode": the_plan.mode, "flags": the_plan.flags, "copy_storage": storage["copy_storage"],
-            "storage": {d["target"]: d["action"] for d in storage["disks"]},
-            "notes": the_plan.notes + storage["notes"],
+            "mode": the_plan.get("mode"), "flags": the_plan.get("flags"),
+            "copy_storage": storage.get("copy_storage"),
+            "storage": {d["target"]: d["action"] for d in storage.get("disks") or ()},
+            "notes": list(the_plan.get("notes") or ()) + list(storage.get("notes") or ()),
             "token": token,  # names the target's journal: virt.migrate_cleanup <vm> token=<token>
         }
+        probes = self._probes_left(ret)
         if error is None and landed and gone:
-            job = dst.get("job") or (ret or {}).get("job") or {}
+            job = dst.get("job") or ret.get("job") or {}
             result.update(result=True, host=target, state=dst.get("state"),
-                          migration_s=(ret or {}).get("duration_s"),
-                          postcopy_switched=bool((ret or {}).get("postcopy_switched")),
+                          migration_s=ret.get("duration_s"),
+                          postcopy_switched=bool(ret.get("postcopy_switched")),
                           downtime_ms=job.get("downtime_ms"), job=job)
-            copied = [c["path"] for c in storage["create"]]
+            cleanup = {}
+            copied = [c["path"] for c in storage.get("create") or ()]
             if copied and not self.keep_source_disks:
+                cleanup["stale"] = copied
+            if probes:
+                cleanup["probe"] = probes
+            if cleanup:
                 try:
-                    result["source_cleanup"] = self.hosts.call(source, "virt.migrate_cleanup", [name],
-                                                               {"stale": copied})
+                    result["source_cleanup"] = self.hosts.call(source, "virt.migrate_cleanup", [name], cleanup)
                 except VirtError as exc:
                     result["source_cleanup"] = {"error": str(exc)}
             self.hosts.progress(f"{name} is {dst.get('state')} on {target} "
@@ -246,7 +271,12 @@ class Migrator:
             return result
         if error is None and landed and not gone:
             error = f"{name} arrived on {target} but is still defined on {source}: {src}"
-        return self._failed(token, prepared, error, status, status_errors, result)
+        if probes:
+            try:
+                self.hosts.call(source, "virt.migrate_cleanup", [name], {"probe": probes})
+            except VirtError as exc:
+                result["probes_left"] = {"error": str(exc), **probes}
+        return self._failed(token, ret.get("prepared"), error, status, status_errors, result)
 
     def _failed(self, token, prepared, error, status, status_errors, result):
         """Make sure the VM runs on the source only, and remove what this migration made on the target."""
@@ -288,7 +318,7 @@ class Migrator:
             status={source: src or status_errors.get(source), target: dst or status_errors.get(target)},
         )
         if prepared:
-            result["prepared"] = prepared.get("created")
+            result["prepared"] = prepared
         return result
 
 

@@ -79,6 +79,7 @@ def lab():
     lab = Lab()
     # The bundle under test is the working tree: make the minions load the current code.
     lab.run("salt", "hypervisor*", "saltutil.sync_all", timeout=300)
+    lab.run("salt-run", "saltutil.sync_all", timeout=300)  # the master's copy of the library too
     return lab
 
 

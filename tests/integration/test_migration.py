@@ -325,6 +325,29 @@ def test_a_full_target_disk_is_refused_before_anything_moves(lab, vm):
     _assert_only_on_source(lab, vm, first)
 
 
+def test_a_target_that_cannot_reach_the_source_refuses_cleanly(lab, vm):
+    """The target pulls the VM: it must reach the source's libvirt too (TLS port 16514)."""
+    lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
+                 "host=hypervisor1")
+    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+    # Connections to hypervisor1's libvirtd are refused; hypervisor1's own connection to
+    # hypervisor2 (the migration itself) would still work.
+    rule = ["INPUT", "-d", "127.0.0.2", "-p", "tcp", "--dport", "16514", "-j", "REJECT",
+            "--reject-with", "tcp-reset"]
+    netns = ["nsenter", f"--net=/run/netns/{os.environ.get('LAB_NETNS', 'svlab')}", "iptables"]
+    subprocess.run([*netns, "-I", *rule], check=True)
+    try:
+        proc = lab.run("salt-run", "virt.migrate", vm, "hypervisor2", "--out=json", check=False)
+    finally:
+        subprocess.run([*netns, "-D", *rule], check=False, capture_output=True)
+    assert proc.returncode != 0
+    assert "reaches the source" in proc.stdout and "127.0.0.2" in proc.stdout, proc.stdout
+    # The source's probe file (its disk is local: the target never saw it) is gone too.
+    listing = lab.hv("hypervisor1", "ls", "-A", f"/srv/salt-images/{vm}").stdout.split()
+    assert not [f for f in listing if f.startswith(".saltvirt")], listing
+    _assert_only_on_source(lab, vm, first)
+
+
 def test_errors_are_clear(lab, vm):
     lab.run_json("virt.init", vm, "1", "128", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
                  "host=hypervisor1", "start=False")

@@ -29,11 +29,14 @@ def survey(copy=False):
 
 
 class FakeHosts:
-    """Answers the module calls from a script and records them."""
+    """Answers the module calls from a script and records them.
 
-    def __init__(self, storage, preflight_ok=True, migrate=None, status=None, fail=()):
+    ``migrate_in``: the data of the target's job (``{"retcode", "return"}``) or an exception.
+    """
+
+    def __init__(self, storage, preflight_ok=True, migrate_in=None, status=None, fail=()):
         self.storage, self.preflight_ok = storage, preflight_ok
-        self.migrate_data = migrate
+        self.migrate_in = migrate_in
         self.status_answer = status
         self.fail = set(fail)
         self.calls, self.events = [], []
@@ -47,8 +50,6 @@ class FakeHosts:
             return {"ok": self.preflight_ok, "checks": checks, "storage": self.storage}
         if fun == "virt.migrate_source_info":
             return {"dest_check": {"ok": True, "detail": "hv1 reaches hv2"}}
-        if fun == "virt.migrate_prepare":
-            return {"created": [c["path"] for c in self.storage["create"]]}
         if fun == "virt.resume":
             return {"resumed": True}
         return {"host": host}
@@ -59,10 +60,11 @@ class FakeHosts:
 
     def watch(self, host, fun, arg, kwarg, tag, on_progress, timeout):
         self.calls.append((host, fun, kwarg))
+        on_progress({"step": "migrate", "mode": "peer2peer", "migrate_disks": ["vda"]})
         on_progress({"memory_total_mib": 256, "memory_percent": 50.0, "elapsed_s": 1})
-        if isinstance(self.migrate_data, Exception):
-            raise self.migrate_data
-        return self.migrate_data
+        if isinstance(self.migrate_in, Exception):
+            raise self.migrate_in
+        return self.migrate_in
 
     def progress(self, message, **data):
         self.events.append(message)
@@ -76,45 +78,56 @@ ARRIVED = {"defined": True, "active": True, "state": "running", "migrated_in": T
 GONE = {"defined": False}
 RUNNING_HERE = {"defined": True, "active": True, "state": "running", "reason": 1}
 PAUSED_FOR_MIGRATION = {"defined": True, "active": True, "state": "paused", "reason": 2}
+PLAN = {"mode": "peer2peer", "flags": ["LIVE", "PEER2PEER"], "notes": []}
 
 
-def ok_return():
-    return {"retcode": 0, "return": {"duration_s": 2.1, "source_status": GONE, "target_status": ARRIVED}}
+def job(storage, retcode=0, seen=True, **ret):
+    """The target job's data: the probe seen (shared) or not, then ``ret``."""
+    base = {"refused": False, "checks": [{"check": "memory", "ok": True, "detail": "ok"}],
+            "storage": storage, "probes_removed": list(PROBE["dirs"]) if seen else [], "plan": PLAN,
+            "prepared": [c["path"] for c in storage["create"]]}
+    base.update(ret)
+    return {"retcode": retcode, "return": base}
+
+
+def ok_job(storage, **kw):
+    return job(storage, duration_s=2.1, source_status=GONE, target_status=ARRIVED, **kw)
 
 
 def make(hosts, answers, **kw):
     return migrator.Migrator(hosts, "vm1", "hv1", "hv2", answers, **kw)
 
 
-def test_shared_storage_takes_preflight_and_migrate_only():
+def test_shared_storage_takes_one_job_on_the_target():
     answers, storage = survey()
-    hosts = FakeHosts(storage, migrate=ok_return())
+    hosts = FakeHosts(storage, migrate_in=ok_job(storage))
     result = make(hosts, answers, opts={"max_downtime": 300}).run()
     assert result["result"] is True and result["host"] == "hv2"
     assert result["downtime_ms"] == 42 and result["migration_s"] == 2.1
-    assert result["postcopy_switched"] is False
-    # the source's own view after the switch-over verifies it: no status round trip
-    assert hosts.funs() == [("hv2", "virt.migrate_preflight"), ("hv1", "virt.migrate")]
-    module_opts = hosts.calls[1][2]
-    assert module_opts["probe"] == PROBE and module_opts["max_downtime"] == 300
-    assert module_opts["progress_tag"].startswith("saltvirt/migrate/")
+    assert result["postcopy_switched"] is False and result["mode"] == "peer2peer"
+    # the job brings both hosts' view after the switch-over: no status round trip, and the
+    # target removed the probe it saw: nothing to do on the source
+    assert hosts.funs() == [("hv2", "virt.migrate_in")]
+    module_opts = hosts.calls[0][2]
+    assert module_opts["max_downtime"] == 300 and module_opts["dest"] == "qemu+tls://10.0.0.2/system"
+    assert module_opts["progress_tag"].startswith("saltvirt/migrate/") and module_opts["token"]
     assert any("memory 50%" in e for e in hosts.events)
+    assert "Migrating vm1 from hv1 to hv2 (peer2peer, copying vda)" in hosts.events
 
 
-def test_copied_disks_are_prepared_then_stale_copies_removed():
+def test_copied_disks_then_stale_copies_and_unseen_probes_removed_on_the_source():
     answers, storage = survey(copy=True)
-    hosts = FakeHosts(storage, migrate=ok_return())
-    result = make(hosts, answers).run()
+    hosts = FakeHosts(storage, migrate_in=ok_job(storage, seen=False))
+    result = make(hosts, answers, copy_storage="inc").run()
     assert result["result"] is True
-    assert hosts.funs() == [("hv2", "virt.migrate_preflight"), ("hv2", "virt.migrate_prepare"),
-                            ("hv1", "virt.migrate"), ("hv1", "virt.migrate_cleanup")]
-    assert hosts.calls[-1][2] == {"stale": ["/srv/salt-images/vm1/system.qcow2"]}
-    assert hosts.calls[2][2]["migrate_disks"] == ["vda"]
+    assert hosts.funs() == [("hv2", "virt.migrate_in"), ("hv1", "virt.migrate_cleanup")]
+    assert hosts.calls[0][2]["copy_storage"] == "inc"
+    assert hosts.calls[-1][2] == {"stale": ["/srv/salt-images/vm1/system.qcow2"], "probe": PROBE}
 
 
 def test_failed_stale_cleanup_does_not_undo_a_good_migration():
     answers, storage = survey(copy=True)
-    hosts = FakeHosts(storage, migrate=ok_return(), fail={("hv1", "virt.migrate_cleanup")})
+    hosts = FakeHosts(storage, migrate_in=ok_job(storage), fail={("hv1", "virt.migrate_cleanup")})
     result = make(hosts, answers).run()
     assert result["result"] is True
     assert "boom" in result["source_cleanup"]["error"]
@@ -122,68 +135,77 @@ def test_failed_stale_cleanup_does_not_undo_a_good_migration():
 
 def test_keep_source_disks_skips_the_stale_cleanup():
     answers, storage = survey(copy=True)
-    hosts = FakeHosts(storage, migrate=ok_return())
+    hosts = FakeHosts(storage, migrate_in=ok_job(storage))
     make(hosts, answers, keep_source_disks=True).run()
     assert ("hv1", "virt.migrate_cleanup") not in hosts.funs()
 
 
-def test_refused_preflight_removes_probes_and_changes_nothing():
+def test_refused_by_the_target_removes_probes_and_changes_nothing():
     answers, storage = survey()
-    hosts = FakeHosts(storage, preflight_ok=False)
+    refused = job(storage, retcode=1, seen=False, refused=True, ok=False,
+                  checks=[{"check": "memory", "ok": False, "detail": "256 MiB free"}])
+    hosts = FakeHosts(storage, migrate_in=refused)
     with pytest.raises(migrator.MigrationRefused, match="memory: 256 MiB free"):
         make(hosts, answers).run()
-    assert hosts.funs() == [("hv2", "virt.migrate_preflight"), ("hv1", "virt.migrate_cleanup")]
+    assert hosts.funs() == [("hv2", "virt.migrate_in"), ("hv1", "virt.migrate_cleanup")]
     assert hosts.calls[-1][2] == {"probe": PROBE}
 
 
-def test_failed_prepare_removes_probes():
-    answers, storage = survey(copy=True)
-    hosts = FakeHosts(storage, fail={("hv2", "virt.migrate_prepare")})
-    with pytest.raises(VirtError, match="boom"):
+def test_no_facts_is_refused_before_any_job():
+    answers, storage = survey()
+    answers["hv1"]["migrate_source"] = {}
+    hosts = FakeHosts(storage)
+    with pytest.raises(migrator.MigrationRefused, match="no migration facts"):
         make(hosts, answers).run()
-    assert hosts.funs()[-1] == ("hv1", "virt.migrate_cleanup")
+    assert ("hv2", "virt.migrate_in") not in hosts.funs()
 
 
 def test_failure_with_vm_paused_on_source_resumes_it_and_cleans_target():
     answers, storage = survey(copy=True)
-    hosts = FakeHosts(storage, migrate={"retcode": 1, "return": "ERROR: target libvirtd went away"},
+    failed = job(storage, retcode=1, seen=False, error="target libvirtd went away",
+                 source_state={"defined": True, "state": "paused"})
+    hosts = FakeHosts(storage, migrate_in=failed,
                       status=({"hv1": PAUSED_FOR_MIGRATION, "hv2": {"defined": False}}, {}))
     result = make(hosts, answers).run()
     assert result["result"] is False and result["retcode"] == 1
-    assert result["error"] == "target libvirtd went away"
+    assert result["error"] == "target libvirtd went away; vm1 is still paused on hv1"
     assert result["host"] == "hv1"
     assert result["recovery"]["resumed"] is True
     cleanup = [c for c in hosts.calls if c[:2] == ("hv2", "virt.migrate_cleanup")]
     assert cleanup and cleanup[0][2]["remove_domain"] is True and cleanup[0][2]["uuid"] == "u-1"
-    assert cleanup[0][2]["token"] == result["token"]
+    assert cleanup[0][2]["token"] == result["token"] == hosts.calls[0][2]["token"]
     assert result["prepared"] == ["/srv/salt-images/vm1/system.qcow2"]
+    # the probe the target could not see is removed on the source
+    assert ("hv1", "virt.migrate_cleanup", {"probe": PROBE}) in hosts.calls
 
 
 def test_failure_while_vm_runs_on_target_touches_nothing():
     answers, storage = survey()
-    hosts = FakeHosts(storage, migrate=VirtError("virt.migrate on hv1 vanished"),
+    hosts = FakeHosts(storage, migrate_in=VirtError("virt.migrate_in on hv2 vanished"),
                       status=({"hv1": PAUSED_FOR_MIGRATION, "hv2": ARRIVED}, {}))
     result = make(hosts, answers).run()
     assert result["result"] is False and result["host"] == "hv2"
     assert "nothing was resumed or cleaned up" in result["recovery"]["note"]
-    assert not any(f in ("virt.resume", "virt.migrate_cleanup") for _, f in hosts.funs())
+    assert ("hv1", "virt.resume") not in hosts.funs()
+    assert ("hv2", "virt.migrate_cleanup") not in hosts.funs()
 
 
 def test_vm_running_nowhere_is_reported_not_guessed():
     answers, storage = survey()
-    hosts = FakeHosts(storage, migrate={"retcode": 1, "return": "ERROR: x"},
+    hosts = FakeHosts(storage, migrate_in={"retcode": 1, "return": "ERROR: x"},
                       status=({"hv1": GONE}, {"hv2": "hv2 did not answer"}))
     result = make(hosts, answers).run()
     assert result["result"] is False and result["host"] is None
     assert "neither" in result["recovery"]["note"]
     assert result["status"]["hv2"] == "hv2 did not answer"
+    assert result["error"] == "x"
 
 
 def test_arrived_but_still_defined_on_source_is_a_failure():
     answers, storage = survey()
-    data = ok_return()
+    data = ok_job(storage)
     data["return"]["source_status"] = RUNNING_HERE | {"active": False, "state": "shutoff"}
-    hosts = FakeHosts(storage, migrate=data)
+    hosts = FakeHosts(storage, migrate_in=data)
     result = make(hosts, answers).run()
     assert result["result"] is False
     assert "still defined on hv1" in result["error"]
@@ -192,7 +214,7 @@ def test_arrived_but_still_defined_on_source_is_a_failure():
 
 def test_no_status_in_return_asks_both_hosts():
     answers, storage = survey()
-    hosts = FakeHosts(storage, migrate={"retcode": 0, "return": {"duration_s": 1.0}},
+    hosts = FakeHosts(storage, migrate_in=job(storage, duration_s=1.0),
                       status=({"hv1": GONE, "hv2": ARRIVED}, {}))
     assert make(hosts, answers).run()["result"] is True
     assert (("hv1", "hv2"), "virt.migrate_status") in hosts.funs()
@@ -205,6 +227,8 @@ def test_test_mode_reports_checks_reachability_and_plan():
     assert result["test"] is True and result["ok"] is True
     assert result["checks"][0] == {"check": "hv1 reaches hv2", "ok": True, "detail": "hv1 reaches hv2"}
     assert result["plan"]["mode"] and result["dest_uri"] == "qemu+tls://10.0.0.2/system"
+    assert hosts.calls[0][:2] == ("hv2", "virt.migrate_preflight")
+    assert hosts.calls[0][2]["source"] == "qemu+tls://10.0.0.1/system"  # the target must reach it
     assert hosts.funs()[-1] == ("hv1", "virt.migrate_cleanup")  # probes removed
     assert ("hv1", "virt.migrate") not in hosts.funs()
 
