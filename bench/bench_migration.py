@@ -84,7 +84,8 @@ def runner_migrate(vm, target):
     result = last_json(out)
     assert result["result"] is True, result
     return {"wall": wall, "runner": result["duration_s"], "libvirt": result["migration_s"],
-            "downtime_ms": result["downtime_ms"], "flags": result["flags"]}
+            "downtime_ms": result["downtime_ms"], "flags": result["flags"],
+            "job_s": (result["job"].get("total_time_ms") or 0) / 1000 or None}
 
 
 def raw_migrate(vm, source, target):
@@ -93,6 +94,7 @@ def raw_migrate(vm, source, target):
     out = run("hv-exec", source, PYTHON, "-c", RAW, vm, f"qemu+tls://{ADDRESS[target]}/system")
     data = json.loads(out.strip().splitlines()[-1])
     data["wall"] = time.monotonic() - started
+    data["job_s"] = (data.get("total_ms") or 0) / 1000 or None
     return data
 
 
@@ -163,16 +165,23 @@ def main():
     for r in runner_runs:
         r["own"] = r["runner"] - r["libvirt"]
     print(line("  runner's own time (function - libvirt)", runner_runs, "own"))
+    print(line("  libvirt's own job time (time_elapsed)", runner_runs, "job_s"))
     print(line("  guest downtime", runner_runs, "downtime_ms", "ms"))
     print(f"  flags: {' '.join(sorted(runner_runs[0]['flags']))}")
     print(line("raw migrateToURI3 (same flags), call only", raw_runs, "seconds"))
+    print(line("  libvirt's own job time (time_elapsed)", raw_runs, "job_s"))
     print(line("raw, incl. python start + hv-exec", raw_runs, "wall"))
     print(line("  guest downtime", raw_runs, "downtime_ms", "ms"))
+    if os.environ.get("BENCH_VERBOSE"):
+        print("  each run, libvirt call (s): runner", sorted(round(r["libvirt"], 2) for r in runner_runs),
+              "raw", sorted(round(r["seconds"], 2) for r in raw_runs))
     overhead = statistics.median(r["wall"] for r in runner_runs) - statistics.median(
         r["seconds"] for r in raw_runs)
     print(f"  runner overhead over raw libvirt (median wall - median call): {overhead:.2f} s")
     med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
     print(f"  ratio runner function / raw call:               {med(runner_runs, 'runner') / med(raw_runs, 'seconds'):.2f}x")
+    print(f"  ratio (raw call + runner's own time) / raw call: "
+          f"{(med(raw_runs, 'seconds') + med(runner_runs, 'own')) / med(raw_runs, 'seconds'):.2f}x")
     print(f"  ratio salt-run process / raw process:           {med(runner_runs, 'wall') / med(raw_runs, 'wall'):.2f}x")
     print("local disk (qcow2 overlay, copy-storage inc + seed ISO fetched), runner there and back:")
     print(line("salt-run virt.migrate, wall (process)", local_runs, "wall"))
