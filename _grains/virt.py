@@ -33,8 +33,8 @@ def virt_libvirt():
 
 
 def virt_saltvirt():
-    if libvirt is None:
-        return {}  # not a hypervisor: nothing to preload
+    if libvirt is None or __opts__.get("__role") != "minion":
+        return {}  # not a hypervisor (or the master's own grains): nothing to preload
     utils = os.path.join(__opts__.get("extension_modules") or "", "utils")
     added = os.path.isdir(utils) and utils not in sys.path
     if added:

@@ -1151,7 +1151,8 @@ def migrate_in(conn, facts, source_conn, dest_uri, journal, *, copy_storage=None
     probe files this host sees removed (the others are the caller's), disks pre-created
     (:func:`prepare_disks`, journaled in ``journal``), then :func:`migrate` started on the
     source's libvirt, which drives it peer to peer (the same job as a push from the source).
-    ``announce(step, **data)`` says which step starts (``prepare``, ``migrate``); ``options``: :data:`PULL_OPTIONS`.
+    ``announce(step, **data)`` says which step starts (``prepare``, ``migrate``); ``options``:
+    :data:`PULL_OPTIONS`.
 
     Returns a dict with ``checks``, ``storage``, ``probes_removed`` and then either
     ``refused: True`` (nothing changed), or the plan and :func:`migrate`'s result, or ``error``

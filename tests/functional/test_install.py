@@ -25,7 +25,7 @@ PROBE = textwrap.dedent("""
         "runner": "virt.query" in runners and "virt.init" in runners,
         "state": "virt.keys" in states,
         "outputter": "virt_query" in outputters,
-        "grains": isinstance(grains.get("virt_libvirt"), str),
+        "grains": isinstance(grains.get("virt_libvirt"), str) and grains.get("virt_saltvirt") == saltvirt.__version__,
         "pillar_dir": any(p.endswith("saltvirt/ext/pillar")
                           for p in salt.loader._module_dirs(master, "pillar")),
         "library": saltvirt.__file__,
