@@ -1374,12 +1374,9 @@ def migrate_preflight(facts, copy_storage=None, offline=False, source=None, **kw
     except VirtError as exc:
         _raise(exc)
     if source:
-        uri = _uri(source)
-        try:
-            with virtconn.opened(uri):
-                check = {"check": "reaches the source", "ok": True, "detail": f"{__opts__['id']} reaches {uri}"}
-        except VirtError as exc:
-            check = {"check": "reaches the source", "ok": False, "detail": str(exc)}
+        sconn, check = migration.reach_source(_uri(source))
+        if sconn is not None:
+            sconn.close()
         report["checks"].insert(0, check)
         report["ok"] = report["ok"] and check["ok"]
     report["host"] = __opts__["id"]
@@ -1451,21 +1448,13 @@ def migrate_in(name, facts, source, dest=None, copy_storage=None, offline=False,
     try:
         journal = migration.journal_path(_migration_dir(), token)
         migration.prune_journals(_migration_dir())
-        try:
-            sconn = virtconn.connect(_uri(source))
-        except VirtError as exc:
-            sconn = exc
-        try:
-            with _connection(kwargs) as conn:
-                result = migration.migrate_in(
-                    conn, facts, sconn, dest, journal, copy_storage=copy_storage, offline=offline,
-                    progress=_event if progress_tag else None,
-                    announce=(lambda step, **data: _event(dict(data, step=step))) if progress_tag else None,
-                    **options,
-                )
-        finally:
-            if not isinstance(sconn, Exception):
-                sconn.close()
+        with _connection(kwargs) as conn:
+            result = migration.migrate_in(
+                conn, facts, _uri(source), dest, journal, copy_storage=copy_storage, offline=offline,
+                progress=_event if progress_tag else None,
+                announce=(lambda step, **data: _event(dict(data, step=step))) if progress_tag else None,
+                **options,
+            )
     except VirtError as exc:
         _raise(exc)
     result.update(host=__opts__["id"], token=token, dest_uri=dest)

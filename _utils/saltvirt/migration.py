@@ -30,7 +30,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from saltvirt import images, vmops
+from saltvirt import connection, images, vmops
 from saltvirt.errors import InvalidArgument, NotFound, VirtError
 
 try:
@@ -1141,13 +1141,22 @@ PULL_OPTIONS = ("live", "persistent", "undefinesource", "max_bandwidth", "max_do
                 "migration_uri", "peer2peer", "timeout")
 
 
-def migrate_in(conn, facts, source_conn, dest_uri, journal, *, copy_storage=None, offline=False,
+def reach_source(uri):
+    """Open the source's libvirt for a pull: ``(conn or None, pre-flight check)``."""
+    try:
+        conn = connection.connect(uri)
+    except VirtError as exc:
+        return None, {"check": "reaches the source", "ok": False, "detail": str(exc)}
+    return conn, {"check": "reaches the source", "ok": True, "detail": f"reaches {uri}"}
+
+
+def migrate_in(conn, facts, source_uri, dest_uri, journal, *, copy_storage=None, offline=False,
                progress=None, announce=None, **options):
     """The whole migration, run on the target: the VM is pulled, in one call.
 
     ``conn``: this host (the target); ``facts``: the source's :func:`source_facts`;
-    ``source_conn``: the source's libvirt, or a :class:`VirtError` saying why it cannot be
-    opened; ``dest_uri``: how the source reaches this host. Steps: :func:`preflight` here, the
+    ``source_uri``: the source's libvirt (:func:`reach_source`); ``dest_uri``: how the source
+    reaches this host. Steps: :func:`preflight` here, the
     probe files this host sees removed (the others are the caller's), disks pre-created
     (:func:`prepare_disks`, journaled in ``journal``), then :func:`migrate` started on the
     source's libvirt, which drives it peer to peer (the same job as a push from the source).
@@ -1165,12 +1174,20 @@ def migrate_in(conn, facts, source_conn, dest_uri, journal, *, copy_storage=None
     probe = facts.get("probe") or {}
     out = {"refused": False, "checks": report["checks"], "storage": report["storage"],
            "probes_removed": remove_probes(probe.get("dirs"), probe.get("token"))}
-    reach = {"check": "reaches the source", "ok": not isinstance(source_conn, Exception),
-             "detail": str(source_conn) if isinstance(source_conn, Exception) else "libvirt of the source answers"}
+    source_conn, reach = reach_source(source_uri)
     out["checks"].insert(0, reach)
-    storage = report["storage"]
+    try:
+        return _pull(conn, facts, source_conn, dest_uri, journal, out, offline, announce, progress, options)
+    finally:
+        if source_conn is not None:
+            source_conn.close()
+
+
+def _pull(conn, facts, source_conn, dest_uri, journal, out, offline, announce, progress, options):
+    """:func:`migrate_in` once the checks are in ``out``: the plan, the disks, the migration."""
+    storage = out["storage"]
     the_plan = None
-    if report["ok"] and reach["ok"]:
+    if all(c["ok"] for c in out["checks"]):
         try:
             the_plan = plan(offline=offline, copy_storage=storage["copy_storage"],
                             migrate_disks=storage["migrate_disks"], unsafe=storage["unsafe"],

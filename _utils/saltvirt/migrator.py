@@ -109,9 +109,10 @@ class Migrator:
 
     # ------------------------------------------------------------------ pre-flight
 
-    def remove_probes(self):
-        """Remove the survey's probe files from the source (best effort: they are tiny)."""
-        probe = self.facts.get("probe")
+    def remove_probes(self, probe=None):
+        """Remove the survey's probe files (default: all of them) from the source (best effort:
+        they are tiny)."""
+        probe = probe or self.facts.get("probe")
         if not probe:
             return None
         try:
@@ -172,7 +173,6 @@ class Migrator:
         """
         name, source, target = self.name, self.source, self.target
         if not self.facts:
-            self.remove_probes()
             raise MigrationRefused(f"{source} sent no migration facts for {name}")
         self.hosts.progress(f"Pre-flight checks for {name}: {source} -> {target}")
         token = secrets.token_hex(8)
@@ -272,10 +272,9 @@ class Migrator:
         if error is None and landed and not gone:
             error = f"{name} arrived on {target} but is still defined on {source}: {src}"
         if probes:
-            try:
-                self.hosts.call(source, "virt.migrate_cleanup", [name], {"probe": probes})
-            except VirtError as exc:
-                result["probes_left"] = {"error": str(exc), **probes}
+            removed = self.remove_probes(probes)
+            if "error" in removed:
+                result["probes_left"] = {"error": removed["error"], **probes}
         return self._failed(token, ret.get("prepared"), error, status, status_errors, result)
 
     def _failed(self, token, prepared, error, status, status_errors, result):
