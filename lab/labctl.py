@@ -458,8 +458,10 @@ def up():
         log("found a half-started or stale lab: cleaning it first")
         down()
     LAB_DIR.mkdir(parents=True, exist_ok=True)
-    Path("/etc/pki").mkdir(exist_ok=True)  # mount points for the private copies
-    Path("/srv/salt-images").mkdir(parents=True, exist_ok=True)
+    # Mount points for each hypervisor's private copies (a fresh machine may lack some).
+    for mount_point in ("/etc/pki", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
+                        "/var/cache/libvirt", "/srv/salt-images"):
+        Path(mount_point).mkdir(parents=True, exist_ok=True)
     build_images()
     setup_netns()
     start_master()
