@@ -190,8 +190,9 @@ def _check_resources(conn, cpu, mem):
 def _graphics(enable_vnc, graphics):
     """``(devices, generated password or None)`` for ``enable_vnc``/``graphics``.
 
-    ``graphics={type: vnc, password: True}`` asks for a generated password: it is returned by
-    :func:`init` once and never stored anywhere else.
+    ``graphics={type: vnc, password: True}`` asks for a generated password: it is kept in the
+    domain definition only; ``get_graphics(vm, show_password=True)`` or ``salt-run
+    virt.console <vm> show_password=True`` tell it to whoever asks.
     """
     if graphics is None and not enable_vnc:
         return [], None
@@ -431,8 +432,8 @@ def init(
         Add a VNC console (``graphics={type: vnc, listen: ..., port: ..., password: ...}``).
         It listens on ``virt:vnc:listen`` (default 127.0.0.1), never on 0.0.0.0 unless asked,
         on an automatic port (5900 up) unless ``port`` is given. ``password`` (1 to 8
-        characters) protects it; ``password: True`` generates one, returned once as
-        ``vnc_password`` in this function's return (``vm_info`` only says ``password_set``).
+        characters) protects it; ``password: True`` generates one. Returns and ``vm_info`` only
+        say ``password_set``; ask for it with ``salt-run virt.console <vm> show_password=True``.
     boot, os_type, arch
         Boot devices (``[hd, cdrom, network]`` or ``{kernel, initrd, cmdline}``), OS type
         (``hvm``) and architecture (``x86_64``).
@@ -454,7 +455,7 @@ def init(
             cpu, mem = _check_resources(conn, cpu, mem)
             if vmops.exists(conn, name):
                 raise SaltInvocationError(f"a domain named {name!r} already exists on {__opts__['id']}")
-            gfx_devices, vnc_password = _graphics(enable_vnc, graphics)
+            gfx_devices, _generated = _graphics(enable_vnc, graphics)
             dom_type, type_reason = hvtype.choose_type(
                 hypervisor, cache_path=os.path.join(__opts__["cachedir"], "saltvirt", "kvm-probe.json")
             )
@@ -497,8 +498,6 @@ def init(
         hypervisor_reason=type_reason,
         seeded=seed_info,
     )
-    if vnc_password:
-        info["vnc_password"] = vnc_password  # generated: shown this once, stored nowhere
     return info
 
 
@@ -856,7 +855,8 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
         "comment": "; ".join(vupdate.describe(changes)) or f"{name} is up to date",
     }
     if generated:
-        result["vnc_password"] = generated  # generated: shown this once, stored nowhere
+        # Never the password itself: returns reach the job cache and the event bus.
+        result["vnc_password_generated"] = True
     return result
 
 
@@ -1114,17 +1114,29 @@ def migrate_survey(name, **kwargs):
     return _with_conn(kwargs, _survey)
 
 
-def get_graphics(vm_, **kwargs):
+def get_graphics(vm_, show_password=False, **kwargs):
     """
-    Graphics consoles of a domain (type, listen, host, live port).
+    Graphics consoles of a domain (type, listen, host, live port, ``password_set``).
+
+    show_password
+        Also return each console's ``password``. Only for the caller who asks: the answer of
+        this job is kept in the job cache like any other, so prefer ``salt-run virt.console
+        <vm> show_password=True`` on the master, which shows it on the terminal only.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt hypervisor1 virt.get_graphics centos1
+        salt hypervisor1 virt.get_graphics centos1 show_password=True
     """
-    return vm_info(vm_, **kwargs)[vm_]["graphics"]
+    graphics = vm_info(vm_, **kwargs)[vm_]["graphics"]
+    if show_password:
+        with _connection(kwargs) as conn:
+            secure = vconsole.secure_graphics(vmops.lookup(conn, vm_))
+        for gfx, device in zip(graphics, secure):
+            gfx["password"] = device.password
+    return graphics
 
 
 def console_info(vm_, **kwargs):

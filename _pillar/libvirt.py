@@ -13,6 +13,9 @@ Master configuration:
     ext_pillar:
       - libvirt: {}
 
+    virt:
+      hypervisors: 'hypervisor*'    # who gets certificates (minion ids, never grains)
+
     # optional; see docs/pki.rst for every option
     libvirt_pki:
       organization: Example Corp
@@ -20,20 +23,28 @@ Master configuration:
       extra_ips:
         'hv1*': [192.0.2.10]
 
-Without the ``ext_pillar`` entry the pillar is still available on demand
-(``salt-call pillar.ext '{libvirt: _}'``), because ``libvirt`` is in the master's default
-``on_demand_ext_pillar`` list.
+Certificates go to the hypervisors only: the minions of ``virt:hypervisors`` (or of
+``libvirt_pki:minions`` if set); without either, to nobody. On-demand requests
+(``salt-call pillar.ext '{libvirt: _}'``, possible because ``libvirt`` is in Salt's default
+``on_demand_ext_pillar``) are answered with nothing unless ``libvirt_pki:on_demand: True``:
+every certificate then comes through the configured ``ext_pillar`` entry.
 
 Options belong in ``libvirt_pki``. Options written in the ``ext_pillar`` entry itself are refused
 while ``libvirt`` is in ``on_demand_ext_pillar``: Salt passes an on-demand request's arguments the
 same way, so a minion could otherwise choose the CA directory or the names in its certificate.
 """
 
+import logging
 import os
+import sys
 
+import salt.pillar
 import saltvirt.pki
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltvirt.errors import InvalidArgument, VirtError
+from saltvirt.trust import Hypervisors
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "libvirt"
 
@@ -56,7 +67,28 @@ def _options(kwargs):
     options.update(kwargs)
     if not options.get("ca_dir"):
         options["ca_dir"] = os.path.join(__opts__["pki_dir"], "libvirt")
+    if options.get("minions") is None:
+        hypervisors = (__opts__.get("virt") or {}).get("hypervisors")
+        options["minions"] = Hypervisors.from_config(hypervisors) if hypervisors else None
     return options
+
+
+def _on_demand():
+    """Whether the pillar being compiled answers a minion's on-demand ``libvirt`` request.
+
+    Salt hands an ext_pillar no sign of it, but the compiling :class:`salt.pillar.Pillar` keeps
+    the request in its ``ext`` attribute (``None`` for a normal compile): look it up the stack.
+    The functional tests compile both kinds through Salt's real Pillar, so a Salt release that
+    changes this fails them rather than letting requests through.
+    """
+    frame = sys._getframe(1)  # pylint: disable=protected-access
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, salt.pillar.Pillar):
+            ext = getattr(owner, "ext", None)
+            return isinstance(ext, dict) and __virtualname__ in ext
+        frame = frame.f_back
+    return False
 
 
 def ext_pillar(minion_id, pillar, command=None, **kwargs):  # pylint: disable=unused-argument
@@ -77,7 +109,17 @@ def ext_pillar(minion_id, pillar, command=None, **kwargs):  # pylint: disable=un
     kwargs
         Options from a mapping ``ext_pillar`` entry; see the module documentation.
     """
-    options = _options(kwargs)
+    try:
+        options = _options(kwargs)
+    except InvalidArgument as exc:
+        raise SaltInvocationError(f"libvirt ext_pillar: {exc}") from exc
+    if _on_demand() and not options.get("on_demand"):
+        log.warning(
+            "libvirt ext_pillar: refused %s's on-demand request (pillar.ext); certificates come "
+            "through the configured ext_pillar entry (libvirt_pki:on_demand: True allows it)",
+            minion_id,
+        )
+        return {}
     grains = __opts__.get("grains") or {}
     try:
         return saltvirt.pki.libvirt_pillar(minion_id, grains, options)

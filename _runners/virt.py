@@ -7,8 +7,8 @@ It finds the hypervisor minions, fans calls out with Salt's LocalClient, places 
 Master configuration (all optional)::
 
     virt:
-      hypervisors: 'hypervisor*'     # target of the hypervisor minions (glob), or
-      #hypervisors: {tgt: 'G@virtual_host:true', tgt_type: compound}
+      hypervisors: 'hypervisor*'     # REQUIRED: the hypervisors' minion ids: a glob, a list,
+      #hypervisors: [hv1, hv2]       # or {tgt: '^hv[0-9]+$', tgt_type: pcre}; never grains
       timeout: 10                    # seconds a hypervisor has to answer a query
       init_timeout: 900              # seconds virt.init may take (image copy + seeding)
       placement:                     # see saltvirt.placement.Policy
@@ -26,8 +26,9 @@ Master configuration (all optional)::
         url: https://console.example.com/   # public base URL, if a reverse proxy fronts it
         web: /usr/share/novnc        # noVNC's files
 
-Without ``virt:hypervisors`` every minion that has a working ``virt`` module counts (the
-``virtual:physical`` grain is not used: it excludes nested hypervisors).
+``virt:hypervisors`` is required: every VM seeded here is a minion of this master too, so
+hypervisors are named by minion id and no VM may take a name in that set (see
+``docs/security.rst``). Grain targets are refused: a minion sets its own grains.
 """
 
 import contextlib
@@ -45,7 +46,7 @@ from salt.exceptions import SaltInvocationError, SaltRunnerError
 try:
     from saltvirt import domain as dommod
     from saltvirt import console as vconsole
-    from saltvirt import placement, reservations, seeding
+    from saltvirt import pki, placement, reservations, trust
     from saltvirt import fileio, migrator
     from saltvirt.errors import InvalidArgument, VirtError
 
@@ -95,13 +96,23 @@ def _conf(key, default=None):
     return value
 
 
+def _hypervisors():
+    try:
+        return trust.Hypervisors.from_config(_conf("hypervisors"))
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
+
+
 def _target():
-    tgt = _conf("hypervisors", "*")
-    if isinstance(tgt, dict):
-        return tgt.get("tgt", "*"), tgt.get("tgt_type", "glob")
-    if isinstance(tgt, list):
-        return tgt, "list"
-    return tgt, "glob"
+    return _hypervisors().target()
+
+
+def _exact(host):
+    """``[host]`` for a list target: ``host=`` names exactly one hypervisor, never a glob."""
+    try:
+        return [trust.check_host(host, _hypervisors())]
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
 
 
 def _progress(message, **data):
@@ -160,7 +171,7 @@ def _hypervisor_error(errors):
 
 def _full_info(host=None):
     if host:
-        answers, errors = _fanout("virt.full_info", tgt=host, tgt_type="glob")
+        answers, errors = _fanout("virt.full_info", tgt=_exact(host), tgt_type="list")
     else:
         answers, errors = _fanout("virt.full_info")
     return answers, errors
@@ -190,7 +201,7 @@ def _find_vm(name):
 def _vm_call(name, fun, host=None, **kwarg):
     if host is None:
         host, _state = _find_vm(name)
-    answers, errors = _fanout(fun, arg=[name], kwarg=kwarg, tgt=host, tgt_type="glob")
+    answers, errors = _fanout(fun, arg=[name], kwarg=kwarg, tgt=_exact(host), tgt_type="list")
     if host not in answers:
         raise SaltRunnerError(errors.get(host) or f"{host} did not answer")
     ret = answers[host]
@@ -233,7 +244,7 @@ def list_(host=None, quiet=False):
         salt-run virt.list
     """
     if host:
-        answers, errors = _fanout("virt.vm_state", tgt=host, tgt_type="glob")
+        answers, errors = _fanout("virt.vm_state", tgt=_exact(host), tgt_type="list")
     else:
         answers, errors = _fanout("virt.vm_state")
     data = {}
@@ -343,51 +354,90 @@ def next_host(cpu=1, mem=512, disk=0, explain=False, name="new-vm"):
 # --------------------------------------------------------------------------- provisioning
 
 
-def _accepted_key_path(name):
-    return os.path.join(__opts__["pki_dir"], "minions", name)
+_KEY_DIRS = ("minions", "minions_pre", "minions_rejected", "minions_denied")
 
 
-def _preaccept(name, pub):
-    for sub in ("minions", "minions_pre", "minions_rejected", "minions_denied"):
-        if os.path.exists(os.path.join(__opts__["pki_dir"], sub, name)):
-            raise SaltInvocationError(
-                f"the master already has a key for minion {name} ({sub}); remove it with "
-                f"`salt-key -d {name}` or choose another name"
-            )
-    path = _accepted_key_path(name)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(pub)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
+def _key_path(sub, name):
+    return os.path.join(__opts__["pki_dir"], sub, name)
+
+
+def _known_minions():
+    """Every minion id the master holds a key for, accepted or not."""
+    known = set()
+    for sub in _KEY_DIRS:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            known.update(os.listdir(os.path.join(__opts__["pki_dir"], sub)))
+    return known
+
+
+def _read_key(path):
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _accept(name, pub):
+    """Accept ``name``'s public key (made on the hypervisor, returned by its virt.init).
+
+    A pending key with the same content (the new minion asked before this ran) is moved to
+    accepted; any other key under that id -- something else claims the name -- is refused.
+    """
+    pub = pub.strip()
+    accepted = _key_path("minions", name)
+    for sub in _KEY_DIRS:
+        found = _read_key(_key_path(sub, name))
+        if found is None or (found == pub and sub in ("minions", "minions_pre")):
+            continue
         raise SaltRunnerError(
-            f"cannot pre-accept the key of {name}: {os.path.dirname(path)} is not writable ({exc.strerror})"
+            f"not accepting the key of VM {name}: the master holds another key for that id in {sub}; "
+            f"the VM was removed again. Check `salt-key -f {name}` before reusing the name"
+        )
+    try:
+        fileio.write_atomic(accepted, (pub + "\n").encode(), 0o644)
+    except OSError as exc:
+        raise SaltRunnerError(
+            f"cannot accept the key of {name}: {os.path.dirname(accepted)} is not writable ({exc.strerror})"
         ) from exc
-    return path
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_key_path("minions_pre", name))
+    return accepted
 
 
 def _delete_key(name):
     try:
-        os.unlink(_accepted_key_path(name))
+        os.unlink(_key_path("minions", name))
         return True
     except FileNotFoundError:
         return False
+
+
+def _check_new_name(name, kwargs):
+    try:
+        dommod.validate_name(name)
+        trust.check_vm_name(name, _hypervisors(), _known_minions())
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
+    if "priv_key" in kwargs or "pub_key" in kwargs:
+        raise SaltInvocationError(
+            f"virt.init {name}: pub_key/priv_key are not accepted by the runner: the hypervisor makes "
+            "the VM's key pair and the master sees only its public key (a private key in a job "
+            "argument reaches the job cache and the event bus)"
+        )
 
 
 @_clean_errors
 def init(name, cpu, mem, image=None, host=None, seed=True, **kwargs):
     """
     Create a VM on a hypervisor chosen by placement (or ``host=``), seeded with a minion
-    whose key the master accepts in advance: once the VM boots, ``salt <name> test.version``
-    answers without ``salt-key -a``.
+    whose key the master accepts: once the VM boots, ``salt <name> test.version`` answers
+    without ``salt-key -a``. The hypervisor makes the key pair; only the public key comes back.
 
+    ``name`` may not match ``virt:hypervisors`` nor any minion id the master has a key for.
     Every option of the ``virt.init`` execution module is forwarded (``enable_qcow``,
     ``enable_vnc``, ``start``, ``nic``, ``disk``, ``disks``, ``interfaces``, ``graphics``,
-    ``seed_cmd``, ``install``, ``hypervisor``, ``saltenv``...).
+    ``seed_cmd``, ``install``, ``hypervisor``, ``saltenv``...) except ``pub_key``/``priv_key``.
 
     CLI Example:
 
@@ -397,11 +447,10 @@ def init(name, cpu, mem, image=None, host=None, seed=True, **kwargs):
         salt-run virt.init centos2 1 512 salt://centos.qcow2 enable_qcow=True enable_vnc=True
         salt-run virt.init web1 2 2048 salt://centos.qcow2 host=hypervisor2 start=False
     """
-    try:
-        dommod.validate_name(name)
-    except InvalidArgument as exc:
-        raise SaltInvocationError(str(exc)) from exc
     kwargs = {k: v for k, v in kwargs.items() if not k.startswith("__")}
+    _check_new_name(name, kwargs)
+    if host is not None:
+        _exact(host)
     _progress(f"Searching for hypervisors for {name}")
     answers, errors = _full_info()
     if not answers:
@@ -430,28 +479,22 @@ def _reservations():
 
 def _init_on(host, name, cpu, mem, image, seed, kwargs):
     _progress(f"Creating VM {name} on hypervisor {host}", host=host)
-    key_path = None
-    if seed and image is not None and not (kwargs.get("pub_key") and kwargs.get("priv_key")):
-        priv, pub = seeding.gen_minion_keys()
-        kwargs.update(pub_key=pub, priv_key=priv)
-        key_path = _preaccept(name, pub)
-        _progress(f"Minion key of {name} accepted on the master", host=host)
-    try:
-        answers, errors = _fanout(
-            "virt.init", arg=[name, cpu, mem], kwarg=dict(kwargs, image=image, seed=seed),
-            tgt=host, tgt_type="glob", timeout=_conf("init_timeout", 900),
-        )
-        if host not in answers:
-            raise SaltRunnerError(f"virt.init of {name} on {host} failed: {errors.get(host, 'no answer')}")
-    except BaseException:
-        if key_path:
-            _delete_key(name)
-            log.info("virt.init of %s failed: its minion key was removed again", name)
-        raise
+    answers, errors = _fanout(
+        "virt.init", arg=[name, cpu, mem], kwarg=dict(kwargs, image=image, seed=seed),
+        tgt=_exact(host), tgt_type="list", timeout=_conf("init_timeout", 900),
+    )
+    if host not in answers:
+        raise SaltRunnerError(f"virt.init of {name} on {host} failed: {errors.get(host, 'no answer')}")
     result = answers[host]
-    if isinstance(result.get("seeded"), dict):
-        result["seeded"].pop("minion_pub", None)
-        result["seeded"]["key_accepted"] = bool(key_path)
+    seeded = result.get("seeded")
+    if isinstance(seeded, dict) and seeded.get("minion_pub"):
+        try:
+            _accept(name, seeded.pop("minion_pub"))
+        except SaltRunnerError:
+            _fanout("virt.purge", arg=[name], tgt=_exact(host), tgt_type="list")
+            raise
+        seeded["key_accepted"] = True
+        _progress(f"Minion key of {name} accepted on the master", host=host)
     _progress(f"VM {name} is {result.get('state')} on {host}", host=host)
     return result
 
@@ -588,7 +631,7 @@ def rebase(base, new_base=None, host=None, live_pull=False, safe=True):
     kwarg = {"new_base": new_base, "missing_ok": True, "live_pull": live_pull, "safe": safe}
     timeout = _conf("rebase_timeout", 1800)
     if host:
-        answers, errors = _fanout("virt.rebase_base", arg=[base], kwarg=kwarg, tgt=host, tgt_type="glob",
+        answers, errors = _fanout("virt.rebase_base", arg=[base], kwarg=kwarg, tgt=_exact(host), tgt_type="list",
                                   timeout=timeout)
     else:
         answers, errors = _fanout("virt.rebase_base", arg=[base], kwarg=kwarg, timeout=timeout)
@@ -607,6 +650,37 @@ def rebase(base, new_base=None, host=None, live_pull=False, safe=True):
         raise SaltRunnerError(f"no hypervisor has {base} ({', '.join(sorted(answers)) or 'none answered'})")
     else:
         result["result"] = True
+    return result
+
+
+# --------------------------------------------------------------------------- PKI
+
+
+@_clean_errors
+def operator_pki():
+    """
+    The operator's libvirt client certificate, issued by the master's CA (made on first use).
+
+    Every hypervisor's libvirtd accepts it (its DN carries the libvirt client unit of
+    ``tls_allowed_dn_list``), like the hypervisors' own client certificates and nothing else
+    from the CA. The key stays in ``<pki_dir>/libvirt/operator`` on the master (0600); the
+    return gives the directory for libvirt's ``?pkipath=`` and the certificate's subject.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.operator_pki
+        virsh -c 'qemu+tls://hv1.example.com/system?pkipath=/etc/salt/pki/master/libvirt/operator' list
+    """
+    options = dict(__opts__.get("libvirt_pki") or {})
+    options.setdefault("ca_dir", os.path.join(__opts__["pki_dir"], "libvirt"))
+    options.pop("minions", None)
+    try:
+        result = pki.operator_pki(options)
+    except VirtError as exc:  # InvalidArgument included
+        raise SaltRunnerError(f"operator certificate: {exc}") from exc
+    result["uri_example"] = f"qemu+tls://<hypervisor>/system?pkipath={result['pkipath']}"
     return result
 
 
@@ -638,21 +712,45 @@ def _web_console(proxy, name, hypervisor, gfx, ttl):
         raise SaltRunnerError(f"web console of {name}: {exc}") from exc
     base = _conf("console:url") or vconsole.default_base_url(proxy.listen, proxy.port)
     return {
-        "url": vconsole.web_url(base, token),
+        "url": _SHOWN,
+        "_secret_url": vconsole.web_url(base, token),
         "expires": vconsole.iso_time(expires),
         "ttl": int(ttl),
         "note": "works once, for this VM only; run virt.console again for a new URL",
     }
 
 
-def console(name, host=None, local_port=5901, web=True, ttl=None):
+_SHOWN = "shown on the terminal of the salt-run that asked, only"
+
+
+def _to_caller(name, secrets):
+    """Print ``secrets`` on the terminal of the ``salt-run`` that asked; ``False`` elsewhere.
+
+    A runner's return is fired on the master's event bus and kept in the job cache, where
+    every event reader (publisher_acl users, salt-api's /events) could use a one-time URL first.
+    ``salt-run`` runs the runner in its own process, so its stdout is the caller's alone.
+    """
+    if __opts__.get("__cli") != "salt-run":
+        return False
+    for label, value in secrets:
+        print(f"{name}: {label} (shown here only, not returned): {value}", flush=True)
+    return True
+
+
+@_clean_errors
+def console(name, host=None, local_port=5901, web=True, ttl=None, show_password=False):
     """
     How to open the VNC console of a VM: an SSH tunnel command for a VNC viewer and a web
     console URL (noVNC through the master's websockify proxy, started on demand).
 
     The URL carries a one-time token that works for this VM only and expires after
     ``virt:console:token_ttl`` seconds (300; ``ttl=`` overrides). ``web=False`` only gives the
-    tunnel. Consoles with a password (``password_set``) ask for it; it is not retrievable.
+    tunnel. ``show_password=True`` also tells the console's VNC password (and puts it in the
+    URL's fragment for noVNC, which never sends it to a server).
+
+    The URL and the password are printed on the terminal of the ``salt-run`` that asked, never
+    returned: returns travel on the event bus and stay in the job cache. Called any other way
+    (salt-api, eauth, orchestration in the master), the return says where to get them.
 
     CLI Example:
 
@@ -660,6 +758,7 @@ def console(name, host=None, local_port=5901, web=True, ttl=None):
 
         salt-run virt.console centos1
         salt-run virt.console centos1 local_port=5911 web=False
+        salt-run virt.console centos1 show_password=True
     """
     try:
         local_port = int(local_port)
@@ -690,9 +789,29 @@ def console(name, host=None, local_port=5901, web=True, ttl=None):
     }
     if not gfx["local_only"]:
         result["vncviewer"]["direct"] = f"vncviewer {gfx['host']}::{gfx['port']}"
+    secrets = []
+    password = None
+    if show_password and gfx["password_set"]:
+        shown = _fanout("virt.get_graphics", arg=[name], kwarg={"show_password": True},
+                        tgt=_exact(hypervisor), tgt_type="list")[0].get(hypervisor) or []
+        password = next((g.get("password") for g in shown if g.get("type") == "vnc"), None)
+        secrets.append(("VNC password", password))
+        result["password"] = _SHOWN
     if web:
         ttl = ttl if ttl is not None else _conf("console:token_ttl", vconsole.DEFAULT_TTL)
         result["web"] = _web_console(_console_proxy(), name, hypervisor, gfx, ttl)
+        url = result["web"].pop("_secret_url", None)
+        if url and password:
+            url += "&password=" + password  # the fragment: noVNC reads it, no server sees it
+        if url:
+            secrets.append(("web console URL", url))
+    if secrets and not _to_caller(name, secrets):
+        note = "run `salt-run virt.console` on the master: secrets are not sent through the event bus"
+        for key in ("password",):
+            if key in result:
+                result[key] = note
+        if "url" in result.get("web", {}):
+            result["web"]["url"] = note
     return result
 
 
@@ -735,7 +854,7 @@ class _SaltHosts:
         self.client = client
 
     def call(self, host, fun, arg=(), kwarg=None, timeout=None):
-        answers, errors = _fanout(fun, arg=arg, kwarg=kwarg, tgt=host, tgt_type="glob", timeout=timeout,
+        answers, errors = _fanout(fun, arg=arg, kwarg=kwarg, tgt=_exact(host), tgt_type="list", timeout=timeout,
                                   client=self.client)
         if host not in answers:
             raise VirtError(f"{fun} on {host} failed: {errors.get(host) or 'no answer'}")
@@ -759,7 +878,7 @@ class _SaltHosts:
         client = self.client
         event = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True)
         try:
-            pub = client.run_job(host, fun, arg=list(arg), kwarg=kwarg, tgt_type="glob")
+            pub = client.run_job(_exact(host), fun, arg=list(arg), kwarg=kwarg, tgt_type="list")
             jid = (pub or {}).get("jid")
             if not jid or host not in (pub.get("minions") or []):
                 raise VirtError(f"could not start {fun} on {host}")
@@ -837,6 +956,8 @@ def migrate(name, target=None, test=False, copy_storage=None, tunnel=None, offli
         migrator.check_options(opts, copy_storage)
     except InvalidArgument as exc:
         raise SaltRunnerError(str(exc)) from exc
+    if target is not None:
+        _exact(target)
     if tunnel is None:
         tunnel = bool(_conf("tunnel", False))
     with _migration_lock(name):

@@ -59,7 +59,8 @@ def keys(name, basepath="/etc/pki", **kwargs):
     - ``libvirt/private/serverkey.pem``, ``libvirt/private/clientkey.pem`` (0600)
     - ``qemu/ca-cert.pem``, ``qemu/server-cert.pem``, ``qemu/client-cert.pem`` (0644)
     - ``qemu/server-key.pem``, ``qemu/client-key.pem`` (0640, group ``libvirt-qemu``; 0600 if
-      that group does not exist)
+      that group does not exist): QEMU's own pairs, whose DN libvirtd does not accept as a
+      client (see ``docs/security.rst``)
 
     Changes list the files by path, never their contents. libvirtd reads its certificates at
     start: restart it (``watch`` this state) to use new ones.
@@ -90,8 +91,8 @@ def keys(name, basepath="/etc/pki", **kwargs):
         detail = f": {'; '.join(map(str, source))}" if source else ""
         ret["comment"] = (
             "No libvirt TLS material in the pillar of this minion, not even on demand. "
-            "Enable the 'libvirt' ext_pillar on the master (ext_pillar: [{libvirt: {}}]) or keep "
-            f"'libvirt' in its on_demand_ext_pillar{detail}"
+            "Enable the 'libvirt' ext_pillar on the master (ext_pillar: [{libvirt: {}}]) and make "
+            f"sure this minion is in virt:hypervisors (or libvirt_pki:minions){detail}"
         )
         return ret
 
@@ -118,6 +119,14 @@ def keys(name, basepath="/etc/pki", **kwargs):
 # --------------------------------------------------------------------------- VMs
 
 _CONNECTION_ARGS = ("connection", "username", "password")
+
+
+def _password_set(result):
+    """Whether ``virt.init``/``virt.update`` gave a console a password (never the password:
+    state changes reach the job cache, returners and the event bus)."""
+    if result.get("vnc_password_generated"):
+        return True
+    return any(g.get("password_set") for g in result.get("graphics") or () if isinstance(g, dict))
 # Upstream Salt's state argument names for the virt.init ones.
 _ALIASES = {"disk_profile": "disk", "nic_profile": "nic", "vm_type": "hypervisor"}
 
@@ -160,8 +169,8 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
                 graphics=graphics, enable_vnc=enable_vnc, enable_qcow=enable_qcow, start=start,
                 autostart=bool(autostart), **kwargs)
             ret["changes"] = created
-            if info.get("vnc_password"):
-                ret["changes"]["vnc_password"] = info["vnc_password"]
+            if _password_set(info):
+                ret["changes"]["vnc_password"] = "set (not shown)"
             ret["comment"] = f"VM {name} created on {info.get('host')}{' and started' if start else ''}"
             return ret
         if update:
@@ -170,8 +179,8 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
                 graphics=graphics, enable_vnc=enable_vnc, enable_qcow=enable_qcow, autostart=autostart,
                 live=live, test=test, saltenv=kwargs.get("saltenv", "base"), **conn)
             ret["changes"].update(res["changes"])
-            if res.get("vnc_password"):
-                ret["changes"]["vnc_password"] = res["vnc_password"]
+            if _password_set(res):
+                ret["changes"]["vnc_password"] = "set (not shown)"
             if res["changes"]:
                 notes.append(("would change: " if test else "changed: ") + res["comment"])
         if start:

@@ -20,6 +20,7 @@ libvirt:
     - pkgs: {{ hyper.pkgs | json }}
     - require_in:
       - file: libvirtd-config
+      - file: qemu-tls-config
       - virt: libvirt_keys
 
 {%- if hyper.manage_service %}
@@ -53,6 +54,7 @@ libvirtd:
 {%- endif %}
     - watch:
       - file: libvirtd-config
+      - file: qemu-tls-config
       - virt: libvirt_keys
 {%- if hyper.listen_mode == 'flag' %}
       - file: libvirtd-listen

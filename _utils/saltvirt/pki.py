@@ -46,10 +46,32 @@ CA_CERT_FILE = "cacert.pem"
 ISSUED_DIR = "issued"
 LOCK_FILE = ".lock"
 
-KINDS = ("server", "client")
+KINDS = ("server", "client", "qemu-server", "qemu-client")
+
+#: Each kind of certificate says what it is for in its subject's organizational unit. libvirtd
+#: accepts as clients only certificates whose DN carries the libvirt client unit
+#: (:data:`ALLOWED_CLIENT_DN`); QEMU's own pair (group-readable by QEMU's user, used for
+#: migration streams) carries another, so a key QEMU can read never opens libvirtd.
+UNITS = {
+    "server": "salt-virt-libvirt-server",
+    "client": "salt-virt-libvirt-client",
+    "qemu-server": "salt-virt-qemu-server",
+    "qemu-client": "salt-virt-qemu-client",
+}
+
+#: The ``tls_allowed_dn_list`` entry of every hypervisor's libvirtd.conf (libvirt matches it
+#: like a shell glob against the client certificate's DN).
+ALLOWED_CLIENT_DN = f"*OU={UNITS['client']}*"
+
+#: The operator's client certificate (issued on the master, never in pillar).
+DEFAULT_OPERATOR_NAME = "salt-virt-operator"
+OPERATOR_DIR = "operator"
 
 #: The keys of the ``libvirt`` pillar, named after the files libvirt expects.
-PILLAR_KEYS = ("cacert.pem", "servercert.pem", "serverkey.pem", "clientcert.pem", "clientkey.pem")
+PILLAR_KEYS = (
+    "cacert.pem", "servercert.pem", "serverkey.pem", "clientcert.pem", "clientkey.pem",
+    "qemu-servercert.pem", "qemu-serverkey.pem", "qemu-clientcert.pem", "qemu-clientkey.pem",
+)
 
 # Certificates start a little in the past so that a hypervisor whose clock lags the master's
 # does not reject a certificate issued a moment ago.
@@ -146,8 +168,8 @@ def _positive_days(value, what):
     return days
 
 
-def build_name(common_name, country=None, state=None, locality=None, organization=None):
-    """An X.509 distinguished name ``C=…, ST=…, L=…, O=…, CN=…`` (empty fields are left out)."""
+def build_name(common_name, country=None, state=None, locality=None, organization=None, unit=None):
+    """An X.509 distinguished name ``C=…, ST=…, L=…, O=…, OU=…, CN=…`` (empty fields left out)."""
     attributes = []
     values = {
         "country": country,
@@ -165,6 +187,8 @@ def build_name(common_name, country=None, state=None, locality=None, organizatio
         if len(value) > 64 and field != "country":
             raise InvalidArgument(f"{field} must be at most 64 characters, got {value!r}")
         attributes.append(x509.NameAttribute(oid, value))
+    if unit:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
     if not common_name or len(common_name) > 64:
         raise InvalidArgument(f"common name must be 1 to 64 characters, got {common_name!r}")
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
@@ -273,7 +297,12 @@ def _signed_by(cert, ca_cert):
     return True
 
 
-_EKU = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
+_EKU = {
+    "server": ExtendedKeyUsageOID.SERVER_AUTH,
+    "client": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "qemu-server": ExtendedKeyUsageOID.SERVER_AUTH,
+    "qemu-client": ExtendedKeyUsageOID.CLIENT_AUTH,
+}
 
 
 class CertificateAuthority:
@@ -457,21 +486,24 @@ class CertificateAuthority:
         organization=None,
         expiration_days=DEFAULT_EXPIRATION_DAYS,
         renew_days=DEFAULT_RENEW_DAYS,
+        directory=None,
     ):
         """Return ``(key_pem, cert_pem)`` (text) of ``minion_id``'s ``kind`` certificate.
 
-        ``kind`` is ``server`` (extended key usage serverAuth, subject alternative names
-        ``names`` + ``ips``: libvirt and QEMU check the host name or address a client connected
-        to against them) or ``client`` (clientAuth; ``names``/``ips`` are added as alternative
-        names if given). The subject is ``C, ST, L, O`` from the arguments and ``CN=minion_id``.
+        ``kind`` is ``server`` or ``qemu-server`` (extended key usage serverAuth, subject
+        alternative names ``names`` + ``ips``: libvirt and QEMU check the host name or address a
+        client connected to against them) or ``client`` / ``qemu-client`` (clientAuth;
+        ``names``/``ips`` are added as alternative names if given). The subject is
+        ``C, ST, L, O`` from the arguments, ``OU`` from :data:`UNITS` and ``CN=minion_id``.
 
-        The stored pair under ``ca_dir/issued/<minion_id>/`` is returned unchanged unless it is
+        The stored pair under ``directory`` (default ``ca_dir/issued/<minion_id>/``) is
+        returned unchanged unless it is
         missing or unreadable, expires within ``renew_days``, has other names/addresses/subject,
         or was not signed by this CA; then a new key and certificate replace it.
         """
         minion_id = validate_minion_id(minion_id)
         if kind not in KINDS:
-            raise InvalidArgument(f"kind must be 'server' or 'client', got {kind!r}")
+            raise InvalidArgument(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         dns = _unique(normalize_dns_name(n, allow_wildcard=True) for n in names or ())
         addresses = _unique(normalize_ip(a) for a in ips or ())
         expiration_days = _positive_days(expiration_days, "expiration_days")
@@ -482,11 +514,12 @@ class CertificateAuthority:
                 f"({expiration_days}), or every request would issue a new certificate"
             )
         subject = build_name(
-            minion_id, country=country, state=state, locality=locality, organization=organization
+            minion_id, country=country, state=state, locality=locality, organization=organization,
+            unit=UNITS[kind],
         )
         with self._locked():
             self._load_or_create()
-            directory = self.issued_dir(minion_id)
+            directory = directory or self.issued_dir(minion_id)
             _make_private_dir(os.path.dirname(directory))
             _make_private_dir(directory)
             key_path = os.path.join(directory, f"{kind}-key.pem")
@@ -609,8 +642,10 @@ PILLAR_OPTIONS = {
     "organization": None,
     "extra_names": None,
     "extra_ips": None,
-    "minions": "*",
+    "minions": None,
     "use_grains": True,
+    "on_demand": False,
+    "operator_name": DEFAULT_OPERATOR_NAME,
     "key_type": DEFAULT_KEY_TYPE,
     "key_size": DEFAULT_RSA_KEY_SIZE,
 }
@@ -643,6 +678,8 @@ def _as_list(value):
 
 
 def _matches(minion_id, patterns):
+    if hasattr(patterns, "matches"):  # a saltvirt.trust.Hypervisors
+        return patterns.matches(minion_id)
     return any(fnmatch.fnmatch(minion_id, str(p)) for p in _as_list(patterns))
 
 
@@ -704,15 +741,16 @@ def server_names(minion_id, grains, config):
 def libvirt_pillar(minion_id, grains, config, clock=None):
     """The pillar with ``minion_id``'s libvirt/QEMU TLS material, issuing it if needed.
 
-    Returns ``{"libvirt": {"cacert.pem", "servercert.pem", "serverkey.pem", "clientcert.pem",
-    "clientkey.pem"}}`` (PEM text), or ``{}`` if ``minion_id`` does not match the ``minions``
-    option. The CA key is never part of it. ``config`` holds the options of
+    Returns ``{"libvirt": {key: PEM text}}`` with the keys of :data:`PILLAR_KEYS` -- libvirt's
+    server and client pairs, QEMU's own server and client pairs and the CA certificate -- or
+    ``{}`` if ``minion_id`` is not in the ``minions`` option (globs, or a
+    :class:`saltvirt.trust.Hypervisors`; ``None`` matches nobody). The CA key is never part of it. ``config`` holds the options of
     :data:`PILLAR_OPTIONS`; ``ca_dir`` is required. ``clock`` is for tests (see
     :class:`CertificateAuthority`).
     """
     minion_id = validate_minion_id(minion_id)
     config = pillar_config(config)
-    if not _matches(minion_id, config["minions"]):
+    if config["minions"] is None or not _matches(minion_id, config["minions"]):
         log.debug("%s does not match the libvirt pillar's minions option", minion_id)
         return {}
     subject = {field: config[field] for field, _ in _SUBJECT_FIELDS}
@@ -726,14 +764,47 @@ def libvirt_pillar(minion_id, grains, config, clock=None):
     ).ensure()
     names, ips = server_names(minion_id, grains, config)
     lifetime = {"expiration_days": config["expiration_days"], "renew_days": config["renew_days"]}
-    server_key, server_cert = ca.issue(minion_id, "server", names, ips, **subject, **lifetime)
-    client_key, client_cert = ca.issue(minion_id, "client", **subject, **lifetime)
-    return {
-        "libvirt": {
-            "cacert.pem": ca.cert_pem,
-            "servercert.pem": server_cert,
-            "serverkey.pem": server_key,
-            "clientcert.pem": client_cert,
-            "clientkey.pem": client_key,
-        }
-    }
+    material = {"cacert.pem": ca.cert_pem}
+    for kind in KINDS:
+        server = kind.endswith("server")
+        key_pem, cert_pem = ca.issue(
+            minion_id, kind, *((names, ips) if server else ((), ())), **subject, **lifetime
+        )
+        prefix = "qemu-" if kind.startswith("qemu-") else ""
+        role = "server" if server else "client"
+        material[f"{prefix}{role}cert.pem"] = cert_pem
+        material[f"{prefix}{role}key.pem"] = key_pem
+    return {"libvirt": material}
+
+
+def operator_pki(config, clock=None):
+    """Issue (or reuse) the operator's libvirt client certificate; return its pkipath.
+
+    The directory ``ca_dir/operator`` holds ``cacert.pem``, ``clientcert.pem`` and
+    ``clientkey.pem`` (0600) in the layout libvirt's ``?pkipath=`` expects. Its DN carries the
+    libvirt client unit, so every hypervisor's libvirtd accepts it. Returns
+    ``{"pkipath", "subject"}``; the key stays on the master and is never returned.
+    """
+    config = pillar_config(config)
+    name = validate_minion_id(str(config["operator_name"]))
+    subject = {field: config[field] for field, _ in _SUBJECT_FIELDS}
+    ca = CertificateAuthority(
+        config["ca_dir"],
+        subject={"common_name": config["ca_common_name"], **subject},
+        expiration_days=config["ca_expiration_days"],
+        key_type=config["key_type"],
+        key_size=config["key_size"],
+        clock=clock,
+    ).ensure()
+    directory = os.path.join(ca.ca_dir, OPERATOR_DIR)
+    _make_private_dir(directory)
+    key_pem, cert_pem = ca.issue(
+        name, "client", **subject, expiration_days=config["expiration_days"],
+        renew_days=config["renew_days"], directory=os.path.join(directory, "issued"),
+    )
+    # The pkipath layout libvirt clients read (issue() keeps its own copies under issued/).
+    _write_atomic(os.path.join(directory, "cacert.pem"), ca.cert_pem.encode(), 0o644)
+    _write_atomic(os.path.join(directory, "clientcert.pem"), cert_pem.encode(), 0o644)
+    _write_atomic(os.path.join(directory, "clientkey.pem"), key_pem.encode(), 0o600)
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    return {"pkipath": directory, "subject": cert.subject.rfc4514_string()}

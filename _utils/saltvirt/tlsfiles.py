@@ -4,7 +4,9 @@ libvirt reads ``CA/cacert.pem``, ``libvirt/servercert.pem``, ``libvirt/private/s
 ``libvirt/clientcert.pem`` and ``libvirt/private/clientkey.pem``; QEMU's own TLS (migration and
 NBD streams) reads ``qemu/ca-cert.pem``, ``qemu/server-cert.pem``, ``qemu/server-key.pem``,
 ``qemu/client-cert.pem`` and ``qemu/client-key.pem``. QEMU runs as an unprivileged user, so its
-keys are group-readable by ``libvirt-qemu`` when that group exists.
+keys are group-readable by ``libvirt-qemu`` when that group exists; they are QEMU's own pairs
+(another DN), which libvirtd's ``tls_allowed_dn_list`` refuses: reading them opens no libvirtd.
+libvirt's keys are root's alone (0600).
 
 :func:`sync` is idempotent and reports what it changed (or would change with ``test=True``) by
 path — never file contents.
@@ -29,13 +31,13 @@ TARGETS = (
     ("clientcert.pem", "libvirt/clientcert.pem"),
     ("clientkey.pem", "libvirt/private/clientkey.pem"),
     ("cacert.pem", "qemu/ca-cert.pem"),
-    ("servercert.pem", "qemu/server-cert.pem"),
-    ("serverkey.pem", "qemu/server-key.pem"),
-    ("clientcert.pem", "qemu/client-cert.pem"),
-    ("clientkey.pem", "qemu/client-key.pem"),
+    ("qemu-servercert.pem", "qemu/server-cert.pem"),
+    ("qemu-serverkey.pem", "qemu/server-key.pem"),
+    ("qemu-clientcert.pem", "qemu/client-cert.pem"),
+    ("qemu-clientkey.pem", "qemu/client-key.pem"),
 )
 
-MATERIAL_KEYS = ("cacert.pem", "servercert.pem", "serverkey.pem", "clientcert.pem", "clientkey.pem")
+MATERIAL_KEYS = tuple(dict.fromkeys(key for key, _ in TARGETS))
 
 # Directories this module creates: libvirtd (root) alone reads libvirt/private; QEMU's user must
 # be able to enter qemu/.
@@ -62,7 +64,7 @@ def qemu_gid(group=QEMU_GROUP):
 def layout(basepath=DEFAULT_BASEPATH, qemu_group=QEMU_GROUP):
     """The files to write, as :class:`TLSFile` (absolute path, pillar key, mode, gid or ``None``).
 
-    Certificates are 0644. libvirt's keys are 0600; QEMU's keys are 0640 with group
+    Certificates are 0644. libvirt's keys are 0600; QEMU's own keys are 0640 with group
     ``qemu_group`` if it exists, else 0600.
     """
     if not basepath or not os.path.isabs(basepath):
@@ -73,7 +75,7 @@ def layout(basepath=DEFAULT_BASEPATH, qemu_group=QEMU_GROUP):
         path = os.path.join(os.path.normpath(basepath), relpath)
         if not _is_key(pillar_key):
             files.append(TLSFile(path, pillar_key, 0o644, None))
-        elif relpath.startswith("qemu/") and gid is not None:
+        elif pillar_key.startswith("qemu-") and gid is not None:
             files.append(TLSFile(path, pillar_key, 0o640, gid))
         else:
             files.append(TLSFile(path, pillar_key, 0o600, None))

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from saltvirt import cmd, pki, tlsfiles
+from saltvirt import cmd, pki, tlsfiles, trust
 from saltvirt.errors import CommandFailed, InvalidArgument, VirtError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -74,7 +74,7 @@ def san(cert):
 
 
 def pillar_config(ca_dir, **options):
-    return {"ca_dir": ca_dir, "key_type": "ec", **options}
+    return {"ca_dir": ca_dir, "key_type": "ec", "minions": "*", **options}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_expired_ca_is_a_clear_error(ca_dir, clock):
     with pytest.raises(VirtError, match=r"expired on 2030-01-11.*Move .* aside"):
         pki.CertificateAuthority(ca_dir, clock=clock).ensure()
     with pytest.raises(VirtError, match="expired"):
-        pki.libvirt_pillar("hypervisor1", GRAINS, {"ca_dir": ca_dir}, clock=clock)
+        pki.libvirt_pillar("hypervisor1", GRAINS, {"ca_dir": ca_dir, "minions": "*"}, clock=clock)
 
 
 def test_bad_ca_options():
@@ -176,7 +176,7 @@ def test_server_certificate(ca, clock):
     cert = load(cert_pem)
     ca_cert = load(ca.cert_pem)
     cert.verify_directly_issued_by(ca_cert)
-    assert cert.subject.rfc4514_string() == "CN=hypervisor1,O=Lab,C=DE"
+    assert cert.subject.rfc4514_string() == "CN=hypervisor1,OU=salt-virt-libvirt-server,O=Lab,C=DE"
     dns, ips = san(cert)
     assert dns == ["hypervisor1", "hv1.example.com"]
     assert ips == [ipaddress.ip_address("127.0.0.2"), ipaddress.ip_address("2001:db8::1")]
@@ -204,7 +204,7 @@ def test_client_certificate(ca):
     _, cert_pem = ca.issue("hypervisor1", "client", organization="Lab")
     cert = load(cert_pem)
     cert.verify_directly_issued_by(load(ca.cert_pem))
-    assert cert.subject.rfc4514_string() == "CN=hypervisor1,O=Lab"
+    assert cert.subject.rfc4514_string() == "CN=hypervisor1,OU=salt-virt-libvirt-client,O=Lab"
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     with pytest.raises(x509.ExtensionNotFound):
@@ -364,14 +364,21 @@ def test_libvirt_pillar_content(ca_dir):
     for key, value in material.items():
         assert isinstance(value, str)
         assert ca_key not in value
-        assert ("PRIVATE KEY" in value) == (key in ("serverkey.pem", "clientkey.pem"))
+        assert ("PRIVATE KEY" in value) == key.endswith("key.pem")
     assert material["cacert.pem"] == read(os.path.join(ca_dir, "cacert.pem"))
     server = load(material["servercert.pem"])
     dns, ips = san(server)
     assert dns == ["hypervisor1", "hv1.example.com", "hv1", "cloud.example.com"]
     assert [str(ip) for ip in ips] == ["127.0.0.2", "127.0.0.1", "192.0.2.10"]
     client = load(material["clientcert.pem"])
-    assert client.subject.rfc4514_string() == "CN=hypervisor1,O=Lab"
+    assert client.subject.rfc4514_string() == "CN=hypervisor1,OU=salt-virt-libvirt-client,O=Lab"
+    # QEMU's own pairs (group-readable on the hypervisor) carry other units and other keys.
+    qemu_client = load(material["qemu-clientcert.pem"])
+    assert qemu_client.subject.rfc4514_string() == "CN=hypervisor1,OU=salt-virt-qemu-client,O=Lab"
+    assert load(material["qemu-servercert.pem"]).subject.rfc4514_string() == (
+        "CN=hypervisor1,OU=salt-virt-qemu-server,O=Lab")
+    assert san(load(material["qemu-servercert.pem"])) == san(server)
+    assert len({material[k] for k in pki.PILLAR_KEYS if k.endswith("key.pem")}) == 4
     # Cached: the same pillar on the next compile.
     assert (
         pki.libvirt_pillar(
@@ -390,6 +397,12 @@ def test_libvirt_pillar_content(ca_dir):
 
 def test_libvirt_pillar_minions_option_and_grains(ca_dir):
     assert pki.libvirt_pillar("web1", GRAINS, pillar_config(ca_dir, minions=["hyper*"])) == {}
+    # Without a minions set (neither libvirt_pki:minions nor virt:hypervisors): nobody.
+    assert pki.libvirt_pillar("hyper1", GRAINS, pillar_config(ca_dir, minions=None)) == {}
+    hypervisors = trust.Hypervisors(["hyper1"], "list")
+    assert pki.libvirt_pillar("hyper1x", GRAINS, pillar_config(ca_dir, minions=hypervisors)) == {}
+    assert "libvirt" in pki.libvirt_pillar("hyper1", GRAINS, pillar_config(ca_dir, minions=hypervisors))
+    assert not os.path.exists(os.path.join(ca_dir, "issued", "hyper1x"))
     assert not os.path.exists(os.path.join(ca_dir, "issued", "web1"))
     odd = {"fqdn": "not a name", "host": "*", "ipv4": ["127.0.0.5", "fe80::1%eth0", "junk"]}
     material = pki.libvirt_pillar("hyper2", odd, pillar_config(ca_dir))["libvirt"]
@@ -435,7 +448,7 @@ def etc_pki(request, tmp_path):
     material = pki.libvirt_pillar(
         "hypervisor1",
         GRAINS,
-        {"ca_dir": str(tmp_path / "ca"), "key_type": request.param, "organization": "Lab"},
+        {"ca_dir": str(tmp_path / "ca"), "key_type": request.param, "organization": "Lab", "minions": "*"},
     )["libvirt"]
     base = str(tmp_path / "etc-pki")
     tlsfiles.sync(material, base)
@@ -523,7 +536,8 @@ def test_tlsfiles_layout_and_modes(material, tmp_path):
         "qemu/client-key.pem": key_mode,
     }
     assert stat.S_IMODE(os.stat(os.path.join(base, "libvirt", "private")).st_mode) == 0o700
-    assert read(os.path.join(base, "qemu", "server-key.pem")) == material["serverkey.pem"]
+    assert read(os.path.join(base, "qemu", "server-key.pem")) == material["qemu-serverkey.pem"]
+    assert read(os.path.join(base, "qemu", "client-key.pem")) != material["clientkey.pem"]
     assert read(os.path.join(base, "CA", "cacert.pem")) == material["cacert.pem"]
     assert len([c for c in changes.values() if c == "created"]) == 10
     for description in changes.values():
@@ -647,4 +661,4 @@ def test_state_keys_without_material(tmp_path):
     )
     ret = module.keys("libvirt_keys", basepath=str(tmp_path / "pki"))
     assert ret["result"] is False and ret["changes"] == {}
-    assert "CA expired" in ret["comment"] and "on_demand_ext_pillar" in ret["comment"]
+    assert "CA expired" in ret["comment"] and "virt:hypervisors" in ret["comment"]
