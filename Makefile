@@ -44,8 +44,13 @@ demo: host-libvirtd lab-up
 bench: host-libvirtd lab-up
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# ruff (rules in pyproject.toml) and the check that every public Salt function documents an
+# example (scripts/check_cli_examples.py); both run, and any finding fails the target.
 lint: install
-	$(VENV)/bin/ruff check . || true
+	@rc=0; \
+	$(VENV)/bin/ruff check . || rc=1; \
+	$(PY) scripts/check_cli_examples.py || rc=1; \
+	exit $$rc
 
 # The HTML documentation, docs/_build/html/index.html: the guides and a reference generated
 # from the Salt modules' docstrings (docs/_ext/saltvirt_ref.py). Any Sphinx warning fails it.
