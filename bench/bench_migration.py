@@ -179,7 +179,8 @@ def main():
         r["seconds"] for r in raw_runs)
     print(f"  runner overhead over raw libvirt (median wall - median call): {overhead:.2f} s")
     med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
-    print(f"  ratio runner function / raw call:               {med(runner_runs, 'runner') / med(raw_runs, 'seconds'):.2f}x")
+    ratio = med(runner_runs, "runner") / med(raw_runs, "seconds")
+    print(f"  ratio runner function / raw call:               {ratio:.2f}x")
     print(f"  ratio (raw call + runner's own time) / raw call: "
           f"{(med(raw_runs, 'seconds') + med(runner_runs, 'own')) / med(raw_runs, 'seconds'):.2f}x")
     print(f"  ratio salt-run process / raw process:           {med(runner_runs, 'wall') / med(raw_runs, 'wall'):.2f}x")

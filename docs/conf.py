@@ -20,7 +20,7 @@ def _version():
 
 project = "salt-virt"
 author = "salt-virt contributors"
-copyright = "salt-virt contributors"  # noqa: A001  (Sphinx's name for it)
+copyright = "salt-virt contributors"
 release = _version()
 version = ".".join(release.split(".")[:2])
 

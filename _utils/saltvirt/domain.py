@@ -11,7 +11,6 @@ import secrets
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 from saltvirt.errors import InvalidArgument
 from saltvirt.units import parse_size
@@ -128,16 +127,16 @@ class Disk:
     """A ``<disk>``; ``backing`` is read from live ``<backingStore>`` chains and never written."""
 
     target: str
-    source: Optional[str] = None  # file path
-    source_dev: Optional[str] = None  # block device path
-    type: Optional[str] = None  # None: 'block' when only source_dev is set, else 'file'
+    source: str | None = None  # file path
+    source_dev: str | None = None  # block device path
+    type: str | None = None  # None: 'block' when only source_dev is set, else 'file'
     device: str = "disk"
     format: str = "raw"
-    bus: Optional[str] = None  # None: 'virtio', or 'sata' for a cdrom (virtio has no cdrom)
+    bus: str | None = None  # None: 'virtio', or 'sata' for a cdrom (virtio has no cdrom)
     readonly: bool = False
-    cache: Optional[str] = None
-    backing: List[str] = field(default_factory=list)
-    boot_order: Optional[int] = None
+    cache: str | None = None
+    backing: list[str] = field(default_factory=list)
+    boot_order: int | None = None
 
     def __post_init__(self):
         if self.type is None:
@@ -216,11 +215,11 @@ class Interface:
     """An ``<interface>``; ``target`` is the live tap device (vnet0...) and never written."""
 
     type: str = "network"
-    source: Optional[str] = None  # bridge, network ('default' if None) or host NIC; None for user
+    source: str | None = None  # bridge, network ('default' if None) or host NIC; None for user
     mac: str = field(default_factory=random_mac)
     model: str = "virtio"
-    mode: Optional[str] = None  # macvtap mode, 'direct' only; None there means 'bridge'
-    target: Optional[str] = None
+    mode: str | None = None  # macvtap mode, 'direct' only; None there means 'bridge'
+    target: str | None = None
 
     def __post_init__(self):
         self.mac = str(self.mac).lower()
@@ -267,11 +266,11 @@ class Graphics:
     """VNC or SPICE ``<graphics>``; ``listen=None`` leaves the address to qemu.conf."""
 
     type: str = "vnc"
-    listen: Optional[str] = "127.0.0.1"  # never 0.0.0.0 by default: a console is root on the guest
+    listen: str | None = "127.0.0.1"  # never 0.0.0.0 by default: a console is root on the guest
     port: int = -1  # -1: pick one (autoport); live XML reports the real port
-    autoport: Optional[bool] = None  # None: port == -1
-    password: Optional[str] = field(default=None, repr=False)  # repr=False keeps it out of logs
-    websocket: Optional[int] = None
+    autoport: bool | None = None  # None: port == -1
+    password: str | None = field(default=None, repr=False)  # repr=False keeps it out of logs
+    websocket: int | None = None
 
     def __post_init__(self):
         if self.autoport is None:
@@ -317,8 +316,8 @@ class Serial:
     """A pty ``<serial>``; ``tty`` is the live /dev/pts path and never written."""
 
     port: int = 0
-    log: Optional[str] = None
-    tty: Optional[str] = None
+    log: str | None = None
+    tty: str | None = None
 
     def check(self):
         _require(_is_int(self.port, 0), f"serial port must be an integer >= 0, not {self.port!r}")
@@ -346,27 +345,27 @@ class Domain:
     memory: int = 524288
     vcpus: int = 1
     type: str = "kvm"
-    uuid: Optional[str] = None
-    current_memory: Optional[int] = None  # None: same as memory
+    uuid: str | None = None
+    current_memory: int | None = None  # None: same as memory
     os_type: str = "hvm"
     arch: str = "x86_64"
-    machine: Optional[str] = None
-    boot: List[str] = field(default_factory=lambda: ["hd"])
-    kernel: Optional[str] = None
-    initrd: Optional[str] = None
-    cmdline: Optional[str] = None
+    machine: str | None = None
+    boot: list[str] = field(default_factory=lambda: ["hd"])
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
     # Without ACPI the guest never sees the power button, so it cannot be shut down cleanly.
-    features: List[str] = field(default_factory=lambda: ["acpi", "apic"])
-    cpu_mode: Optional[str] = None
-    cpu_model: Optional[str] = None  # only with cpu_mode='custom'
+    features: list[str] = field(default_factory=lambda: ["acpi", "apic"])
+    cpu_mode: str | None = None
+    cpu_model: str | None = None  # only with cpu_mode='custom'
     on_poweroff: str = "destroy"
     on_reboot: str = "restart"
     on_crash: str = "destroy"
-    emulator: Optional[str] = None
-    disks: List[Disk] = field(default_factory=list)
-    interfaces: List[Interface] = field(default_factory=list)
-    graphics: List[Graphics] = field(default_factory=list)
-    serials: List[Serial] = field(default_factory=list)
+    emulator: str | None = None
+    disks: list[Disk] = field(default_factory=list)
+    interfaces: list[Interface] = field(default_factory=list)
+    graphics: list[Graphics] = field(default_factory=list)
+    serials: list[Serial] = field(default_factory=list)
     memballoon: bool = True
     rng: bool = False  # virtio-rng fed from the host's /dev/urandom
 
@@ -463,7 +462,7 @@ class Domain:
     def from_xml(cls, xml):
         """Parse defined or live domain XML; elements and devices not modelled here are ignored."""
         try:
-            root = ET.fromstring(xml)
+            root = ET.fromstring(xml)  # noqa: S314  (libvirt's XML or ours; no external entities)
         except ET.ParseError as exc:
             raise InvalidArgument(f"not valid domain XML: {exc}") from None
         _require(root.tag == "domain" and _text(root, "name"),

@@ -40,7 +40,8 @@ def _host_kernel():
 
 def _run_probe(argv, timeout):
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        # argv is built by probe(): QEMU and fixed options, no shell.
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)  # noqa: S603
     except subprocess.TimeoutExpired:
         return None
 

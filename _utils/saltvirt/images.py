@@ -240,7 +240,7 @@ def _publish(tmp, dest):
     except OSError:
         # Filesystem without hard links: the narrow check/rename race is acceptable there.
         if os.path.lexists(dest):
-            raise AlreadyExists(  # pylint: disable=raise-missing-from
+            raise AlreadyExists(  # noqa: B904  # pylint: disable=raise-missing-from
                 f"{dest} already exists; refusing to overwrite it"
             )
         os.rename(tmp, dest)

@@ -31,8 +31,8 @@ shut off. A reservation whose VM name is already defined on its host is not coun
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from saltvirt.errors import InvalidArgument
@@ -138,7 +138,7 @@ class Request:
         object.__setattr__(self, "exclude", _names(self.exclude, f"{self.name}: exclude"))
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Request":
+    def from_dict(cls, data: Mapping) -> Request:
         """Build from ``{"name", "cpu", "memory_mib"|"memory", "disk_mib"|"disk", ...}``."""
         if not isinstance(data, Mapping):
             raise InvalidArgument(f"placement request must be a mapping, got {data!r}")
@@ -191,7 +191,7 @@ class Policy:
             )
 
     @classmethod
-    def from_dict(cls, data: Mapping | None) -> "Policy":
+    def from_dict(cls, data: Mapping | None) -> Policy:
         """Build from pillar/config; unknown keys are an error (typos should not pass silently)."""
         data = dict(data or {})
         known = {f.name for f in dataclasses.fields(cls)}
@@ -229,7 +229,7 @@ class VmUsage(NamedTuple):
         return self.state in STOPPED_STATES
 
     @classmethod
-    def from_dict(cls, data: Mapping, where: str) -> "VmUsage":
+    def from_dict(cls, data: Mapping, where: str) -> VmUsage:
         if type(data) is not dict and not isinstance(data, Mapping):
             raise InvalidArgument(f"{where}: VM record must be a mapping, got {data!r}")
         name = data.get("name")
@@ -287,7 +287,7 @@ class HostState:
         object.__setattr__(self, "vm_names", frozenset(vm.name for vm in vms))
 
     @classmethod
-    def from_dict(cls, data: Mapping, host_id: str | None = None) -> "HostState":
+    def from_dict(cls, data: Mapping, host_id: str | None = None) -> HostState:
         """Build from a runner-gathered record. ``host_id`` is used when the record has no ``id``.
 
         A record with ``"up": False`` needs nothing but its id.

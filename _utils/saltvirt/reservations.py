@@ -26,7 +26,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from saltvirt import fileio
 from saltvirt.errors import InvalidArgument, VirtError

@@ -38,7 +38,7 @@ import dataclasses
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any
 
 from saltvirt import domain as dommod
 from saltvirt.errors import InvalidArgument, VirtError
@@ -69,12 +69,12 @@ ANY_PASSWORD = _AnyPassword()
 class Wanted:
     """What a domain should look like; ``None`` leaves an item unmanaged."""
 
-    vcpus: Optional[int] = None
-    memory_mib: Optional[int] = None
-    disks: Optional[List[dict]] = None  # normalised disk specs, profile merged
-    nics: Optional[List[dict]] = None  # normalised NIC dicts, profile merged
-    graphics: Optional[List[dommod.Graphics]] = None  # [] means: no console
-    autostart: Optional[bool] = None
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    disks: list[dict] | None = None  # normalised disk specs, profile merged
+    nics: list[dict] | None = None  # normalised NIC dicts, profile merged
+    graphics: list[dommod.Graphics] | None = None  # [] means: no console
+    autostart: bool | None = None
     live: bool = True  # False: never touch the running guest, only the definition
 
 
@@ -89,7 +89,7 @@ class Change:
     when: str  # LIVE | NEXT_BOOT
     action: str = "set"  # set | add | update
     device: Any = None  # dommod.Disk / Interface for add/update; list of Graphics
-    spec: Optional[dict] = None  # the disk spec of a new disk (to create its file)
+    spec: dict | None = None  # the disk spec of a new disk (to create its file)
 
     def summary(self):
         return {"old": self.old, "new": self.new, "when": self.when}
@@ -317,7 +317,7 @@ def _same_graphics(have, want):
 def _diff_graphics(config, graphics, can_live):
     have = list(config.graphics)
     want = list(graphics)
-    if len(have) == len(want) and all(_same_graphics(h, w) for h, w in zip(have, want)):
+    if len(have) == len(want) and all(_same_graphics(h, w) for h, w in zip(have, want, strict=True)):
         return []
     # Only a new password of an otherwise unchanged console reaches a running guest.
     password_only = len(have) == len(want) == 1 and _same_graphics(
@@ -432,7 +432,7 @@ def _apply_graphics(conn, dom, change):
             change.when = NEXT_BOOT
     # libvirt cannot attach or detach graphics, not even in the definition: redefine it.
     flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
-    root = ET.fromstring(dom.XMLDesc(flags))
+    root = ET.fromstring(dom.XMLDesc(flags))  # noqa: S314  (libvirt's own XML; no external entities)
     devices = root.find("devices")
     if devices is None:
         devices = ET.SubElement(root, "devices")

@@ -145,7 +145,8 @@ class SaltFunctionsDirective(SphinxDirective):
         for func in module.functions:
             add(f".. py:function:: {module.virtualname}.{func.public_name}({func.signature})")
             add("")
-            for i, line in enumerate(_link_local_refs(_join_wrapped_terms(func.doc), public).split("\n") if func.doc else []):
+            doc = _link_local_refs(_join_wrapped_terms(func.doc), public) if func.doc else ""
+            for i, line in enumerate(doc.split("\n") if doc else []):
                 add(INDENT + line if line else "", path, func.doc_line + i)
             add("")
 

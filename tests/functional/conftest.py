@@ -44,7 +44,7 @@ def guest_images(tmp_path_factory):
 def qemu_dir():
     """A scratch directory QEMU (running as libvirt-qemu) can reach: pytest's tmp is 0700."""
     path = tempfile.mkdtemp(prefix="salt-virt-functional-", dir="/var/tmp")
-    os.chmod(path, 0o755)
+    os.chmod(path, 0o755)  # noqa: S103  (QEMU, running as libvirt-qemu, must reach it)
     yield pathlib.Path(path)
     shutil.rmtree(path, ignore_errors=True)
 

@@ -11,8 +11,8 @@ import shutil
 import subprocess
 
 import pytest
-from saltfactories.utils.functional import Loaders
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+from saltfactories.utils.functional import Loaders
 
 from saltvirt import seeding
 

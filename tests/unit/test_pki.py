@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from saltvirt import cmd, pki, tlsfiles, trust
 from saltvirt.errors import CommandFailed, InvalidArgument, VirtError
 

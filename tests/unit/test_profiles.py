@@ -28,7 +28,9 @@ def test_nic_profile_shapes(shape):
 
 
 def test_disk_profile_sizes_in_mib_or_units():
-    disks = profiles.disk_profile("p", {"p": [{"system": {"size": 2048}}, {"name": "data", "size": "1G", "model": "scsi"}]})
+    disks = profiles.disk_profile(
+        "p", {"p": [{"system": {"size": 2048}}, {"name": "data", "size": "1G", "model": "scsi"}]}
+    )
     assert disks[0]["size"] == 2048 * 1024**2
     assert disks[1]["size"] == 1024**3 and disks[1]["bus"] == "scsi"
 

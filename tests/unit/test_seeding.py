@@ -7,10 +7,10 @@ import time
 
 import pycdlib
 import pytest
-import yaml
-
 import salt.crypt
 import salt.utils.crypt
+import yaml
+
 from saltvirt import seeding
 from saltvirt.errors import InvalidArgument, NotFound
 

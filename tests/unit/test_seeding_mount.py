@@ -36,7 +36,7 @@ def partitioned(tmp_path, table, parts, name="disk.img"):
     import json
 
     entries = [p for p in json.loads(layout)["partitiontable"]["partitions"] if p["size"] > 4]
-    for (kind, size, _t), entry in zip(parts, entries):
+    for (kind, size, _t), entry in zip(parts, entries, strict=False):
         if kind is None:
             continue
         fs = tmp_path / f"fs-{entry['start']}"
