@@ -42,9 +42,14 @@ try:
 
     HAS_SALTVIRT = True
     IMPORT_ERROR = None
-except ImportError as _exc:  # _utils not synced
+except ImportError as _exc:  # _utils not synced, or a Python library it needs is missing
     HAS_SALTVIRT = False
-    IMPORT_ERROR = str(_exc)
+    try:
+        from saltvirt.errors import import_advice
+
+        IMPORT_ERROR = import_advice(_exc)
+    except ImportError:
+        IMPORT_ERROR = f"the salt-virt library could not be imported ({_exc}); run saltutil.sync_all"
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ __virtualname__ = "guestfs"
 
 def __virtual__():
     if not HAS_SALTVIRT:
-        return False, f"guestfs: the salt-virt library could not be imported ({IMPORT_ERROR}); run saltutil.sync_all"
+        return False, f"guestfs: {IMPORT_ERROR}"
     if not salt.utils.path.which("guestmount"):
         return False, "guestfs: guestmount is not installed (apt-get install libguestfs-tools)"
     return __virtualname__

@@ -2,7 +2,7 @@
 
 import contextlib
 
-from saltvirt.errors import VirtError
+from saltvirt.errors import VirtError, install_hint
 
 try:
     import libvirt
@@ -19,7 +19,7 @@ if libvirt is not None:
 def connect(uri=None, username=None, password=None):
     """Open a libvirt connection; ``username``/``password`` answer SASL/ssh authentication prompts."""
     if libvirt is None:
-        raise VirtError("libvirt-python is not installed (pip install libvirt-python)")
+        raise VirtError(f"libvirt-python is not installed; {install_hint('libvirt-python')}")
     uri = uri or DEFAULT_URI
     try:
         if username is None and password is None:

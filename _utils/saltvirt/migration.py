@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from saltvirt import connection, images, vmops
-from saltvirt.errors import InvalidArgument, NotFound, VirtError
+from saltvirt.errors import InvalidArgument, NotFound, VirtError, install_hint
 
 try:
     import libvirt
@@ -93,7 +93,7 @@ class Plan:
 
     def flag_value(self):
         if libvirt is None:
-            raise VirtError("libvirt-python is not installed")
+            raise VirtError(f"libvirt-python is not installed; {install_hint('libvirt-python')}")
         value = 0
         for name in self.flags:
             value |= getattr(libvirt, f"VIR_MIGRATE_{name}")
