@@ -203,7 +203,7 @@ def _vm_call(name, fun, host=None, **kwarg):
         host, _state = _find_vm(name)
     answers, errors = _fanout(fun, arg=[name], kwarg=kwarg, tgt=_exact(host), tgt_type="list")
     if host not in answers:
-        raise SaltRunnerError(errors.get(host) or f"{host} did not answer")
+        raise SaltRunnerError(f"{host}: {errors[host]}" if host in errors else f"{host} did not answer")
     ret = answers[host]
     if isinstance(ret, dict):
         ret = dict(ret, host=host)

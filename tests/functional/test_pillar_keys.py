@@ -45,6 +45,7 @@ def master_opts(root, **overrides):
         "file_roots": {"base": [os.path.join(root, "srv", "salt")]},
         "pillar_roots": {"base": [os.path.join(root, "srv", "pillar")]},
         "libvirt_pki": {"key_type": "ec", "organization": "Lab"},
+        "virt": {"hypervisors": "hypervisor*"},
     }
     config.update(overrides)
     return salt.config.apply_master_config(config, copy.deepcopy(salt.config.DEFAULT_MASTER_OPTS))
@@ -116,14 +117,24 @@ def test_pillar_is_stable_between_compiles(configured):
     assert compile_pillar(opts, "hypervisor1") == pillars["hypervisor1"]
 
 
-def test_on_demand_without_ext_pillar_entry(tmp_path):
+def test_on_demand_requests_are_refused_by_default(tmp_path):
+    # libvirt is in Salt's default on_demand_ext_pillar, yet a request gets nothing...
     opts = master_opts(tmp_path)
-    assert "libvirt" not in compile_pillar(opts, "hypervisor1")
-    assert not os.path.exists(os.path.join(opts["pki_dir"], "libvirt"))
+    assert "libvirt" in opts["on_demand_ext_pillar"]
     for request in (True, "_", {}):
         pillar = compile_pillar(opts, "hypervisor1", ext={"libvirt": request})
-        assert "_errors" not in pillar
-        assert common_name(pillar["libvirt"]["servercert.pem"]) == "hypervisor1"
+        assert "libvirt" not in pillar and "_errors" not in pillar
+    assert not os.path.exists(os.path.join(opts["pki_dir"], "libvirt", "issued"))
+    # ...also when the configured entry runs in the same compile.
+    configured = master_opts(tmp_path / "conf", ext_pillar=[{"libvirt": {}}])
+    assert "libvirt" not in compile_pillar(configured, "hypervisor1", ext={"libvirt": True})
+    # The legitimate paths: the configured entry, or on-demand once the operator allows it.
+    assert "libvirt" in compile_pillar(configured, "hypervisor1")
+    allowed = master_opts(
+        tmp_path / "allowed", libvirt_pki={"key_type": "ec", "on_demand": True}
+    )
+    pillar = compile_pillar(allowed, "hypervisor1", ext={"libvirt": True})
+    assert common_name(pillar["libvirt"]["servercert.pem"]) == "hypervisor1"
 
 
 def test_on_demand_options_from_a_minion_are_refused(tmp_path):
@@ -133,9 +144,7 @@ def test_on_demand_options_from_a_minion_are_refused(tmp_path):
     pillar = compile_pillar(opts, "hypervisor1", ext=request)
     assert any("on_demand_ext_pillar" in e for e in pillar["_errors"])
     assert not os.path.exists(evil)
-    # The master's own entry still applies: the minion gets its normal certificates.
-    names, _ = san(pillar["libvirt"]["servercert.pem"])
-    assert "hypervisor2" not in names
+    assert "libvirt" not in pillar
 
 
 def test_entry_options_once_on_demand_is_off(tmp_path):
@@ -166,6 +175,22 @@ def test_minions_option_limits_who_gets_keys(tmp_path):
     assert "libvirt" in compile_pillar(opts, "hypervisor2")
 
 
+def test_only_the_hypervisors_get_keys(tmp_path):
+    GRAINS.setdefault("web1", {"id": "web1"})
+    opts = master_opts(tmp_path, ext_pillar=[{"libvirt": {}}], virt={"hypervisors": ["hypervisor2"]})
+    assert "libvirt" not in compile_pillar(opts, "web1")
+    assert "libvirt" not in compile_pillar(opts, "hypervisor1")
+    assert "libvirt" in compile_pillar(opts, "hypervisor2")
+    # Neither virt:hypervisors nor libvirt_pki:minions: nobody.
+    nobody = master_opts(tmp_path / "none", ext_pillar=[{"libvirt": {}}], virt={})
+    assert "libvirt" not in compile_pillar(nobody, "hypervisor1")
+    # A grain target would let a VM choose to be a hypervisor: a clear error instead.
+    grains = master_opts(tmp_path / "grains", ext_pillar=[{"libvirt": {}}],
+                         virt={"hypervisors": {"tgt": "virtual:kvm", "tgt_type": "grain"}})
+    pillar = compile_pillar(grains, "hypervisor1")
+    assert "libvirt" not in pillar and any("tgt_type 'grain'" in e for e in pillar["_errors"])
+
+
 def test_loader_imports_saltvirt_from_utils_dirs(tmp_path):
     """In a fresh interpreter (no test sys.path tweaks) the pillar module finds ``saltvirt``
     through ``utils_dirs``, as on a master that synced ``_utils``."""
@@ -182,6 +207,7 @@ def test_loader_imports_saltvirt_from_utils_dirs(tmp_path):
             "file_roots": {{"base": []}}, "pillar_roots": {{"base": []}},
             "ext_pillar": [{{"libvirt": "_"}}],
             "libvirt_pki": {{"key_type": "ec"}},
+            "virt": {{"hypervisors": "hypervisor*"}},
         }}, copy.deepcopy(salt.config.DEFAULT_MASTER_OPTS))
         pillar = salt.pillar.Pillar(opts, {{"id": "hypervisor1"}}, "hypervisor1", "base")
         print(json.dumps(sorted(pillar.compile_pillar().get("libvirt", {{}}))))
@@ -195,9 +221,9 @@ def test_loader_imports_saltvirt_from_utils_dirs(tmp_path):
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == sorted(
-        ["cacert.pem", "servercert.pem", "serverkey.pem", "clientcert.pem", "clientkey.pem"]
-    )
+    import saltvirt.pki  # pylint: disable=import-outside-toplevel
+
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == sorted(saltvirt.pki.PILLAR_KEYS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +247,9 @@ def minion_loaders(tmp_path):
             "states_dirs": [os.path.join(REPO, "_states")],
             "utils_dirs": [os.path.join(REPO, "_utils")],
             # masterless: the minion compiles its pillar itself, with these master-side options
-            "libvirt_pki": {"key_type": "ec", "ca_dir": str(tmp_path / "ca")},
+            # (pillar.ext is an on-demand request: allowed here explicitly)
+            "libvirt_pki": {"key_type": "ec", "ca_dir": str(tmp_path / "ca"), "on_demand": True,
+                            "minions": "hypervisor1"},
         },
         copy.deepcopy(salt.config.DEFAULT_MINION_OPTS),
     )
@@ -315,6 +343,8 @@ def test_libvirtd_accepts_the_certificates(tmp_path):
 
     import saltvirt.tlsfiles  # pylint: disable=import-outside-toplevel
 
+    import saltvirt.pki  # pylint: disable=import-outside-toplevel
+
     opts = master_opts(
         tmp_path / "master",
         ext_pillar=[{"libvirt": {}}],
@@ -327,6 +357,15 @@ def test_libvirtd_accepts_the_certificates(tmp_path):
             copy.deepcopy(opts), {"id": minion}, minion, "base"
         ).compile_pillar()
         for minion in ("hypervisor2", "web1")
+    }
+    assert "libvirt" not in peers["web1"]  # not a hypervisor: no certificate at all
+    ca_dir = os.path.join(opts["pki_dir"], "libvirt")
+    operator = saltvirt.pki.operator_pki({"ca_dir": ca_dir, "organization": "Lab", "key_type": "rsa"})
+    assert stat.S_IMODE(os.stat(os.path.join(operator["pkipath"], "clientkey.pem")).st_mode) == 0o600
+    qemu_pair = {
+        "cacert.pem": server["libvirt"]["cacert.pem"],
+        "clientcert.pem": peers["hypervisor2"]["libvirt"]["qemu-clientcert.pem"],
+        "clientkey.pem": peers["hypervisor2"]["libvirt"]["qemu-clientkey.pem"],
     }
     base = str(tmp_path / "etc-pki")
     saltvirt.tlsfiles.sync(server["libvirt"], base)
@@ -344,7 +383,7 @@ def test_libvirtd_accepts_the_certificates(tmp_path):
             ca_file = "{base}/CA/cacert.pem"
             cert_file = "{base}/libvirt/servercert.pem"
             key_file = "{base}/libvirt/private/serverkey.pem"
-            tls_allowed_dn_list = ["O=Lab,CN=hypervisor2"]
+            tls_allowed_dn_list = ["{saltvirt.pki.ALLOWED_CLIENT_DN}"]
             unix_sock_dir = "{tmp_path}/sock"
             host_uuid = "0b7d7c8e-3c0a-4a4e-9d0e-5a1f2c3d4e5f"
             """
@@ -374,9 +413,14 @@ def test_libvirtd_accepts_the_certificates(tmp_path):
         finally:
             conn.close()
 
-        # web1's certificate comes from the same CA, but tls_allowed_dn_list keeps it out.
+        # The operator's certificate (issued on the master) connects too.
+        conn = libvirt.open(uri + operator["pkipath"])
+        conn.close()
+
+        # QEMU's client pair (group-readable by QEMU's user) comes from the same CA, but
+        # tls_allowed_dn_list keeps it out.
         with pytest.raises(libvirt.libvirtError, match="TLS confirmation"):
-            libvirt.open(uri + _client_dir(str(tmp_path / "web1"), peers["web1"]["libvirt"]))
+            libvirt.open(uri + _client_dir(str(tmp_path / "qemu"), qemu_pair))
         assert "not on the list of allowed clients" in (tmp_path / "libvirtd.log").read_text()
     finally:
         proc.terminate()  # unshare exec'd sh, which exec'd libvirtd: this is libvirtd

@@ -17,6 +17,11 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(REPO, "lab", "bin")
 LAB_NETNS = os.environ.get("LAB_NETNS", "svlab")
+LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
+# The Debian guest with a real salt-minion (lab/image/build-minion-image.sh), cached.
+IMAGE_DIR = os.environ.get("SALTVIRT_MINION_IMAGE_DIR", "/var/cache/salt-virt-lab/minion-image")
+IMAGE_NAME = "debian-minion.qcow2"
+START_TIMEOUT = 300
 
 
 class Lab:
@@ -95,3 +100,31 @@ def vm(lab):
         if name in lab.domains(hyper):
             lab.run("salt", hyper, "virt.purge", name, check=False)
     lab.run("salt-key", "-y", "-d", name, check=False)
+
+
+@pytest.fixture(scope="session")
+def minion_image(lab):
+    """Build (or find cached) the minion image and publish it on the lab's file server."""
+    t0 = time.monotonic()
+    proc = subprocess.run(["bash", os.path.join(REPO, "lab", "image", "build-minion-image.sh"), IMAGE_DIR],
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"minion image build failed:\n{proc.stdout}\n{proc.stderr}"
+    print(f"\nminion image ready in {time.monotonic() - t0:.1f}s: {proc.stdout.strip().splitlines()[-1]}")
+    src = os.path.join(IMAGE_DIR, IMAGE_NAME)
+    dest = os.path.join(LAB_DIR, "images", IMAGE_NAME)
+    if not (os.path.exists(dest) and os.path.samefile(src, dest)):
+        tmp = f"{dest}.tmp"
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            subprocess.run(["cp", "--sparse=always", src, tmp], check=True)
+        os.replace(tmp, dest)
+    return f"salt://{IMAGE_NAME}"
+
+
+def mac_for(vm):
+    """A MAC from the VM name's hex suffix: the guest image derives its 10.231.0.N from it."""
+    digest = int(vm.split("-")[-1], 16)
+    return "52:54:00:e2:{:02x}:{:02x}".format((digest >> 8) & 0xFF, digest & 0xFF)

@@ -17,39 +17,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import BIN, REPO
-
-LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
-IMAGE_DIR = os.environ.get("SALTVIRT_MINION_IMAGE_DIR", "/var/cache/salt-virt-lab/minion-image")
-IMAGE_NAME = "debian-minion.qcow2"
-START_TIMEOUT = 300
-
-
-@pytest.fixture(scope="module")
-def minion_image(lab):
-    """Build (or find cached) the minion image and publish it on the lab's file server."""
-    t0 = time.monotonic()
-    proc = subprocess.run(["bash", os.path.join(REPO, "lab", "image", "build-minion-image.sh"), IMAGE_DIR],
-                          capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"minion image build failed:\n{proc.stdout}\n{proc.stderr}"
-    print(f"\nminion image ready in {time.monotonic() - t0:.1f}s: {proc.stdout.strip().splitlines()[-1]}")
-    src = os.path.join(IMAGE_DIR, IMAGE_NAME)
-    dest = os.path.join(LAB_DIR, "images", IMAGE_NAME)
-    if not (os.path.exists(dest) and os.path.samefile(src, dest)):
-        tmp = f"{dest}.tmp"
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            subprocess.run(["cp", "--sparse=always", src, tmp], check=True)
-        os.replace(tmp, dest)
-    return f"salt://{IMAGE_NAME}"
-
-
-def _mac_for(vm):
-    digest = int(vm.split("-")[-1], 16)
-    return "52:54:00:e2:{:02x}:{:02x}".format((digest >> 8) & 0xFF, digest & 0xFF)
+from tests.integration.conftest import BIN, START_TIMEOUT, mac_for
 
 
 @pytest.mark.parametrize("seed_cmd", ["cidata", "seed.apply"])
@@ -65,7 +33,7 @@ def test_vm_minion_answers_with_preaccepted_key(lab, vm, minion_image, seed_cmd)
         proc, ret = lab.run_json(
             "virt.init", vm, 1, 1024, minion_image, f"seed_cmd={seed_cmd}",
             "config=" + json.dumps({"master": "10.231.0.1"}),
-            "interfaces=" + json.dumps([{"name": "eth0", "type": "bridge", "source": "br0", "mac": _mac_for(vm)}]),
+            "interfaces=" + json.dumps([{"name": "eth0", "type": "bridge", "source": "br0", "mac": mac_for(vm)}]),
             timeout=900,
         )
         t_init = time.monotonic() - t0
