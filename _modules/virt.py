@@ -39,12 +39,12 @@ if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
     sys.modules["saltvirt"].unload_if_stale()
 
 try:
+    from saltvirt import bases, fileio, images, migration, profiles, provision, sealed, seeding, snapshots, vmops
     from saltvirt import connection as virtconn
     from saltvirt import console as vconsole
     from saltvirt import domain as dommod
+    from saltvirt import errors as verrors
     from saltvirt import hypervisor as hvtype
-    from saltvirt import images, migration, profiles, provision, seeding, vmops
-    from saltvirt import bases, fileio, snapshots
     from saltvirt import update as vupdate
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
 
@@ -63,9 +63,10 @@ DEFAULT_IMAGES = "/srv/salt-images"
 
 def __virtual__():
     if not HAS_SALTVIRT:
-        return False, f"virt: the salt-virt library could not be imported ({IMPORT_ERROR}); run saltutil.sync_all"
+        return False, (f"virt: the salt-virt library could not be imported ({IMPORT_ERROR}); run "
+                       "saltutil.sync_all, or install salt-virt into the Python that runs Salt")
     if virtconn.libvirt is None:
-        return False, "virt: libvirt-python is not installed (pip install libvirt-python)"
+        return False, f"virt: libvirt-python is not installed; {verrors.install_hint('libvirt-python')}"
     uri = __salt__["config.get"]("virt:connection:uri", "") or ""
     local = not uri or uri.startswith(("qemu:///", "qemu+unix"))
     if local and not salt.utils.path.which("libvirtd") and not os.path.exists("/run/libvirt/libvirt-sock"):
@@ -174,7 +175,7 @@ def _check_resources(conn, cpu, mem):
     try:
         cpu, mem = int(cpu), int(mem)
     except (TypeError, ValueError):
-        raise SaltInvocationError(f"cpu and mem must be integers (got cpu={cpu!r}, mem={mem!r})")
+        raise SaltInvocationError(f"cpu and mem must be integers (got cpu={cpu!r}, mem={mem!r})") from None
     node = vmops.node_info(conn)
     if cpu < 1:
         raise SaltInvocationError(f"cpu must be at least 1, not {cpu}")
@@ -445,7 +446,8 @@ def init(
     .. code-block:: bash
 
         salt 'hypervisor*' virt.init centos1 2 512 image=/var/lib/libvirt/images/centos.img
-        salt 'hypervisor*' virt.init centos1 2 512 image=/var/lib/libvirt/images/centos.qcow2 enable_qcow=True start=False
+        salt 'hypervisor*' virt.init centos1 2 512 image=/var/lib/libvirt/images/centos.qcow2 \
+            enable_qcow=True start=False
         salt 'hypervisor1' virt.init web1 1 1024 image=salt://centos.qcow2 enable_vnc=True
         salt 'hypervisor1' virt.init web2 1 1024 image=salt://centos.qcow2 graphics='{type: vnc, password: True}'
     """
@@ -1114,14 +1116,17 @@ def migrate_survey(name, **kwargs):
     return _with_conn(kwargs, _survey)
 
 
-def get_graphics(vm_, show_password=False, **kwargs):
+def get_graphics(vm_, show_password=False, seal_to=None, **kwargs):
     """
     Graphics consoles of a domain (type, listen, host, live port, ``password_set``).
 
     show_password
-        Also return each console's ``password``. Only for the caller who asks: the answer of
-        this job is kept in the job cache like any other, so prefer ``salt-run virt.console
-        <vm> show_password=True`` on the master, which shows it on the terminal only.
+        Also return each console's ``password``. The answer of this job is kept in the job
+        cache and crosses the event bus like any other: prefer ``salt-run virt.console <vm>
+        show_password=True``, which asks with ``seal_to``.
+    seal_to
+        A one-time X25519 public key (base64) of the caller: the password comes back as
+        ``password_sealed``, readable by the holder of its private key only.
 
     CLI Example:
 
@@ -1134,8 +1139,14 @@ def get_graphics(vm_, show_password=False, **kwargs):
     if show_password:
         with _connection(kwargs) as conn:
             secure = vconsole.secure_graphics(vmops.lookup(conn, vm_))
-        for gfx, device in zip(graphics, secure):
-            gfx["password"] = device.password
+        for gfx, device in zip(graphics, secure, strict=False):
+            if seal_to and device.password:
+                try:
+                    gfx["password_sealed"] = sealed.seal(seal_to, device.password)
+                except VirtError as exc:
+                    _raise(exc)
+            elif not seal_to:
+                gfx["password"] = device.password
     return graphics
 
 
@@ -1284,7 +1295,8 @@ def rebase_base(base, new_base=None, safe=True, live_pull=False, missing_ok=Fals
     .. code-block:: bash
 
         salt hypervisor1 virt.rebase_base /var/lib/libvirt/images/centos.qcow2
-        salt hypervisor1 virt.rebase_base /srv/salt-images/base/centos-1f2e.qcow2 new_base=/srv/salt-images/base/centos-v2.qcow2
+        salt hypervisor1 virt.rebase_base /srv/salt-images/base/centos-1f2e.qcow2 \
+            new_base=/srv/salt-images/base/centos-v2.qcow2
     """
     if missing_ok and not os.path.exists(base):
         return {"base": base, "present": False, "new_base": None, "rebased": [], "indirect": []}
@@ -1376,7 +1388,8 @@ def migrate_preflight(facts, copy_storage=None, offline=False, source=None, **kw
     .. code-block:: bash
 
         salt-run virt.migrate centos1 hypervisor2 test=True   # what operators run
-        salt hypervisor2 virt.migrate_preflight "$(salt hypervisor1 virt.migrate_source_info centos1 probe=False --out=json --static | jq -c .hypervisor1)"
+        salt hypervisor2 virt.migrate_preflight \
+            "$(salt hypervisor1 virt.migrate_source_info centos1 probe=False --out=json --static | jq -c .hypervisor1)"
     """
     if not isinstance(facts, dict) or "disks" not in facts:
         raise SaltInvocationError("facts must be the dict returned by virt.migrate_source_info")
@@ -1407,7 +1420,9 @@ def migrate_prepare(name, create, token, source=None, **kwargs):
 
     .. code-block:: bash
 
-        salt hypervisor2 virt.migrate_prepare centos1 '[{path: /srv/salt-images/centos1/system.qcow2, kind: blank, format: qcow2, virtual_size: 8589934592}]' 3f2a9c
+        salt hypervisor2 virt.migrate_prepare centos1 \
+            '[{path: /srv/salt-images/centos1/system.qcow2, kind: blank, format: qcow2,
+              virtual_size: 8589934592}]' 3f2a9c
     """
     try:
         journal = migration.journal_path(_migration_dir(), token)
@@ -1444,7 +1459,8 @@ def migrate_in(name, facts, source, dest=None, copy_storage=None, offline=False,
     .. code-block:: bash
 
         salt-run virt.migrate centos1 hypervisor2   # what operators run
-        salt hypervisor2 virt.migrate_in centos1 "$(salt hypervisor1 virt.migrate_source_info centos1 --out=json --static | jq -c .hypervisor1)" hypervisor1
+        salt hypervisor2 virt.migrate_in centos1 \
+            "$(salt hypervisor1 virt.migrate_source_info centos1 --out=json --static | jq -c .hypervisor1)" hypervisor1
     """
     if not isinstance(facts, dict) or "disks" not in facts or facts.get("name") != name:
         raise SaltInvocationError(f"facts must be the dict virt.migrate_source_info returned for {name}")

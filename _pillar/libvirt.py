@@ -39,8 +39,9 @@ import os
 import sys
 
 import salt.pillar
-import saltvirt.pki
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+import saltvirt.pki
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.trust import Hypervisors
 

@@ -44,10 +44,9 @@ import salt.utils.minions
 from salt.exceptions import SaltInvocationError, SaltRunnerError
 
 try:
-    from saltvirt import domain as dommod
     from saltvirt import console as vconsole
-    from saltvirt import pki, placement, reservations, trust
-    from saltvirt import fileio, migrator
+    from saltvirt import domain as dommod
+    from saltvirt import fileio, migrator, pki, placement, reservations, sealed, trust
     from saltvirt.errors import InvalidArgument, VirtError
 
     HAS_SALTVIRT = True
@@ -63,7 +62,8 @@ __func_alias__ = {"list_": "list"}
 
 def __virtual__():
     if not HAS_SALTVIRT:
-        return False, f"virt runner: salt-virt library missing ({IMPORT_ERROR}); set utils_dirs or pip install salt-virt"
+        return False, (f"virt runner: salt-virt library missing ({IMPORT_ERROR}); "
+                       "set utils_dirs or pip install salt-virt")
     return __virtualname__
 
 
@@ -737,6 +737,23 @@ def _to_caller(name, secrets):
     return True
 
 
+def _vnc_password(name, hypervisor):
+    """The VNC password of ``name``, asked sealed to a one-time key of this process: the job's
+    return on the bus and in the job cache is ciphertext."""
+    private, public = sealed.recipient()
+    answers, errors = _fanout("virt.get_graphics", arg=[name], kwarg={"show_password": True, "seal_to": public},
+                              tgt=_exact(hypervisor), tgt_type="list")
+    if hypervisor not in answers:
+        raise SaltRunnerError(f"{hypervisor}: {errors.get(hypervisor, 'no answer')}")
+    box = next((g.get("password_sealed") for g in answers[hypervisor] if g.get("type") == "vnc"), None)
+    if not box:
+        raise SaltRunnerError(f"VM {name} on {hypervisor} has no VNC password")
+    try:
+        return sealed.unseal(private, box)
+    except InvalidArgument as exc:
+        raise SaltRunnerError(f"VNC password of {name}: {exc}") from exc
+
+
 @_clean_errors
 def console(name, host=None, local_port=5901, web=True, ttl=None, show_password=False):
     """
@@ -792,9 +809,7 @@ def console(name, host=None, local_port=5901, web=True, ttl=None, show_password=
     secrets = []
     password = None
     if show_password and gfx["password_set"]:
-        shown = _fanout("virt.get_graphics", arg=[name], kwarg={"show_password": True},
-                        tgt=_exact(hypervisor), tgt_type="list")[0].get(hypervisor) or []
-        password = next((g.get("password") for g in shown if g.get("type") == "vnc"), None)
+        password = _vnc_password(name, hypervisor)
         secrets.append(("VNC password", password))
         result["password"] = _SHOWN
     if web:

@@ -119,6 +119,7 @@ def keys(name, basepath="/etc/pki", **kwargs):
 # --------------------------------------------------------------------------- VMs
 
 _CONNECTION_ARGS = ("connection", "username", "password")
+_NOT_SHOWN = "set (not shown)"
 
 
 def _password_set(result):
@@ -170,7 +171,7 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
                 autostart=bool(autostart), **kwargs)
             ret["changes"] = created
             if _password_set(info):
-                ret["changes"]["vnc_password"] = "set (not shown)"
+                ret["changes"]["vnc_password"] = _NOT_SHOWN
             ret["comment"] = f"VM {name} created on {info.get('host')}{' and started' if start else ''}"
             return ret
         if update:
@@ -180,7 +181,7 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
                 live=live, test=test, saltenv=kwargs.get("saltenv", "base"), **conn)
             ret["changes"].update(res["changes"])
             if _password_set(res):
-                ret["changes"]["vnc_password"] = "set (not shown)"
+                ret["changes"]["vnc_password"] = _NOT_SHOWN
             if res["changes"]:
                 notes.append(("would change: " if test else "changed: ") + res["comment"])
         if start:

@@ -224,7 +224,7 @@ def write_master_config():
     conf = {
         "root_dir": str(MASTER),
         "user": "root",
-        "interface": "0.0.0.0",  # inside the lab's netns: its loopback and br0 only
+        "interface": "0.0.0.0",  # noqa: S104 (inside the lab's netns: its loopback and br0 only)
         "file_roots": {"base": [str(REPO), str(IMAGES)]},
         "file_ignore_regex": [r"/\.git($|/)", r"/\.venv($|/)", r"/lab/build($|/)"],
         "pillar_roots": {"base": [str(LAB_DIR / "pillar")]},
@@ -267,7 +267,7 @@ def start_master():
 
 def _copy_tree_dirs(src, dst):
     """Copy a directory skeleton (directories only, with modes and owners)."""
-    for root, dirs, _files in os.walk(src):
+    for root, _dirs, _files in os.walk(src):
         rel = os.path.relpath(root, src)
         target = Path(dst) / rel
         target.mkdir(parents=True, exist_ok=True)
@@ -407,7 +407,7 @@ def apply_formula(ids):
     try:
         results = json.loads(out.stdout)
     except json.JSONDecodeError:
-        raise LabError(f"state.apply failed: {out.stdout}{out.stderr}")
+        raise LabError(f"state.apply failed: {out.stdout}{out.stderr}") from None
     for minion in ids:
         states = results.get(minion)
         if not isinstance(states, dict) or not all(st.get("result") for st in states.values()):
@@ -523,7 +523,7 @@ def status():
     print(f"netns {NETNS}: {'present' if netns_exists() else 'absent'}")
     ok &= netns_exists()
     pid = master_pid()
-    print(f"salt-master: {'running pid %d' % pid if pid else 'stopped'}")
+    print(f"salt-master: {f'running pid {pid}' if pid else 'stopped'}")
     ok &= bool(pid)
     for n in existing_hypervisors() or range(1, COUNT + 1):
         hp = holder_pid(n)
@@ -533,7 +533,7 @@ def status():
             ok = False
         else:
             libvirtd = libvirtd_pid(n)
-            line += f"namespace pid {hp}, libvirtd {'pid %d' % libvirtd if libvirtd else 'DOWN'}"
+            line += f"namespace pid {hp}, libvirtd {f'pid {libvirtd}' if libvirtd else 'DOWN'}"
             line += f", tls {hv_addr(n)}:16514, host uuid {hv_uuid(n)}"
             ok &= bool(libvirtd)
         print(line)

@@ -744,9 +744,9 @@ def libvirt_pillar(minion_id, grains, config, clock=None):
     Returns ``{"libvirt": {key: PEM text}}`` with the keys of :data:`PILLAR_KEYS` -- libvirt's
     server and client pairs, QEMU's own server and client pairs and the CA certificate -- or
     ``{}`` if ``minion_id`` is not in the ``minions`` option (globs, or a
-    :class:`saltvirt.trust.Hypervisors`; ``None`` matches nobody). The CA key is never part of it. ``config`` holds the options of
-    :data:`PILLAR_OPTIONS`; ``ca_dir`` is required. ``clock`` is for tests (see
-    :class:`CertificateAuthority`).
+    :class:`saltvirt.trust.Hypervisors`; ``None`` matches nobody). The CA key is never part of it.
+    ``config`` holds the options of :data:`PILLAR_OPTIONS`; ``ca_dir`` is required. ``clock``
+    is for tests (see :class:`CertificateAuthority`).
     """
     minion_id = validate_minion_id(minion_id)
     config = pillar_config(config)

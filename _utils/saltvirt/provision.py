@@ -8,8 +8,8 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
 
 from saltvirt import domain as dommod
 from saltvirt import images, vmops
@@ -52,8 +52,8 @@ class DiskPlan:
     target: str
     path: str
     format: str
-    size: Optional[int] = None  # bytes
-    source: Optional[str] = None  # local image to clone from
+    size: int | None = None  # bytes
+    source: str | None = None  # local image to clone from
     overlay: bool = False
     existing: bool = False  # an operator-supplied file: attached, never created or removed
     device: str = "disk"
@@ -114,13 +114,13 @@ class Request:
     """Everything :func:`create` needs, already validated by the caller's arguments."""
 
     domain: dommod.Domain
-    disks: List[DiskPlan]
+    disks: list[DiskPlan]
     start: bool = True
     # seeder(plans, vm_dir, undo) -> extra dommod.Disk list (e.g. a cidata ISO); runs
     # after the disks exist and before the domain is defined, so a guest never boots unseeded.
-    seeder: Optional[Callable] = None
+    seeder: Callable | None = None
     autostart: bool = False
-    created_dirs: List[str] = field(default_factory=list)
+    created_dirs: list[str] = field(default_factory=list)
 
 
 def _make_dir(path, undo):

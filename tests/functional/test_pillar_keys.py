@@ -341,9 +341,8 @@ def test_libvirtd_accepts_the_certificates(tmp_path):
     if os.geteuid() != 0 or not shutil.which("libvirtd") or not shutil.which("unshare"):
         pytest.fail("needs root, libvirtd and unshare (a private mount namespace): run make install")
 
-    import saltvirt.tlsfiles  # pylint: disable=import-outside-toplevel
-
     import saltvirt.pki  # pylint: disable=import-outside-toplevel
+    import saltvirt.tlsfiles  # pylint: disable=import-outside-toplevel
 
     opts = master_opts(
         tmp_path / "master",

@@ -85,8 +85,9 @@ def test_init_salt_url_full_copy_start_false(virt, vm_name, minion_opts):
 
 
 def test_cidata_seed_is_read_by_the_guest(virt, vm_name, minion_opts, tmp_path):
-    from saltvirt import seeding
     from salt.utils.crypt import pem_finger
+
+    from saltvirt import seeding
 
     priv, pub = seeding.gen_minion_keys()
     ret = virt.init(vm_name, 1, 128, image="salt://centos.qcow2", enable_qcow=True,

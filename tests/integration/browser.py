@@ -13,6 +13,7 @@ port, no extra client library.
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
@@ -88,10 +89,8 @@ class DevTools:
         return json.loads(message)
 
     def close(self):
-        try:
+        with contextlib.suppress(Exception):  # already gone
             self.call("Browser.close")
-        except Exception:  # already gone
-            pass
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:

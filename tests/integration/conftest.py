@@ -32,7 +32,8 @@ class Lab:
             [os.path.join(BIN, tool), *map(str, args)], capture_output=True, text=True, timeout=timeout
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"{tool} {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+            command = " ".join(map(str, args))
+            raise AssertionError(f"{tool} {command} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
 
     def salt_json(self, *args, timeout=300):
@@ -127,4 +128,4 @@ def minion_image(lab):
 def mac_for(vm):
     """A MAC from the VM name's hex suffix: the guest image derives its 10.231.0.N from it."""
     digest = int(vm.split("-")[-1], 16)
-    return "52:54:00:e2:{:02x}:{:02x}".format((digest >> 8) & 0xFF, digest & 0xFF)
+    return f"52:54:00:e2:{(digest >> 8) & 0xFF:02x}:{digest & 0xFF:02x}"

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+import saltvirt
+
 LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
 VMOPS = f"{LAB_DIR}/hv1/minion/var/cache/salt/minion/extmods/utils/saltvirt/vmops.py"
 ORIGINAL = "no domain named {name!r} on this host"
@@ -21,7 +23,7 @@ def _state_error(lab, name):
 def test_grain_reports_the_preloaded_library(lab):
     grains = lab.salt_json("hypervisor*", "grains.item", "virt_saltvirt", "virt_libvirt")
     for hyper in ("hypervisor1", "hypervisor2"):
-        assert grains[hyper]["virt_saltvirt"] == "0.1.0", grains
+        assert grains[hyper]["virt_saltvirt"] == saltvirt.__version__, grains
         assert grains[hyper]["virt_libvirt"].startswith("9."), grains
 
 
@@ -48,4 +50,4 @@ def test_job_reads_library_changed_after_preload(lab, restore_library):
     out = _state_error(lab, "no-such-vm-preload")
     assert "on this host" in out and "library changed" not in out, out
     grains = lab.salt_json("hypervisor1", "grains.item", "virt_saltvirt")
-    assert grains["hypervisor1"]["virt_saltvirt"] == "0.1.0"
+    assert grains["hypervisor1"]["virt_saltvirt"] == saltvirt.__version__

@@ -91,7 +91,7 @@ def test_rebase_keeps_overlays_and_their_data(lab):
         # Both boot again from the copy and keep what their guests wrote before.
         for vm in vms:
             salt_ret(lab, "virt.start", vm)
-        for vm, overlay in zip(vms, overlays):
+        for vm, overlay in zip(vms, overlays, strict=True):
             boots_and_writes(lab, vm, 2)
             beats = heartbeat_log(lab, overlay)
             assert beats[:1] == ["1"] and beats.count("1") >= 2, beats  # written by both boots

@@ -135,7 +135,7 @@ def test_no_private_key_on_the_bus_or_in_the_job_cache(lab, tenant, vm):
     finally:
         events.terminate()
         bus = events.communicate(timeout=30)[0]
-    assert f"salt/job/" in bus and vm in bus  # the listener saw this init's jobs
+    assert "salt/job/" in bus and vm in bus  # the listener saw this init's jobs
     assert "PRIVATE KEY" not in bus and "PRIVATE KEY" not in proc.stdout
     jids = sorted({line.split("/")[2] for line in bus.splitlines()
                    if line.startswith("salt/job/") and "virt.init" in line})
