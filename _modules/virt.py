@@ -191,9 +191,9 @@ def _check_resources(conn, cpu, mem):
 def _graphics(enable_vnc, graphics):
     """``(devices, generated password or None)`` for ``enable_vnc``/``graphics``.
 
-    ``graphics={type: vnc, password: True}`` asks for a generated password: it is kept in the
-    domain definition only; ``get_graphics(vm, show_password=True)`` or ``salt-run
-    virt.console <vm> show_password=True`` tell it to whoever asks.
+    A VNC console gets a generated password unless the call gives one (``virt:vnc:password:
+    none`` on the hypervisor turns that off). It is kept in the domain definition only;
+    ``salt-run virt.console <vm> show_password=True`` tells it to whoever asks.
     """
     if graphics is None and not enable_vnc:
         return [], None
@@ -211,12 +211,15 @@ def _graphics(enable_vnc, graphics):
     if spec.get("port") is None:
         spec["port"] = -1
     generated = None
-    password = spec.get("password")
+    password = spec.pop("password", None)
+    if spec["type"] == "vnc":
+        try:
+            password = vconsole.console_password(password, _config("vnc:password"))
+        except InvalidArgument as exc:
+            raise SaltInvocationError(str(exc)) from exc
     if password is True:
         generated = spec["password"] = vconsole.gen_password()
-    elif password in (None, False, ""):
-        spec.pop("password", None)
-    else:
+    elif password not in (None, False, ""):
         spec["password"] = str(password)
     return [dommod.Graphics(**{k: spec[k] for k in ("type", "listen", "port", "password") if k in spec})], generated
 
@@ -433,8 +436,10 @@ def init(
         Add a VNC console (``graphics={type: vnc, listen: ..., port: ..., password: ...}``).
         It listens on ``virt:vnc:listen`` (default 127.0.0.1), never on 0.0.0.0 unless asked,
         on an automatic port (5900 up) unless ``port`` is given. ``password`` (1 to 8
-        characters) protects it; ``password: True`` generates one. Returns and ``vm_info`` only
-        say ``password_set``; ask for it with ``salt-run virt.console <vm> show_password=True``.
+        characters) protects it; without one a password is generated (``virt:vnc:password:
+        none`` in the hypervisor's config turns that off; only then is ``password: False``
+        accepted). Returns and ``vm_info`` only say ``password_set``; ask for the password with
+        ``salt-run virt.console <vm> show_password=True``.
     boot, os_type, arch
         Boot devices (``[hd, cdrom, network]`` or ``{kernel, initrd, cmdline}``), OS type
         (``hvm``) and architecture (``x86_64``).

@@ -20,7 +20,9 @@ Master configuration (all optional)::
       prepare_timeout: 600           # seconds the target has to pre-create copied disks
       rebase_timeout: 1800           # seconds virt.rebase waits for the copies and rebases
       console:                       # web console proxy (websockify + noVNC), see virt.console
-        listen: 127.0.0.1            # where the proxy listens (default: loopback only)
+        listen: 127.0.0.1            # where the proxy listens (default: loopback only); any
+        #cert: /etc/ssl/console.pem  # other address needs cert + key: https/wss only
+        #key: /etc/ssl/console.key
         port: 6080
         token_ttl: 300               # seconds a console URL stays valid (it works once)
         url: https://console.example.com/   # public base URL, if a reverse proxy fronts it
@@ -694,6 +696,8 @@ def _console_proxy():
             listen=_conf("console:listen", vconsole.DEFAULT_LISTEN),
             port=_conf("console:port", vconsole.DEFAULT_PORT),
             web=_conf("console:web", vconsole.DEFAULT_WEB),
+            cert=_conf("console:cert"),
+            key=_conf("console:key"),
         )
     except InvalidArgument as exc:
         raise SaltInvocationError(f"master config virt:console: {exc}") from exc
@@ -710,7 +714,7 @@ def _web_console(proxy, name, hypervisor, gfx, ttl):
         token, expires = proxy.tokens.issue(name, gfx["host"], gfx["port"], ttl=ttl, hypervisor=hypervisor)
     except VirtError as exc:
         raise SaltRunnerError(f"web console of {name}: {exc}") from exc
-    base = _conf("console:url") or vconsole.default_base_url(proxy.listen, proxy.port)
+    base = _conf("console:url") or vconsole.default_base_url(proxy.listen, proxy.port, tls=proxy.tls)
     return {
         "url": _SHOWN,
         "_secret_url": vconsole.web_url(base, token),
@@ -762,8 +766,8 @@ def console(name, host=None, local_port=5901, web=True, ttl=None, show_password=
 
     The URL carries a one-time token that works for this VM only and expires after
     ``virt:console:token_ttl`` seconds (300; ``ttl=`` overrides). ``web=False`` only gives the
-    tunnel. ``show_password=True`` also tells the console's VNC password (and puts it in the
-    URL's fragment for noVNC, which never sends it to a server).
+    tunnel. The URL carries the console's VNC password in its fragment, which noVNC reads and no
+    browser sends to a server; ``show_password=True`` also prints the password itself.
 
     The URL and the password are printed on the terminal of the ``salt-run`` that asked, never
     returned: returns travel on the event bus and stay in the job cache. Called any other way
@@ -807,9 +811,8 @@ def console(name, host=None, local_port=5901, web=True, ttl=None, show_password=
     if not gfx["local_only"]:
         result["vncviewer"]["direct"] = f"vncviewer {gfx['host']}::{gfx['port']}"
     secrets = []
-    password = None
-    if show_password and gfx["password_set"]:
-        password = _vnc_password(name, hypervisor)
+    password = _vnc_password(name, hypervisor) if gfx["password_set"] and (show_password or web) else None
+    if show_password and password:
         secrets.append(("VNC password", password))
         result["password"] = _SHOWN
     if web:

@@ -35,3 +35,6 @@ qemu-tls-config:
     - key_values:
         default_tls_x509_verify: 1
         migrate_tls_x509_verify: 1
+        # the VNC ports virt.firewall keeps closed to all but the console proxy
+        remote_display_port_min: {{ hyper.vnc_port_min }}
+        remote_display_port_max: {{ hyper.vnc_port_max }}

@@ -90,6 +90,38 @@ def tunnel_command(listen, port, address, local_port=5901, user=None):
     return ssh, f"vncviewer localhost:{int(local_port)}"
 
 
+#: ``virt:vnc:password`` on a hypervisor: ``generate`` (default) gives every new console a
+#: password unless the call sets one; ``none`` leaves consoles without one unless asked.
+PASSWORD_POLICIES = ("generate", "none")
+
+
+def console_password(requested, policy=None):
+    """The password a new console gets: ``True`` (generate one), ``None`` (none) or the text.
+
+    ``requested`` is the call's ``graphics: {password: ...}`` (``None`` when not given);
+    ``policy`` the hypervisor's ``virt:vnc:password``. A console without a password is open to
+    anyone who reaches its port, so only the operator's policy can ask for that.
+    """
+    policy = "generate" if policy in (None, "") else str(policy).lower()
+    if policy not in PASSWORD_POLICIES:
+        raise InvalidArgument(f"virt:vnc:password is {policy!r}: use 'generate' (the default) or 'none'")
+    if requested is True:
+        return True
+    if requested is False or (isinstance(requested, str) and requested.lower() == "none"):
+        if policy == "none":
+            return None
+        raise InvalidArgument(
+            "a console without a password is open to anyone who reaches its port: drop "
+            "password: False, or have the operator set virt:vnc:password: none on the hypervisor"
+        )
+    if requested in (None, ""):
+        return True if policy == "generate" else None
+    text = str(requested)
+    if not 0 < len(text) <= VNC_PASSWORD_MAX:
+        raise InvalidArgument(f"a VNC password has 1 to {VNC_PASSWORD_MAX} characters, got {len(text)}")
+    return text
+
+
 def gen_password(length=VNC_PASSWORD_MAX):
     """A random VNC password (letters and digits; VNC uses at most 8 characters)."""
     if not 1 <= int(length) <= VNC_PASSWORD_MAX:
@@ -305,13 +337,13 @@ def web_url(base, token, page="vnc.html"):
     return f"{base}{page}#{fragment}"
 
 
-def default_base_url(listen, port, fqdn=None):
+def default_base_url(listen, port, fqdn=None, tls=False):
     host = listen
     if listen in WILDCARDS:
         host = fqdn or socket.getfqdn()
     if ":" in host:
         host = f"[{host.strip('[]')}]"
-    return f"http://{host}:{int(port)}/"
+    return f"{'https' if tls else 'http'}://{host}:{int(port)}/"
 
 
 # --------------------------------------------------------------------------- proxy daemon
@@ -325,9 +357,23 @@ class Proxy:
     """
 
     def __init__(self, state_dir, listen=DEFAULT_LISTEN, port=DEFAULT_PORT, web=DEFAULT_WEB,
-                 python=None, pythonpath=None):
+                 python=None, pythonpath=None, cert=None, key=None):
         self.state_dir = str(state_dir)
         self.listen = str(listen or DEFAULT_LISTEN)
+        # Beyond loopback the proxy speaks https/wss only: a console URL, its token and the
+        # password in its fragment must not cross a network in clear text.
+        self.cert, self.key = (str(cert) if cert else None), (str(key) if key else None)
+        if bool(self.cert) != bool(self.key):
+            raise InvalidArgument("virt:console needs both cert and key (PEM files) for https, or neither")
+        if not self.cert and not is_loopback(self.listen):
+            raise InvalidArgument(
+                f"virt:console:listen is {self.listen}, not loopback: set virt:console:cert and "
+                "virt:console:key (PEM files) so that the proxy serves https/wss only, or keep it "
+                "on 127.0.0.1 and reach it through an SSH tunnel or a TLS reverse proxy"
+            )
+        for path in filter(None, (self.cert, self.key)):
+            if not os.path.isabs(path) or not os.path.isfile(path):
+                raise InvalidArgument(f"virt:console: {path!r} is not an existing absolute file path")
         try:
             self.port = int(port)
         except (TypeError, ValueError):
@@ -354,8 +400,13 @@ class Proxy:
             "--file-only",  # no directory listings
             "--token-plugin", f"{__name__}.TokenPlugin",
             "--token-source", self.token_dir,
+            *(["--cert", self.cert, "--key", self.key, "--ssl-only"] if self.cert else []),
             f"{listen}:{self.port}",
         ]
+
+    @property
+    def tls(self):
+        return bool(self.cert)
 
     # ------------------------------------------------------------------ state
 

@@ -1,8 +1,9 @@
 """VNC consoles on the lab: a real VNC client, VNC passwords, and the web console in Chromium.
 
-Two VMs are created once for the module, in parallel: ``open`` (VNC without a password) on
-hypervisor1 and ``locked`` (``graphics={type: vnc, password: True}``) on hypervisor2, plus a
-VM with a console that is never started. Clients run inside the lab's network namespace, where
+Two VMs are created once for the module, in parallel: ``open`` (``enable_vnc=True``, the seed's
+walkthrough: it gets a generated password by default) on hypervisor1 and ``locked``
+(``graphics={type: vnc, password: True}``) on hypervisor2, plus a VM with a console that is never
+started. Clients run inside the lab's network namespace, where
 the consoles (127.0.0.2/127.0.0.3) and the master's console proxy (127.0.0.1:6080) are:
 ``vnc_client.py`` (vncdotool) and ``browser.py`` (headless Chromium over the DevTools protocol).
 
@@ -56,10 +57,11 @@ def vms(lab):
         futures = {key: pool.submit(lab.run_json, *args) for key, args in calls.items()}
         try:
             results = {key: future.result()[1] for key, future in futures.items()}
-            # The generated password is never returned: the caller asks for it explicitly.
+            # The generated passwords are never returned: the caller asks for them explicitly.
             assert "vnc_password" not in json.dumps(results)
-            results["locked"]["vnc_password"] = console_info(
-                lab, names["locked"], "show_password=True", "web=False")["password"]
+            for key in ("open", "locked"):
+                results[key]["vnc_password"] = console_info(
+                    lab, names[key], "show_password=True", "web=False")["password"]
             yield {key: dict(results[key], name=names[key]) for key in names}
         finally:
             cleanup = [("salt-run", "virt.console_proxy", "stop")]
@@ -168,8 +170,8 @@ def test_init_and_query_report_the_console(lab, vms):
     assert open_gfx["type"] == "vnc" and open_gfx["port"] >= 5900
     # the hypervisor's configured VNC address (virt:vnc:listen), reachable from the master
     assert open_gfx["listen"] == open_gfx["host"] == "127.0.0.2"
-    assert open_gfx["password_set"] is False and open_gfx["local_only"] is False
-    assert "vnc_password" not in vms["open"]
+    # enable_vnc=True alone: authenticated by default
+    assert open_gfx["password_set"] is True and open_gfx["local_only"] is False
 
     locked_gfx = vms["locked"]["graphics"][0]
     assert locked_gfx["host"] == "127.0.0.3" and locked_gfx["password_set"] is True
@@ -203,10 +205,40 @@ def test_init_and_query_report_the_console(lab, vms):
     assert info["graphics"][0]["password_set"] is True
 
 
+RFB_PROBE = """
+import socket, sys
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+version = sock.recv(12)
+sock.sendall(b"RFB 003.008\\n")
+count = sock.recv(1)[0]
+types = list(sock.recv(count)) if count else []
+print(version.decode().strip(), *types)
+"""
+
+
+def rfb_security_types(host, port):
+    """The security types a console offers in the RFB handshake (1: None, 2: VNC password)."""
+    proc = subprocess.run(in_netns(sys.executable, "-c", RFB_PROBE, host, port),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    version, *types = proc.stdout.split()
+    assert version == "RFB", proc.stdout
+    return [int(t) for t in types[1:]]
+
+
+def test_no_console_opens_without_its_password(vms, artifacts):
+    for key in ("open", "locked"):
+        gfx = vms[key]["graphics"][0]
+        # A plain socket speaking RFB: "None" (1) is not offered, only VNC authentication (2).
+        assert rfb_security_types(gfx["host"], gfx["port"]) == [2], key
+        refused = vnc_capture(f"{gfx['host']}::{gfx['port']}", os.path.join(artifacts, f"vnc-{key}-no.png"))
+        assert not refused["ok"] and "password required" in refused["error"], refused
+
+
 def test_vnc_client_sees_the_boot_screen(vms, artifacts):
     gfx = vms["open"]["graphics"][0]
     out = os.path.join(artifacts, "vnc-open.png")
-    image = wait_for_boot_screen(f"{gfx['host']}::{gfx['port']}", out)
+    image = wait_for_boot_screen(f"{gfx['host']}::{gfx['port']}", out, password=vms["open"]["vnc_password"])
     blank = Image.new(image.mode, image.size)
     assert ImageChops.difference(image, blank).getbbox() is not None
     assert bright_pixels(image) > 2000
@@ -291,9 +323,8 @@ def test_each_url_opens_only_its_own_vm(lab, vms, artifacts):
     for key in ("open", "locked"):
         name = vms[key]["name"]
         url = console_info(lab, name)["web"]["url"]
-        if key == "locked":
-            # noVNC reads the password from the fragment, which never reaches the server.
-            url += "&password=" + vms[key]["vnc_password"]
+        # noVNC reads the password from the fragment, which never reaches the server.
+        assert url.endswith("&password=" + vms[key]["vnc_password"]), key
         page, image = chromium(url, os.path.join(artifacts, f"web-{key}.png"))
         opened[key] = page["title"]
         shows, why = canvas_shows_console(image)

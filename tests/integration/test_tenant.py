@@ -167,3 +167,18 @@ def test_guest_cannot_be_made_a_hypervisor_or_another_vm(lab, tenant):
     for hyper in HYPERVISORS:
         assert "hypervisor9" not in lab.domains(hyper)
         assert lab.domains(hyper).count(tenant) <= 1
+
+
+def test_guest_cannot_open_another_vms_console(lab, tenant, vm):
+    from tests.integration.test_console import rfb_security_types
+
+    _proc, ret = lab.run_json("virt.init", vm, 1, 128, "salt://centos.qcow2", "enable_qcow=True",
+                              "enable_vnc=True", "seed=False")
+    gfx = ret["graphics"][0]
+    assert gfx["password_set"] is True and "vnc_password" not in json.dumps(ret)
+    # From the tenant's network the console's port is not even reachable...
+    probe = in_guest(lab, tenant, f"timeout 5 bash -c 'echo > /dev/tcp/{gfx['host']}/{gfx['port']}' "
+                                  "&& echo open || echo closed")
+    assert probe.strip().endswith("closed"), probe
+    # ...and where it is (the lab's own network), RFB asks for the password the tenant lacks.
+    assert rfb_security_types(gfx["host"], gfx["port"]) == [2]

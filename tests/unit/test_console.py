@@ -10,6 +10,7 @@ import stat
 import struct
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -320,3 +321,87 @@ def test_proxy_needs_novnc(tmp_path):
         proxy.ensure()
     with pytest.raises(InvalidArgument):
         Proxy(tmp_path, port=70000)
+
+
+# --------------------------------------------------------------------------- authenticated by default
+
+
+@pytest.mark.parametrize("requested, policy, expected", [
+    (None, None, True),             # no password asked for: one is generated
+    ("", "generate", True),
+    (True, "none", True),           # asked to generate: always
+    ("s3cret12", None, "s3cret12"),
+    (None, "none", None),           # the operator turned generation off
+    (False, "none", None),
+    ("none", "NONE", None),
+])
+def test_console_password_policy(requested, policy, expected):
+    assert console.console_password(requested, policy) == expected
+
+
+def test_console_without_password_needs_the_operator():
+    with pytest.raises(InvalidArgument, match="open to anyone who reaches its port.*virt:vnc:password: none"):
+        console.console_password(False, "generate")
+    with pytest.raises(InvalidArgument, match="virt:vnc:password is 'sometimes'"):
+        console.console_password(None, "sometimes")
+    with pytest.raises(InvalidArgument, match="1 to 8 characters, got 9"):
+        console.console_password("123456789", None)
+
+
+def _self_signed(tmp_path):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "proxy.pem", tmp_path / "proxy.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)
+    return str(cert_path), str(key_path)
+
+
+def test_proxy_beyond_loopback_needs_tls(tmp_path):
+    with pytest.raises(InvalidArgument,
+                       match=r"virt:console:listen is 10\.0\.0\.5, not loopback: set virt:console:cert"):
+        Proxy(tmp_path, listen="10.0.0.5")
+    with pytest.raises(InvalidArgument, match="not loopback"):
+        Proxy(tmp_path, listen="0.0.0.0")
+    with pytest.raises(InvalidArgument, match="needs both cert and key"):
+        Proxy(tmp_path, listen="10.0.0.5", cert="/etc/hostname")
+    with pytest.raises(InvalidArgument, match="is not an existing absolute file path"):
+        Proxy(tmp_path, listen="10.0.0.5", cert="/nonexistent.pem", key="/nonexistent.key")
+    cert, key = _self_signed(tmp_path)
+    exposed = Proxy(tmp_path, listen="10.0.0.5", cert=cert, key=key)
+    assert exposed.tls and exposed.argv()[-4:] == ["--key", key, "--ssl-only", "10.0.0.5:6080"]
+    assert console.default_base_url("10.0.0.5", 6080, tls=True) == "https://10.0.0.5:6080/"
+    assert not Proxy(tmp_path).tls and "--ssl-only" not in Proxy(tmp_path).argv()
+
+
+def test_proxy_with_a_certificate_serves_https_only(tmp_path):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    proxy = Proxy(tmp_path / "console", listen="127.0.0.1", port=_free_port(), cert=cert, key=key)
+    try:
+        proxy.ensure()
+        context = ssl.create_default_context(cafile=cert)
+        with urllib.request.urlopen(f"https://127.0.0.1:{proxy.port}/vnc.html", context=context, timeout=10) as page:
+            assert page.status == 200 and b"noVNC" in page.read()
+        with pytest.raises((OSError, urllib.error.URLError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{proxy.port}/vnc.html", timeout=10).read()
+    finally:
+        proxy.stop()
