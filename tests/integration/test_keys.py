@@ -72,3 +72,17 @@ def test_whole_formula_renders(lab):
     assert "libvirtd-tls.socket" in json.dumps(out["libvirtd-listen"])
     assert "network" in out["br0"] and "network" in out["eth9"]
     assert "iptables" in out["libvirt-tls-port"]
+
+
+def test_formula_keeps_console_ports_for_the_proxy(lab):
+    out = lab.salt_json("hypervisor1", "state.show_sls", "virt",
+                        'pillar={"virt": {"hypervisor": {"firewall": true, "console_proxy": ["192.0.2.1"], '
+                        '"vnc_port_min": 5900, "vnc_port_max": 5999}}}')["hypervisor1"]
+    rules = {k: v for k, v in out.items() if k.startswith("vnc-from-")}
+    assert sorted(rules) == ["vnc-from-127.0.0.0_8", "vnc-from-192.0.2.1", "vnc-from-others"]
+    for name, source in (("vnc-from-127.0.0.0_8", "127.0.0.0/8"), ("vnc-from-192.0.2.1", "192.0.2.1")):
+        text = json.dumps(rules[name])
+        assert f'"source": "{source}"' in text and '"jump": "ACCEPT"' in text and '"dport": "5900:5999"' in text
+    assert '"jump": "DROP"' in json.dumps(rules["vnc-from-others"])
+    qemu = json.dumps(out["qemu-tls-config"])
+    assert '"remote_display_port_min": 5900' in qemu and '"remote_display_port_max": 5999' in qemu
