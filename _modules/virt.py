@@ -24,6 +24,8 @@ Configuration (all optional)::
       tunnel: False                # migrate through the libvirt daemons' TLS connection
 """
 
+import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -45,6 +47,7 @@ try:
     from saltvirt import domain as dommod
     from saltvirt import errors as verrors
     from saltvirt import hypervisor as hvtype
+    from saltvirt import paths as vpaths
     from saltvirt import update as vupdate
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
 
@@ -111,7 +114,22 @@ def _serial_log(name):
 
 
 def _images_dir():
-    return _config("images", DEFAULT_IMAGES) or DEFAULT_IMAGES
+    try:
+        return vpaths.images_dir(_config("images"))
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
+
+
+def _roots(conn):
+    """The directories a call may name on this hypervisor (:class:`saltvirt.paths.Roots`)."""
+    try:
+        return vpaths.Roots(
+            _images_dir(), vmops.pool_targets(conn),
+            image_roots=_config("image_roots", list(vpaths.DEFAULT_IMAGE_ROOTS)),
+            attach_roots=_config("attach_roots", []),
+        )
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
 
 
 def _host_address():
@@ -121,28 +139,71 @@ def _host_address():
 # --------------------------------------------------------------------------- init
 
 
-def _resolve_image(image, saltenv, image_hash=None):
-    """A local path for ``image``: salt:// and http(s) go through ``cp.cache_file``."""
+_REMOTE = ("salt://", "http://", "https://", "ftp://")
+
+
+@contextlib.contextmanager
+def _image_locks(sources):
+    """Hold the lock of every remote image in ``sources`` from its download to its last copy.
+
+    ``cp.cache_file`` rewrites a cached file in place: a concurrent fetch of the same image
+    would change the bytes being hashed, inspected or cloned. One lock per image, taken in a
+    fixed order, so inits of different images do not wait for each other.
+    """
+    lock_dir = os.path.join(__opts__["cachedir"], "saltvirt", "image-locks")
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    keys = sorted({hashlib.sha256(str(s).encode()).hexdigest()[:24] for s in sources if str(s).startswith(_REMOTE)})
+    with contextlib.ExitStack() as stack:
+        for key in keys:
+            stack.enter_context(fileio.locked(os.path.join(lock_dir, f"{key}.lock")))
+        yield
+
+
+def _image_policy():
+    policy = _config("image_policy", {}) or {}
+    return {
+        "allow_backing": bool(policy.get("allow_backing", False)),
+        "max_virtual_size": policy.get("max_virtual_size"),
+        "require_hash": policy.get("require_hash", True),
+    }
+
+
+def _resolve_image(image, saltenv, image_hash=None, roots=None):
+    """``(local path, format)`` of ``image``, inspected (:func:`saltvirt.images.inspect_untrusted`).
+
+    salt:// (the master's file server) and http(s)/ftp go through ``cp.cache_file``; downloads
+    need ``image_hash`` unless ``virt:image_policy:require_hash`` is False. A local path must
+    lie under the roots of :func:`_roots`. Call it inside :func:`_image_locks`.
+    """
     if image is None:
-        return None
+        return None, None
     image = str(image)
-    if image.startswith(("salt://", "http://", "https://", "ftp://")):
-        # cp.cache_file rewrites the cache file in place: concurrent inits of one image
-        # would read each other's half-written download.
-        lock_dir = os.path.join(__opts__["cachedir"], "saltvirt")
-        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-        with fileio.locked(os.path.join(lock_dir, "image-fetch.lock")):
-            cached = __salt__["cp.cache_file"](image, saltenv)
-        if not cached:
+    policy = _image_policy()
+    if image.startswith(_REMOTE):
+        if not image.startswith("salt://") and not image_hash and policy["require_hash"]:
+            raise SaltInvocationError(
+                f"image {image}: a download needs image_hash=sha256=<digest> (or the operator's "
+                "virt:image_policy:require_hash: False)"
+            )
+        local = __salt__["cp.cache_file"](image, saltenv)
+        if not local:
             raise SaltInvocationError(f"image {image} could not be fetched (not on the file server?)")
-        if image_hash:
-            _verify_hash(cached, image_hash, image)
-        return cached
-    if not os.path.isabs(image):
-        raise SaltInvocationError(f"image {image!r} must be salt://, http(s):// or an absolute path")
-    if not os.path.exists(image):
-        raise SaltInvocationError(f"image {image} does not exist on {__opts__['id']}")
-    return image
+    else:
+        if not os.path.isabs(image):
+            raise SaltInvocationError(f"image {image!r} must be salt://, http(s):// or an absolute path")
+        try:
+            local = roots.image(image)
+        except InvalidArgument as exc:
+            raise SaltInvocationError(str(exc)) from exc
+        if not os.path.exists(local):
+            raise SaltInvocationError(f"image {image} does not exist on {__opts__['id']}")
+    if image_hash:
+        _verify_hash(local, image_hash, image)
+    try:
+        found = images.inspect_untrusted(local, policy["allow_backing"], policy["max_virtual_size"])
+    except InvalidArgument as exc:
+        raise SaltInvocationError(f"image {image}: {exc}") from exc
+    return local, found["format"]
 
 
 def _verify_hash(path, expected, source):
@@ -154,13 +215,13 @@ def _verify_hash(path, expected, source):
         raise SaltInvocationError(f"image {source}: {algo} is {actual}, expected {digest}")
 
 
-def _base_for_overlay(image, cached, saltenv):
+def _base_for_overlay(image, cached, saltenv, fmt=None):
     """Overlays of a file-server image use a read-only copy under virt:images/base.
 
     The cp cache may be replaced when the master's file changes; overlays must keep the exact
     bytes they were built on, so they get their own content-addressed copy.
     """
-    if not str(image).startswith(("salt://", "http://", "https://", "ftp://")):
+    if not str(image).startswith(_REMOTE):
         return cached
     digest = __salt__["cp.hash_file"](cached).get("hsum", "")[:16]
     base_dir = os.path.join(_images_dir(), "base")
@@ -168,13 +229,13 @@ def _base_for_overlay(image, cached, saltenv):
     base = os.path.join(base_dir, f"{name}-{digest}{ext}")
     os.makedirs(base_dir, mode=0o755, exist_ok=True)
     # World-readable: a shared base holds no VM's secrets and every QEMU must read it.
-    return images.shared_base(cached, base)["filename"]
+    return images.shared_base(cached, base, source_format=fmt)["filename"]
 
 
 def _check_resources(conn, cpu, mem):
     try:
         cpu, mem = int(cpu), int(mem)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SaltInvocationError(f"cpu and mem must be integers (got cpu={cpu!r}, mem={mem!r})") from None
     node = vmops.node_info(conn)
     if cpu < 1:
@@ -248,9 +309,18 @@ def _guestfs_state_dir():
 
 
 def _seed_method(seed_cmd):
-    method = seed_cmd or _config("seed_cmd", "cidata") or "cidata"
+    """The seeding method: built in, or an execution function the operator configured
+    (``virt:seed_cmd`` or one of ``virt:seed_cmds``); a call chooses, it does not invent."""
+    configured = _config("seed_cmd", "cidata") or "cidata"
+    method = seed_cmd or configured
     if method in SEED_METHODS:
         return method
+    allowed = {configured, *(_config("seed_cmds", []) or [])}
+    if method not in allowed:
+        raise SaltInvocationError(
+            f"seed_cmd {method!r} is not configured on this hypervisor: use cidata, seed.apply, or a "
+            "function the operator listed in virt:seed_cmds"
+        )
     if isinstance(method, str) and "." in method and method in __salt__:
         return method
     raise SaltInvocationError(
@@ -259,7 +329,22 @@ def _seed_method(seed_cmd):
     )
 
 
-def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config, options=None):
+def _install_cmd(choice):
+    """``seed_install_cmd`` of a call: the name of one of ``virt:seed_install_cmds`` (commands
+    run as root on the hypervisor come from its configuration only)."""
+    if choice is None:
+        return _config("seed_install_cmd")
+    commands = _config("seed_install_cmds", {}) or {}
+    if choice not in commands:
+        known = ", ".join(sorted(commands)) or "none configured"
+        raise SaltInvocationError(
+            f"seed_install_cmd {choice!r} is not one of virt:seed_install_cmds ({known}): commands "
+            "come from the hypervisor's configuration, a call only names one"
+        )
+    return commands[choice]
+
+
+def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config, options=None, roots=None):
     """Build the seeding step for :func:`provision.create` (runs before the domain is defined).
 
     ``cidata``: a NoCloud ISO attached as a read-only disk. ``seed.apply``: salt-virt's mount
@@ -274,7 +359,7 @@ def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config, options=No
     method = _seed_method(seed_cmd)
     result = {"method": method}
     if pub_key and priv_key:
-        pub, priv = _pem(pub_key), _pem(priv_key)
+        pub, priv = _pem(pub_key, roots), _pem(priv_key, roots)
         result["preseeded"] = True
     else:
         priv, pub = seeding.gen_minion_keys()
@@ -283,6 +368,7 @@ def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config, options=No
     minion_conf = dict(config or {})
     master = minion_conf.pop("master", None) or __opts__.get("master", "salt")
     # Check what can be checked before any disk is copied.
+    install_cmd = _install_cmd(options.get("seed_install_cmd")) if method == "seed.apply" else None
     try:
         seeding.minion_config(name, master, minion_conf)
     except InvalidArgument as exc:
@@ -304,7 +390,6 @@ def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config, options=No
 
     def mount(plans, undo):
         system = plans[0]
-        install_cmd = options.get("seed_install_cmd") or _config("seed_install_cmd")
         try:
             info = seeding.seed_image(
                 system.path, minion_id=name, master=master, pub_key_pem=pub, priv_key_pem=priv,
@@ -348,12 +433,55 @@ def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config, options=No
     return custom, result
 
 
-def _pem(value):
+def _check_disk_files(conn, specs, roots, formats):
+    """Disk specs of a call with every host path they name checked against ``roots``.
+
+    Names become file names (validated like VM names); ``pool`` must be a pool's or an image
+    root's directory; ``source_file`` must lie under the attach roots, be no domain's disk,
+    and is inspected like an image when its format is not given.
+    """
+    checked, in_use = [], None
+    policy = _image_policy()
+    for spec in specs:
+        spec = dict(spec)
+        try:
+            vpaths.validate_disk_name(spec.get("name"))
+            if spec.get("pool"):
+                spec["pool"] = roots.disk_dir(spec["pool"], f"disk {spec['name']}: pool")
+            if spec.get("source_file"):
+                path = spec["source_file"] = roots.attach(spec["source_file"], f"disk {spec['name']}: source_file")
+                in_use = bases.domain_disks(conn) if in_use is None else in_use
+                if path in in_use:
+                    users = ", ".join(sorted({u["domain"] for u in in_use[path]}))
+                    raise InvalidArgument(f"disk {spec['name']}: {path} is a disk of {users}: refused")
+                if not spec.get("format") and os.path.isfile(path):
+                    formats[path] = images.inspect_untrusted(
+                        path, policy["allow_backing"], policy["max_virtual_size"])["format"]
+        except InvalidArgument as exc:
+            raise SaltInvocationError(str(exc)) from exc
+        checked.append(spec)
+    return checked
+
+
+def _disk_image(spec, saltenv, roots, formats):
+    """The local, inspected image of a disk spec's own ``image`` (a base for overlays)."""
+    local, fmt = _resolve_image(spec["image"], saltenv, spec.get("image_hash"), roots)
+    if spec.get("overlay_image"):
+        local = _base_for_overlay(spec["image"], local, saltenv, fmt)
+    formats[local] = fmt
+    return local
+
+
+def _pem(value, roots):
     value = str(value)
     if "-----BEGIN" in value:
         return value
-    if os.path.isfile(value):
-        with open(value) as fh:
+    try:
+        path = roots.attach(value, "seed key")
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
+    if os.path.isfile(path):
+        with open(path) as fh:
             return fh.read()
     raise SaltInvocationError(f"{value!r} is neither a PEM key nor a key file on this minion")
 
@@ -458,7 +586,8 @@ def init(
     """
     try:
         dommod.validate_name(name)
-        with _connection(kwargs) as conn:
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(_connection(kwargs))
             cpu, mem = _check_resources(conn, cpu, mem)
             if vmops.exists(conn, name):
                 raise SaltInvocationError(f"a domain named {name!r} already exists on {__opts__['id']}")
@@ -466,13 +595,21 @@ def init(
             dom_type, type_reason = hvtype.choose_type(
                 hypervisor, cache_path=os.path.join(__opts__["cachedir"], "saltvirt", "kvm-probe.json")
             )
-            local_image = _resolve_image(image, saltenv, image_hash)
-            if local_image is not None:
-                images.check_source(local_image)
-                if enable_qcow:
-                    local_image = _base_for_overlay(image, local_image, saltenv)
+            roots = _roots(conn)
             disk_specs = profiles.merge_disks(profiles.disk_profile(disk, _config("disk")), disks)
-            plans = provision.plan_disks(name, disk_specs, _images_dir(), local_image, enable_qcow)
+            locks = _image_locks([image] + [d.get("image") for d in disk_specs if d.get("image")])
+            stack.enter_context(locks)  # released once the disks are made (or rolled back)
+            local_image, image_format = _resolve_image(image, saltenv, image_hash, roots)
+            if local_image is not None:
+                images.check_source(local_image, fmt=image_format)
+                if enable_qcow:
+                    local_image = _base_for_overlay(image, local_image, saltenv, image_format)
+            formats = {local_image: image_format}
+            disk_specs = _check_disk_files(conn, disk_specs, roots, formats)
+            for spec in disk_specs:
+                if spec.get("image"):
+                    spec["image"] = _disk_image(spec, saltenv, roots, formats)
+            plans = provision.plan_disks(name, disk_specs, _images_dir(), local_image, enable_qcow, formats)
             nics = profiles.merge_nics(profiles.nic_profile(nic, _config("nic")), interfaces)
             model = dommod.Domain(
                 name=name, vcpus=cpu, memory=mem * 1024, type=dom_type,
@@ -491,7 +628,7 @@ def init(
                 model.boot = [boot] if isinstance(boot, str) else list(boot)
             seeder, seed_info = _seeder(
                 name, seed and local_image is not None, seed_cmd, install, pub_key, priv_key, config,
-                {k: kwargs[k] for k in ("seed_install_cmd", "seed_device") if k in kwargs},
+                {k: kwargs[k] for k in ("seed_install_cmd", "seed_device") if k in kwargs}, roots,
             )
             info = provision.create(conn, provision.Request(
                 domain=model, disks=plans, start=start, seeder=seeder, autostart=autostart,
@@ -528,13 +665,19 @@ def stop(name, timeout=0, **kwargs):
     """
     Shut a domain down cleanly (ACPI power button); ``timeout`` seconds to wait for it.
 
+    Returns ``stopped`` (the domain is off) and ``requested`` (the power button was pressed).
+    Without a timeout only the request is sent: ``stopped`` is False until the guest obeys.
+
     CLI Example:
 
     .. code-block:: bash
 
         salt hypervisor1 virt.stop centos1 timeout=60
+        salt hypervisor1 virt.stop centos1
     """
-    return {"name": name, "stopped": _domain_call(name, "shutdown", kwargs, timeout=int(timeout))}
+    status = _domain_call(name, "shutdown", kwargs, timeout=int(timeout))
+    return {"name": name, "stopped": status in ("stopped", "not running"), "requested": status != "not running",
+            "status": status}
 
 
 def shutdown(name, **kwargs):
@@ -755,7 +898,7 @@ def _wanted(cpu, mem, disk, disks, nic, interfaces, graphics, enable_vnc, autost
     return wanted
 
 
-def _complete_new_disks(changes, vm_dir, saltenv, test):
+def _complete_new_disks(changes, vm_dir, saltenv, test, roots, formats):
     """Resolve the images of new disks; return ``{disk name: local image}``."""
     local = {}
     for change in changes:
@@ -763,19 +906,15 @@ def _complete_new_disks(changes, vm_dir, saltenv, test):
             continue
         spec = change.spec
         if spec.get("source_file"):
-            if not spec.get("format") and os.path.exists(spec["source_file"]):
-                vupdate.complete_disk(change, vm_dir, images.info(spec["source_file"])["format"])
+            if not spec.get("format") and spec["source_file"] in formats:
+                vupdate.complete_disk(change, vm_dir, formats[spec["source_file"]])
             continue
-        image = spec.get("image")
-        if not image:
+        if not spec.get("image"):
             continue
-        if test and str(image).startswith(("salt://", "http://", "https://", "ftp://")):
+        if test and str(spec["image"]).startswith(_REMOTE):
             continue  # nothing is fetched for a dry run
-        path = _resolve_image(image, saltenv)
-        if spec.get("overlay_image"):
-            path = _base_for_overlay(image, path, saltenv)
-        local[change.key] = path
-        vupdate.complete_disk(change, vm_dir, images.info(path)["format"])
+        path = local[change.key] = _disk_image(spec, saltenv, roots, formats)
+        vupdate.complete_disk(change, vm_dir, formats[path])
     return local
 
 
@@ -825,17 +964,22 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
     """
     vm_dir = os.path.join(_images_dir(), name)
     try:
-        with _connection(kwargs) as conn:
+        with contextlib.ExitStack() as stack:
+            conn = stack.enter_context(_connection(kwargs))
             dom = vmops.lookup(conn, name)
             if cpu is not None or mem is not None:
                 _check_resources(conn, cpu if cpu is not None else 1, mem if mem is not None else 1)
             wanted = _wanted(cpu, mem, disk, disks, nic, interfaces, graphics, enable_vnc, autostart,
                              live, enable_qcow)
+            roots, formats = _roots(conn), {}
+            if wanted.disks:
+                wanted.disks = _check_disk_files(conn, wanted.disks, roots, formats)
+                stack.enter_context(_image_locks([d.get("image") for d in wanted.disks if d.get("image")]))
             secure = virtconn.libvirt.VIR_DOMAIN_XML_SECURE
             config = dommod.Domain.from_xml(dom.XMLDesc(secure | virtconn.libvirt.VIR_DOMAIN_XML_INACTIVE))
             running = dommod.Domain.from_xml(dom.XMLDesc(secure)) if dom.isActive() else None
             changes = vupdate.diff(config, wanted, vm_dir, live=running, autostart=bool(dom.autostart()))
-            local = _complete_new_disks(changes, vm_dir, saltenv, test)
+            local = _complete_new_disks(changes, vm_dir, saltenv, test, roots, formats)
             generated = None
             if changes and not test:
 
@@ -844,6 +988,7 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
                     plan = provision.DiskPlan(
                         name=spec["name"], target=change.device.target, path=change.device.source,
                         format=change.device.format, size=spec.get("size"), source=local.get(change.key),
+                        source_format=formats.get(local.get(change.key)),
                         overlay=bool(spec.get("overlay_image")) and change.key in local,
                         device=change.device.device, bus=change.device.bus, readonly=change.device.readonly,
                     )
@@ -1315,7 +1460,9 @@ def remove_image(path, **kwargs):
     """
     Delete a disk image file, unless it is still in use: the base of any overlay (domain
     disks and qcow2 files under ``virt:images``) or a disk of any domain. The refusal names
-    the users; move overlays off a base first with :func:`rebase_base`.
+    the users; move overlays off a base first with :func:`rebase_base`. Only images where base
+    images live are removed: ``<virt:images>/base``, libvirt pools' directories and
+    ``virt:image_roots`` (never a VM's directory or any other host file).
 
     CLI Example:
 
@@ -1323,7 +1470,14 @@ def remove_image(path, **kwargs):
 
         salt hypervisor1 virt.remove_image /var/lib/libvirt/images/centos.qcow2
     """
-    return _with_conn(kwargs, lambda conn: bases.remove(conn, path, _images_dir()))
+    def _remove(conn):
+        try:
+            real = _roots(conn).image(path, "image to remove")
+        except InvalidArgument as exc:
+            raise SaltInvocationError(str(exc)) from exc
+        return bases.remove(conn, real, _images_dir())
+
+    return _with_conn(kwargs, _remove)
 
 
 # --------------------------------------------------------------------------- migration
@@ -1400,7 +1554,8 @@ def migrate_preflight(facts, copy_storage=None, offline=False, source=None, **kw
         raise SaltInvocationError("facts must be the dict returned by virt.migrate_source_info")
     try:
         with _connection(kwargs) as conn:
-            report = migration.preflight(conn, facts, copy_storage=copy_storage, offline=offline)
+            report = migration.preflight(conn, facts, copy_storage=copy_storage, offline=offline,
+                                         unsafe_fs=_config("migration:unsafe_fs", []) or [])
     except VirtError as exc:
         _raise(exc)
     if source:
@@ -1484,6 +1639,7 @@ def migrate_in(name, facts, source, dest=None, copy_storage=None, offline=False,
         with _connection(kwargs) as conn:
             result = migration.migrate_in(
                 conn, facts, _uri(source), dest, journal, copy_storage=copy_storage, offline=offline,
+                unsafe_fs=_config("migration:unsafe_fs", []) or [],
                 progress=_event if progress_tag else None,
                 announce=(lambda step, **data: _event(dict(data, step=step))) if progress_tag else None,
                 **options,

@@ -180,8 +180,11 @@ def _full_info(host=None):
 
 
 def _with_errors(data, errors):
+    """The answers plus ``{error}`` for hypervisors that failed; a non-zero exit if any did."""
     for minion, reason in errors.items():
         data[minion] = {"error": reason}
+    if errors:
+        __context__["retcode"] = 1
     return data
 
 
@@ -235,20 +238,23 @@ def host_info(host=None):
 
 
 @_clean_errors
-def list_(host=None, quiet=False):
+def list_(host=None, quiet=False, timeout=None):
     """
-    The VMs of every hypervisor grouped by state.
+    The VMs of every hypervisor grouped by state. A hypervisor that does not answer within
+    ``timeout`` seconds (default ``virt:timeout``) is listed with its error and makes the
+    command exit non-zero.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run virt.list
+        salt-run virt.list timeout=5
     """
     if host:
-        answers, errors = _fanout("virt.vm_state", tgt=_exact(host), tgt_type="list")
+        answers, errors = _fanout("virt.vm_state", tgt=_exact(host), tgt_type="list", timeout=timeout)
     else:
-        answers, errors = _fanout("virt.vm_state")
+        answers, errors = _fanout("virt.vm_state", timeout=timeout)
     data = {}
     for minion, states in answers.items():
         grouped = {}

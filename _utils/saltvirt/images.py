@@ -20,6 +20,7 @@ from saltvirt.errors import AlreadyExists, CommandFailed, InvalidArgument, NotFo
 from saltvirt.units import parse_size as _parse_size
 
 __all__ = [
+    "inspect_untrusted",
     "info",
     "check_source",
     "clone",
@@ -119,8 +120,10 @@ def _entry(raw):
     }
 
 
-def _qemu_info(path, backing_chain):
+def _qemu_info(path, backing_chain, fmt=None):
     argv = [QEMU_IMG, "info", "--output=json", "-U"]
+    if fmt:
+        argv += ["-f", _check_format(fmt)]
     if backing_chain:
         argv.append("--backing-chain")
     argv.append(path)
@@ -132,8 +135,58 @@ def _qemu_info(path, backing_chain):
     return data if isinstance(data, list) else [data]
 
 
-def info(path):
-    """Describe a disk image.
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def detect_format(path):
+    """``qcow2`` if ``path`` starts with qcow2's magic, else ``raw``: nothing else is probed.
+
+    qemu-img would also recognise VMDK, VHD, VDI... and a VMDK descriptor names other files
+    (extents) to read, so an image from an untrusted source is only ever opened as one of the
+    two formats Salt Virt writes, with that format given explicitly.
+    """
+    with open(_require_file(path), "rb") as handle:
+        return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
+
+
+def inspect_untrusted(path, allow_backing=False, max_virtual_size=None):
+    """Refuse an image that would make QEMU read anything but itself; return its facts.
+
+    The format comes from :func:`detect_format`; ``qemu-img info -f <format>`` (which does not
+    open backing files) then reads the header. Refused, with the reason: a backing file
+    (including ``json:`` and protocol names) unless ``allow_backing``; an external data file;
+    a virtual size above ``max_virtual_size`` (bytes or '2T'). Returns ``{"format",
+    "virtual_size", "backing_file"}``.
+    """
+    path = _require_file(path)
+    fmt = detect_format(path)
+    try:
+        data = _qemu_info(path, backing_chain=False, fmt=fmt)[0]
+    except CommandFailed as exc:
+        raise InvalidArgument(f"{path} is not a usable {fmt} image: {_short(exc.stderr)}") from exc
+    backing = data.get("backing-filename") or data.get("full-backing-filename")
+    if backing and not allow_backing:
+        raise InvalidArgument(
+            f"image {path} names a backing file ({backing[:200]}): an image from a caller or a "
+            "download may not read other files of the hypervisor; flatten it first "
+            "(qemu-img convert), or let the operator set virt:image_policy:allow_backing"
+        )
+    specific = (data.get("format-specific") or {}).get("data") or {}
+    if specific.get("data-file"):
+        raise InvalidArgument(
+            f"image {path} keeps its data in an external file ({specific['data-file'][:200]}): refused"
+        )
+    size = data.get("virtual-size") or 0
+    if max_virtual_size is not None and size > _size(max_virtual_size, "max_virtual_size"):
+        raise InvalidArgument(
+            f"image {path} has a virtual size of {size} bytes, more than virt:image_policy:max_virtual_size "
+            f"({max_virtual_size})"
+        )
+    return {"format": fmt, "virtual_size": size, "backing_file": backing}
+
+
+def info(path, fmt=None):
+    """Describe a disk image (``fmt``: open it as that format instead of probing).
 
     Returns ``{"filename", "format", "virtual_size", "actual_size", "dirty", "corrupt",
     "backing_file", "backing_format", "backing_chain": [{"filename", "format"}, ...]}``;
@@ -144,7 +197,7 @@ def info(path):
     """
     path = _require_file(path)
     try:
-        chain = _qemu_info(path, backing_chain=True)
+        chain = _qemu_info(path, backing_chain=True, fmt=fmt)
     except CommandFailed as exc:
         raise InvalidArgument(
             f"{path} is not a usable disk image: {_short(exc.stderr)}"
@@ -177,7 +230,7 @@ def _raw_signature(path):
     return None
 
 
-def check_source(path, *, allow_unrecognised=False):
+def check_source(path, *, allow_unrecognised=False, fmt=None):
     """Refuse anything that is not a usable disk image; return :func:`info` of it.
 
     Refused: a missing file; an image qemu-img cannot open (broken header, missing backing
@@ -185,7 +238,7 @@ def check_source(path, *, allow_unrecognised=False):
     empty file; a file qemu-img calls 'raw' that carries no partition table or filesystem
     signature (a text file, random junk...) unless ``allow_unrecognised=True``.
     """
-    details = info(path)
+    details = info(path, fmt)
     path = details["filename"]
     fmt = details["format"]
     if os.path.getsize(path) == 0:
@@ -281,7 +334,7 @@ def _estimate_copy_bytes(details):
     return min(allocated, details["virtual_size"] or allocated)
 
 
-def clone(source, dest, *, fmt=None, overlay=False, size=None, mode=0o600):
+def clone(source, dest, *, fmt=None, overlay=False, size=None, mode=0o600, source_format=None):
     """Make ``dest`` from the disk image ``source`` and return :func:`info` of ``dest``.
 
     ``overlay=True``: a qcow2 copy-on-write overlay backed by the absolute path of
@@ -293,9 +346,9 @@ def clone(source, dest, *, fmt=None, overlay=False, size=None, mode=0o600):
     ``dest`` must not exist (:class:`AlreadyExists`); nothing is left behind on failure. It is
     published with ``mode`` (0600 by default: guest disks hold private data). The source is
     only read: run :func:`check_source` on untrusted images first, and :func:`protect_base`
-    on a base.
+    on a base. ``source_format`` opens the source as that format (see :func:`detect_format`).
     """
-    src = info(source)
+    src = info(source, source_format)
     source = src["filename"]
     dest_abs = _prepare_dest(dest)
     if os.path.realpath(dest_abs) == os.path.realpath(source):
@@ -337,7 +390,7 @@ def clone(source, dest, *, fmt=None, overlay=False, size=None, mode=0o600):
     return info(_build(dest_abs, steps, mode))
 
 
-def shared_base(source, dest):
+def shared_base(source, dest, source_format=None):
     """A read-only (0444) full copy of ``source`` at ``dest`` for overlays to share; its
     :func:`info`.
 
@@ -347,7 +400,7 @@ def shared_base(source, dest):
     if os.path.isfile(dest):
         return info(dest)
     try:
-        return clone(source, dest, mode=0o444)
+        return clone(source, dest, mode=0o444, source_format=source_format)
     except AlreadyExists:
         return info(dest)
 

@@ -54,9 +54,11 @@ PAUSED_MIGRATION = 2
 PAUSED_POSTCOPY_FAILED = 13
 
 # Filesystems that are shared between machines (libvirt checks their cache modes itself). A
-# directory shared by two hosts on any other filesystem is one kernel's local filesystem seen
-# from two mount namespaces: its page cache is coherent, so libvirt's "unsafe" refusal does not
-# apply and VIR_MIGRATE_UNSAFE is right.
+# directory shared by two hosts on a local filesystem is one kernel's filesystem seen from two
+# mount namespaces: its page cache is coherent, so libvirt's "unsafe" refusal does not apply and
+# VIR_MIGRATE_UNSAFE is right. Any other filesystem is refused unless the operator names it in
+# virt:migration:unsafe_fs.
+LOCAL_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "tmpfs", "zfs"})
 NETWORK_FS = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "gfs2", "ocfs2", "ceph", "glusterfs",
     "fuse.glusterfs", "beegfs", "gpfs", "lustre", "fuse.quobyte", "afs", "9p", "virtiofs",
@@ -287,13 +289,14 @@ def job_result(stats):
 # storage decisions (pure)
 
 
-def storage_plan(disks, seen, copy_storage=None, offline=False):
+def storage_plan(disks, seen, copy_storage=None, offline=False, unsafe_fs=()):
     """Decide, per disk, how it gets to the target.
 
     ``disks``: the ``disks`` of :func:`source_facts`. ``seen``: ``{target_dev: observation}``
     made on the target by :func:`observe_disks` (``probe``: the source's probe file is visible
     there; ``exists``/``size``: the path on the target; ``bases``: the backing chain on the
-    target). Returns ``{"disks", "create", "copy_storage", "migrate_disks", "unsafe", "errors",
+    target). ``unsafe_fs``: filesystem types the operator allows VIR_MIGRATE_UNSAFE on besides
+    :data:`LOCAL_FS`. Returns ``{"disks", "create", "copy_storage", "migrate_disks", "unsafe", "errors",
     "notes"}``. Actions: ``shared`` (same file on both), ``copy`` (pre-created, QEMU copies it),
     ``fetch`` (read-only: downloaded before), ``present`` (read-only, already there), ``skip``.
     """
@@ -322,8 +325,19 @@ def storage_plan(disks, seen, copy_storage=None, offline=False):
             continue
         if obs.get("probe"):
             entry.update(action="shared", reason="the target sees the source's probe file")
-            if not disk.get("readonly") and not offline and disk.get("fs_type") not in NETWORK_FS:
+            fs_type = disk.get("fs_type")
+            if disk.get("readonly") or offline or fs_type in NETWORK_FS:
+                continue
+            if fs_type in LOCAL_FS or fs_type in set(unsafe_fs or ()):
                 out["unsafe"] = True
+            else:
+                entry["action"] = "error"
+                out["errors"].append(
+                    f"disk {dev}: {path} is shared on a {fs_type or 'unknown'} filesystem, which salt-virt "
+                    "knows as neither networked nor local: migrating it needs VIR_MIGRATE_UNSAFE; if its "
+                    f"page cache is coherent between the hosts, add {fs_type!r} to virt:migration:unsafe_fs "
+                    "on the hypervisors, else copy the disk (copy_storage=all)"
+                )
             continue
         if disk.get("readonly"):
             if obs.get("exists"):
@@ -644,7 +658,7 @@ def _available_mib(conn):
         return conn.getFreeMemory() // MIB
 
 
-def preflight(conn, facts, copy_storage=None, offline=False):
+def preflight(conn, facts, copy_storage=None, offline=False, unsafe_fs=()):
     """Can this host take the VM described by ``facts`` (from :func:`source_facts`)?
 
     Returns ``{"ok", "checks": [{check, ok, detail}], "storage": storage_plan(...)}``; nothing
@@ -705,7 +719,7 @@ def preflight(conn, facts, copy_storage=None, offline=False):
 
     token = (facts.get("probe") or {}).get("token")
     seen = observe_disks(facts["disks"], token)
-    storage = storage_plan(facts["disks"], seen, copy_storage=copy_storage, offline=offline)
+    storage = storage_plan(facts["disks"], seen, copy_storage=copy_storage, offline=offline, unsafe_fs=unsafe_fs)
     _check(checks, "storage", not storage["errors"],
            "; ".join(storage["errors"]) or ", ".join(f"{d['target']}: {d['action']}" for d in storage["disks"]))
     _check_space(storage["create"], checks)
@@ -1152,7 +1166,7 @@ def reach_source(uri):
 
 
 def migrate_in(conn, facts, source_uri, dest_uri, journal, *, copy_storage=None, offline=False,
-               progress=None, announce=None, **options):
+               progress=None, announce=None, unsafe_fs=(), **options):
     """The whole migration, run on the target: the VM is pulled, in one call.
 
     ``conn``: this host (the target); ``facts``: the source's :func:`source_facts`;
@@ -1171,7 +1185,7 @@ def migrate_in(conn, facts, source_uri, dest_uri, journal, *, copy_storage=None,
     unknown = sorted(set(options) - set(PULL_OPTIONS))
     if unknown:
         raise InvalidArgument(f"unknown migration option(s): {', '.join(unknown)}")
-    report = preflight(conn, facts, copy_storage=copy_storage, offline=offline)
+    report = preflight(conn, facts, copy_storage=copy_storage, offline=offline, unsafe_fs=unsafe_fs)
     probe = facts.get("probe") or {}
     out = {"refused": False, "checks": report["checks"], "storage": report["storage"],
            "probes_removed": remove_probes(probe.get("dirs"), probe.get("token"))}

@@ -32,7 +32,7 @@ DEFAULT_DISK_PROFILE = [{"name": "system", "size": 8192, "format": "qcow2"}]
 NIC_KEYS = {"name", "type", "source", "bridge", "network", "model", "mac"}
 DISK_KEYS = {
     "name", "size", "format", "pool", "image", "overlay_image", "source_file", "device",
-    "bus", "model", "readonly",
+    "bus", "model", "readonly", "image_hash",
 }
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from saltvirt import domain as dommod
-from saltvirt import images, vmops
+from saltvirt import images, paths, vmops
 from saltvirt.errors import InvalidArgument, VirtError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class DiskPlan:
     format: str
     size: int | None = None  # bytes
     source: str | None = None  # local image to clone from
+    source_format: str | None = None  # its format, as inspected (never probed again)
     overlay: bool = False
     existing: bool = False  # an operator-supplied file: attached, never created or removed
     device: str = "disk"
@@ -67,12 +68,15 @@ class DiskPlan:
         )
 
 
-def plan_disks(vm_name, disks, images_dir, default_image=None, enable_qcow=False):
+def plan_disks(vm_name, disks, images_dir, default_image=None, enable_qcow=False, formats=None):
     """Turn normalised disk specs (see :mod:`saltvirt.profiles`) into :class:`DiskPlan`.
 
     The first disk gets ``default_image`` unless it names its own ``image``. ``enable_qcow``
     (or a disk's ``overlay_image: True``) makes a qcow2 overlay on the image instead of a copy.
+    ``formats``: ``{image path: format}`` of inspected images, used instead of probing them.
+    Disks in a ``pool`` directory, which other VMs share, are named ``<vm>-<disk>``.
     """
+    formats = formats or {}
     plans, targets = [], []
     for index, spec in enumerate(disks):
         bus = spec.get("bus") or "virtio"
@@ -84,7 +88,8 @@ def plan_disks(vm_name, disks, images_dir, default_image=None, enable_qcow=False
         if source_file:
             plans.append(DiskPlan(
                 name=spec["name"], target=target, path=source_file, existing=True,
-                format=spec.get("format") or images.info(source_file)["format"], device=device,
+                format=spec.get("format") or formats.get(source_file) or images.info(source_file)["format"],
+                device=device,
                 bus="sata" if device == "cdrom" and bus == "virtio" else bus,
                 readonly=bool(spec.get("readonly", device == "cdrom")),
             ))
@@ -93,17 +98,19 @@ def plan_disks(vm_name, disks, images_dir, default_image=None, enable_qcow=False
         fmt = "qcow2" if overlay else spec.get("format")
         if image is None and not spec.get("size"):
             raise InvalidArgument(f"disk {spec['name']!r} has neither an image nor a size")
+        source_format = formats.get(image) if image else None
         if fmt is None:
-            fmt = images.info(image)["format"] if image else "qcow2"
+            fmt = (source_format or images.info(image)["format"]) if image else "qcow2"
         if fmt not in EXTENSIONS:
             raise InvalidArgument(f"disk {spec['name']!r}: format must be qcow2 or raw, not {fmt!r}")
         directory = spec.get("pool") or os.path.join(images_dir, vm_name)
         if not os.path.isabs(directory):
             raise InvalidArgument(f"disk {spec['name']!r}: pool must be an absolute directory")
+        filename = paths.disk_stem(vm_name, spec["name"], bool(spec.get("pool")))
         plans.append(DiskPlan(
             name=spec["name"], target=target, format=fmt, size=spec.get("size"),
-            path=os.path.join(directory, f"{spec['name']}.{EXTENSIONS[fmt]}"),
-            source=image, overlay=overlay, device=device, bus=bus,
+            path=os.path.join(directory, f"{filename}.{EXTENSIONS[fmt]}"),
+            source=image, source_format=source_format, overlay=overlay, device=device, bus=bus,
             readonly=bool(spec.get("readonly", False)),
         ))
     return plans
@@ -158,8 +165,9 @@ def build_disks(plans, undo):
                 "remove it or choose another name"
             )
         if plan.source:
-            images.check_source(plan.source)
-            images.clone(plan.source, plan.path, fmt=plan.format, overlay=plan.overlay, size=plan.size)
+            images.check_source(plan.source, fmt=plan.source_format)
+            images.clone(plan.source, plan.path, fmt=plan.format, overlay=plan.overlay, size=plan.size,
+                         source_format=plan.source_format)
             undo.push(f"disk {plan.path}", _remove, plan.path)
             if plan.overlay:
                 # Every overlay depends on this file's exact bytes from now on.

@@ -4,6 +4,7 @@ Sizes are binary, as in qemu-img and libvirt: ``K`` = KiB, ``M`` = MiB, ``G`` = 
 ``8G``, ``8GiB``, ``8gb`` and ``8 G`` all mean 8 GiB; a bare number uses ``default_unit``.
 """
 
+import math
 import re
 
 from saltvirt.errors import InvalidArgument
@@ -49,6 +50,8 @@ def parse_size(value, default_unit="B"):
         factor = _FACTORS[suffix] if suffix else _FACTORS[unit]
     else:
         raise InvalidArgument(f"invalid size {value!r}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise InvalidArgument(f"invalid size {value!r}: not a finite number")
     if number < 0:
         raise InvalidArgument(f"invalid size {value!r}: negative")
     total = number * factor

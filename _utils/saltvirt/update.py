@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from saltvirt import domain as dommod
+from saltvirt import paths
 from saltvirt.errors import InvalidArgument, VirtError
 
 try:
@@ -187,7 +188,8 @@ def _matches_spec(disk, spec, vm_dir):
         return os.path.normpath(path) == os.path.normpath(spec["source_file"])
     directory, base = os.path.split(path)
     stem, ext = os.path.splitext(base)
-    return (_same_dir(directory, spec.get("pool") or vm_dir) and stem == spec["name"]
+    wanted = paths.disk_stem(os.path.basename(vm_dir), spec["name"], bool(spec.get("pool")))
+    return (_same_dir(directory, spec.get("pool") or vm_dir) and stem == wanted
             and ext in _DISK_EXTENSIONS.values())
 
 
@@ -195,7 +197,8 @@ def disk_path(spec, vm_dir, fmt):
     """Where a new disk of ``spec`` goes (the layout :func:`provision.plan_disks` uses)."""
     if spec.get("source_file"):
         return spec["source_file"]
-    return os.path.join(spec.get("pool") or vm_dir, spec["name"] + _DISK_EXTENSIONS.get(fmt, ".qcow2"))
+    stem = paths.disk_stem(os.path.basename(vm_dir), spec["name"], bool(spec.get("pool")))
+    return os.path.join(spec.get("pool") or vm_dir, stem + _DISK_EXTENSIONS.get(fmt, ".qcow2"))
 
 
 def _diff_disks(config, specs, vm_dir, can_live):

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import time
+import xml.etree.ElementTree as ET  # noqa: S405 (libvirt's own XML)
 
 from saltvirt import domain as dommod
 from saltvirt import images
@@ -73,16 +74,22 @@ def start(dom):
 
 
 def shutdown(dom, timeout=0):
-    """Ask the guest to power off (ACPI); with ``timeout`` > 0 wait for it to stop."""
+    """Ask the guest to power off (ACPI); with ``timeout`` > 0 wait for it to stop.
+
+    Returns ``"not running"``, ``"requested"`` (no timeout: the guest may still ignore the
+    request) or ``"stopped"``.
+    """
     if not dom.isActive():
-        return False
+        return "not running"
     _call(dom, "shutdown", dom.shutdown)
+    if not timeout:
+        return "requested"
     deadline = time.monotonic() + timeout
-    while timeout and dom.isActive():
+    while dom.isActive():
         if time.monotonic() > deadline:
-            raise VirtError(f"{dom.name()} did not shut down within {timeout}s (try virt.stop force=True)")
+            raise VirtError(f"{dom.name()} did not shut down within {timeout}s (virt.force_off pulls the plug)")
         time.sleep(0.5)
-    return True
+    return "stopped"
 
 
 def destroy(dom):
@@ -279,3 +286,16 @@ def owned_disks(data, vm_dir):
         if path and os.path.realpath(path).startswith(vm_dir + os.sep):
             owned.append(path)
     return owned
+
+
+def pool_targets(conn):
+    """The target directories of this host's libvirt storage pools (directory-like pools)."""
+    targets = []
+    for pool in conn.listAllStoragePools(0):
+        try:
+            path = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")  # noqa: S314 (libvirt's XML)
+        except (libvirt.libvirtError, ET.ParseError):
+            continue
+        if path and path.startswith("/") and not path.startswith("/dev"):
+            targets.append(path)
+    return targets

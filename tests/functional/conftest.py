@@ -73,6 +73,12 @@ def minion_opts(qemu_dir, guest_images):
             "images": str(root / "images"),
             "vnc": {"listen": "127.0.0.1"},
             "nic": {"default": [{"name": "eth0", "type": "user"}]},
+            # The operator's roots: the tests' scratch directories hold their images and files.
+            "image_roots": [str(qemu_dir), tempfile.gettempdir()],
+            "attach_roots": [str(qemu_dir), tempfile.gettempdir()],
+            # Seeding a call may choose, never invent: what the fault tests use.
+            "seed_cmds": ["test.arg"],
+            "seed_install_cmds": {"no-network": "sh -c 'echo no network >&2; exit 3'"},
         },
     )
     for key in ("cachedir", "pki_dir", "sock_dir"):

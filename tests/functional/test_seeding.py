@@ -144,7 +144,7 @@ def test_cidata_per_call_and_by_config(before, virt, vm_name, minion_opts, keys,
 
 
 def test_unknown_seed_cmd_is_refused_before_any_disk(before, virt, vm_name, minion_opts, libvirt_conn):
-    with pytest.raises(SaltInvocationError, match="unknown seed_cmd 'nope'"):
+    with pytest.raises(SaltInvocationError, match="seed_cmd 'nope' is not configured on this hypervisor"):
         virt.init(vm_name, 1, 128, image="salt://centos.qcow2", seed_cmd="nope")
     assert_rolled_back(libvirt_conn, minion_opts, vm_name)
 
@@ -160,8 +160,12 @@ def test_seed_apply_installs_only_when_missing(before, virt, vm_name, minion_opt
     install = ["sh", "-c", f'echo "$1" >> {log}; mkdir -p "$1/usr/bin"; '
                'printf "#!/bin/sh\\n" > "$1/usr/bin/salt-minion"', "sh", "{root}"]
     purge(vm_name)
+    # The command comes from the hypervisor's configuration; the call names it.
+    opts = copy.deepcopy(minion_opts)
+    opts["virt"]["seed_install_cmds"] = {"fake-minion": install}
+    virt = Loaders(opts).modules.virt
     ret = virt.init(vm_name, 1, 128, image="salt://centos.img", seed_cmd="seed.apply",
-                    seed_install_cmd=install, pub_key=pub, priv_key=priv,
+                    seed_install_cmd="fake-minion", pub_key=pub, priv_key=priv,
                     config={"master": "10.0.2.2", "multiprocessing": False}, start=False)
     seeded = ret["seeded"]
     assert seeded["method"] == "seed.apply"
@@ -261,7 +265,7 @@ def test_install_command_failing(before, virt, vm_name, minion_opts, libvirt_con
     priv, pub = keys
     with pytest.raises(CommandExecutionError, match="installing salt-minion into .* failed: .*exited with 3"):
         virt.init(vm_name, 1, 128, image="salt://centos.qcow2", seed_cmd="seed.apply",
-                  seed_install_cmd="sh -c 'echo no network >&2; exit 3'", pub_key=pub, priv_key=priv)
+                  seed_install_cmd="no-network", pub_key=pub, priv_key=priv)
     assert_rolled_back(libvirt_conn, minion_opts, vm_name)
     assert_clean(before)
 

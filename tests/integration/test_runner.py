@@ -88,3 +88,23 @@ def test_qcow_overlay_from_the_file_server_keeps_its_base(lab, vm):
     lab.wait_serial(host, vm, r"SALTVIRT-HEARTBEAT 11\b")  # heartbeat.log written twice by now
     assert lab.hv(host, "sha256sum", base).stdout.split()[0] == before
     assert lab.hv(host, "stat", "-c", "%a", base).stdout.strip() == "444"
+
+
+def test_a_hypervisor_that_does_not_answer_fails_the_fanout(lab):
+    """A hypervisor with an accepted key that does not answer: the answers are still shown,
+    the missing one is named, and salt-run exits non-zero (scripts and orchestration notice)."""
+    import shutil
+
+    accepted = os.path.join(LAB_DIR, "master/etc/salt/pki/master/minions")
+    ghost = os.path.join(accepted, "hypervisor-ghost")
+    shutil.copyfile(os.path.join(accepted, "hypervisor1"), ghost)
+    try:
+        proc, data = lab.run_json("virt.list", "timeout=5", check=False)
+    finally:
+        os.unlink(ghost)
+    assert proc.returncode != 0
+    assert {"hypervisor1", "hypervisor2"} <= set(data)
+    assert "did not answer" in data["hypervisor-ghost"]["error"]
+    # and with every hypervisor answering, it exits 0
+    proc, data = lab.run_json("virt.list")
+    assert proc.returncode == 0 and "hypervisor-ghost" not in data

@@ -129,6 +129,16 @@ def test_shared_on_nfs_leaves_safety_to_libvirt():
     assert out["disks"][0]["action"] == "shared" and out["unsafe"] is False
 
 
+def test_shared_on_an_unknown_filesystem_is_not_forced_unsafe():
+    out = storage_plan([disk(fs="fuse.sshfs")], {"vda": {"probe": True, "exists": True}})
+    assert out["disks"][0]["action"] == "error" and out["unsafe"] is False
+    assert "shared on a fuse.sshfs filesystem" in out["errors"][0]
+    assert "add 'fuse.sshfs' to virt:migration:unsafe_fs" in out["errors"][0]
+    # the operator's say-so
+    out = storage_plan([disk(fs="fuse.sshfs")], {"vda": {"probe": True, "exists": True}}, unsafe_fs=["fuse.sshfs"])
+    assert out["disks"][0]["action"] == "shared" and out["unsafe"] is True and out["errors"] == []
+
+
 def test_a_standalone_local_disk_is_precreated_blank_and_copied_whole():
     out = storage_plan([disk()], {"vda": {"probe": False, "exists": False, "bases": []}})
     assert out["disks"][0]["action"] == "copy"

@@ -1,5 +1,7 @@
 """saltvirt.update: the diff between a domain and what a state asks for, and its application."""
 
+import os
+
 import libvirt
 import pytest
 
@@ -142,7 +144,9 @@ def test_new_disk_gets_the_next_free_target_after_the_seed_iso():
 
 def test_existing_extra_disk_is_matched_by_name_and_pool():
     dom = make_domain()
-    dom.disks.append(Disk(target="vdc", source="/data/pool/data.img", format="raw"))
+    # in a pool directory, which VMs share, the file carries the VM's name (<vm>-<disk>)
+    vm = os.path.basename(VM_DIR)
+    dom.disks.append(Disk(target="vdc", source=f"/data/pool/{vm}-data.img", format="raw"))
     assert diff(dom, wanted(disks=default_disks([{"name": "data", "size": 64, "pool": "/data/pool"}]))) == []
     # Same name in another directory is another disk.
     (change,) = diff(dom, wanted(disks=default_disks([{"name": "data", "size": 64}])))
