@@ -314,6 +314,9 @@ def prepare_hypervisor(n):
             "images": "/srv/salt-images",
             "address": hv_addr(n),
             "vnc": {"listen": hv_addr(n)},
+            # The operator's image directories: libvirt's default one and the storage the
+            # lab's hypervisors share (migration tests put VM disks there with pool=).
+            "image_roots": ["/var/lib/libvirt/images", str(LAB_DIR / "shared-storage")],
         },
         "grains": {"salt_virt_lab": True},
     }

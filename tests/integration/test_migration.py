@@ -97,7 +97,8 @@ def test_shared_storage_there_and_back_with_tunnel(lab, vm, shared_dir):
     disks = json.dumps([{"name": "system", "pool": shared_dir}])
     _p, created = lab.run_json("virt.init", vm, "1", "256", "salt://centos.qcow2", "host=hypervisor1",
                                f"disks={disks}")
-    assert created["disks"]["vda"]["file"] == f"{shared_dir}/system.qcow2"
+    # a pool directory is shared: the disk file carries the VM's name
+    assert created["disks"]["vda"]["file"] == f"{shared_dir}/{vm}-system.qcow2"
     first = wait_beat_above(lab, "hypervisor1", vm, 2)
 
     # The lab's hypervisors see the same directory: detected as shared, nothing is copied.
@@ -105,7 +106,7 @@ def test_shared_storage_there_and_back_with_tunnel(lab, vm, shared_dir):
     assert report["ok"] is True and report["test"] is True
     assert {d["target"]: d["action"] for d in report["storage"]["disks"]} == {"vda": "shared", "vdb": "shared"}
     assert "UNSAFE" in report["plan"]["flags"]  # ext4 seen from two mount namespaces
-    assert sorted(os.listdir(shared_dir)) == ["cidata.iso", "system.qcow2"]  # no probe file left behind
+    assert sorted(os.listdir(shared_dir)) == ["cidata.iso", f"{vm}-system.qcow2"]  # no probe file left behind
 
     there = migrate(lab, vm, "hypervisor2")
     assert there["host"] == "hypervisor2" and there["copy_storage"] is None
@@ -120,7 +121,7 @@ def test_shared_storage_there_and_back_with_tunnel(lab, vm, shared_dir):
     assert vm in lab.domains("hypervisor1") and vm not in lab.domains("hypervisor2")
     assert wait_beat_above(lab, "hypervisor1", vm, moved) > moved
     assert boots(lab, vm) == 1  # the guest never rebooted
-    assert_heartbeat_log(lab, "hypervisor1", vm, f"{shared_dir}/system.qcow2", first)
+    assert_heartbeat_log(lab, "hypervisor1", vm, f"{shared_dir}/{vm}-system.qcow2", first)
 
 
 def test_local_disks_are_copied_there_and_back(lab, vm):
