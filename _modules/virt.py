@@ -295,6 +295,7 @@ def _console_graphics(conn, name, graphics):
 
 
 SEED_METHODS = ("cidata", "seed.apply")
+SEED_ISO = "cidata.iso"
 
 
 def _guestfs_env():
@@ -376,8 +377,10 @@ def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config, options=No
 
     def cidata(plans, undo):
         started = time.monotonic()
-        vm_dir = os.path.dirname(plans[0].path)
-        iso = os.path.join(vm_dir, "cidata.iso")
+        # The VM's own directory whatever the disks' layout: a pool directory is shared, and
+        # the ISO holds this VM's private key.
+        iso = _seed_iso(name)
+        provision.make_dir(os.path.dirname(iso), undo)
         undo.push(f"seed {iso}", provision._remove, iso)
         seeding.make_cidata(
             iso, minion_id=name, master=master, pub_key_pem=pub, priv_key_pem=priv,
@@ -633,6 +636,8 @@ def init(
             info = provision.create(conn, provision.Request(
                 domain=model, disks=plans, start=start, seeder=seeder, autostart=autostart,
             ))
+            if start and os.path.exists(_seed_iso(name)):
+                fileio.write_atomic(_first_boot_marker(name), b"", 0o600)  # its one seeded boot
             info["graphics"] = _console_graphics(conn, name, info.get("graphics"))
     except VirtError as exc:
         _raise(exc)
@@ -648,9 +653,18 @@ def init(
 # --------------------------------------------------------------------------- lifecycle
 
 
+def _seed_iso(name):
+    return os.path.join(_images_dir(), name, SEED_ISO)
+
+
+def _first_boot_marker(name):
+    return os.path.join(_images_dir(), name, ".first-boot")
+
+
 def start(name, **kwargs):
     """
-    Start a defined domain.
+    Start a defined domain. A VM's cidata seed (which holds its minion key) serves its first
+    boot only: on any later start it is detached and deleted first (see :func:`unseed`).
 
     CLI Example:
 
@@ -658,7 +672,41 @@ def start(name, **kwargs):
 
         salt hypervisor1 virt.start centos1
     """
-    return {"name": name, "started": _domain_call(name, "start", kwargs)}
+    ret = {"name": name}
+    if os.path.exists(_seed_iso(name)):
+        if os.path.exists(_first_boot_marker(name)):
+            ret["unseeded"] = unseed(name, **kwargs)["removed"] is not None
+        else:
+            fileio.write_atomic(_first_boot_marker(name), b"", 0o600)
+    ret["started"] = _domain_call(name, "start", kwargs)
+    return ret
+
+
+def unseed(name, **kwargs):
+    """
+    Detach a VM's cidata seed ISO (its minion key and config for the first boot) and delete
+    it. Run once the VM's minion has authenticated (the master's reactor can, see
+    ``docs/seeding.rst``); :func:`start` does it on any start after the first boot. The ISO is
+    removed from the persistent definition and, when the guest lets it go, from the running
+    one. Nothing to do is not an error.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.unseed centos1
+    """
+    iso = _seed_iso(name)
+    try:
+        with _connection(kwargs) as conn:
+            detached = vmops.detach_file_disk(vmops.lookup(conn, name), iso)
+    except VirtError as exc:
+        _raise(exc)
+    removed = None
+    if os.path.exists(iso):
+        os.unlink(iso)
+        removed = iso
+    return {"name": name, "detached": detached, "removed": removed}
 
 
 def stop(name, timeout=0, **kwargs):
@@ -819,7 +867,7 @@ def purge(name, **kwargs):
             pass
     # The cidata seed is not a disk any more once detached, but it is ours too, and so is the
     # console log virt.init configured (a later VM of the same name must not append to it).
-    for path in (os.path.join(vm_dir, "cidata.iso"), _serial_log(name)):
+    for path in (os.path.join(vm_dir, SEED_ISO), os.path.join(vm_dir, ".first-boot"), _serial_log(name)):
         if os.path.exists(path):
             os.unlink(path)
             removed.append(path)

@@ -595,6 +595,31 @@ def resume(name, host=None):
 
 
 @_clean_errors
+def unseed(name, host=None):
+    """
+    Detach and delete a VM's cidata seed ISO (its minion key and first-boot config) once its
+    minion has authenticated. Meant for the master's reactor on ``salt/minion/*/start`` (see
+    ``docs/seeding.rst``): an id that is no VM, or a VM without a seed, is not an error.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.unseed web1
+    """
+    if _hypervisors().matches(name):
+        return {"name": name, "unseeded": False, "reason": "a hypervisor, not a VM"}
+    if host is None:
+        try:
+            host, _state = _find_vm(name)
+        except SaltRunnerError as exc:
+            return {"name": name, "unseeded": False, "reason": str(exc)}
+    result = _vm_call(name, "virt.unseed", host=host)
+    result["unseeded"] = bool(result.get("removed") or result.get("detached"))
+    return result
+
+
+@_clean_errors
 def purge(name, delete_key=True, host=None):
     """
     Destroy a VM, undefine it, delete the disks virt.init made for it, and (by default)

@@ -239,6 +239,8 @@ def write_master_config():
         # Two cores run the whole lab, TCG guests included: give minions time to answer.
         "virt": {"hypervisors": "hypervisor*", "timeout": 30},
         "gather_job_timeout": 30,
+        # A VM's seed ISO goes once its minion has authenticated (the bundle's reactor).
+        "reactor": [{"salt/minion/*/start": ["salt://virt/reactor/unseed.sls"]}],
         # The bundle's PKI: the CA lives here; hypervisors get certificates through pillar.
         "ext_pillar": [{"libvirt": {}}],
         "libvirt_pki": {

@@ -130,7 +130,7 @@ class Request:
     created_dirs: list[str] = field(default_factory=list)
 
 
-def _make_dir(path, undo):
+def make_dir(path, undo):
     missing = []
     while not os.path.isdir(path):
         missing.append(path)
@@ -158,7 +158,7 @@ def build_disks(plans, undo):
             if not os.path.exists(plan.path):
                 raise InvalidArgument(f"disk {plan.name!r}: {plan.path} does not exist")
             continue
-        _make_dir(os.path.dirname(plan.path), undo)
+        make_dir(os.path.dirname(plan.path), undo)
         if os.path.lexists(plan.path):
             raise InvalidArgument(
                 f"disk {plan.name!r}: {plan.path} already exists (left from another VM?); "

@@ -299,3 +299,23 @@ def pool_targets(conn):
         if path and path.startswith("/") and not path.startswith("/dev"):
             targets.append(path)
     return targets
+
+
+def detach_file_disk(dom, path):
+    """Detach the disk backed by file ``path`` from ``dom``'s persistent definition and, if it
+    runs and the guest lets go, from the running domain. Returns whether the definition had it."""
+    real = os.path.realpath(path)
+    found = None
+    for disk in model(dom, inactive=True).disks:
+        if disk.source and os.path.realpath(disk.source) == real:
+            found = disk
+    if found is None:
+        return False
+    holder = ET.Element("devices")
+    found.to_element(holder)
+    device = ET.tostring(holder[0], encoding="unicode")
+    _call(dom, "detach the seed ISO from", dom.detachDeviceFlags, device, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    if dom.isActive():
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.detachDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    return True

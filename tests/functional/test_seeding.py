@@ -313,3 +313,44 @@ def test_guestfs_mount_umount(before, loaders, fake_minion_ext4, tmp_path):
     assert_clean(before)
     # unlocked: qemu-img info (which takes the image lock) opens it at once
     subprocess.run(["qemu-img", "info", str(image)], check=True, capture_output=True)
+
+
+# --------------------------------------------------------------------------- the seed's lifetime
+
+
+def test_seed_iso_serves_one_boot_in_the_vms_own_directory(virt, vm_name, minion_opts, keys, purge, qemu_dir,
+                                                          libvirt_conn):
+    """The ISO holds the VM's private key: 0600, in the VM's own directory even when its disks
+    are in a shared pool, detached and deleted on the next start after the first boot."""
+    priv, pub = keys
+    purge(vm_name)
+    pool = qemu_dir / f"{vm_name}-pool"
+    ret = virt.init(vm_name, 1, 128, image="salt://centos.qcow2", enable_qcow=True, start=False,
+                    pub_key=pub, priv_key=priv, disks=[{"name": "system", "pool": str(pool)}])
+    iso = os.path.join(vm_dir(minion_opts, vm_name), "cidata.iso")
+    assert ret["disks"]["vda"]["file"] == str(pool / f"{vm_name}-system.qcow2")
+    assert any(d["file"] == iso for d in ret["disks"].values())
+    assert os.stat(iso).st_mode & 0o777 == 0o600 and os.listdir(pool) == [f"{vm_name}-system.qcow2"]
+    assert virt.start(vm_name) == {"name": vm_name, "started": True}  # the first boot: seeded
+    assert os.path.exists(iso)
+    virt.force_off(vm_name)
+    again = virt.start(vm_name)  # a later boot: the seed goes first
+    assert again == {"name": vm_name, "unseeded": True, "started": True}
+    assert not os.path.exists(iso)
+    xml = libvirt_conn.lookupByName(vm_name).XMLDesc(2)  # the persistent definition
+    assert "cidata.iso" not in xml
+    assert virt.unseed(vm_name) == {"name": vm_name, "detached": False, "removed": None}
+    virt.purge(vm_name)
+    assert not os.path.exists(vm_dir(minion_opts, vm_name))
+    shutil.rmtree(pool, ignore_errors=True)
+
+
+def test_unseed_of_a_running_vm_and_purge_in_every_layout(virt, vm_name, minion_opts, keys, libvirt_conn):
+    priv, pub = keys
+    virt.init(vm_name, 1, 128, image="salt://centos.qcow2", enable_qcow=True, pub_key=pub, priv_key=priv)
+    iso = os.path.join(vm_dir(minion_opts, vm_name), "cidata.iso")
+    ret = virt.unseed(vm_name)
+    assert ret == {"name": vm_name, "detached": True, "removed": iso} and not os.path.exists(iso)
+    assert "cidata.iso" not in libvirt_conn.lookupByName(vm_name).XMLDesc(2)
+    purged = virt.purge(vm_name)
+    assert purged["purged"] is True and not os.path.exists(vm_dir(minion_opts, vm_name))

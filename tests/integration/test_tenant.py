@@ -182,3 +182,16 @@ def test_guest_cannot_open_another_vms_console(lab, tenant, vm):
     assert probe.strip().endswith("closed"), probe
     # ...and where it is (the lab's own network), RFB asks for the password the tenant lacks.
     assert rfb_security_types(gfx["host"], gfx["port"]) == [2]
+
+
+def test_seed_iso_is_gone_once_the_minion_authenticated(lab, tenant):
+    """The ISO held the tenant's private key for its first boot; the master's reactor
+    (salt://virt/reactor/unseed.sls on salt/minion/*/start) detached and deleted it."""
+    host = next(h for h in HYPERVISORS if tenant in lab.domains(h))
+    iso = os.path.join(LAB_DIR, f"hv{host[-1]}", "salt-images", tenant, "cidata.iso")
+    deadline = time.monotonic() + 120
+    while os.path.exists(iso) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not os.path.exists(iso), "the reactor did not unseed the VM"
+    definition = lab.run("virt", host, "dumpxml", "--inactive", tenant).stdout
+    assert "cidata.iso" not in definition and f"<name>{tenant}</name>" in definition
