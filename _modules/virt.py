@@ -296,6 +296,7 @@ def _console_graphics(conn, name, graphics):
 
 SEED_METHODS = ("cidata", "seed.apply")
 SEED_ISO = "cidata.iso"
+SEED_PUB = "minion.pub"
 
 
 def _guestfs_env():
@@ -429,11 +430,18 @@ def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config, options=No
         result["seconds"] = round(time.monotonic() - started, 3)
         return []
 
-    if method == "cidata":
-        return cidata, result
-    if method == "seed.apply":
-        return mount, result
-    return custom, result
+    step = {"cidata": cidata, "seed.apply": mount}.get(method, custom)
+
+    def seeder(plans, undo):
+        # The public half next to the VM, so that the master can accept the key even when
+        # the runner that started this init is gone (salt-run virt.reconcile).
+        pub_file = os.path.join(_images_dir(), name, SEED_PUB)
+        provision.make_dir(os.path.dirname(pub_file), undo)
+        undo.push(f"seed {pub_file}", provision._remove, pub_file)
+        fileio.write_atomic(pub_file, pub.encode(), 0o644)
+        return step(plans, undo)
+
+    return seeder, result
 
 
 def _check_disk_files(conn, specs, roots, formats):
@@ -682,6 +690,86 @@ def start(name, **kwargs):
     return ret
 
 
+def init_status(name, **kwargs):
+    """
+    What this hypervisor has of a VM ``virt.init`` may have been creating: whether the domain
+    is defined, its state, the public key its seed carries, the files in its directory. The
+    runner's ``virt.reconcile`` decides from it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.init_status web1
+    """
+    vm_dir = os.path.join(_images_dir(), name)
+    pub_file = os.path.join(vm_dir, SEED_PUB)
+    try:
+        with _connection(kwargs) as conn:
+            defined = vmops.exists(conn, name)
+            state = vmops.state(vmops.lookup(conn, name)) if defined else None
+    except VirtError as exc:
+        _raise(exc)
+    pub = None
+    if os.path.isfile(pub_file):
+        with open(pub_file) as fh:
+            pub = fh.read()
+    files = sorted(os.listdir(vm_dir)) if os.path.isdir(vm_dir) else []
+    return {"name": name, "defined": defined, "state": state, "minion_pub": pub, "files": files}
+
+
+def seeded_vms(**kwargs):
+    """
+    The defined domains that ``virt.init`` seeded with a minion key (their directory under
+    ``virt:images`` holds the public half): what the master should hold keys for.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.seeded_vms
+    """
+    images_dir = _images_dir()
+    try:
+        with _connection(kwargs) as conn:
+            names = vmops.list_domains(conn)
+    except VirtError as exc:
+        _raise(exc)
+    return sorted(n for n in names if os.path.isfile(os.path.join(images_dir, n, SEED_PUB)))
+
+
+def remove_leftovers(name, **kwargs):
+    """
+    Remove what an interrupted ``virt.init`` left of a VM that was never defined: its
+    directory under ``virt:images`` (disks, seed). Refused while a domain of that name exists
+    (use :func:`purge`).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.remove_leftovers web1
+    """
+    try:
+        dommod.validate_name(name)
+        with _connection(kwargs) as conn:
+            if vmops.exists(conn, name):
+                raise SaltInvocationError(f"{name} is defined on {__opts__['id']}: purge it instead")
+    except VirtError as exc:
+        _raise(exc)
+    vm_dir = os.path.join(_images_dir(), name)
+    removed = []
+    if os.path.isdir(vm_dir):
+        for root, dirs, files in os.walk(vm_dir, topdown=False):
+            for entry in files:
+                os.unlink(os.path.join(root, entry))
+                removed.append(os.path.join(root, entry))
+            for entry in dirs:
+                os.rmdir(os.path.join(root, entry))
+        os.rmdir(vm_dir)
+    return {"name": name, "removed": removed}
+
+
 def unseed(name, **kwargs):
     """
     Detach a VM's cidata seed ISO (its minion key and config for the first boot) and delete
@@ -867,7 +955,8 @@ def purge(name, **kwargs):
             pass
     # The cidata seed is not a disk any more once detached, but it is ours too, and so is the
     # console log virt.init configured (a later VM of the same name must not append to it).
-    for path in (os.path.join(vm_dir, SEED_ISO), os.path.join(vm_dir, ".first-boot"), _serial_log(name)):
+    for path in (os.path.join(vm_dir, SEED_ISO), os.path.join(vm_dir, SEED_PUB), os.path.join(vm_dir, ".first-boot"),
+                 _serial_log(name)):
         if os.path.exists(path):
             os.unlink(path)
             removed.append(path)

@@ -2,7 +2,7 @@
 Salt Virt runner: the master side of the private cloud (``salt-run virt.*``).
 
 It finds the hypervisor minions, fans calls out with Salt's LocalClient, places new VMs with
-``saltvirt.placement`` and pre-accepts their minion keys.
+``saltvirt.placement`` and accepts their minion keys (made on the hypervisors).
 
 Master configuration (all optional)::
 
@@ -42,6 +42,7 @@ import time
 
 import salt.client
 import salt.utils.event
+import salt.utils.jid
 import salt.utils.minions
 from salt.exceptions import SaltInvocationError, SaltRunnerError
 
@@ -49,6 +50,7 @@ try:
     from saltvirt import console as vconsole
     from saltvirt import domain as dommod
     from saltvirt import fileio, migrator, pki, placement, reservations, sealed, trust
+    from saltvirt import intents as vintents
     from saltvirt.errors import InvalidArgument, VirtError
 
     HAS_SALTVIRT = True
@@ -125,13 +127,13 @@ def _progress(message, **data):
         log.info("virt: %s", message)
 
 
-def _fanout(fun, arg=(), kwarg=None, tgt=None, tgt_type=None, timeout=None, client=None):
+def _fanout(fun, arg=(), kwarg=None, tgt=None, tgt_type=None, timeout=None, client=None, jid=None):
     """Run ``fun`` on hypervisors; return ``(answers, errors)``.
 
     ``answers``: ``{minion: return}`` of calls that succeeded; ``errors``: ``{minion: reason}``
     for calls that failed or minions that did not answer within the timeout. Minions without
     the ``virt`` module (not hypervisors) are left out of both. ``client``: a LocalClient to
-    reuse (a new one costs about 60 ms).
+    reuse (a new one costs about 60 ms). ``jid``: the job id to publish under.
     """
     if tgt is None:
         tgt, tgt_type = _target()
@@ -145,7 +147,7 @@ def _fanout(fun, arg=(), kwarg=None, tgt=None, tgt_type=None, timeout=None, clie
             client = stack.enter_context(salt.client.LocalClient(mopts=__opts__))
         raw = client.cmd(
             tgt, fun, arg=list(arg), kwarg=kwarg or None, timeout=timeout,
-            tgt_type=tgt_type, full_return=True,
+            tgt_type=tgt_type, full_return=True, jid=jid or "",
         )
     answers, errors = {}, {}
     for minion, ret in (raw or {}).items():
@@ -436,7 +438,7 @@ def _check_new_name(name, kwargs):
 
 
 @_clean_errors
-def init(name, cpu, mem, image=None, host=None, seed=True, **kwargs):
+def init(name, cpu, mem, image=None, host=None, seed=True, timeout=None, **kwargs):
     """
     Create a VM on a hypervisor chosen by placement (or ``host=``), seeded with a minion
     whose key the master accepts: once the VM boots, ``salt <name> test.version`` answers
@@ -446,6 +448,12 @@ def init(name, cpu, mem, image=None, host=None, seed=True, **kwargs):
     Every option of the ``virt.init`` execution module is forwarded (``enable_qcow``,
     ``enable_vnc``, ``start``, ``nic``, ``disk``, ``disks``, ``interfaces``, ``graphics``,
     ``seed_cmd``, ``install``, ``hypervisor``, ``saltenv``...) except ``pub_key``/``priv_key``.
+
+    Whole or nothing: if this call ends before the VM is complete -- Ctrl-C, ``timeout``
+    seconds (default ``virt:init_timeout``, 900) passing, the master restarting -- the intent
+    and the placement reservation stay on the master and ``salt-run virt.reconcile`` completes
+    the VM (accepts its key) or removes what is left. A failure the hypervisor reports leaves
+    nothing.
 
     CLI Example:
 
@@ -459,6 +467,11 @@ def init(name, cpu, mem, image=None, host=None, seed=True, **kwargs):
     _check_new_name(name, kwargs)
     if host is not None:
         _exact(host)
+    if _intents().get(name):
+        raise SaltInvocationError(
+            f"an earlier virt.init of {name} did not finish: run `salt-run virt.reconcile` to complete or "
+            "remove it first"
+        )
     _progress(f"Searching for hypervisors for {name}")
     answers, errors = _full_info()
     if not answers:
@@ -475,36 +488,171 @@ def init(name, cpu, mem, image=None, host=None, seed=True, **kwargs):
         records = [r for r in records if r["id"] == host]
     store = _reservations()
     try:
-        with store.placed(records, request, _policy()) as chosen:
-            return _init_on(chosen.host, name, cpu, mem, image, seed, kwargs)
+        chosen = store.place_and_reserve(records, request, _policy())
     except placement.NoHostFits as exc:
         raise SaltRunnerError(str(exc)) from exc
+    return _init_on(store, chosen.host, name, cpu, mem, image, seed, kwargs, timeout)
 
 
 def _reservations():
     return reservations.Reservations(os.path.join(__opts__["cachedir"], "saltvirt", "reservations"))
 
 
-def _init_on(host, name, cpu, mem, image, seed, kwargs):
-    _progress(f"Creating VM {name} on hypervisor {host}", host=host)
-    answers, errors = _fanout(
-        "virt.init", arg=[name, cpu, mem], kwarg=dict(kwargs, image=image, seed=seed),
-        tgt=_exact(host), tgt_type="list", timeout=_conf("init_timeout", 900),
-    )
-    if host not in answers:
-        raise SaltRunnerError(f"virt.init of {name} on {host} failed: {errors.get(host, 'no answer')}")
-    result = answers[host]
-    seeded = result.get("seeded")
-    if isinstance(seeded, dict) and seeded.get("minion_pub"):
+def _intents():
+    return vintents.Intents(os.path.join(__opts__["cachedir"], "saltvirt", "intents"))
+
+
+def _key_registry(name):
+    """Keys this runner accepted for VMs (so that reconcile knows which keys are VMs')."""
+    return os.path.join(__opts__["cachedir"], "saltvirt", "vm-keys", name)
+
+
+def _complete(store, host, name, pub):
+    """The VM exists on ``host``: accept its key, turn the reservation into it, end the intent."""
+    if pub:
         try:
-            _accept(name, seeded.pop("minion_pub"))
+            _accept(name, pub)
         except SaltRunnerError:
-            _fanout("virt.purge", arg=[name], tgt=_exact(host), tgt_type="list")
+            _rollback(store, host, name, defined=True)
             raise
+        os.makedirs(os.path.dirname(_key_registry(name)), mode=0o700, exist_ok=True)
+        fileio.write_atomic(_key_registry(name), host.encode(), 0o600)
+    store.finish(name)
+    _intents().end(name)
+
+
+def _rollback(store, host, name, defined):
+    """Nothing of ``name`` stays: the domain (if any) purged, files, reservation, intent gone."""
+    fun = "virt.purge" if defined else "virt.remove_leftovers"
+    _answers, errors = _fanout(fun, arg=[name], tgt=_exact(host), tgt_type="list")
+    if errors:
+        raise SaltRunnerError(f"cannot remove what is left of {name} on {host}: {_hypervisor_error(errors)}")
+    store.release(name)
+    _intents().end(name)
+
+
+def _init_on(store, host, name, cpu, mem, image, seed, kwargs, timeout=None):
+    _progress(f"Creating VM {name} on hypervisor {host}", host=host)
+    jid = salt.utils.jid.gen_jid(__opts__)
+    _intents().begin(name, host, jid=jid, seed=bool(seed and image is not None))
+    timeout = int(timeout or _conf("init_timeout", 900))
+    try:
+        with salt.client.LocalClient(mopts=__opts__) as client:
+            done = _SaltHosts(client).watch(host, "virt.init", [name, cpu, mem], dict(kwargs, image=image, seed=seed),
+                                            None, None, timeout, jid=jid)
+    except VirtError as exc:
+        # No answer in time, or the job vanished: it may still create the VM. The intent and the
+        # reservation stay for virt.reconcile (or the next attempt) to finish or undo.
+        raise SaltRunnerError(
+            f"virt.init of {name} on {host}: {exc}; it may still complete: `salt-run virt.reconcile` "
+            "accepts its key when it does, or removes what is left"
+        ) from exc
+    except BaseException:
+        # Ctrl-C or the master going away: the same, said in the master's log.
+        log.warning("virt.init of %s on %s interrupted; salt-run virt.reconcile completes or removes it",
+                    name, host)
+        raise
+    if not done.get("success", True) or done.get("retcode"):
+        store.release(name)  # the hypervisor failed and rolled back: nothing to keep
+        _intents().end(name)
+        raise SaltRunnerError(f"virt.init of {name} on {host} failed: {done.get('return')}")
+    result = done.get("return")
+    seeded = result.get("seeded") if isinstance(result.get("seeded"), dict) else None
+    _complete(store, host, name, seeded.pop("minion_pub", None) if seeded else None)
+    if seeded is not None:
         seeded["key_accepted"] = True
         _progress(f"Minion key of {name} accepted on the master", host=host)
     _progress(f"VM {name} is {result.get('state')} on {host}", host=host)
     return result
+
+
+def _job_running(host, jid):
+    """True/False whether ``host`` still runs job ``jid``; None if it did not answer."""
+    answers, _errors = _fanout("saltutil.find_job", arg=[jid], tgt=_exact(host), tgt_type="list", timeout=15)
+    if host not in answers:
+        return None
+    return bool(answers[host])
+
+
+def _reconcile_intent(store, intent, test):
+    name, host = intent["name"], intent.get("host")
+    running = _job_running(host, intent["jid"]) if intent.get("jid") else False
+    status = None
+    if running is not None:
+        answers, _errors = _fanout("virt.init_status", arg=[name], tgt=_exact(host), tgt_type="list")
+        status = answers.get(host)
+    action, reason = vintents.decide(intent, running, status)
+    entry = {"name": name, "host": host, "action": action, "reason": reason}
+    if test or action == vintents.WAIT:
+        return entry
+    try:
+        if action == vintents.COMPLETE:
+            _complete(store, host, name, status.get("minion_pub"))
+            entry["done"] = "completed: key accepted" if status.get("minion_pub") else "completed"
+        else:
+            _rollback(store, host, name, defined=bool(status.get("defined")))
+            entry["done"] = "removed"
+    except SaltRunnerError as exc:
+        entry["error"] = str(exc)
+    return entry
+
+
+@_clean_errors
+def reconcile(test=False):
+    """
+    Finish or undo what interrupted ``virt.init`` calls left, and report what does not add up.
+
+    * **Unfinished inits** (an intent on the master): while the hypervisor still runs the job,
+      nothing is done; a VM that was created is completed (its key, from the seed on the
+      hypervisor, accepted; its reservation turned into the VM); one that was not is removed
+      (domain, disks, seed, reservation).
+    * **Keys without VMs**: keys this runner accepted for VMs that no hypervisor has any more are
+      deleted (only when every hypervisor answered).
+    * **VMs without keys**: seeded VMs whose key the master does not hold, listed (not accepted:
+      a VM created by a direct ``virt.init`` on a hypervisor waits for ``salt-key -a``).
+    * **Stale reservations**: reservations of names with neither an intent nor a VM, released.
+
+    ``test=True`` only reports. Hypervisors that do not answer are listed; nothing about their
+    VMs is decided.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.reconcile test=True
+        salt-run virt.reconcile
+    """
+    store = _reservations()
+    report = {"test": bool(test), "inits": [], "keys_without_vms": [], "vms_without_keys": [],
+              "stale_reservations": []}
+    report["inits"] = [_reconcile_intent(store, intent, test) for intent in _intents().all()]
+    answers, errors = _fanout("virt.vm_state")
+    vms = {vm for states in answers.values() if isinstance(states, dict) for vm in states}
+    accepted = set(os.listdir(os.path.join(__opts__["pki_dir"], "minions")))
+    pending = {i["name"] for i in _intents().all()}
+    registry = os.path.dirname(_key_registry("x"))
+    for name in sorted(os.listdir(registry)) if os.path.isdir(registry) and not errors else []:
+        if name not in vms and name not in pending:
+            report["keys_without_vms"].append(name)
+            if not test:
+                _delete_key(name)
+                os.unlink(_key_registry(name))
+    seeded, _seed_errors = _fanout("virt.seeded_vms")
+    for host, names in seeded.items():
+        for name in names or []:
+            if name not in accepted and name not in pending:
+                report["vms_without_keys"].append({"name": name, "host": host})
+    for entry in store.entries():
+        name = entry.get("name")
+        if name not in vms and name not in pending and not errors:
+            report["stale_reservations"].append(name)
+            if not test:
+                store.release(name)
+    if errors:
+        report["not_answering"] = errors
+    if errors or any(i.get("error") for i in report["inits"]):
+        __context__["retcode"] = 1
+    return report
 
 
 # --------------------------------------------------------------------------- per-VM commands
@@ -634,6 +782,8 @@ def purge(name, delete_key=True, host=None):
     """
     result = _vm_call(name, "virt.purge", host=host)
     result["key_deleted"] = _delete_key(name) if delete_key else False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_key_registry(name))
     # A VM created moments ago may still hold its placement reservation: it is gone now.
     _reservations().release(name)
     return result
@@ -917,7 +1067,7 @@ class _SaltHosts:
     def progress(message, **data):
         _progress(message, **data)
 
-    def watch(self, host, fun, arg, kwarg, progress_tag, on_progress, timeout):
+    def watch(self, host, fun, arg, kwarg, progress_tag, on_progress, timeout, jid=""):
         """Run ``fun`` on ``host`` and relay its progress events until it returns.
 
         Returns the minion's return event data. If the minion stops answering about the job,
@@ -927,7 +1077,7 @@ class _SaltHosts:
         client = self.client
         event = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True)
         try:
-            pub = client.run_job(_exact(host), fun, arg=list(arg), kwarg=kwarg, tgt_type="list")
+            pub = client.run_job(_exact(host), fun, arg=list(arg), kwarg=kwarg, tgt_type="list", jid=jid)
             jid = (pub or {}).get("jid")
             if not jid or host not in (pub.get("minions") or []):
                 raise VirtError(f"could not start {fun} on {host}")
@@ -948,7 +1098,7 @@ class _SaltHosts:
                     if ev is None:
                         continue
                 tag, data = ev.get("tag"), ev.get("data") or {}
-                if tag == progress_tag:
+                if progress_tag and tag == progress_tag:
                     quiet_since = time.monotonic()
                     payload = data.get("data") if isinstance(data.get("data"), dict) else data
                     on_progress(payload)

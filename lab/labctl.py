@@ -319,6 +319,8 @@ def prepare_hypervisor(n):
             # The operator's image directories: libvirt's default one and the storage the
             # lab's hypervisors share (migration tests put VM disks there with pool=).
             "image_roots": ["/var/lib/libvirt/images", str(LAB_DIR / "shared-storage")],
+            # A seeding function that fails (it does not return True): the tests' fault.
+            "seed_cmds": ["test.arg"],
         },
         "grains": {"salt_virt_lab": True},
     }

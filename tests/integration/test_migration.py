@@ -75,10 +75,14 @@ def assert_heartbeat_log(lab, host, vm, disk, before):
 
 @contextlib.contextmanager
 def tunnel_config():
-    """Master config virt:tunnel: True (salt-run reads master.d at each start: no restart)."""
+    """Master config virt:tunnel: True (salt-run reads master.d at each start: no restart).
+
+    An included file replaces a top-level key whole: it carries the rest of ``virt`` too."""
+    with open(os.path.join(LAB_DIR, "master", "etc", "salt", "master")) as fh:
+        virt = json.load(fh)["virt"]
     os.makedirs(os.path.dirname(TUNNEL_CONF), exist_ok=True)
     with open(TUNNEL_CONF, "w") as fh:
-        json.dump({"virt": {"tunnel": True}}, fh)
+        json.dump({"virt": dict(virt, tunnel=True)}, fh)
     try:
         yield
     finally:

@@ -1,4 +1,4 @@
-"""Seeding failures through the runner on the lab: the VM's pre-accepted key never stays.
+"""Seeding failures through the runner on the lab: no key is accepted, nothing is left.
 
 Each fault fails before (or instead of) booting the libguestfs appliance, so these are quick.
 """
@@ -33,12 +33,14 @@ def assert_nothing_left(lab, vm):
 
 @pytest.fixture
 def unformatted_disk():
-    """A partitioned raw disk whose partition has no filesystem, where the hypervisors see it."""
-    path = f"/tmp/svlab-unformatted-{uuid.uuid4().hex[:6]}.img"
+    """A partitioned raw disk whose partition has no filesystem, in hypervisor1's image
+    directory (/var/lib/libvirt/images there, one of its image roots)."""
+    name = f"svlab-unformatted-{uuid.uuid4().hex[:6]}.img"
+    path = os.path.join(LAB_DIR, "hv1", "var-lib-libvirt", "images", name)
     with open(path, "wb") as fh:
         fh.truncate(8 * 1024 * 1024)
     subprocess.run(["sfdisk", "--quiet", path], input="label: dos\nstart=2048, type=83\n", text=True, check=True)
-    yield path
+    yield f"/var/lib/libvirt/images/{name}"
     os.unlink(path)
 
 
@@ -60,7 +62,7 @@ def test_no_filesystem_removes_key(lab, vm, unformatted_disk):
 
 
 def test_master_key_dir_not_writable(lab, vm):
-    """The master cannot pre-accept the key: nothing is created on any hypervisor."""
+    """The master cannot accept the key: the VM the hypervisor made is removed again."""
     minions = os.path.join(MASTER_PKI, "minions")
     subprocess.run(["chattr", "+i", minions], check=True)
     try:
@@ -69,6 +71,6 @@ def test_master_key_dir_not_writable(lab, vm):
         subprocess.run(["chattr", "-i", minions], check=True)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
-    assert f"cannot pre-accept the key of {vm}" in output and "is not writable" in output, output
+    assert f"cannot accept the key of {vm}" in output and "is not writable" in output, output
     assert "Traceback" not in output
     assert_nothing_left(lab, vm)
