@@ -532,14 +532,15 @@ def _rollback(store, host, name, defined):
 
 
 def _init_on(store, host, name, cpu, mem, image, seed, kwargs, timeout=None):
-    _progress(f"Creating VM {name} on hypervisor {host}", host=host)
     jid = salt.utils.jid.gen_jid(__opts__)
     _intents().begin(name, host, jid=jid, seed=bool(seed and image is not None))
-    timeout = int(timeout or _conf("init_timeout", 900))
+    timeout = float(timeout or _conf("init_timeout", 900))
     try:
         with salt.client.LocalClient(mopts=__opts__) as client:
-            done = _SaltHosts(client).watch(host, "virt.init", [name, cpu, mem], dict(kwargs, image=image, seed=seed),
-                                            None, None, timeout, jid=jid)
+            done = _SaltHosts(client).watch(
+                host, "virt.init", [name, cpu, mem], dict(kwargs, image=image, seed=seed), None, None, timeout,
+                jid=jid, on_published=lambda _jid: _progress(f"Creating VM {name} on hypervisor {host}", host=host),
+            )
     except VirtError as exc:
         # No answer in time, or the job vanished: it may still create the VM. The intent and the
         # reservation stay for virt.reconcile (or the next attempt) to finish or undo.
@@ -1067,7 +1068,7 @@ class _SaltHosts:
     def progress(message, **data):
         _progress(message, **data)
 
-    def watch(self, host, fun, arg, kwarg, progress_tag, on_progress, timeout, jid=""):
+    def watch(self, host, fun, arg, kwarg, progress_tag, on_progress, timeout, jid="", on_published=None):
         """Run ``fun`` on ``host`` and relay its progress events until it returns.
 
         Returns the minion's return event data. If the minion stops answering about the job,
@@ -1081,11 +1082,13 @@ class _SaltHosts:
             jid = (pub or {}).get("jid")
             if not jid or host not in (pub.get("minions") or []):
                 raise VirtError(f"could not start {fun} on {host}")
+            if on_published:
+                on_published(jid)
             ret_tag = f"salt/job/{jid}/ret/{host}"
             deadline = time.monotonic() + timeout
             quiet_since = time.monotonic()
             while time.monotonic() < deadline:
-                ev = event.get_event(wait=1, full=True)
+                ev = event.get_event(wait=max(0.05, min(1, deadline - time.monotonic())), full=True)
                 if ev is None:
                     if time.monotonic() - quiet_since > 30:
                         # Quiet for long: is the job still running on the minion?

@@ -7,7 +7,7 @@
   namespace with its own /etc/libvirt, /run/libvirt, /var/lib/libvirt, /etc/pki, libvirtd
   (TLS on 127.0.0.N+1), virtlogd and a salt-minion.
 
-Usage: ``labctl.py up|down|status|env``. ``LAB_HYPERVISORS`` (default 2) sets the count,
+Usage: ``labctl.py up|down|status|env|start-master``. ``LAB_HYPERVISORS`` (default 2) sets the count,
 ``LAB_DIR`` (default /var/lib/svlab) the state directory.
 """
 
@@ -104,7 +104,12 @@ def read_pid(path):
         pid = int(Path(path).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    try:
+        # A killed daemon whose parent never reaps it stays a zombie: not running.
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return None if state == "Z" else pid
 
 
 def holder_pid(n):
@@ -563,6 +568,9 @@ def main(argv):
             return status()
         elif cmd == "env":
             env()
+        elif cmd == "start-master":  # after a crash test: only the master, hypervisors untouched
+            start_master()
+            wait_for_minions([hv_name(n) for n in existing_hypervisors()], timeout=180)
         else:
             print(__doc__)
             return 2

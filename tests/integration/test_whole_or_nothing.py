@@ -85,6 +85,7 @@ def test_sigint_before_the_job_leaves_nothing(lab, vm):
 
 
 def test_sigint_during_the_job_then_reconcile_completes(lab, vm):
+    # the runner says it creates the VM once the job is out: the hypervisor works on it
     out = interrupted_init(vm, "salt://centos.qcow2", "enable_qcow=True", after="Creating VM")
     assert "accepted on the master" not in out, out
     assert intent(vm) and reserved(vm)  # the runner left its intent and reservation
@@ -108,8 +109,8 @@ def test_sigint_during_a_failing_job_then_reconcile_removes(lab, vm):
 
 
 def test_a_runner_timeout_shorter_than_the_init(lab, vm):
-    proc, ret = lab.run_json("virt.init", vm, 1, 128, "salt://centos.img", "timeout=1", check=False)
-    assert proc.returncode != 0 and "did not finish within 1s; it may still complete" in ret["error"], ret
+    proc, ret = lab.run_json("virt.init", vm, 1, 128, "salt://centos.img", "timeout=0.2", check=False)
+    assert proc.returncode != 0 and "did not finish within 0.2s; it may still complete" in ret["error"], ret
     assert intent(vm) and reserved(vm)
     reconcile_until_settled(lab, vm)
     assert_whole(lab, vm)
@@ -128,16 +129,10 @@ def test_master_killed_mid_init(lab, vm):
     finally:
         proc.kill()
         proc.communicate()
-    start = subprocess.run([os.path.join(REPO, ".venv/bin/python"), os.path.join(REPO, "lab/labctl.py"), "up"],
-                           capture_output=True, text=True, timeout=300)
+    # a new master; the hypervisors (and the job) carry on, their minions reconnect
+    start = subprocess.run([os.path.join(REPO, ".venv/bin/python"), os.path.join(REPO, "lab/labctl.py"),
+                            "start-master"], capture_output=True, text=True, timeout=300)
     assert start.returncode == 0, start.stdout + start.stderr
-    # the minions reconnect to the new master
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        pong = lab.run("salt", "hypervisor*", "test.ping", "--out=json", "--static", check=False).stdout
-        if pong.count("true") == 2:
-            break
-        time.sleep(2)
     assert intent(vm)
     reconcile_until_settled(lab, vm)
     placed = where(lab, vm)
