@@ -1959,7 +1959,11 @@ def migrate_cleanup(name, token=None, probe=None, remove_domain=False, uuid=None
             if conn is None:
                 result["stale"] = {"removed": [], "kept": list(stale), "error": error}
             else:
-                result["stale"] = migration.remove_stale(conn, name, stale, os.path.join(_images_dir(), name))
+                vm_dir = os.path.join(_images_dir(), name)
+                if not vmops.exists(conn, name):
+                    # The VM lives elsewhere now: its seed bookkeeping here goes with its disks.
+                    stale = [*stale, *(os.path.join(vm_dir, f) for f in (SEED_PUB, ".first-boot"))]
+                result["stale"] = migration.remove_stale(conn, name, stale, vm_dir)
     except VirtError as exc:
         _raise(exc)
     finally:

@@ -66,7 +66,7 @@ def output(data, **kwargs):  # pylint: disable=unused-argument
     if not isinstance(data, dict):
         return str(data)
     lines = []
-    for host in sorted(data):
+    for host in sorted(h for h in data if h != "retcode"):  # retcode: salt-run's exit status
         entry = data[host] if isinstance(data[host], dict) else {"error": data[host]}
         lines.append(host)
         if "error" in entry:

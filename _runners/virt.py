@@ -182,11 +182,13 @@ def _full_info(host=None):
 
 
 def _with_errors(data, errors):
-    """The answers plus ``{error}`` for hypervisors that failed; a non-zero exit if any did."""
+    """The answers plus ``{error}`` for hypervisors that failed; if any did, ``retcode: 1``
+    (salt-run exits with it) next to them."""
     for minion, reason in errors.items():
         data[minion] = {"error": reason}
     if errors:
         __context__["retcode"] = 1
+        data["retcode"] = 1
     return data
 
 
@@ -652,7 +654,7 @@ def reconcile(test=False):
     if errors:
         report["not_answering"] = errors
     if errors or any(i.get("error") for i in report["inits"]):
-        __context__["retcode"] = 1
+        __context__["retcode"] = report["retcode"] = 1
     return report
 
 

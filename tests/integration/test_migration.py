@@ -108,9 +108,10 @@ def test_shared_storage_there_and_back_with_tunnel(lab, vm, shared_dir):
     # The lab's hypervisors see the same directory: detected as shared, nothing is copied.
     _p, report = lab.run_json("virt.migrate", vm, "hypervisor2", "test=True")
     assert report["ok"] is True and report["test"] is True
-    assert {d["target"]: d["action"] for d in report["storage"]["disks"]} == {"vda": "shared", "vdb": "shared"}
+    # the seed ISO lives in the VM's own directory, not in the shared pool: fetched by the target
+    assert {d["target"]: d["action"] for d in report["storage"]["disks"]} == {"vda": "shared", "vdb": "fetch"}
     assert "UNSAFE" in report["plan"]["flags"]  # ext4 seen from two mount namespaces
-    assert sorted(os.listdir(shared_dir)) == ["cidata.iso", f"{vm}-system.qcow2"]  # no probe file left behind
+    assert sorted(os.listdir(shared_dir)) == [f"{vm}-system.qcow2"]  # no probe file left behind
 
     there = migrate(lab, vm, "hypervisor2")
     assert there["host"] == "hypervisor2" and there["copy_storage"] is None
@@ -139,7 +140,9 @@ def test_local_disks_are_copied_there_and_back(lab, vm):
     # The overlay goes on top of the target's own copy of its base; the seed ISO is fetched.
     assert there["storage"] == {"vda": "copy", "vdb": "fetch"}
     assert there["copy_storage"] == "inc" and "NON_SHARED_INC" in there["flags"]
-    assert there["source_cleanup"]["stale"]["removed"] == [f"/srv/salt-images/{vm}/cidata.iso", disk]
+    assert there["source_cleanup"]["stale"]["removed"] == [
+        f"/srv/salt-images/{vm}/cidata.iso", disk, f"/srv/salt-images/{vm}/minion.pub",
+        f"/srv/salt-images/{vm}/.first-boot"]
     assert lab.hv("hypervisor1", "test", "-e", f"/srv/salt-images/{vm}", check=False).returncode != 0
     moved = wait_beat_above(lab, "hypervisor2", vm, first)
 

@@ -102,9 +102,9 @@ def test_a_hypervisor_that_does_not_answer_fails_the_fanout(lab):
         proc, data = lab.run_json("virt.list", "timeout=5", check=False)
     finally:
         os.unlink(ghost)
-    assert proc.returncode != 0
+    assert proc.returncode != 0 and data["retcode"] == 1
     assert {"hypervisor1", "hypervisor2"} <= set(data)
     assert "did not answer" in data["hypervisor-ghost"]["error"]
     # and with every hypervisor answering, it exits 0
     proc, data = lab.run_json("virt.list")
-    assert proc.returncode == 0 and "hypervisor-ghost" not in data
+    assert proc.returncode == 0 and "hypervisor-ghost" not in data and "retcode" not in data

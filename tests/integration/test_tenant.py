@@ -193,5 +193,5 @@ def test_seed_iso_is_gone_once_the_minion_authenticated(lab, tenant):
     while os.path.exists(iso) and time.monotonic() < deadline:
         time.sleep(2)
     assert not os.path.exists(iso), "the reactor did not unseed the VM"
-    definition = lab.run("virt", host, "dumpxml", "--inactive", tenant).stdout
+    definition = lab.run("virsh", host, "dumpxml", "--inactive", tenant).stdout
     assert "cidata.iso" not in definition and f"<name>{tenant}</name>" in definition
