@@ -390,21 +390,31 @@ def storage_plan(disks, seen, copy_storage=None, offline=False, unsafe_fs=()):
                 for b, o in zip(chain, obs.get("bases") or [], strict=False)
                 if o.get("exists") and (o.get("format"), o.get("size")) != (b.get("format"), b.get("size"))
             ]
-            if missing or different:
+            if different or (missing and len(chain) > 1):
                 entry.update(action="error")
-                if missing:
-                    out["errors"].append(
-                        f"disk {dev}: its base image {', '.join(missing)} is not on the target; "
-                        "copy it there (same path) or pass copy_storage=all to copy the whole chain"
-                    )
-                else:
+                if different:
                     out["errors"].append(
                         f"disk {dev}: base image on the target differs: {'; '.join(different)}"
                     )
+                else:
+                    out["errors"].append(
+                        f"disk {dev}: its base images {', '.join(missing)} are not on the target; "
+                        "copy them there (same paths) or pass copy_storage=all to copy the whole chain"
+                    )
                 continue
+            if missing:
+                # A base is read-only and shared by overlays: the target gets its own copy from the
+                # source over libvirt's TLS stream, then the overlay goes on top of it.
+                base = chain[0]
+                fetch = {"target": dev, "path": base["path"], "kind": "fetch", "format": base.get("format"),
+                         "size": base.get("size"), "mode": 0o444, "base": True}
+                if not any(c.get("path") == base["path"] for c in out["create"]):
+                    out["create"].append(fetch)
+                out["notes"].append(f"disk {dev}: base image {base['path']} is fetched from the source first")
             overlay_copy = True
             create.update(kind="overlay", backing=chain[0]["path"], backing_format=chain[0].get("format"))
-            entry.update(action="copy", reason="not shared: overlay copied on top of its base")
+            entry.update(action="copy", reason="not shared: overlay copied on top of its base"
+                         + (" (fetched from the source)" if missing else ""))
         else:
             create.update(kind="blank")
             if chain:
@@ -826,7 +836,11 @@ def prepare_disks(create, journal, source_conn=None, name=None):
             elif item["kind"] == "fetch":
                 if source_conn is None:
                     raise VirtError(f"{path} must be downloaded from the source, but no source connection was given")
-                fetch_file(source_conn, path, path)
+                fetch_file(source_conn, path, path, mode=item.get("mode", 0o600))
+                got = os.path.getsize(path)
+                if item.get("size") is not None and got != item["size"]:
+                    os.unlink(path)
+                    raise VirtError(f"{path} fetched from the source has {got} bytes, the source's {item['size']}")
             else:
                 raise InvalidArgument(f"unknown disk preparation {item['kind']!r}")
             record["created"].append(path)
@@ -841,7 +855,7 @@ def prepare_disks(create, journal, source_conn=None, name=None):
     return record
 
 
-def fetch_file(source_conn, remote_path, dest):
+def fetch_file(source_conn, remote_path, dest, mode=0o600):
     """Download ``remote_path`` from the host of ``source_conn`` (libvirt storage stream) to ``dest``.
 
     The file is looked up as a storage volume; if no pool holds its directory, a transient
@@ -871,7 +885,7 @@ def fetch_file(source_conn, remote_path, dest):
                 stream.recvAll(lambda _st, data, handle: handle.write(data), fh)
             stream.finish()
 
-        images._build(dest, steps)  # pylint: disable=protected-access
+        images._build(dest, steps, mode)  # pylint: disable=protected-access
     except libvirt.libvirtError as exc:
         raise VirtError(f"cannot download {remote_path} from the source: {_err(exc)}") from exc
     finally:

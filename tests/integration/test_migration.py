@@ -380,3 +380,35 @@ def test_errors_are_clear(lab, vm):
     # Every refusal above came after the survey dropped probe files next to the disks: all gone.
     listing = lab.hv("hypervisor1", "ls", "-a", f"/srv/salt-images/{vm}").stdout.split()
     assert "system.qcow2" in listing and not [f for f in listing if "migrate-probe" in f], listing
+
+
+def test_base_only_on_the_source_is_fetched_by_the_target(lab, vm):
+    """The unlucky placement of a first run: the overlay's content-addressed base exists only on
+    the source. The target fetches it (checked against its name), then the overlay is copied
+    incrementally; the guest never reboots."""
+    image = f"centos-{vm}.qcow2"  # a file name of its own: a base name no host has yet
+    served = os.path.join(LAB_DIR, "images", image)
+    shutil.copyfile(os.path.join(LAB_DIR, "images", "centos.qcow2"), served)
+    bases = []
+    try:
+        _p, created = lab.run_json("virt.init", vm, "1", "256", f"salt://{image}", "enable_qcow=True",
+                                   "host=hypervisor1", "seed=False")
+        base = created["disks"]["vda"]["backing"][0]
+        bases = [os.path.join(LAB_DIR, f"hv{n}", "salt-images", os.path.relpath(base, "/srv/salt-images"))
+                 for n in (1, 2)]
+        assert os.path.exists(bases[0]) and not os.path.exists(bases[1])
+        first = wait_beat_above(lab, "hypervisor1", vm, 2)
+        _p, report = lab.run_json("virt.migrate", vm, "hypervisor2", "test=True")
+        assert report["ok"] is True, report
+        assert any(f"base image {base} is fetched from the source first" in n for n in report["storage"]["notes"])
+        there = migrate(lab, vm, "hypervisor2")
+        assert there["host"] == "hypervisor2" and there["copy_storage"] == "inc"
+        assert oct(os.stat(bases[1]).st_mode & 0o777) == "0o444"
+        assert wait_beat_above(lab, "hypervisor2", vm, first) > first
+        assert boots(lab, vm) == 1
+    finally:
+        lab.run("salt-run", "virt.purge", vm, check=False)
+        for path in [served, *bases]:
+            if os.path.exists(path):
+                os.chmod(path, 0o644)
+                os.unlink(path)

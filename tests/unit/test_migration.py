@@ -157,13 +157,21 @@ def test_an_overlay_whose_base_is_on_the_target_is_copied_incrementally():
     assert create["kind"] == "overlay" and create["backing"] == base and create["backing_format"] == "qcow2"
 
 
-def test_an_overlay_whose_base_is_missing_fails_clearly():
-    base = "/srv/salt-images/base/centos-abc.qcow2"
+def test_an_overlay_whose_base_is_missing_gets_the_base_fetched_first():
+    base = "/srv/salt-images/base/centos-0923aa8613de609c.qcow2"
     out = storage_plan([disk(backing=[base])],
                        {"vda": {"probe": False, "exists": False, "bases": [base_seen(base, exists=False)]}})
-    assert out["disks"][0]["action"] == "error" and out["create"] == []
-    assert "base image /srv/salt-images/base/centos-abc.qcow2 is not on the target" in out["errors"][0]
-    assert "copy_storage=all" in out["errors"][0]
+    assert out["errors"] == [] and out["copy_storage"] == "inc"
+    fetch, overlay = out["create"]
+    assert fetch == {"target": "vda", "path": base, "kind": "fetch", "format": "qcow2", "size": 5_000_000,
+                     "mode": 0o444, "base": True}
+    assert overlay["kind"] == "overlay" and overlay["backing"] == base
+    assert out["disks"][0]["action"] == "copy" and "fetched from the source" in out["disks"][0]["reason"]
+    # a deeper chain with a missing link is still a clear refusal
+    deeper = storage_plan([disk(backing=[base, "/b/deeper.qcow2"])],
+                          {"vda": {"probe": False, "exists": False,
+                                   "bases": [base_seen(base, exists=False), base_seen("/b/deeper.qcow2")]}})
+    assert deeper["disks"][0]["action"] == "error" and "copy_storage=all" in deeper["errors"][0]
 
 
 def test_a_different_base_on_the_target_is_refused():
