@@ -63,9 +63,15 @@ try:
 
     HAS_SALTVIRT = True
     IMPORT_ERROR = None
-except ImportError as _exc:  # libvirt-python missing, or _utils not synced
+except ImportError as _exc:  # _utils not synced, or a Python library it needs is missing
     HAS_SALTVIRT = False
-    IMPORT_ERROR = str(_exc)
+    try:
+        from saltvirt.errors import import_advice
+
+        IMPORT_ERROR = import_advice(_exc)
+    except ImportError:
+        IMPORT_ERROR = (f"the salt-virt library could not be imported ({_exc}); run saltutil.sync_all, "
+                        "or install salt-virt into the Python that runs Salt")
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +82,7 @@ DEFAULT_IMAGES = "/srv/salt-images"
 
 def __virtual__():
     if not HAS_SALTVIRT:
-        return False, (f"virt: the salt-virt library could not be imported ({IMPORT_ERROR}); run "
-                       "saltutil.sync_all, or install salt-virt into the Python that runs Salt"
-                       + _saltext_note())
+        return False, f"virt: {IMPORT_ERROR}" + _saltext_note()
     if virtconn.libvirt is None:
         return False, (f"virt: libvirt-python is not installed; {verrors.install_hint('libvirt-python')}"
                        + _saltext_note())
