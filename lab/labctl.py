@@ -413,8 +413,19 @@ def restart_minion(name, venv=None):
             os.kill(pid, signal.SIGKILL)
     # As hv-init.sh starts it: libguestfs never tries KVM in the lab.
     env = dict(os.environ, LIBGUESTFS_BACKEND="direct", LIBGUESTFS_BACKEND_SETTINGS="force_tcg")
+    minion_log = h / "minion" / "var" / "log" / "salt" / "minion"
+    offset = minion_log.stat().st_size if minion_log.exists() else 0
     sh(["nsenter", "-t", holder, "-m", "-n", "-u", venv / "bin" / "salt-minion", "-c",
         h / "minion" / "etc" / "salt", "-d"], env=env)
+    # A ping published before the minion is connected costs the master's gather_job_timeout
+    # (30 s here): wait for the new process to say it is connected first.
+    for _ in range(600):
+        if minion_log.exists():
+            with open(minion_log, "rb") as fh:
+                fh.seek(offset)
+                if b"Minion is ready to receive requests" in fh.read():
+                    break
+        time.sleep(0.1)
     wait_for_minions([hv_name(n)])
     log(f"{hv_name(n)}: salt-minion runs from {venv}")
 
