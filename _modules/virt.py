@@ -26,6 +26,7 @@ Configuration (all optional)::
 
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import secrets
@@ -41,7 +42,19 @@ if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
     sys.modules["saltvirt"].unload_if_stale()
 
 try:
-    from saltvirt import bases, fileio, images, migration, profiles, provision, sealed, seeding, snapshots, vmops
+    from saltvirt import (
+        bases,
+        coexist,
+        fileio,
+        images,
+        migration,
+        profiles,
+        provision,
+        sealed,
+        seeding,
+        snapshots,
+        vmops,
+    )
     from saltvirt import connection as virtconn
     from saltvirt import console as vconsole
     from saltvirt import domain as dommod
@@ -53,9 +66,15 @@ try:
 
     HAS_SALTVIRT = True
     IMPORT_ERROR = None
-except ImportError as _exc:  # libvirt-python missing, or _utils not synced
+except ImportError as _exc:  # _utils not synced, or a Python library it needs is missing
     HAS_SALTVIRT = False
-    IMPORT_ERROR = str(_exc)
+    try:
+        from saltvirt.errors import import_advice
+
+        IMPORT_ERROR = import_advice(_exc)
+    except ImportError:
+        IMPORT_ERROR = (f"the salt-virt library could not be imported ({_exc}); run saltutil.sync_all, "
+                        "or install salt-virt into the Python that runs Salt")
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +85,29 @@ DEFAULT_IMAGES = "/srv/salt-images"
 
 def __virtual__():
     if not HAS_SALTVIRT:
-        return False, (f"virt: the salt-virt library could not be imported ({IMPORT_ERROR}); run "
-                       "saltutil.sync_all, or install salt-virt into the Python that runs Salt")
+        return False, f"virt: {IMPORT_ERROR}" + _saltext_note()
     if virtconn.libvirt is None:
-        return False, f"virt: libvirt-python is not installed; {verrors.install_hint('libvirt-python')}"
+        return False, (f"virt: libvirt-python is not installed; {verrors.install_hint('libvirt-python')}"
+                       + _saltext_note())
     uri = __salt__["config.get"]("virt:connection:uri", "") or ""
     local = not uri or uri.startswith(("qemu:///", "qemu+unix"))
     if local and not salt.utils.path.which("libvirtd") and not os.path.exists("/run/libvirt/libvirt-sock"):
-        return False, "virt: libvirtd is not installed on this minion (install libvirt-daemon)"
+        return False, "virt: libvirtd is not installed on this minion (install libvirt-daemon)" + _saltext_note()
+    coexist.warn_once(__opts__, ("modules", "states"), "execution module")
     return __virtualname__
+
+
+def _saltext_note():
+    """Added to a refusal when saltext-virt is installed: its ``virt`` is shadowed by this file."""
+    try:
+        found = importlib.util.find_spec("saltext.virt") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return ""
+    return (f"; saltext-virt is installed too, but Salt loads this file ({__file__}) as the virt "
+            "module, not saltext-virt's: install what is missing above, or remove salt-virt to use "
+            "saltext-virt (docs/install.rst, Coexistence)")
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -1316,6 +1349,26 @@ def node_info(**kwargs):
         salt 'hypervisor*' virt.node_info
     """
     return _with_conn(kwargs, vmops.node_info)
+
+
+def implementation():
+    """
+    Which implementation of Salt's ``virt`` modules this minion loads, and whether
+    ``saltext-virt`` (which ships modules named ``virt`` too) is installed next to salt-virt.
+
+    Returns ``salt_virt`` and ``saltext_virt`` (version and path, ``None`` when not installed),
+    ``active`` (for the execution and state modules: ``salt-virt`` or ``saltext-virt`` and the
+    file Salt loads), ``conflict`` (both installed) and ``message`` (what is active and how to
+    choose, see ``docs/install.rst``). The ``virt_implementation`` grain says the same on a
+    minion where saltext-virt's module is the active one, which has no such function.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'hypervisor*' virt.implementation
+    """
+    return coexist.report(__opts__, ("modules", "states"))
 
 
 def freemem(**kwargs):

@@ -47,9 +47,9 @@ import salt.utils.minions
 from salt.exceptions import SaltInvocationError, SaltRunnerError
 
 try:
+    from saltvirt import coexist, fileio, migrator, pki, placement, reservations, sealed, trust
     from saltvirt import console as vconsole
     from saltvirt import domain as dommod
-    from saltvirt import fileio, migrator, pki, placement, reservations, sealed, trust
     from saltvirt import intents as vintents
     from saltvirt.errors import InvalidArgument, VirtError
 
@@ -68,6 +68,7 @@ def __virtual__():
     if not HAS_SALTVIRT:
         return False, (f"virt runner: salt-virt library missing ({IMPORT_ERROR}); "
                        "set utils_dirs or pip install salt-virt")
+    coexist.warn_once(__opts__, ("runners",), "runner")
     return __virtualname__
 
 
@@ -239,6 +240,27 @@ def host_info(host=None):
     for minion, info in answers.items():
         data[minion] = {k: v for k, v in info.items() if k != "vm_info"}
     return _with_errors(data, errors)
+
+
+@_clean_errors
+def implementation():
+    """
+    Which implementation of Salt's ``virt`` runner this master loads, and whether
+    ``saltext-virt`` (which ships a runner named ``virt`` too) is installed next to salt-virt.
+
+    Returns ``salt_virt`` and ``saltext_virt`` (version and path, ``None`` when not installed),
+    ``active`` (``runners``: ``salt-virt`` or ``saltext-virt`` and the file Salt loads),
+    ``conflict`` (both installed) and ``message`` (what is active and how to choose, see
+    ``docs/install.rst``). Where saltext-virt's runner is the active one, this function does not
+    exist: ``salt-run virt.implementation`` then answers that it is not available.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.implementation
+    """
+    return coexist.report(__opts__, ("runners",))
 
 
 @_clean_errors

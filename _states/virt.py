@@ -19,7 +19,8 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
     sys.modules["saltvirt"].unload_if_stale()
 
-import saltvirt.tlsfiles  # noqa: E402  (after the check above)
+import saltvirt.coexist  # noqa: E402  (after the check above)
+import saltvirt.tlsfiles  # noqa: E402
 from saltvirt.errors import VirtError  # noqa: E402
 
 __virtualname__ = "virt"
@@ -29,6 +30,7 @@ _MASTER_SIDE_OPTIONS = ("country", "state", "locality", "organization", "expirat
 
 
 def __virtual__():
+    saltvirt.coexist.warn_once(__opts__, ("modules", "states"), "state module")
     return __virtualname__
 
 

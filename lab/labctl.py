@@ -7,8 +7,10 @@
   namespace with its own /etc/libvirt, /run/libvirt, /var/lib/libvirt, /etc/pki, libvirtd
   (TLS on 127.0.0.N+1), virtlogd and a salt-minion.
 
-Usage: ``labctl.py up|down|status|env|start-master``. ``LAB_HYPERVISORS`` (default 2) sets the count,
-``LAB_DIR`` (default /var/lib/svlab) the state directory.
+Usage: ``labctl.py up|down|status|env|start-master``, and ``labctl.py minion hypervisorN [VENV]``
+to restart one hypervisor's salt-minion from another Python environment (default: the lab's own),
+e.g. one with only Salt in it. ``LAB_HYPERVISORS`` (default 2) sets the count, ``LAB_DIR`` (default
+/var/lib/svlab) the state directory, ``LAB_NETNS`` (default svlab) the network namespace.
 """
 
 import json
@@ -37,6 +39,9 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 MASTER = LAB_DIR / "master"
 MASTER_CONF = MASTER / "etc" / "salt"
 IMAGES = LAB_DIR / "images"
+# Python packages for the formula's virt.python (pip inside the lab reaches no index): a test
+# fills it from the package index before it applies the formula (tests/integration).
+WHEELHOUSE = LAB_DIR / "wheelhouse"
 # The same CA the bundle's libvirt ext_pillar uses by default (<master pki_dir>/libvirt).
 CA_DIR = LAB_DIR / "master" / "etc" / "salt" / "pki" / "master" / "libvirt"
 BRIDGE = "br0"
@@ -202,6 +207,11 @@ def write_pillar(ids):
                     # this machine (so `state.apply virt` needs no network here).
                     "lookup": {"pkgs": ["libvirt-daemon-system", "libvirt-clients", "qemu-system-x86",
                                         "qemu-utils", "libguestfs-tools", "gnutls-bin"]},
+                    # virt.python: pip in the lab's namespace has no network; it installs
+                    # from the lab's own directory of packages (sdists are built there).
+                    # no_cache_dir: libvirt-python is built every time, with the build packages.
+                    "python": {"pip_options": {"find_links": str(WHEELHOUSE), "no_index": True,
+                                               "no_cache_dir": True}},
                     "libvirtd_conf": {
                         "listen_addr": hv_addr(n),
                         "auth_tls": "none",
@@ -389,6 +399,49 @@ def start_hypervisor(n):
     (h / "holder.pid").write_text(child + "\n")
 
 
+def restart_minion(name, venv=None):
+    """Restart hypervisor ``name``'s salt-minion from ``venv`` (default: the lab's virtualenv).
+
+    The minion keeps its id, keys, configuration and cache (synced modules); only the Python
+    that runs Salt changes. A test runs a hypervisor from a virtualenv with nothing but Salt in
+    it, to see the formula make it usable (tests/integration/test_install_paths.py).
+    """
+    n = int(name.removeprefix("hypervisor")) if name.removeprefix("hypervisor").isdigit() else 0
+    holder = holder_pid(n) if n else None
+    if not holder:
+        raise LabError(f"{name} is not running (labctl.py up)")
+    venv = Path(venv) if venv else VENV
+    if not (venv / "bin" / "salt-minion").exists():
+        raise LabError(f"no salt-minion in {venv}")
+    h = hv_dir(n)
+    pid = read_pid(h / "minion" / "var" / "run" / "salt-minion.pid")
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    # As hv-init.sh starts it: libguestfs never tries KVM in the lab.
+    env = dict(os.environ, LIBGUESTFS_BACKEND="direct", LIBGUESTFS_BACKEND_SETTINGS="force_tcg")
+    minion_log = h / "minion" / "var" / "log" / "salt" / "minion"
+    offset = minion_log.stat().st_size if minion_log.exists() else 0
+    sh(["nsenter", "-t", holder, "-m", "-n", "-u", venv / "bin" / "salt-minion", "-c",
+        h / "minion" / "etc" / "salt", "-d"], env=env)
+    # A ping published before the minion is connected costs the master's gather_job_timeout
+    # (30 s here): wait for the new process to say it is connected first.
+    for _ in range(600):
+        if minion_log.exists():
+            with open(minion_log, "rb") as fh:
+                fh.seek(offset)
+                if b"Minion is ready to receive requests" in fh.read():
+                    break
+        time.sleep(0.1)
+    wait_for_minions([hv_name(n)])
+    log(f"{hv_name(n)}: salt-minion runs from {venv}")
+
+
 # ---------------------------------------------------------------------------- salt calls
 
 
@@ -571,6 +624,8 @@ def main(argv):
         elif cmd == "start-master":  # after a crash test: only the master, hypervisors untouched
             start_master()
             wait_for_minions([hv_name(n) for n in existing_hypervisors()], timeout=180)
+        elif cmd == "minion" and len(argv) in (3, 4):
+            restart_minion(argv[2], argv[3] if len(argv) == 4 else None)
         else:
             print(__doc__)
             return 2

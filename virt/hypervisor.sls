@@ -1,8 +1,10 @@
-# salt://virt/hypervisor.sls -- turn a machine into a Salt Virt hypervisor:
-# packages, libvirtd listening for TLS, the libvirt keys, the service, br0 and the firewall.
+# salt://virt/hypervisor.sls -- turn a machine into a Salt Virt hypervisor: the Python
+# libraries in Salt's own Python, packages, libvirtd listening for TLS, the libvirt keys, the
+# service, br0 and the firewall.
 {%- from "virt/map.jinja" import hyper with context %}
 
 include:
+  - virt.python
   - virt.libvirtd
   - virt.keys
 {%- if hyper.bridge.get('enabled', False) %}

@@ -6,6 +6,7 @@ thin glue over these modules.
 """
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 import sys
@@ -45,6 +46,20 @@ def stale():
     return False
 
 
+def missing_now_importable():
+    """True when libvirt-python was missing as the library was imported and can be imported now.
+
+    The hypervisor formula (``virt/python.sls``) installs it into the running minion's Python and
+    asks for a module refresh: the library imported before (with ``connection.libvirt`` unset)
+    must then be read anew, or ``virt.*`` would stay unavailable until the minion restarts.
+    """
+    conn = sys.modules.get(f"{__name__}.connection")
+    if conn is None or getattr(conn, "libvirt", True) is not None:
+        return False
+    importlib.invalidate_caches()
+    return importlib.util.find_spec("libvirt") is not None
+
+
 def unload():
     """Forget the imported library, so that the next import reads the files again."""
     for name in [n for n in sys.modules if n == __name__ or n.startswith(__name__ + ".")]:
@@ -53,7 +68,7 @@ def unload():
 
 def unload_if_stale():
     """Called by the Salt modules before they import the library: see :func:`preload`."""
-    if stale():
+    if stale() or missing_now_importable():
         unload()
         return True
     return False
