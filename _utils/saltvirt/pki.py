@@ -738,6 +738,18 @@ def server_names(minion_id, grains, config):
     return _unique(names), _unique(ips)
 
 
+def _authority(config, subject, clock):
+    """The CA of ``config`` (merged :data:`PILLAR_OPTIONS`), created on first use."""
+    return CertificateAuthority(
+        config["ca_dir"],
+        subject={"common_name": config["ca_common_name"], **subject},
+        expiration_days=config["ca_expiration_days"],
+        key_type=config["key_type"],
+        key_size=config["key_size"],
+        clock=clock,
+    ).ensure()
+
+
 def libvirt_pillar(minion_id, grains, config, clock=None):
     """The pillar with ``minion_id``'s libvirt/QEMU TLS material, issuing it if needed.
 
@@ -754,14 +766,7 @@ def libvirt_pillar(minion_id, grains, config, clock=None):
         log.debug("%s does not match the libvirt pillar's minions option", minion_id)
         return {}
     subject = {field: config[field] for field, _ in _SUBJECT_FIELDS}
-    ca = CertificateAuthority(
-        config["ca_dir"],
-        subject={"common_name": config["ca_common_name"], **subject},
-        expiration_days=config["ca_expiration_days"],
-        key_type=config["key_type"],
-        key_size=config["key_size"],
-        clock=clock,
-    ).ensure()
+    ca = _authority(config, subject, clock)
     names, ips = server_names(minion_id, grains, config)
     lifetime = {"expiration_days": config["expiration_days"], "renew_days": config["renew_days"]}
     material = {"cacert.pem": ca.cert_pem}
@@ -788,14 +793,7 @@ def operator_pki(config, clock=None):
     config = pillar_config(config)
     name = validate_minion_id(str(config["operator_name"]))
     subject = {field: config[field] for field, _ in _SUBJECT_FIELDS}
-    ca = CertificateAuthority(
-        config["ca_dir"],
-        subject={"common_name": config["ca_common_name"], **subject},
-        expiration_days=config["ca_expiration_days"],
-        key_type=config["key_type"],
-        key_size=config["key_size"],
-        clock=clock,
-    ).ensure()
+    ca = _authority(config, subject, clock)
     directory = os.path.join(ca.ca_dir, OPERATOR_DIR)
     _make_private_dir(directory)
     key_pem, cert_pem = ca.issue(
