@@ -150,6 +150,8 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
             enable_qcow, autostart, update, live, kwargs):
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
     kwargs = {_ALIASES.get(k, k): v for k, v in kwargs.items() if not k.startswith("__")}
+    # The classic disk_profile/nic_profile arrive as disk/nic: they are the profiles asked for.
+    disk, nic = kwargs.pop("disk", disk), kwargs.pop("nic", nic)
     conn = _conn_args(kwargs)
     test = _test()
     notes = []
