@@ -12,7 +12,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture
 def runner():
-    spec = importlib.util.spec_from_file_location("saltvirt_test_runner_glue", os.path.join(REPO, "_runners", "virt.py"))
+    path = os.path.join(REPO, "_runners", "virt.py")
+    spec = importlib.util.spec_from_file_location("saltvirt_test_runner_glue", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.__opts__ = {"virt": {"hypervisors": "hypervisor*"}, "__cli": "salt-master"}
