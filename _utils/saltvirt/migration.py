@@ -51,6 +51,7 @@ PARAM_PARALLEL = "parallel.connections"
 # virDomainRunningReason / virDomainPausedReason values we look for.
 RUNNING_MIGRATED = 2
 PAUSED_MIGRATION = 2
+PAUSED_POSTCOPY = 12
 PAUSED_POSTCOPY_FAILED = 13
 
 # Filesystems that are shared between machines (libvirt checks their cache modes itself). A
@@ -930,15 +931,37 @@ def files_in_use(conn, skip_uuid=None):
     return used
 
 
+def leftover_removable(dom):
+    """``(True, state)`` if ``dom`` is only the target's unfinished copy of an incoming
+    migration (shut off, or paused while migrating in); ``(False, why)`` when it is the copy
+    that runs -- running, or paused in or after a post-copy switch-over -- and must be kept."""
+    state, reason = dom.state()
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        return True, "shut off"
+    if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION:
+        return True, "paused (incoming migration)"
+    if state == libvirt.VIR_DOMAIN_PAUSED and reason in (PAUSED_POSTCOPY, PAUSED_POSTCOPY_FAILED):
+        return False, ("paused after a post-copy switch-over: this copy holds the guest's state; recover it "
+                       "(resume the migration, or virsh resume when the source is gone), never delete it")
+    return False, f"{vmops.STATES.get(state, 'unknown')}: it runs here"
+
+
 def remove_leftover(conn, name, uuid):
-    """Destroy and undefine the target's copy of a failed incoming migration (same UUID only)."""
+    """Destroy and undefine the target's copy of a failed incoming migration (same UUID only).
+
+    The state is checked right before: a copy that runs (or holds a post-copy guest) is kept
+    and the return says why -- a migration that completed, or switched over, since the caller
+    read its status must never lose the VM.
+    """
     try:
         dom = conn.lookupByUUIDString(uuid)
     except libvirt.libvirtError:
         return None
     if dom.name() != name:
         raise VirtError(f"domain {dom.name()} has {name}'s UUID {uuid}: not touching it")
-    state = vmops.state(dom)
+    removable, state = leftover_removable(dom)
+    if not removable:
+        return f"kept: {state}"
     with contextlib.suppress(libvirt.libvirtError):
         if dom.isActive():
             dom.destroy()
