@@ -192,6 +192,13 @@ def _image_locks(sources):
         yield
 
 
+def _space_policy():
+    """``virt:disk_overcommit`` (thin disks counted as they fill, not at their virtual size) and
+    ``virt:disk_headroom_mib`` (kept free in every filesystem disks go to)."""
+    return {"overcommit": bool(_config("disk_overcommit", False)),
+            "headroom_mib": int(_config("disk_headroom_mib", 1024))}
+
+
 def _image_policy():
     policy = _config("image_policy", {}) or {}
     return {
@@ -654,6 +661,7 @@ def init(
                 if spec.get("image"):
                     spec["image"] = _disk_image(spec, saltenv, roots, formats)
             plans = provision.plan_disks(name, disk_specs, _images_dir(), local_image, enable_qcow, formats)
+            provision.check_space(plans, **_space_policy())
             nics = profiles.merge_nics(profiles.nic_profile(nic, _config("nic")), interfaces)
             model = dommod.Domain(
                 name=name, vcpus=cpu, memory=mem * 1024, type=dom_type,
@@ -1162,6 +1170,7 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
                         overlay=bool(spec.get("overlay_image")) and change.key in local,
                         device=change.device.device, bus=change.device.bus, readonly=change.device.readonly,
                     )
+                    provision.check_space([plan], **_space_policy())
                     provision.build_disks([plan], undo)
                     return undo.run
 

@@ -47,7 +47,7 @@ import salt.utils.minions
 from salt.exceptions import SaltInvocationError, SaltRunnerError
 
 try:
-    from saltvirt import coexist, fileio, migrator, pki, placement, reservations, sealed, trust
+    from saltvirt import coexist, fileio, migrator, pki, placement, reservations, sealed, trust, units
     from saltvirt import console as vconsole
     from saltvirt import domain as dommod
     from saltvirt import intents as vintents
@@ -507,7 +507,7 @@ def init(name, cpu, mem, image=None, host=None, seed=True, timeout=None, **kwarg
         known = ", ".join(sorted(answers))
         raise SaltInvocationError(errors.get(host) or f"unknown hypervisor {host} (answering: {known})")
     records = _host_records(answers) + [{"id": m, "up": False} for m in errors]
-    request = _request(name, cpu, mem)
+    request = _request(name, cpu, mem, _disk_mib(kwargs.get("disks")))
     if host is not None:
         records = [r for r in records if r["id"] == host]
     store = _reservations()
@@ -516,6 +516,19 @@ def init(name, cpu, mem, image=None, host=None, seed=True, timeout=None, **kwarg
     except placement.NoHostFits as exc:
         raise SaltRunnerError(str(exc)) from exc
     return _init_on(store, chosen.host, name, cpu, mem, image, seed, kwargs, timeout)
+
+
+def _disk_mib(disks):
+    """MiB of the disks a call sizes itself (``disks: [{size: ...}]``, MiB or '8G'): what placement
+    can know before the hypervisor; the hypervisor checks the whole (image included) itself."""
+    total = 0
+    for disk in disks or ():
+        if isinstance(disk, dict) and disk.get("size") is not None:
+            try:
+                total += units.parse_size(disk["size"], default_unit="MiB")
+            except InvalidArgument as exc:
+                raise SaltInvocationError(f"disk {disk.get('name')!r}: {exc}") from exc
+    return -(-total // (1024 * 1024))
 
 
 def _reservations():

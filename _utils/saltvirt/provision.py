@@ -151,6 +151,50 @@ def _remove(path):
         os.unlink(path)
 
 
+def space_needed(plans, overcommit=False):
+    """``{directory: bytes}`` the new disks of ``plans`` may come to occupy.
+
+    A full copy counts its source's allocation; an overlay or a blank disk is thin, but grows
+    up to its virtual size as the guest writes: counted whole unless ``overcommit`` (then only
+    a copy counts).
+    """
+    needed = {}
+    for plan in plans:
+        if plan.existing:
+            continue
+        directory = os.path.dirname(plan.path)
+        if plan.source and not plan.overlay:
+            src = images.info(plan.source, plan.source_format)
+            grow = images._size(plan.size) if plan.size else 0  # pylint: disable=protected-access
+            nbytes = max(src["actual_size"] or 0, grow if not overcommit else 0)
+        elif overcommit:
+            continue
+        elif plan.size:
+            nbytes = images._size(plan.size)  # pylint: disable=protected-access
+        else:
+            nbytes = images.info(plan.source, plan.source_format)["virtual_size"] or 0
+        needed[directory] = needed.get(directory, 0) + nbytes
+    return needed
+
+
+def check_space(plans, overcommit=False, headroom_mib=1024):
+    """Refuse, before anything is written, disks that would not fit in their filesystem with
+    ``headroom_mib`` to spare (a full filesystem pauses every VM writing to it)."""
+    for directory, nbytes in space_needed(plans, overcommit).items():
+        probe = directory
+        while not os.path.isdir(probe):
+            probe = os.path.dirname(probe)
+        free = images.free_space_mib(probe)
+        need = -(-nbytes // images.MIB)
+        if need + headroom_mib > free:
+            how = "" if overcommit else (" (thin disks counted at their virtual size; virt:disk_overcommit: "
+                                         "True counts them as they fill)")
+            raise InvalidArgument(
+                f"not enough space in {directory}: the new disks need {need} MiB{how}, {free} MiB are free and "
+                f"{headroom_mib} MiB stay spare (virt:disk_headroom_mib); free space or choose another host"
+            )
+
+
 def build_disks(plans, undo):
     """Create every planned disk (clone, overlay or blank), registering undos."""
     for plan in plans:

@@ -162,3 +162,20 @@ def test_stop_without_timeout_only_requests(virt, vm_name):
         assert (ret["requested"], ret["stopped"], ret["status"]) == (True, False, "requested")
     finally:
         virt.purge(vm_name)
+
+
+def test_a_thin_disk_that_could_not_fill_is_refused(virt, vm_name, minion_opts, unchanged):
+    with pytest.raises(SaltInvocationError, match=r"not enough space in .*: the new disks need \d+ MiB \(thin disks "
+                                                  r"counted at their virtual size"):
+        virt.init(vm_name, 1, 128, image="salt://centos.qcow2", enable_qcow=True, seed=False, start=False,
+                  disks=[{"name": "system", "size": "100T"}])
+    # with the operator's over-commit, the same thin disk is made
+    opts = copy.deepcopy(minion_opts)
+    opts["virt"]["disk_overcommit"] = True
+    overcommit = Loaders(opts).modules.virt
+    ret = overcommit.init(vm_name, 1, 128, image="salt://centos.qcow2", enable_qcow=True, seed=False, start=False,
+                          disks=[{"name": "system", "size": "100T"}])
+    try:
+        assert ret["disks"]["vda"]["size"] == 100 << 40
+    finally:
+        overcommit.purge(vm_name)

@@ -136,3 +136,15 @@ def test_per_vm_commands_take_exactly_one_host(lab):
     # the legitimate path: an exact host answers (here: no such VM, said clearly)
     proc = lab.run("salt-run", "virt.stop", "no-such-vm", "host=hypervisor1", check=False)
     assert "hypervisor1" in proc.stdout and "must be exactly one" not in proc.stdout
+
+
+def test_disk_space_is_part_of_placement_and_of_the_hypervisors_check(lab):
+    before = _lab_state()
+    proc = lab.run("salt-run", "virt.init", "web-big", 1, 128, "salt://centos.qcow2",
+                   'disks=[{"name": "system", "size": "100T"}]', check=False)
+    assert proc.returncode != 0 and "not enough disk on hypervisor1, hypervisor2" in proc.stdout, proc.stdout
+    # sizes placement cannot see (the image's own): the hypervisor refuses before writing anything
+    out = lab.salt_json("hypervisor1", "virt.init", "web-big", 1, 128, "image=salt://centos.qcow2",
+                        'disks=[{"name": "system", "size": "60T"}]', "start=False")["hypervisor1"]
+    assert "not enough space in /srv/salt-images/web-big" in out and "virt:disk_headroom_mib" in out, out
+    assert _lab_state() == before and "web-big" not in lab.domains("hypervisor1")
