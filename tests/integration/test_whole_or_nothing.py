@@ -108,6 +108,27 @@ def test_sigint_during_a_failing_job_then_reconcile_removes(lab, vm):
     assert_absent(lab, vm)
 
 
+def test_sigint_after_the_job_returned_leaves_it_whole(lab, vm):
+    out = interrupted_init(vm, "salt://centos.qcow2", "enable_qcow=True", after="accepted on the master")
+    assert "Creating VM" in out
+    assert_whole(lab, vm)
+    assert not [i for i in lab.run_json("virt.reconcile")[1]["inits"] if i["name"] == vm]
+
+
+def test_a_killed_salt_run_then_reconcile_completes(lab, vm):
+    proc = subprocess.Popen([os.path.join(BIN, "salt-run"), "virt.init", vm, "1", "128", "salt://centos.qcow2",
+                             "enable_qcow=True"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    for line in proc.stdout:
+        if "Creating VM" in line:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)  # no handler runs: nothing is cleaned up by the runner
+    proc.communicate()
+    assert intent(vm) and reserved(vm)
+    reconcile_until_settled(lab, vm)
+    assert_whole(lab, vm)
+
+
 def test_a_runner_timeout_shorter_than_the_init(lab, vm):
     proc, ret = lab.run_json("virt.init", vm, 1, 128, "salt://centos.img", "timeout=0.2", check=False)
     assert proc.returncode != 0 and "did not finish within 0.2s; it may still complete" in ret["error"], ret
