@@ -283,7 +283,22 @@ class Migrator:
         src, dst = status.get(source) or {}, status.get(target) or {}
         error = error or f"{name} did not arrive on {target}: {dst or status_errors.get(target)}"
         recovery = {}
-        if dst.get("active") and dst.get("state") == "running":
+        postcopy = (migration.PAUSED_POSTCOPY, migration.PAUSED_POSTCOPY_FAILED)
+        split = [h for h, s in ((source, src), (target, dst))
+                 if s.get("active") and s.get("state") == "paused" and s.get("reason") in postcopy]
+        if split:
+            # After a post-copy switch-over the guest's memory is split between the hosts: the
+            # target has its CPU state, the source the pages not yet pulled. Removing or resuming
+            # either copy alone loses the VM, so nothing is touched.
+            where = target
+            recovery["note"] = (
+                f"{name} failed after the post-copy switch-over ({', '.join(split)} paused, post-copy): "
+                f"nothing was resumed or removed. Recover it by resuming the migration from {source} "
+                f"(virsh -c <{source}'s URI> migrate --live --p2p --postcopy --postcopy-resume {name} "
+                f"<{target}'s URI>) once both hosts reach each other; if {source} is lost, its pages are "
+                "too and the guest cannot continue"
+            )
+        elif dst.get("active") and dst.get("state") == "running":
             # The guest runs on the target: that is the live copy now, whatever the source shows.
             # Never resume or clean anything then: two copies must not run.
             where = target

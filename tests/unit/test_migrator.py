@@ -190,6 +190,21 @@ def test_failure_while_vm_runs_on_target_touches_nothing():
     assert ("hv2", "virt.migrate_cleanup") not in hosts.funs()
 
 
+def test_failure_after_a_postcopy_switch_over_removes_and_resumes_nothing():
+    answers, storage = survey(copy=True)
+    failed = job(storage, retcode=1, error="migration failed: postcopy connection lost", postcopy_switched=True)
+    split_src = {"defined": True, "active": True, "state": "paused", "reason": 13}
+    split_dst = {"defined": True, "active": True, "state": "paused", "reason": 13}
+    hosts = FakeHosts(storage, migrate_in=failed, status=({"hv1": split_src, "hv2": split_dst}, {}))
+    result = make(hosts, answers).run()
+    assert result["result"] is False and result["host"] == "hv2"
+    assert "post-copy switch-over (hv1, hv2 paused, post-copy): nothing was resumed or removed" in \
+        result["recovery"]["note"]
+    assert "--postcopy-resume vm1" in result["recovery"]["note"]
+    assert ("hv1", "virt.resume") not in hosts.funs()
+    assert not [c for c in hosts.calls if c[1] == "virt.migrate_cleanup" and c[2].get("remove_domain")]
+
+
 def test_vm_running_nowhere_is_reported_not_guessed():
     answers, storage = survey()
     hosts = FakeHosts(storage, migrate_in={"retcode": 1, "return": "ERROR: x"},
