@@ -343,3 +343,22 @@ def test_console_of_a_stopped_vm_is_a_clear_error(lab, vms):
     assert f"VM {vms['stopped']['name']} on hypervisor1 is shutoff" in proc.stdout + proc.stderr
     proc = lab.run("salt-run", "virt.console", "no-such-vm", check=False)
     assert proc.returncode != 0 and "no VM named no-such-vm" in proc.stdout + proc.stderr
+
+
+def test_console_secrets_never_reach_the_event_bus(lab, vms):
+    """An event reader (publisher_acl users, salt-api's /events) sees neither the password nor
+    the one-time URL while an operator asks for both."""
+    bin_dir = os.path.join(os.path.dirname(HERE), "..", "lab", "bin")
+    listener = subprocess.Popen([os.path.join(bin_dir, "salt-run"), "state.event", "pretty=False"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)
+        data = console_info(lab, vms["locked"]["name"], "show_password=True")
+        time.sleep(2)
+    finally:
+        listener.terminate()
+        bus = listener.communicate(timeout=30)[0]
+    token = data["web"]["url"].split("token%3D")[1].split("&")[0]
+    assert "virt.console" in bus or "salt/run/" in bus  # the listener did see the runner's job
+    assert data["password"] == vms["locked"]["vnc_password"]
+    assert vms["locked"]["vnc_password"] not in bus and token not in bus
