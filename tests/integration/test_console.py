@@ -263,7 +263,7 @@ def test_console_runner_gives_a_tunnel_and_a_web_url(lab, vms):
     before = time.time()
     data = console_info(lab, vms["open"]["name"])
     assert data["hypervisor"] == "hypervisor1"
-    assert (data["host"], data["port"], data["password_set"]) == ("127.0.0.2", gfx["port"], False)
+    assert (data["host"], data["port"], data["password_set"]) == ("127.0.0.2", gfx["port"], True)
     assert data["vncviewer"]["tunnel"] == f"ssh -N -L 5901:127.0.0.2:{gfx['port']} 127.0.0.2"
     assert data["vncviewer"]["viewer"] == "vncviewer localhost:5901"
     assert data["vncviewer"]["direct"] == f"vncviewer 127.0.0.2::{gfx['port']}"
