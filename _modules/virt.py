@@ -337,6 +337,7 @@ def _console_graphics(conn, name, graphics):
 SEED_METHODS = ("cidata", "seed.apply")
 SEED_ISO = "cidata.iso"
 SEED_PUB = "minion.pub"
+FIRST_BOOT = ".first-boot"  # marks a seeded VM's first boot as done
 
 
 def _guestfs_env():
@@ -707,7 +708,7 @@ def _seed_iso(name):
 
 
 def _first_boot_marker(name):
-    return os.path.join(_images_dir(), name, ".first-boot")
+    return os.path.join(_images_dir(), name, FIRST_BOOT)
 
 
 def start(name, **kwargs):
@@ -996,8 +997,7 @@ def purge(name, **kwargs):
             pass
     # The cidata seed is not a disk any more once detached, but it is ours too, and so is the
     # console log virt.init configured (a later VM of the same name must not append to it).
-    for path in (os.path.join(vm_dir, SEED_ISO), os.path.join(vm_dir, SEED_PUB), os.path.join(vm_dir, ".first-boot"),
-                 _serial_log(name)):
+    for path in (*(os.path.join(vm_dir, f) for f in (SEED_ISO, SEED_PUB, FIRST_BOOT)), _serial_log(name)):
         if os.path.exists(path):
             os.unlink(path)
             removed.append(path)
@@ -1484,19 +1484,20 @@ def get_graphics(vm_, show_password=False, seal_to=None, **kwargs):
         salt hypervisor1 virt.get_graphics centos1
         salt hypervisor1 virt.get_graphics centos1 show_password=True
     """
-    graphics = vm_info(vm_, **kwargs)[vm_]["graphics"]
-    if show_password:
-        with _connection(kwargs) as conn:
-            secure = vconsole.secure_graphics(vmops.lookup(conn, vm_))
-        for gfx, device in zip(graphics, secure, strict=False):
-            if seal_to and device.password:
-                try:
+
+    def _graphics_of(conn):
+        # One read of the secure XML serves password_set and, when asked, the passwords.
+        secure = vconsole.secure_graphics(vmops.lookup(conn, vm_))
+        graphics = vconsole.console_graphics(vmops.info(conn, vm_)["graphics"], _host_address(), secure)
+        if show_password:
+            for gfx, device in zip(graphics, secure, strict=False):
+                if seal_to and device.password:
                     gfx["password_sealed"] = sealed.seal(seal_to, device.password)
-                except VirtError as exc:
-                    _raise(exc)
-            elif not seal_to:
-                gfx["password"] = device.password
-    return graphics
+                elif not seal_to:
+                    gfx["password"] = device.password
+        return graphics
+
+    return _with_conn(kwargs, _graphics_of)
 
 
 def console_info(vm_, **kwargs):
@@ -2024,7 +2025,7 @@ def migrate_cleanup(name, token=None, probe=None, remove_domain=False, uuid=None
                 vm_dir = os.path.join(_images_dir(), name)
                 if not vmops.exists(conn, name):
                     # The VM lives elsewhere now: its seed bookkeeping here goes with its disks.
-                    stale = [*stale, *(os.path.join(vm_dir, f) for f in (SEED_PUB, ".first-boot"))]
+                    stale = [*stale, *(os.path.join(vm_dir, f) for f in (SEED_PUB, FIRST_BOOT))]
                 result["stale"] = migration.remove_stale(conn, name, stale, vm_dir)
     except VirtError as exc:
         _raise(exc)
