@@ -19,7 +19,7 @@ Configuration (all optional)::
                                    #   "cp -a /srv/salt-onedir/. {root}/opt/saltstack/salt"
       seed_install_timeout: 900
       guestfs: {force_tcg: auto, timeout: 600}   # libguestfs (seed.apply), see guestfs module
-      nic: {<profile>: [...]}      # NIC profiles, see saltvirt.profiles
+      nic: {<profile>: [...]}      # NIC profiles, see saltvirt.provision.profiles
       disk: {<profile>: [...]}     # disk profiles
       tunnel: False                # migrate through the libvirt daemons' TLS connection
 """
@@ -42,27 +42,19 @@ if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
     sys.modules["saltvirt"].unload_if_stale()
 
 try:
-    from saltvirt import (
-        bases,
-        coexist,
-        fileio,
-        images,
-        migration,
-        profiles,
-        provision,
-        sealed,
-        seeding,
-        snapshots,
-        vmops,
-    )
+    from saltvirt import coexist, fileio, migration, provision, seeding
     from saltvirt import connection as virtconn
     from saltvirt import console as vconsole
-    from saltvirt import domain as dommod
     from saltvirt import errors as verrors
     from saltvirt import hypervisor as hvtype
-    from saltvirt import paths as vpaths
-    from saltvirt import update as vupdate
+    from saltvirt.domain import model as dommod
+    from saltvirt.domain import snapshots, vmops
+    from saltvirt.domain import update as vupdate
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
+    from saltvirt.pki import sealed
+    from saltvirt.provision import profiles
+    from saltvirt.storage import bases, images
+    from saltvirt.storage import paths as vpaths
 
     HAS_SALTVIRT = True
     IMPORT_ERROR = None
@@ -154,7 +146,7 @@ def _images_dir():
 
 
 def _roots(conn):
-    """The directories a call may name on this hypervisor (:class:`saltvirt.paths.Roots`)."""
+    """The directories a call may name on this hypervisor (:class:`saltvirt.storage.paths.Roots`)."""
     try:
         return vpaths.Roots(
             _images_dir(), vmops.pool_targets(conn),
@@ -209,7 +201,7 @@ def _image_policy():
 
 
 def _resolve_image(image, saltenv, image_hash=None, roots=None):
-    """``(local path, format)`` of ``image``, inspected (:func:`saltvirt.images.inspect_untrusted`).
+    """``(local path, format)`` of ``image``, inspected (:func:`saltvirt.storage.images.inspect_untrusted`).
 
     salt:// (the master's file server) and http(s)/ftp go through ``cp.cache_file``; downloads
     need ``image_hash`` unless ``virt:image_policy:require_hash`` is False. A local path must

@@ -47,11 +47,14 @@ import salt.utils.minions
 from salt.exceptions import SaltInvocationError, SaltRunnerError
 
 try:
-    from saltvirt import coexist, fileio, migrator, pki, placement, reservations, sealed, trust, units
+    from saltvirt import coexist, fileio, pki, placement, trust, units
     from saltvirt import console as vconsole
-    from saltvirt import domain as dommod
-    from saltvirt import intents as vintents
+    from saltvirt.domain import model as dommod
     from saltvirt.errors import InvalidArgument, VirtError
+    from saltvirt.migration import migrator
+    from saltvirt.pki import sealed
+    from saltvirt.placement import intents as vintents
+    from saltvirt.placement import reservations
 
     HAS_SALTVIRT = True
 except ImportError as _exc:
@@ -1085,7 +1088,7 @@ def console_proxy(action="status"):
 
 
 class _SaltHosts:
-    """The minions, as :class:`saltvirt.migrator.Migrator` talks to them, through one LocalClient."""
+    """The minions, as :class:`saltvirt.migration.migrator.Migrator` talks to them, through one LocalClient."""
 
     def __init__(self, client):
         self.client = client

@@ -1,7 +1,7 @@
 """
 States of salt-virt (``virt.*``).
 
-``virt.keys`` writes the libvirt TLS files (thin glue over :mod:`saltvirt.tlsfiles`). The VM
+``virt.keys`` writes the libvirt TLS files (thin glue over :mod:`saltvirt.pki.tlsfiles`). The VM
 states (``virt.defined``, ``virt.running``, ``virt.stopped``, ``virt.powered_off``,
 ``virt.rebooted``, ``virt.snapshot``) call the ``virt`` execution module, so that a state
 and the command it stands for behave the same, ``test=True`` included. See
@@ -20,7 +20,7 @@ if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
     sys.modules["saltvirt"].unload_if_stale()
 
 import saltvirt.coexist  # noqa: E402  (after the check above)
-import saltvirt.tlsfiles  # noqa: E402
+import saltvirt.pki.tlsfiles  # noqa: E402
 from saltvirt.errors import VirtError  # noqa: E402
 
 __virtualname__ = "virt"
@@ -37,13 +37,13 @@ def __virtual__():
 def _fetch_material():
     """The ``libvirt`` pillar of this minion and where it came from, or ``(None, errors)``."""
     material = __pillar__.get("libvirt")
-    if isinstance(material, dict) and all(material.get(k) for k in saltvirt.tlsfiles.MATERIAL_KEYS):
+    if isinstance(material, dict) and all(material.get(k) for k in saltvirt.pki.tlsfiles.MATERIAL_KEYS):
         return dict(material), "pillar"
     # Not in the compiled pillar: ask the master for it on demand. Salt 3008 masks pillar values
     # returned from inside the state pipeline unless unmask=True is passed.
     compiled = __salt__["pillar.ext"]({"libvirt": True}, unmask=True)
     material = compiled.get("libvirt") if isinstance(compiled, dict) else None
-    if isinstance(material, dict) and all(material.get(k) for k in saltvirt.tlsfiles.MATERIAL_KEYS):
+    if isinstance(material, dict) and all(material.get(k) for k in saltvirt.pki.tlsfiles.MATERIAL_KEYS):
         return dict(material), "on-demand pillar"
     errors = compiled.get("_errors") if isinstance(compiled, dict) else None
     return None, errors
@@ -100,7 +100,7 @@ def keys(name, basepath="/etc/pki", **kwargs):
 
     test = bool(__opts__.get("test"))
     try:
-        changes = saltvirt.tlsfiles.sync(material, basepath=basepath, test=test)
+        changes = saltvirt.pki.tlsfiles.sync(material, basepath=basepath, test=test)
     except VirtError as exc:
         ret["comment"] = str(exc)
         return ret

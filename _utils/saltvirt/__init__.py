@@ -25,14 +25,22 @@ def preload():
     every job (about 0.1 s each). :func:`stale` tells a job when ``saltutil.sync_all`` has
     replaced the files since.
     """
-    for info in pkgutil.iter_modules(__path__):
-        if not info.ispkg:
-            importlib.import_module(f"{__name__}.{info.name}")
+    _import_tree(__path__, __name__)
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         if path and (name == __name__ or name.startswith(__name__ + ".")):
             PRELOADED[name] = (path, os.stat(path).st_mtime_ns)
     return sorted(PRELOADED)
+
+
+def _import_tree(path, prefix):
+    for info in pkgutil.iter_modules(path):
+        name = f"{prefix}.{info.name}"
+        if name == f"{__name__}.ext":  # the Salt entry points: Salt's loader reads those
+            continue
+        module = importlib.import_module(name)
+        if info.ispkg:
+            _import_tree(module.__path__, name)
 
 
 def stale():

@@ -1,4 +1,4 @@
-"""saltvirt.bases with real qemu-img/qemu-io images (no domains: the image files are the users)."""
+"""saltvirt.storage.bases with real qemu-img/qemu-io images (no domains: the image files are the users)."""
 
 import os
 import stat
@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from saltvirt import bases
 from saltvirt.errors import InvalidArgument, NotFound
+from saltvirt.storage import bases
 
 
 def qemu_io(path, command, readonly=False, fmt="qcow2"):

@@ -1,4 +1,4 @@
-"""saltvirt.images against the real qemu-img / qemu-io (qemu-utils); no libvirt needed."""
+"""saltvirt.storage.images against the real qemu-img / qemu-io (qemu-utils); no libvirt needed."""
 
 import concurrent.futures
 import hashlib
@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from saltvirt import cmd, images
+from saltvirt import cmd
 from saltvirt.errors import CommandFailed, InvalidArgument, NotFound, VirtError
+from saltvirt.storage import images
 
 # qemu-img and qemu-io (qemu-utils) are installed by `make install`; a missing one fails.
 

@@ -342,7 +342,7 @@ def test_libvirtd_accepts_the_certificates(tmp_path):
         pytest.fail("needs root, libvirtd and unshare (a private mount namespace): run make install")
 
     import saltvirt.pki  # pylint: disable=import-outside-toplevel
-    import saltvirt.tlsfiles  # pylint: disable=import-outside-toplevel
+    import saltvirt.pki.tlsfiles  # pylint: disable=import-outside-toplevel
 
     opts = master_opts(
         tmp_path / "master",
@@ -367,7 +367,7 @@ def test_libvirtd_accepts_the_certificates(tmp_path):
         "clientkey.pem": peers["hypervisor2"]["libvirt"]["qemu-clientkey.pem"],
     }
     base = str(tmp_path / "etc-pki")
-    saltvirt.tlsfiles.sync(server["libvirt"], base)
+    saltvirt.pki.tlsfiles.sync(server["libvirt"], base)
 
     port = _free_port(LISTEN_ADDR)
     conf = tmp_path / "libvirtd.conf"

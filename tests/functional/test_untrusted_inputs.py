@@ -10,8 +10,8 @@ import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
-from saltvirt import images
 from saltvirt.errors import InvalidArgument
+from saltvirt.storage import images
 
 
 def state(libvirt_conn, minion_opts):

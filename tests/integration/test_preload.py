@@ -9,7 +9,7 @@ import pytest
 import saltvirt
 
 LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
-VMOPS = f"{LAB_DIR}/hv1/minion/var/cache/salt/minion/extmods/utils/saltvirt/vmops.py"
+VMOPS = f"{LAB_DIR}/hv1/minion/var/cache/salt/minion/extmods/utils/saltvirt/domain/vmops.py"
 ORIGINAL = "no domain named {name!r} on this host"
 CHANGED = "no domain named {name!r} here (library changed after the preload)"
 

@@ -15,7 +15,7 @@ import pytest
 from tests.integration.conftest import BIN, LAB_DIR, REPO
 
 sys.path.insert(0, os.path.join(REPO, "_utils"))
-from saltvirt import reservations  # noqa: E402
+from saltvirt.placement import reservations
 
 MASTER = os.path.join(LAB_DIR, "master")
 CACHE = os.path.join(MASTER, "var/cache/salt/master/saltvirt")

@@ -18,7 +18,7 @@ import pytest
 
 from saltvirt import console
 from saltvirt.console import Proxy, TokenPlugin, TokenStore
-from saltvirt.domain import Domain, Graphics
+from saltvirt.domain.model import Domain, Graphics
 from saltvirt.errors import InvalidArgument, VirtError
 
 

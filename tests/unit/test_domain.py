@@ -1,4 +1,4 @@
-"""saltvirt.domain: building, parsing and reporting libvirt domain XML."""
+"""saltvirt.domain.model: building, parsing and reporting libvirt domain XML."""
 
 import re
 import subprocess
@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from saltvirt.domain import (
+from saltvirt.domain.model import (
     Disk,
     Domain,
     Graphics,

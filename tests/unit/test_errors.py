@@ -25,5 +25,6 @@ def test_import_advice_maps_modules_to_packages(monkeypatch):
     advice = errors.import_advice(ImportError("No module named 'libvirt'", name="libvirt"))
     assert advice.startswith("libvirt-python is missing") and "salt-pip install libvirt-python" in advice
     assert "salt-pip install pyyaml" in errors.import_advice(ModuleNotFoundError("x", name="yaml"))
-    unsynced = errors.import_advice(ModuleNotFoundError("No module named 'saltvirt.bases'", name="saltvirt.bases"))
+    missing = "saltvirt.storage.bases"
+    unsynced = errors.import_advice(ModuleNotFoundError(f"No module named {missing!r}", name=missing))
     assert "saltutil.sync_all" in unsynced and "pip install" not in unsynced

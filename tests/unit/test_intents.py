@@ -1,12 +1,12 @@
-"""saltvirt.intents: unfinished inits recorded on the master, and what reconcile decides."""
+"""saltvirt.placement.intents: unfinished inits recorded on the master, and what reconcile decides."""
 
 import os
 import stat
 
 import pytest
 
-from saltvirt import intents
 from saltvirt.errors import InvalidArgument
+from saltvirt.placement import intents
 
 
 def test_records_are_private_and_survive_the_process(tmp_path):

@@ -1,4 +1,4 @@
-"""saltvirt.migrator: the order of the steps and the never-lose-a-VM decisions (pure logic).
+"""saltvirt.migration.migrator: the order of the steps and the never-lose-a-VM decisions (pure logic).
 
 The hosts are a recording fake here; the real thing (LocalClient, minions, libvirtd, QEMU) is
 proven by tests/integration/test_migration*.py.
@@ -6,8 +6,8 @@ proven by tests/integration/test_migration*.py.
 
 import pytest
 
-from saltvirt import migrator
 from saltvirt.errors import InvalidArgument, VirtError
+from saltvirt.migration import migrator
 
 PROBE = {"token": "t0k", "dirs": ["/srv/salt-images/vm1"]}
 

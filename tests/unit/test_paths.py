@@ -1,11 +1,11 @@
-"""saltvirt.paths: the roots a call may name files under, disk names, the images directory."""
+"""saltvirt.storage.paths: the roots a call may name files under, disk names, the images directory."""
 
 import os
 
 import pytest
 
-from saltvirt import paths
 from saltvirt.errors import InvalidArgument
+from saltvirt.storage import paths
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""saltvirt.pki (CA, issuing, caching, pillar), saltvirt.tlsfiles and the virt.keys state."""
+"""saltvirt.pki (CA, issuing, caching, pillar), saltvirt.pki.tlsfiles and the virt.keys state."""
 
 import datetime
 import importlib.util
@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from saltvirt import cmd, pki, tlsfiles, trust
+from saltvirt import cmd, pki, trust
 from saltvirt.errors import CommandFailed, InvalidArgument, VirtError
+from saltvirt.pki import tlsfiles
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UTC = datetime.timezone.utc  # noqa: UP017 (Python 3.10)

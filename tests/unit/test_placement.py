@@ -1,4 +1,4 @@
-"""saltvirt.placement (filters, ranks, reasons) and saltvirt.reservations (locked, concurrent)."""
+"""saltvirt.placement (filters, ranks, reasons) and saltvirt.placement.reservations (locked, concurrent)."""
 
 import json
 import multiprocessing
@@ -9,7 +9,6 @@ import pytest
 
 from saltvirt import fileio
 from saltvirt import placement as placement_mod
-from saltvirt import reservations as reservations_mod
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.placement import (
     HostState,
@@ -20,7 +19,8 @@ from saltvirt.placement import (
     fits_nowhere_message,
     place,
 )
-from saltvirt.reservations import Reservations, place_and_reserve
+from saltvirt.placement import reservations as reservations_mod
+from saltvirt.placement.reservations import Reservations, place_and_reserve
 
 
 def vm(name, cpu=1, memory=1024, state="running"):

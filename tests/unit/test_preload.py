@@ -38,7 +38,7 @@ def test_preload_then_stale_after_change(tmp_path):
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True,
                           check=True)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert {"saltvirt", "saltvirt.migration", "saltvirt.vmops", "saltvirt.units"} <= set(out["loaded"])
+    assert {"saltvirt", "saltvirt.migration", "saltvirt.domain.vmops", "saltvirt.units"} <= set(out["loaded"])
     assert not any(name.startswith("saltvirt.ext") for name in out["loaded"])
     assert out["stale_before"] is False and out["unloaded_fresh"] is False
     assert out["old_has_mark"] is False

@@ -2,8 +2,8 @@
 
 import pytest
 
-from saltvirt import profiles
 from saltvirt.errors import InvalidArgument, NotFound
+from saltvirt.provision import profiles
 
 
 def test_default_profiles_are_the_seeds():

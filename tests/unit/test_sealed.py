@@ -2,8 +2,8 @@
 
 import pytest
 
-from saltvirt import sealed
 from saltvirt.errors import InvalidArgument
+from saltvirt.pki import sealed
 
 
 def test_seal_and_unseal():

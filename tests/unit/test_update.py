@@ -1,14 +1,14 @@
-"""saltvirt.update: the diff between a domain and what a state asks for, and its application."""
+"""saltvirt.domain.update: the diff between a domain and what a state asks for, and its application."""
 
 import os
 
 import libvirt
 import pytest
 
-from saltvirt import profiles
-from saltvirt import update as upd
-from saltvirt.domain import Disk, Domain, Graphics, Interface
+from saltvirt.domain import update as upd
+from saltvirt.domain.model import Disk, Domain, Graphics, Interface
 from saltvirt.errors import InvalidArgument, VirtError
+from saltvirt.provision import profiles
 
 VM_DIR = "/srv/salt-images/web1"
 MAC0 = "52:54:00:00:00:01"

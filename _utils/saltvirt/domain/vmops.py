@@ -5,9 +5,9 @@ import os
 import time
 import xml.etree.ElementTree as ET  # noqa: S405 (libvirt's own XML)
 
-from saltvirt import domain as dommod
-from saltvirt import images
+from saltvirt.domain import model as dommod
 from saltvirt.errors import InvalidArgument, NotFound, VirtError
+from saltvirt.storage import images
 
 try:
     import libvirt

@@ -14,8 +14,10 @@ import os
 import stat
 import time
 
-from saltvirt import cmd, images, vmops
+from saltvirt import cmd
+from saltvirt.domain import vmops
 from saltvirt.errors import InvalidArgument, NotFound, VirtError
+from saltvirt.storage import images
 
 try:
     import libvirt

@@ -3,7 +3,7 @@
 This module is pure: :func:`place` takes what the runner gathered from the hypervisor minions, the
 request and a policy, and returns a :class:`Placement`. It does no I/O. Capacity promised to
 in-flight inits on the master is passed in ``Policy.reservations`` (see
-:mod:`saltvirt.reservations`, which keeps them in a locked file and calls :func:`place` under the
+:mod:`saltvirt.placement.reservations`, which keeps them in a locked file and calls :func:`place` under the
 lock).
 
 Host records (one per hypervisor, MiB throughout)::

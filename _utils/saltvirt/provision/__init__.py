@@ -11,9 +11,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from saltvirt import domain as dommod
-from saltvirt import images, paths, vmops
+from saltvirt.domain import model as dommod
+from saltvirt.domain import vmops
 from saltvirt.errors import InvalidArgument, VirtError
+from saltvirt.storage import images, paths
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class DiskPlan:
 
 
 def plan_disks(vm_name, disks, images_dir, default_image=None, enable_qcow=False, formats=None):
-    """Turn normalised disk specs (see :mod:`saltvirt.profiles`) into :class:`DiskPlan`.
+    """Turn normalised disk specs (see :mod:`saltvirt.provision.profiles`) into :class:`DiskPlan`.
 
     The first disk gets ``default_image`` unless it names its own ``image``. ``enable_qcow``
     (or a disk's ``overlay_image: True``) makes a qcow2 overlay on the image instead of a copy.

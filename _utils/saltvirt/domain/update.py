@@ -16,7 +16,7 @@ What is compared:
 * ``memory_mib``: the definition's current memory (and its maximum must hold it). A running
   domain gets it live (balloon) when it fits under its maximum, else on next boot with a new
   maximum. A stopped domain gets maximum = current = the new value.
-* ``disks``: normalised disk specs (:mod:`saltvirt.profiles`). A spec matches the disk whose
+* ``disks``: normalised disk specs (:mod:`saltvirt.provision.profiles`). A spec matches the disk whose
   file is ``<pool or vm dir>/<name>.qcow2|.img`` (``source_file`` specs: that file); the first
   spec is the system disk and otherwise matches the domain's first writable disk. Unmatched
   specs are new disks: created and attached (live when the bus allows hot-plug). Disks are
@@ -40,9 +40,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
-from saltvirt import domain as dommod
-from saltvirt import paths
+from saltvirt.domain import model as dommod
 from saltvirt.errors import InvalidArgument, VirtError
+from saltvirt.storage import paths
 
 try:
     import libvirt

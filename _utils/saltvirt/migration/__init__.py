@@ -30,8 +30,10 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from saltvirt import connection, images, vmops
+from saltvirt import connection
+from saltvirt.domain import vmops
 from saltvirt.errors import InvalidArgument, NotFound, VirtError, install_hint
+from saltvirt.storage import images
 
 try:
     import libvirt

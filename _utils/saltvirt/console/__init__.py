@@ -32,7 +32,7 @@ import sys
 import time
 import urllib.parse
 
-from saltvirt import domain as dommod
+from saltvirt.domain import model as dommod
 from saltvirt.errors import InvalidArgument, VirtError
 
 log = logging.getLogger(__name__)
@@ -383,7 +383,7 @@ class Proxy:
         self.web = str(web or DEFAULT_WEB)
         self.python = python or sys.executable
         # Where websockify imports this module from (the _utils directory holding saltvirt).
-        self.pythonpath = pythonpath or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.pythonpath = pythonpath or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self.token_dir = os.path.join(self.state_dir, "tokens")
         self.state_file = os.path.join(self.state_dir, "proxy.json")
         self.log_file = os.path.join(self.state_dir, "proxy.log")

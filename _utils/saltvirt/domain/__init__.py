@@ -1,0 +1,1 @@
+"""Domains: the domain XML model, lifecycle operations, updates and snapshots."""
