@@ -25,7 +25,6 @@ Configuration (all optional)::
 """
 
 import contextlib
-import hashlib
 import importlib.util
 import logging
 import os
@@ -42,19 +41,22 @@ if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
     sys.modules["saltvirt"].unload_if_stale()
 
 try:
-    from saltvirt import coexist, fileio, migration, provision, seeding
+    from saltvirt import coexist, migration
     from saltvirt import connection as virtconn
     from saltvirt import console as vconsole
     from saltvirt import errors as verrors
     from saltvirt import hypervisor as hvtype
-    from saltvirt.domain import model as dommod
+    from saltvirt import settings as vsettings
     from saltvirt.domain import snapshots, vmops
     from saltvirt.domain import update as vupdate
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
     from saltvirt.pki import sealed
-    from saltvirt.provision import profiles
+    from saltvirt.provision import change as provision_change
+    from saltvirt.provision import lifecycle
+    from saltvirt.provision import vm as provision_vm
+    from saltvirt.provision.spec import UpdateSpec, VmSpec
     from saltvirt.storage import bases, images
-    from saltvirt.storage import paths as vpaths
+
 
     HAS_SALTVIRT = True
     IMPORT_ERROR = None
@@ -71,9 +73,6 @@ except ImportError as _exc:  # _utils not synced, or a Python library it needs i
 log = logging.getLogger(__name__)
 
 __virtualname__ = "virt"
-
-DEFAULT_IMAGES = "/srv/salt-images"
-
 
 def __virtual__():
     if not HAS_SALTVIRT:
@@ -105,17 +104,18 @@ def _saltext_note():
 # --------------------------------------------------------------------------- plumbing
 
 
+def _settings():
+    """This minion's ``virt:*`` settings for the library (:mod:`saltvirt.settings`)."""
+    return vsettings.from_salt(__salt__["config.get"], __opts__, __grains__, __salt__)
+
+
 def _config(key, default=None):
     return __salt__["config.get"](f"virt:{key}", default)
 
 
 def _connection(kwargs):
     """Open libvirt with the caller's connection/username/password or the configured URI."""
-    return virtconn.opened(
-        uri=kwargs.get("connection") or _config("connection:uri") or None,
-        username=kwargs.get("username") or _config("connection:auth:username"),
-        password=kwargs.get("password") or _config("connection:auth:password"),
-    )
+    return _settings().opened(kwargs)
 
 
 def _raise(exc):
@@ -124,445 +124,54 @@ def _raise(exc):
     raise CommandExecutionError(str(exc)) from exc
 
 
-def _domain_call(name, action, kwargs, **extra):
-    """Run ``vmops.<action>(dom, **extra)`` on domain ``name``; errors become Salt exceptions."""
+@contextlib.contextmanager
+def _salt_errors():
+    """Library errors become Salt's (the CLI exits non-zero with the message)."""
     try:
-        with _connection(kwargs) as conn:
-            dom = vmops.lookup(conn, name)
-            return getattr(vmops, action)(dom, **extra)
+        yield
     except VirtError as exc:
         _raise(exc)
 
 
+def _domain_call(name, action, kwargs, **extra):
+    """Run ``vmops.<action>(dom, **extra)`` on domain ``name``; errors become Salt exceptions."""
+    with _salt_errors(), _connection(kwargs) as conn:
+        return getattr(vmops, action)(vmops.lookup(conn, name), **extra)
+
+
 def _serial_log(name):
-    return f"/var/log/libvirt/qemu/{name}-serial.log"
+    return vsettings.HostSettings.serial_log(name)
 
 
 def _images_dir():
-    try:
-        return vpaths.images_dir(_config("images"))
-    except InvalidArgument as exc:
-        raise SaltInvocationError(str(exc)) from exc
+    with _salt_errors():
+        return _settings().images_dir
 
 
 def _roots(conn):
     """The directories a call may name on this hypervisor (:class:`saltvirt.storage.paths.Roots`)."""
-    try:
-        return vpaths.Roots(
-            _images_dir(), vmops.pool_targets(conn),
-            image_roots=_config("image_roots", list(vpaths.DEFAULT_IMAGE_ROOTS)),
-            attach_roots=_config("attach_roots", []),
-        )
-    except InvalidArgument as exc:
-        raise SaltInvocationError(str(exc)) from exc
+    with _salt_errors():
+        return _settings().roots(vmops.pool_targets(conn))
 
 
 def _host_address():
-    return _config("address") or __grains__.get("fqdn") or __grains__.get("host") or __opts__["id"]
+    return _settings().address
+
+
+def _vm_file(name, what):
+    with _salt_errors():
+        return _settings().vm_file(name, what)
 
 
 # --------------------------------------------------------------------------- init
 
 
-_REMOTE = ("salt://", "http://", "https://", "ftp://")
-
-
-@contextlib.contextmanager
-def _image_locks(sources):
-    """Hold the lock of every remote image in ``sources`` from its download to its last copy.
-
-    ``cp.cache_file`` rewrites a cached file in place: a concurrent fetch of the same image
-    would change the bytes being hashed, inspected or cloned. One lock per image, taken in a
-    fixed order, so inits of different images do not wait for each other.
-    """
-    lock_dir = os.path.join(__opts__["cachedir"], "saltvirt", "image-locks")
-    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-    keys = sorted({hashlib.sha256(str(s).encode()).hexdigest()[:24] for s in sources if str(s).startswith(_REMOTE)})
-    with contextlib.ExitStack() as stack:
-        for key in keys:
-            stack.enter_context(fileio.locked(os.path.join(lock_dir, f"{key}.lock")))
-        yield
-
-
-def _space_policy():
-    """``virt:disk_overcommit`` (thin disks counted as they fill, not at their virtual size) and
-    ``virt:disk_headroom_mib`` (kept free in every filesystem disks go to)."""
-    return {"overcommit": bool(_config("disk_overcommit", False)),
-            "headroom_mib": int(_config("disk_headroom_mib", 1024))}
-
-
-def _image_policy():
-    policy = _config("image_policy", {}) or {}
-    return {
-        "allow_backing": bool(policy.get("allow_backing", False)),
-        "max_virtual_size": policy.get("max_virtual_size"),
-        "require_hash": policy.get("require_hash", True),
-    }
-
-
-def _resolve_image(image, saltenv, image_hash=None, roots=None):
-    """``(local path, format)`` of ``image``, inspected (:func:`saltvirt.storage.images.inspect_untrusted`).
-
-    salt:// (the master's file server) and http(s)/ftp go through ``cp.cache_file``; downloads
-    need ``image_hash`` unless ``virt:image_policy:require_hash`` is False. A local path must
-    lie under the roots of :func:`_roots`. Call it inside :func:`_image_locks`.
-    """
-    if image is None:
-        return None, None
-    image = str(image)
-    policy = _image_policy()
-    if image.startswith(_REMOTE):
-        if not image.startswith("salt://") and not image_hash and policy["require_hash"]:
-            raise SaltInvocationError(
-                f"image {image}: a download needs image_hash=sha256=<digest> (or the operator's "
-                "virt:image_policy:require_hash: False)"
-            )
-        local = __salt__["cp.cache_file"](image, saltenv)
-        if not local:
-            raise SaltInvocationError(f"image {image} could not be fetched (not on the file server?)")
-    else:
-        if not os.path.isabs(image):
-            raise SaltInvocationError(f"image {image!r} must be salt://, http(s):// or an absolute path")
-        try:
-            local = roots.image(image)
-        except InvalidArgument as exc:
-            raise SaltInvocationError(str(exc)) from exc
-        if not os.path.exists(local):
-            raise SaltInvocationError(f"image {image} does not exist on {__opts__['id']}")
-    if image_hash:
-        _verify_hash(local, image_hash, image)
-    try:
-        found = images.inspect_untrusted(local, policy["allow_backing"], policy["max_virtual_size"])
-    except InvalidArgument as exc:
-        raise SaltInvocationError(f"image {image}: {exc}") from exc
-    return local, found["format"]
-
-
-def _verify_hash(path, expected, source):
-    algo, _, digest = str(expected).partition("=")
-    if not digest:
-        algo, digest = "sha256", algo
-    actual = __salt__["file.get_hash"](path, form=algo)
-    if actual.lower() != digest.lower():
-        raise SaltInvocationError(f"image {source}: {algo} is {actual}, expected {digest}")
-
-
-def _base_for_overlay(image, cached, saltenv, fmt=None):
-    """Overlays of a file-server image use a read-only copy under virt:images/base.
-
-    The cp cache may be replaced when the master's file changes; overlays must keep the exact
-    bytes they were built on, so they get their own content-addressed copy.
-    """
-    if not str(image).startswith(_REMOTE):
-        return cached
-    digest = __salt__["cp.hash_file"](cached).get("hsum", "")[:16]
-    base_dir = os.path.join(_images_dir(), "base")
-    name, ext = os.path.splitext(os.path.basename(cached))
-    base = os.path.join(base_dir, f"{name}-{digest}{ext}")
-    os.makedirs(base_dir, mode=0o755, exist_ok=True)
-    # World-readable: a shared base holds no VM's secrets and every QEMU must read it.
-    return images.shared_base(cached, base, source_format=fmt)["filename"]
-
-
-def _check_resources(conn, cpu, mem):
-    try:
-        cpu, mem = int(cpu), int(mem)
-    except (TypeError, ValueError, OverflowError):
-        raise SaltInvocationError(f"cpu and mem must be integers (got cpu={cpu!r}, mem={mem!r})") from None
-    node = vmops.node_info(conn)
-    if cpu < 1:
-        raise SaltInvocationError(f"cpu must be at least 1, not {cpu}")
-    if cpu > node["cpus"]:
-        raise SaltInvocationError(f"cpu {cpu} is more than this host has ({node['cpus']})")
-    if mem < 1:
-        raise SaltInvocationError(f"mem must be a positive number of MiB, not {mem}")
-    if mem > node["phymemory"]:
-        raise SaltInvocationError(f"mem {mem} MiB is more than this host has ({node['phymemory']} MiB)")
-    return cpu, mem
-
-
-def _graphics(enable_vnc, graphics):
-    """``(devices, generated password or None)`` for ``enable_vnc``/``graphics``.
-
-    A VNC console gets a generated password unless the call gives one (``virt:vnc:password:
-    none`` on the hypervisor turns that off). It is kept in the domain definition only;
-    ``salt-run virt.console <vm> show_password=True`` tells it to whoever asks.
-    """
-    if graphics is None and not enable_vnc:
-        return [], None
-    if isinstance(graphics, str):
-        graphics = {"type": graphics}
-    if graphics is not None and not isinstance(graphics, dict):
-        raise SaltInvocationError(f"graphics must be a dict like {{type: vnc, password: True}}, not {graphics!r}")
-    spec = dict(graphics or {"type": "vnc"})
-    if spec.get("type", "vnc") == "none":
-        return [], None
-    spec.setdefault("type", "vnc")
-    spec.setdefault("listen", _config("vnc:listen", "127.0.0.1"))
-    if isinstance(spec.get("listen"), dict):  # upstream shape: {type: address, address: X}
-        spec["listen"] = spec["listen"].get("address")
-    if spec.get("port") is None:
-        spec["port"] = -1
-    generated = None
-    password = spec.pop("password", None)
-    if spec["type"] == "vnc":
-        try:
-            password = vconsole.console_password(password, _config("vnc:password"))
-        except InvalidArgument as exc:
-            raise SaltInvocationError(str(exc)) from exc
-    if password is True:
-        generated = spec["password"] = vconsole.gen_password()
-    elif password not in (None, False, ""):
-        spec["password"] = str(password)
-    return [dommod.Graphics(**{k: spec[k] for k in ("type", "listen", "port", "password") if k in spec})], generated
-
-
-def _console_graphics(conn, name, graphics):
-    """Inventory graphics with the reachable ``host``, ``local_only`` and a true ``password_set``
-    (libvirt hides passwords unless asked for secure XML; the password itself never leaves)."""
-    if not graphics:
-        return []
-    secure = vconsole.secure_graphics(vmops.lookup(conn, name))
-    return vconsole.console_graphics(graphics, _host_address(), secure)
-
-
-SEED_METHODS = ("cidata", "seed.apply")
-SEED_ISO = "cidata.iso"
-SEED_PUB = "minion.pub"
-FIRST_BOOT = ".first-boot"  # marks a seeded VM's first boot as done
-
-
-def _guestfs_env():
-    force = _config("guestfs:force_tcg", "auto")
-    if isinstance(force, str) and force.lower() == "auto":
-        force = not hvtype.kvm_status(os.path.join(__opts__["cachedir"], "saltvirt", "kvm-probe.json"))[0]
-    return seeding.libguestfs_env(bool(force))
-
-
-def _guestfs_state_dir():
-    return _config("guestfs:state_dir", seeding.STATE_DIR) or seeding.STATE_DIR
-
-
-def _seed_method(seed_cmd):
-    """The seeding method: built in, or an execution function the operator configured
-    (``virt:seed_cmd`` or one of ``virt:seed_cmds``); a call chooses, it does not invent."""
-    configured = _config("seed_cmd", "cidata") or "cidata"
-    method = seed_cmd or configured
-    if method in SEED_METHODS:
-        return method
-    allowed = {configured, *(_config("seed_cmds", []) or [])}
-    if method not in allowed:
-        raise SaltInvocationError(
-            f"seed_cmd {method!r} is not configured on this hypervisor: use cidata, seed.apply, or a "
-            "function the operator listed in virt:seed_cmds"
-        )
-    if isinstance(method, str) and "." in method and method in __salt__:
-        return method
-    raise SaltInvocationError(
-        f"unknown seed_cmd {method!r}: use cidata, seed.apply, or the name of an execution "
-        "function with seed.apply's signature"
-    )
-
-
-def _install_cmd(choice):
-    """``seed_install_cmd`` of a call: the name of one of ``virt:seed_install_cmds`` (commands
-    run as root on the hypervisor come from its configuration only)."""
-    if choice is None:
-        return _config("seed_install_cmd")
-    commands = _config("seed_install_cmds", {}) or {}
-    if choice not in commands:
-        known = ", ".join(sorted(commands)) or "none configured"
-        raise SaltInvocationError(
-            f"seed_install_cmd {choice!r} is not one of virt:seed_install_cmds ({known}): commands "
-            "come from the hypervisor's configuration, a call only names one"
-        )
-    return commands[choice]
-
-
-def _seeder(name, seed, seed_cmd, install, pub_key, priv_key, config, options=None, roots=None):
-    """Build the seeding step for :func:`provision.create` (runs before the domain is defined).
-
-    ``cidata``: a NoCloud ISO attached as a read-only disk. ``seed.apply``: salt-virt's mount
-    seeder (:func:`saltvirt.seeding.seed_image`, libguestfs) writes config and keys into the
-    system disk. Any other ``module.function`` is called like Salt's ``seed.apply``. Whatever
-    the method, a failure raises (the caller rolls the disks back) and no guestfs mount of
-    the disk is left behind.
-    """
-    if not seed:
-        return None, None
-    options = options or {}
-    method = _seed_method(seed_cmd)
-    result = {"method": method}
-    if pub_key and priv_key:
-        pub, priv = _pem(pub_key, roots), _pem(priv_key, roots)
-        result["preseeded"] = True
-    else:
-        priv, pub = seeding.gen_minion_keys()
-        result["preseeded"] = False
-    result["minion_pub"] = pub
-    minion_conf = dict(config or {})
-    master = minion_conf.pop("master", None) or __opts__.get("master", "salt")
-    # Check what can be checked before any disk is copied.
-    install_cmd = _install_cmd(options.get("seed_install_cmd")) if method == "seed.apply" else None
-    try:
-        seeding.minion_config(name, master, minion_conf)
-    except InvalidArgument as exc:
-        raise SaltInvocationError(str(exc)) from exc
-
-    def cidata(plans, undo):
-        started = time.monotonic()
-        # The VM's own directory whatever the disks' layout: a pool directory is shared, and
-        # the ISO holds this VM's private key.
-        iso = _seed_iso(name)
-        provision.make_dir(os.path.dirname(iso), undo)
-        undo.push(f"seed {iso}", provision._remove, iso)
-        seeding.make_cidata(
-            iso, minion_id=name, master=master, pub_key_pem=pub, priv_key_pem=priv,
-            extra_minion_config=minion_conf,
-        )
-        result["seconds"] = round(time.monotonic() - started, 3)
-        targets = [p.target for p in plans]
-        return [dommod.Disk(target=dommod.next_disk_target(targets), source=iso, format="raw",
-                            readonly=True)]
-
-    def mount(plans, undo):
-        system = plans[0]
-        try:
-            info = seeding.seed_image(
-                system.path, minion_id=name, master=master, pub_key_pem=pub, priv_key_pem=priv,
-                extra_minion_config=minion_conf, install=bool(install), install_cmd=install_cmd,
-                install_timeout=int(_config("seed_install_timeout", 900)),
-                device=options.get("seed_device") or None, fmt=system.format, env=_guestfs_env(),
-                mount_timeout=int(_config("guestfs:timeout", 600)), state_dir=_guestfs_state_dir(),
-            )
-        except InvalidArgument as exc:
-            raise SaltInvocationError(str(exc)) from exc
-        result.update(info)
-        return []
-
-    def custom(plans, undo):
-        system = plans[0].path
-        started = time.monotonic()
-        try:
-            res = __salt__[method](
-                system, id_=name, config=dict(minion_conf, master=master), install=install,
-                pub_key=pub, priv_key=priv, approve_key=False,
-            )
-        except Exception as exc:  # pylint: disable=broad-except
-            raise VirtError(f"seeding {system} with {method} failed: {exc}") from exc
-        finally:
-            # Salt core's seed.apply does not unmount when it raises half-way.
-            released = seeding.release(system, state_dir=_guestfs_state_dir())
-            if released:
-                log.warning("virt.init: %s left %d guestfs mount(s) of %s: released", method,
-                            len(released), system)
-        if res is not True:
-            kind = repr(res) if isinstance(res, (bool, type(None))) else type(res).__name__
-            detail = f": {res}" if isinstance(res, str) and "PRIVATE KEY" not in res else ""
-            raise VirtError(f"seeding {system} with {method} failed: it returned {kind}{detail}")
-        result["seconds"] = round(time.monotonic() - started, 3)
-        return []
-
-    step = {"cidata": cidata, "seed.apply": mount}.get(method, custom)
-
-    def seeder(plans, undo):
-        # The public half next to the VM, so that the master can accept the key even when
-        # the runner that started this init is gone (salt-run virt.reconcile).
-        pub_file = os.path.join(_images_dir(), name, SEED_PUB)
-        provision.make_dir(os.path.dirname(pub_file), undo)
-        undo.push(f"seed {pub_file}", provision._remove, pub_file)
-        fileio.write_atomic(pub_file, pub.encode(), 0o644)
-        return step(plans, undo)
-
-    return seeder, result
-
-
-def _check_disk_files(conn, specs, roots, formats):
-    """Disk specs of a call with every host path they name checked against ``roots``.
-
-    Names become file names (validated like VM names); ``pool`` must be a pool's or an image
-    root's directory; ``source_file`` must lie under the attach roots, be no domain's disk,
-    and is inspected like an image when its format is not given.
-    """
-    checked, in_use = [], None
-    policy = _image_policy()
-    for spec in specs:
-        spec = dict(spec)
-        try:
-            vpaths.validate_disk_name(spec.get("name"))
-            if spec.get("pool"):
-                spec["pool"] = roots.disk_dir(spec["pool"], f"disk {spec['name']}: pool")
-            if spec.get("source_file"):
-                path = spec["source_file"] = roots.attach(spec["source_file"], f"disk {spec['name']}: source_file")
-                in_use = bases.domain_disks(conn) if in_use is None else in_use
-                if path in in_use:
-                    users = ", ".join(sorted({u["domain"] for u in in_use[path]}))
-                    raise InvalidArgument(f"disk {spec['name']}: {path} is a disk of {users}: refused")
-                if not spec.get("format") and os.path.isfile(path):
-                    formats[path] = images.inspect_untrusted(
-                        path, policy["allow_backing"], policy["max_virtual_size"])["format"]
-        except InvalidArgument as exc:
-            raise SaltInvocationError(str(exc)) from exc
-        checked.append(spec)
-    return checked
-
-
-def _disk_image(spec, saltenv, roots, formats):
-    """The local, inspected image of a disk spec's own ``image`` (a base for overlays)."""
-    local, fmt = _resolve_image(spec["image"], saltenv, spec.get("image_hash"), roots)
-    if spec.get("overlay_image"):
-        local = _base_for_overlay(spec["image"], local, saltenv, fmt)
-    formats[local] = fmt
-    return local
-
-
-def _pem(value, roots):
-    value = str(value)
-    if "-----BEGIN" in value:
-        return value
-    try:
-        path = roots.attach(value, "seed key")
-    except InvalidArgument as exc:
-        raise SaltInvocationError(str(exc)) from exc
-    if os.path.isfile(path):
-        with open(path) as fh:
-            return fh.read()
-    raise SaltInvocationError(f"{value!r} is neither a PEM key nor a key file on this minion")
-
-
-def init(
-    name,
-    cpu,
-    mem,
-    image=None,
-    nic="default",
-    interfaces=None,
-    hypervisor=None,
-    start=True,
-    disk="default",
-    disks=None,
-    saltenv="base",
-    seed=True,
-    install=True,
-    pub_key=None,
-    priv_key=None,
-    seed_cmd=None,
-    enable_vnc=False,
-    enable_qcow=False,
-    graphics=None,
-    boot=None,
-    os_type=None,
-    arch=None,
-    autostart=False,
-    config=None,
-    image_hash=None,
-    **kwargs,
-):
+def init(name, cpu, mem, image=None, **kwargs):
     """
     Create a new virtual machine, seed it, and (by default) start it.
 
     name
-        Domain name (letters, digits, ``_.+-``; at most 64 characters).
+        Domain name (letters, digits, ``_.+-``; at most 64 characters). Classic name: ``vm_``.
     cpu
         Number of vCPUs.
     mem
@@ -574,36 +183,39 @@ def init(
     enable_qcow
         Make the system disk a qcow2 overlay backed by the (read-only) image instead of a copy.
     nic / interfaces
-        NIC profile name (``virt:nic``; default: one NIC bridged to ``br0``) and/or a list of
-        interfaces (``[{name: eth0, type: bridge, source: br0, mac: ...}]``) merged over it.
+        NIC profile name (``virt:nic``; default: one NIC bridged to ``br0``; classic name
+        ``nic_profile``) and/or a list of interfaces (``[{name: eth0, type: bridge, source: br0,
+        mac: ...}]``) merged over it.
     disk / disks
-        Disk profile name (``virt:disk``) and/or a list of disks merged over it (``name``,
-        ``size`` in MiB, ``format``, ``pool`` directory, ``image``, ``overlay_image``,
-        ``source_file``, ``device``, ``bus``).
+        Disk profile name (``virt:disk``; classic name ``disk_profile``) and/or a list of disks
+        merged over it (``name``, ``size`` in MiB, ``format``, ``pool`` directory, ``image``,
+        ``overlay_image``, ``source_file``, ``device``, ``bus``).
     hypervisor
-        ``kvm`` or ``qemu``. Default: ``kvm`` only if a probe shows it really runs guests,
-        else ``qemu`` (TCG); the return says which and why.
+        ``kvm`` or ``qemu`` (classic name ``vm_type``). Default: ``kvm`` only if a probe shows it
+        really runs guests, else ``qemu`` (TCG); the return says which and why.
     start
         Start the domain after it is defined (default True). Seeding always completes first.
-    seed / seed_cmd / install / pub_key / priv_key / config
+    seed / seed_cmd / install / pub_key / priv_key / config / seed_install_cmd / seed_device
         Seed the system disk with a minion id, config and key pair before first boot.
-        ``seed_cmd`` (default ``virt:seed_cmd``, else ``cidata``):
+        ``seed_cmd`` (default ``virt:seed_cmd``, else ``cidata``; other values only among
+        ``virt:seed_cmds``):
 
         * ``cidata`` -- a cloud-init NoCloud ISO attached read-only (milliseconds; the guest
           needs cloud-init or an equivalent that reads it);
         * ``seed.apply`` -- mount the system disk with libguestfs and write
           ``/etc/salt/minion`` and the keys into it (25-40 s under TCG). If the image has no
-          salt-minion and ``install`` is true, ``seed_install_cmd`` (or
-          ``virt:seed_install_cmd``; ``{root}`` is the mounted tree) installs it, and without
-          one that is an error; with ``install=False`` the config and keys are still written.
-          ``seed_device=/dev/sda2`` picks the filesystem (default: the largest Linux one);
+          salt-minion and ``install`` is true, ``virt:seed_install_cmd`` (or the one of
+          ``virt:seed_install_cmds`` that ``seed_install_cmd`` names; ``{root}`` is the mounted
+          tree) installs it, and without one that is an error; with ``install=False`` the config
+          and keys are still written. ``seed_device=/dev/sda2`` picks the filesystem (default:
+          the largest Linux one);
         * any other ``module.function`` -- called like Salt's ``seed.apply``
           (``path, id_=, config=, install=, pub_key=, priv_key=, approve_key=False``) and must
           return True.
 
         ``config``: extra minion configuration (``master`` defaults to this minion's master).
-        ``pub_key``/``priv_key``: PEM text or paths of a pre-generated key pair (the runner
-        passes the pair it pre-accepted on the master).
+        ``pub_key``/``priv_key``: PEM text or paths (under ``virt:attach_roots``) of a
+        pre-generated key pair.
     enable_vnc / graphics
         Add a VNC console (``graphics={type: vnc, listen: ..., port: ..., password: ...}``).
         It listens on ``virt:vnc:listen`` (default 127.0.0.1), never on 0.0.0.0 unless asked,
@@ -617,6 +229,11 @@ def init(
         (``hvm``) and architecture (``x86_64``).
     autostart
         Start the domain when the hypervisor boots.
+    saltenv / image_hash
+        The file server environment of ``salt://`` images; ``sha256=<digest>`` of the image.
+
+    Any other argument is refused with an error naming it (see
+    :class:`saltvirt.provision.spec.VmSpec`).
 
     CLI Example:
 
@@ -628,79 +245,19 @@ def init(
         salt 'hypervisor1' virt.init web1 1 1024 image=salt://centos.qcow2 enable_vnc=True
         salt 'hypervisor1' virt.init web2 1 1024 image=salt://centos.qcow2 graphics='{type: vnc, password: True}'
     """
-    try:
-        dommod.validate_name(name)
-        with contextlib.ExitStack() as stack:
-            conn = stack.enter_context(_connection(kwargs))
-            cpu, mem = _check_resources(conn, cpu, mem)
-            if vmops.exists(conn, name):
-                raise SaltInvocationError(f"a domain named {name!r} already exists on {__opts__['id']}")
-            gfx_devices, _generated = _graphics(enable_vnc, graphics)
-            dom_type, type_reason = hvtype.choose_type(
-                hypervisor, cache_path=os.path.join(__opts__["cachedir"], "saltvirt", "kvm-probe.json")
-            )
-            roots = _roots(conn)
-            disk_specs = profiles.merge_disks(profiles.disk_profile(disk, _config("disk")), disks)
-            locks = _image_locks([image] + [d.get("image") for d in disk_specs if d.get("image")])
-            stack.enter_context(locks)  # released once the disks are made (or rolled back)
-            local_image, image_format = _resolve_image(image, saltenv, image_hash, roots)
-            if local_image is not None:
-                images.check_source(local_image, fmt=image_format)
-                if enable_qcow:
-                    local_image = _base_for_overlay(image, local_image, saltenv, image_format)
-            formats = {local_image: image_format}
-            disk_specs = _check_disk_files(conn, disk_specs, roots, formats)
-            for spec in disk_specs:
-                if spec.get("image"):
-                    spec["image"] = _disk_image(spec, saltenv, roots, formats)
-            plans = provision.plan_disks(name, disk_specs, _images_dir(), local_image, enable_qcow, formats)
-            provision.check_space(plans, **_space_policy())
-            nics = profiles.merge_nics(profiles.nic_profile(nic, _config("nic")), interfaces)
-            model = dommod.Domain(
-                name=name, vcpus=cpu, memory=mem * 1024, type=dom_type,
-                os_type=os_type or "hvm", arch=arch or "x86_64",
-                interfaces=[
-                    dommod.Interface(type=n["type"], source=n["source"], model=n["model"],
-                                     **({"mac": n["mac"]} if n.get("mac") else {}))
-                    for n in nics
-                ],
-                graphics=gfx_devices,
-                serials=[dommod.Serial(log=_serial_log(name))],
-            )
-            if isinstance(boot, dict):
-                model.kernel, model.initrd, model.cmdline = boot.get("kernel"), boot.get("initrd"), boot.get("cmdline")
-            elif boot:
-                model.boot = [boot] if isinstance(boot, str) else list(boot)
-            seeder, seed_info = _seeder(
-                name, seed and local_image is not None, seed_cmd, install, pub_key, priv_key, config,
-                {k: kwargs[k] for k in ("seed_install_cmd", "seed_device") if k in kwargs}, roots,
-            )
-            info = provision.create(conn, provision.Request(
-                domain=model, disks=plans, start=start, seeder=seeder, autostart=autostart,
-            ))
-            if start and os.path.exists(_seed_iso(name)):
-                fileio.write_atomic(_first_boot_marker(name), b"", 0o600)  # its one seeded boot
-            info["graphics"] = _console_graphics(conn, name, info.get("graphics"))
-    except VirtError as exc:
-        _raise(exc)
-    info.update(
-        host=__opts__["id"],
-        hypervisor_type=dom_type,
-        hypervisor_reason=type_reason,
-        seeded=seed_info,
-    )
-    return info
+    with _salt_errors():
+        spec = VmSpec.from_kwargs("virt.init", name=name, cpu=cpu, mem=mem, image=image, **kwargs)
+        with _connection(spec.extra) as conn:
+            return provision_vm.create_vm(conn, spec, _settings())
 
 
 # --------------------------------------------------------------------------- lifecycle
 
 
-def _seed_iso(name):
-    return os.path.join(_images_dir(), name, SEED_ISO)
-
-
-def _first_boot_marker(name):
-    return os.path.join(_images_dir(), name, FIRST_BOOT)
+def _lifecycle_call(action, name, kwargs):
+    """``saltvirt.provision.lifecycle.<action>(conn, name, settings)``, errors made Salt's."""
+    with _salt_errors(), _connection(kwargs) as conn:
+        return getattr(lifecycle, action)(conn, name, _settings())
 
 
 def start(name, **kwargs):
@@ -714,14 +271,7 @@ def start(name, **kwargs):
 
         salt hypervisor1 virt.start centos1
     """
-    ret = {"name": name}
-    if os.path.exists(_seed_iso(name)):
-        if os.path.exists(_first_boot_marker(name)):
-            ret["unseeded"] = unseed(name, **kwargs)["removed"] is not None
-        else:
-            fileio.write_atomic(_first_boot_marker(name), b"", 0o600)
-    ret["started"] = _domain_call(name, "start", kwargs)
-    return ret
+    return _lifecycle_call("start", name, kwargs)
 
 
 def init_status(name, **kwargs):
@@ -736,20 +286,7 @@ def init_status(name, **kwargs):
 
         salt hypervisor1 virt.init_status web1
     """
-    vm_dir = os.path.join(_images_dir(), name)
-    pub_file = os.path.join(vm_dir, SEED_PUB)
-    try:
-        with _connection(kwargs) as conn:
-            defined = vmops.exists(conn, name)
-            state = vmops.state(vmops.lookup(conn, name)) if defined else None
-    except VirtError as exc:
-        _raise(exc)
-    pub = None
-    if os.path.isfile(pub_file):
-        with open(pub_file) as fh:
-            pub = fh.read()
-    files = sorted(os.listdir(vm_dir)) if os.path.isdir(vm_dir) else []
-    return {"name": name, "defined": defined, "state": state, "minion_pub": pub, "files": files}
+    return _lifecycle_call("init_status", name, kwargs)
 
 
 def seeded_vms(**kwargs):
@@ -763,13 +300,8 @@ def seeded_vms(**kwargs):
 
         salt hypervisor1 virt.seeded_vms
     """
-    images_dir = _images_dir()
-    try:
-        with _connection(kwargs) as conn:
-            names = vmops.list_domains(conn)
-    except VirtError as exc:
-        _raise(exc)
-    return sorted(n for n in names if os.path.isfile(os.path.join(images_dir, n, SEED_PUB)))
+    with _salt_errors(), _connection(kwargs) as conn:
+        return lifecycle.seeded_vms(conn, _settings())
 
 
 def remove_leftovers(name, **kwargs):
@@ -784,24 +316,7 @@ def remove_leftovers(name, **kwargs):
 
         salt hypervisor1 virt.remove_leftovers web1
     """
-    try:
-        dommod.validate_name(name)
-        with _connection(kwargs) as conn:
-            if vmops.exists(conn, name):
-                raise SaltInvocationError(f"{name} is defined on {__opts__['id']}: purge it instead")
-    except VirtError as exc:
-        _raise(exc)
-    vm_dir = os.path.join(_images_dir(), name)
-    removed = []
-    if os.path.isdir(vm_dir):
-        for root, dirs, files in os.walk(vm_dir, topdown=False):
-            for entry in files:
-                os.unlink(os.path.join(root, entry))
-                removed.append(os.path.join(root, entry))
-            for entry in dirs:
-                os.rmdir(os.path.join(root, entry))
-        os.rmdir(vm_dir)
-    return {"name": name, "removed": removed}
+    return _lifecycle_call("remove_leftovers", name, kwargs)
 
 
 def unseed(name, **kwargs):
@@ -818,17 +333,7 @@ def unseed(name, **kwargs):
 
         salt hypervisor1 virt.unseed centos1
     """
-    iso = _seed_iso(name)
-    try:
-        with _connection(kwargs) as conn:
-            detached = vmops.detach_file_disk(vmops.lookup(conn, name), iso)
-    except VirtError as exc:
-        _raise(exc)
-    removed = None
-    if os.path.exists(iso):
-        os.unlink(iso)
-        removed = iso
-    return {"name": name, "detached": detached, "removed": removed}
+    return _lifecycle_call("unseed", name, kwargs)
 
 
 def stop(name, timeout=0, **kwargs):
@@ -967,34 +472,7 @@ def purge(name, **kwargs):
 
         salt hypervisor1 virt.purge centos1
     """
-    try:
-        with _connection(kwargs) as conn:
-            dom = vmops.lookup(conn, name)
-            data = vmops.info(conn, name)
-            vm_dir = os.path.join(_images_dir(), name)
-            owned = vmops.owned_disks(data, vm_dir)
-            # A disk of this VM may have become the base of another image (or a disk of
-            # another domain): then nothing is destroyed or deleted.
-            bases.refuse_if_used(conn, owned, _images_dir(), ignore=owned, domain=name)
-            vmops.destroy(dom)
-            vmops.undefine(dom)
-    except VirtError as exc:
-        _raise(exc)
-    removed = []
-    for path in owned:
-        try:
-            os.unlink(path)
-            removed.append(path)
-        except FileNotFoundError:
-            pass
-    # The cidata seed is not a disk any more once detached, but it is ours too, and so is the
-    # console log virt.init configured (a later VM of the same name must not append to it).
-    for path in (*(os.path.join(vm_dir, f) for f in (SEED_ISO, SEED_PUB, FIRST_BOOT)), _serial_log(name)):
-        if os.path.exists(path):
-            os.unlink(path)
-            removed.append(path)
-    provision.remove_tree_if_empty(vm_dir)
-    return {"name": name, "purged": True, "removed": removed}
+    return _lifecycle_call("purge", name, kwargs)
 
 
 def set_autostart(name, state="on", **kwargs):
@@ -1038,54 +516,6 @@ def setvcpus(name, vcpus, **kwargs):
 
 
 # --------------------------------------------------------------------------- update, snapshots
-
-
-def _int_arg(value, what):
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise SaltInvocationError(f"{what} must be an integer, not {value!r}") from None
-
-
-def _wanted(cpu, mem, disk, disks, nic, interfaces, graphics, enable_vnc, autostart, live, enable_qcow):
-    """A :class:`vupdate.Wanted` from ``virt.init``-style arguments (None: unmanaged)."""
-    wanted = vupdate.Wanted(vcpus=_int_arg(cpu, "cpu"), memory_mib=_int_arg(mem, "mem"),
-                            autostart=autostart, live=bool(live))
-    if disk is not None or disks is not None:
-        specs = profiles.merge_disks(profiles.disk_profile(disk or "default", _config("disk")), disks)
-        if specs and enable_qcow:
-            specs[0].setdefault("overlay_image", True)
-        wanted.disks = specs
-    if nic is not None or interfaces is not None:
-        wanted.nics = profiles.merge_nics(profiles.nic_profile(nic or "default", _config("nic")), interfaces)
-    if graphics is not None or enable_vnc:
-        devices, generated = _graphics(enable_vnc, graphics)
-        if generated:
-            devices[0].password = vupdate.ANY_PASSWORD  # any password will do; made if missing
-        wanted.graphics = devices
-    return wanted
-
-
-def _complete_new_disks(changes, vm_dir, saltenv, test, roots, formats):
-    """Resolve the images of new disks; return ``{disk name: local image}``."""
-    local = {}
-    for change in changes:
-        if change.kind != "disk":
-            continue
-        spec = change.spec
-        if spec.get("source_file"):
-            if not spec.get("format") and spec["source_file"] in formats:
-                vupdate.complete_disk(change, vm_dir, formats[spec["source_file"]])
-            continue
-        if not spec.get("image"):
-            continue
-        if test and str(spec["image"]).startswith(_REMOTE):
-            continue  # nothing is fetched for a dry run
-        path = local[change.key] = _disk_image(spec, saltenv, roots, formats)
-        vupdate.complete_disk(change, vm_dir, formats[path])
-    return local
 
 
 def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces=None, graphics=None,
@@ -1132,55 +562,14 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
         salt hypervisor1 virt.update centos1 cpu=2 test=True
         salt hypervisor1 virt.update centos1 disks='[{name: data, size: 4096}]'
     """
-    vm_dir = os.path.join(_images_dir(), name)
-    try:
-        with contextlib.ExitStack() as stack:
-            conn = stack.enter_context(_connection(kwargs))
-            dom = vmops.lookup(conn, name)
-            if cpu is not None or mem is not None:
-                _check_resources(conn, cpu if cpu is not None else 1, mem if mem is not None else 1)
-            wanted = _wanted(cpu, mem, disk, disks, nic, interfaces, graphics, enable_vnc, autostart,
-                             live, enable_qcow)
-            roots, formats = _roots(conn), {}
-            if wanted.disks:
-                wanted.disks = _check_disk_files(conn, wanted.disks, roots, formats)
-                stack.enter_context(_image_locks([d.get("image") for d in wanted.disks if d.get("image")]))
-            secure = virtconn.libvirt.VIR_DOMAIN_XML_SECURE
-            config = dommod.Domain.from_xml(dom.XMLDesc(secure | virtconn.libvirt.VIR_DOMAIN_XML_INACTIVE))
-            running = dommod.Domain.from_xml(dom.XMLDesc(secure)) if dom.isActive() else None
-            changes = vupdate.diff(config, wanted, vm_dir, live=running, autostart=bool(dom.autostart()))
-            local = _complete_new_disks(changes, vm_dir, saltenv, test, roots, formats)
-            generated = None
-            if changes and not test:
-
-                def build(change):
-                    spec, undo = change.spec, provision.Undo()
-                    plan = provision.DiskPlan(
-                        name=spec["name"], target=change.device.target, path=change.device.source,
-                        format=change.device.format, size=spec.get("size"), source=local.get(change.key),
-                        source_format=formats.get(local.get(change.key)),
-                        overlay=bool(spec.get("overlay_image")) and change.key in local,
-                        device=change.device.device, bus=change.device.bus, readonly=change.device.readonly,
-                    )
-                    provision.check_space([plan], **_space_policy())
-                    provision.build_disks([plan], undo)
-                    return undo.run
-
-                changes, generated = vupdate.apply(conn, dom, changes, build_disk=build)
-    except VirtError as exc:
-        _raise(exc)
-    result = {
-        "name": name,
-        "test": bool(test),
-        "changes": vupdate.report(changes),
-        "live": [c.key for c in changes if c.when == vupdate.LIVE],
-        "next_boot": [c.key for c in changes if c.when == vupdate.NEXT_BOOT],
-        "comment": "; ".join(vupdate.describe(changes)) or f"{name} is up to date",
-    }
-    if generated:
-        # Never the password itself: returns reach the job cache and the event bus.
-        result["vnc_password_generated"] = True
-    return result
+    with _salt_errors():
+        spec = UpdateSpec.from_kwargs(
+            "virt.update", name=name, cpu=cpu, mem=mem, disk=disk, disks=disks, nic=nic, interfaces=interfaces,
+            graphics=graphics, enable_vnc=enable_vnc, autostart=autostart, live=live, test=test, saltenv=saltenv,
+            enable_qcow=enable_qcow, **kwargs)
+        with _connection(spec.extra) as conn:
+            changes, generated = provision_change.update_vm(conn, spec, _settings())
+    return provision_change.report(spec, changes, generated)
 
 
 def pending_changes(name, **kwargs):
@@ -1314,7 +703,7 @@ def vm_info(vm_=None, **kwargs):
         result = {}
         for name in names:
             data = vmops.info(conn, name)
-            data["graphics"] = _console_graphics(conn, name, data["graphics"])
+            data["graphics"] = provision_vm.console_graphics(_settings(), conn, name, data["graphics"])
             result[name] = data
         return result
 
@@ -1512,7 +901,7 @@ def console_info(vm_, **kwargs):
             "name": vm_,
             "state": vmops.state(dom),
             "address": _host_address(),
-            "graphics": _console_graphics(conn, vm_, graphics),
+            "graphics": provision_vm.console_graphics(_settings(), conn, vm_, graphics),
         }
 
     return _with_conn(kwargs, _console)
@@ -2017,7 +1406,7 @@ def migrate_cleanup(name, token=None, probe=None, remove_domain=False, uuid=None
                 vm_dir = os.path.join(_images_dir(), name)
                 if not vmops.exists(conn, name):
                     # The VM lives elsewhere now: its seed bookkeeping here goes with its disks.
-                    stale = [*stale, *(os.path.join(vm_dir, f) for f in (SEED_PUB, FIRST_BOOT))]
+                    stale = [*stale, *(os.path.join(vm_dir, f) for f in (vsettings.SEED_PUB, vsettings.FIRST_BOOT))]
                 result["stale"] = migration.remove_stale(conn, name, stale, vm_dir)
     except VirtError as exc:
         _raise(exc)

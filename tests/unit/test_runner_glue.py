@@ -5,7 +5,9 @@ import importlib.util
 import os
 
 import pytest
-from salt.exceptions import SaltInvocationError
+
+from saltvirt.errors import InvalidArgument
+from saltvirt.fleet import hosts
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,15 +41,50 @@ def test_fanout_errors_make_salt_run_exit_non_zero(runner):
     assert runner._with_errors({"hypervisor1": {}}, {}) == {"hypervisor1": {}}
 
 
-def test_names_and_hosts_are_refused_before_anything_runs(runner):
-    runner._known_minions = lambda: {"hypervisor1", "web1"}
-    with pytest.raises(SaltInvocationError, match="refusing VM name 'hypervisor9': it matches the hypervisor target"):
-        runner._check_new_name("hypervisor9", {})
-    with pytest.raises(SaltInvocationError, match="the master already has a minion key with that id"):
-        runner._check_new_name("web1", {})
-    with pytest.raises(SaltInvocationError, match="pub_key/priv_key are not accepted by the runner"):
-        runner._check_new_name("web2", {"priv_key": "-----BEGIN PRIVATE KEY-----"})
-    runner._check_new_name("web2", {})  # the legitimate path
-    with pytest.raises(SaltInvocationError, match="must be exactly one hypervisor's minion id"):
+class _Fleet(hosts.Fleet):
+    """The hypervisors as the runner's library sees them, answering from a table, without a master."""
+
+    def __init__(self, runner, answers=None):
+        super().__init__(runner.__opts__, client_factory=None, check_minions=lambda *_a: [],
+                         progress=lambda *_a, **_k: None)
+        self.calls, self.answers = [], answers or {}
+
+    def fanout(self, fun, arg=(), kwarg=None, tgt=None, tgt_type=None, timeout=None, jid=None):
+        self.calls.append(fun)
+        return self.answers.get(fun, ({}, {}))
+
+
+def test_names_and_hosts_are_refused_before_anything_runs(runner, tmp_path, monkeypatch):
+    runner.__opts__.update(cachedir=str(tmp_path / "cache"), pki_dir=str(tmp_path / "pki"))
+    (tmp_path / "pki" / "minions").mkdir(parents=True)
+    (tmp_path / "pki" / "minions" / "web1").write_text("key")
+    fleet = _Fleet(runner)
+    monkeypatch.setattr(runner, "_fleet", lambda: fleet)
+    refused = {
+        "hypervisor9": "refusing VM name 'hypervisor9': it matches the hypervisor target",
+        "web1": "the master already has a minion key with that id",
+    }
+    for name, message in refused.items():
+        ret = runner.init(name, 1, 128, image="salt://x.qcow2")
+        assert ret["result"] is False and message in ret["error"] and runner.__context__["retcode"] == 1
+    ret = runner.init("web2", 1, 128, priv_key="-----BEGIN PRIVATE KEY-----")
+    assert "pub_key/priv_key are not accepted by the runner" in ret["error"]
+    assert fleet.calls == []  # nothing was asked of any hypervisor
+    # The legitimate path goes on to ask the hypervisors (none answer here: a clean error).
+    ret = runner.init("web2", 1, 128, image="salt://x.qcow2")
+    assert fleet.calls == ["virt.full_info"] and "no hypervisor answered" in ret["error"]
+    with pytest.raises(InvalidArgument, match="must be exactly one hypervisor's minion id"):
         runner._exact("hyper*")
     assert runner._exact("hypervisor2") == ["hypervisor2"]
+
+
+def test_vm_commands_call_the_vms_hypervisor_only(runner, monkeypatch):
+    fleet = _Fleet(runner, {"virt.vm_state": ({"hypervisor1": {"web1": "running"}, "hypervisor2": {}}, {})})
+    sent = []
+    fleet.call = lambda host, fun, arg=(), kwarg=None, timeout=None: sent.append((host, fun, arg, kwarg)) or {
+        "name": arg[0], "stopped": True}
+    monkeypatch.setattr(runner, "_fleet", lambda: fleet)
+    assert runner.stop("web1", timeout=5) == {"name": "web1", "stopped": True, "host": "hypervisor1"}
+    assert sent == [("hypervisor1", "virt.stop", ["web1"], {"timeout": 5})]
+    ret = runner.start("web9")
+    assert ret["result"] is False and "no VM named web9 on any hypervisor" in ret["error"]

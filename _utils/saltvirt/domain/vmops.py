@@ -40,6 +40,15 @@ def lookup(conn, name):
         raise VirtError(f"cannot look up domain {name!r}: {_err(exc)}") from exc
 
 
+def secure_xml(dom, inactive=False):
+    """The domain's XML with secrets (console passwords); ``inactive``: the persistent definition."""
+    flags = libvirt.VIR_DOMAIN_XML_SECURE | (libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+    try:
+        return dom.XMLDesc(flags)
+    except libvirt.libvirtError as exc:
+        raise VirtError(f"cannot read the definition of {dom.name()}: {_err(exc)}") from exc
+
+
 def exists(conn, name):
     try:
         lookup(conn, name)

@@ -147,7 +147,7 @@ def _rmdir_if_empty(path):
         os.rmdir(path)
 
 
-def _remove(path):
+def remove_file(path):
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
@@ -213,13 +213,13 @@ def build_disks(plans, undo):
             images.check_source(plan.source, fmt=plan.source_format)
             images.clone(plan.source, plan.path, fmt=plan.format, overlay=plan.overlay, size=plan.size,
                          source_format=plan.source_format)
-            undo.push(f"disk {plan.path}", _remove, plan.path)
+            undo.push(f"disk {plan.path}", remove_file, plan.path)
             if plan.overlay:
                 # Every overlay depends on this file's exact bytes from now on.
                 images.protect_base(plan.source)
         else:
             images.create_blank(plan.path, plan.size, plan.format)
-            undo.push(f"disk {plan.path}", _remove, plan.path)
+            undo.push(f"disk {plan.path}", remove_file, plan.path)
 
 
 def create(conn, request):

@@ -1,0 +1,249 @@
+"""The hypervisor minions as the runner talks to them: fan-outs, targeted calls, watched jobs.
+
+Salt's LocalClient, minion matching and master event bus are handed in (:func:`from_opts`
+builds them from the master's opts), so the logic here is testable with fakes.
+"""
+
+import contextlib
+import logging
+import time
+
+from saltvirt import placement, trust
+from saltvirt.errors import InvalidArgument, NotFound, VirtError
+
+log = logging.getLogger(__name__)
+
+
+def conf(opts, key, default=None):
+    """``virt:<key>`` (``a:b`` for nested keys) from the master's opts."""
+    value = opts.get("virt", {}) or {}
+    for part in key.split(":"):
+        if not isinstance(value, dict) or part not in value:
+            return default
+        value = value[part]
+    return value
+
+
+class Fleet:
+    """The hypervisors named by ``virt:hypervisors``, reached through one Salt client."""
+
+    def __init__(self, opts, client_factory, check_minions, master_event=None, progress=None):
+        self.opts = opts
+        self._client_factory = client_factory
+        self._client = None
+        self._check_minions = check_minions
+        self._master_event = master_event
+        self.progress = progress or (lambda message, **data: log.info("virt: %s", message))
+
+    # -------------------------------------------------------------- configuration
+
+    def conf(self, key, default=None):
+        return conf(self.opts, key, default)
+
+    @property
+    def hypervisors(self):
+        return trust.Hypervisors.from_config(self.conf("hypervisors"))
+
+    def exact(self, host):
+        """``[host]`` for a list target: ``host=`` names exactly one hypervisor, never a glob."""
+        return [trust.check_host(host, self.hypervisors)]
+
+    def policy(self):
+        try:
+            return placement.Policy.from_dict(self.conf("placement", {}) or {})
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"master config virt:placement: {exc}") from exc
+
+    # -------------------------------------------------------------- calls
+
+    @contextlib.contextmanager
+    def session(self):
+        """One client for the calls made inside (a new one costs about 60 ms)."""
+        if self._client is not None:
+            yield self
+            return
+        with self._client_factory() as client:
+            self._client = client
+            try:
+                yield self
+            finally:
+                self._client = None
+
+    @property
+    def client(self):
+        return self._client
+
+    def fanout(self, fun, arg=(), kwarg=None, tgt=None, tgt_type=None, timeout=None, jid=None):
+        """Run ``fun`` on hypervisors; ``(answers, errors)``.
+
+        ``answers``: ``{minion: return}`` of calls that succeeded; ``errors``: ``{minion: reason}``
+        for calls that failed or minions that did not answer within the timeout. Minions without
+        the ``virt`` module (not hypervisors) are left out of both.
+        """
+        if tgt is None:
+            tgt, tgt_type = self.hypervisors.target()
+        tgt_type = tgt_type or "glob"
+        timeout = timeout or self.conf("timeout", 10)
+        expected = set(self._check_minions(tgt, tgt_type))
+        with self.session():
+            raw = self._client.cmd(tgt, fun, arg=list(arg), kwarg=kwarg or None, timeout=timeout,
+                                   tgt_type=tgt_type, full_return=True, jid=jid or "")
+        answers, errors = sort_returns(fun, raw or {}, timeout)
+        explicit = tgt_type == "list" or (tgt_type == "glob" and not any(c in str(tgt) for c in "*?["))
+        if explicit or tgt != "*":
+            for minion in sorted(expected - set(raw or {})):
+                errors[minion] = f"{minion} did not answer within {timeout}s (minion down?)"
+        return answers, errors
+
+    def on(self, host, fun, arg=(), kwarg=None, timeout=None):
+        """``(answers, errors)`` of ``fun`` on exactly ``host``."""
+        return self.fanout(fun, arg=arg, kwarg=kwarg, tgt=self.exact(host), tgt_type="list", timeout=timeout)
+
+    def call(self, host, fun, arg=(), kwarg=None, timeout=None):
+        """The return of ``fun`` on ``host``; VirtError when it failed or did not answer."""
+        answers, errors = self.on(host, fun, arg, kwarg, timeout)
+        if host not in answers:
+            raise VirtError(f"{fun} on {host} failed: {errors.get(host) or 'no answer'}")
+        return answers[host]
+
+    def status(self, name, hosts):
+        return self.fanout("virt.migrate_status", arg=[name], tgt=list(hosts), tgt_type="list", timeout=30)
+
+    def full_info(self, host=None):
+        if host:
+            return self.on(host, "virt.full_info")
+        return self.fanout("virt.full_info")
+
+    # -------------------------------------------------------------- VMs
+
+    def find_vm(self, name):
+        """``(host, state)`` of domain ``name``; clear errors for missing or duplicate VMs."""
+        answers, errors = self.fanout("virt.vm_state")
+        hosts = {h: states[name] for h, states in answers.items() if isinstance(states, dict) and name in states}
+        if len(hosts) > 1:
+            found = ", ".join(f"{h} ({s})" for h, s in sorted(hosts.items()))
+            raise InvalidArgument(f"VM {name} is defined on several hypervisors: {found}; name the host with host=")
+        if not hosts:
+            msg = f"no VM named {name} on any hypervisor ({', '.join(sorted(answers)) or 'none answered'})"
+            if errors:
+                msg += f"; not answering: {describe_errors(errors)}"
+            raise NotFound(msg)
+        return next(iter(hosts.items()))
+
+    def vm_call(self, name, fun, host=None, **kwarg):
+        """``fun`` on the VM's hypervisor (found unless ``host`` is given), the return tagged with it."""
+        if host is None:
+            host, _state = self.find_vm(name)
+        ret = self.call(host, fun, [name], kwarg)
+        return dict(ret, host=host) if isinstance(ret, dict) else ret
+
+    # -------------------------------------------------------------- jobs
+
+    def watch(self, host, fun, arg, kwarg, progress_tag, on_progress, timeout, jid="", on_published=None):
+        """Run ``fun`` on ``host`` and relay its progress events until it returns.
+
+        Returns the minion's return event data. If the minion stops answering about the job,
+        or ``timeout`` passes, raises VirtError (the job itself may still run on the minion).
+        """
+        event = self._master_event()
+        try:
+            with self.session():
+                pub = self._client.run_job(self.exact(host), fun, arg=list(arg), kwarg=kwarg, tgt_type="list", jid=jid)
+                jid = (pub or {}).get("jid")
+                if not jid or host not in (pub.get("minions") or []):
+                    raise VirtError(f"could not start {fun} on {host}")
+                if on_published:
+                    on_published(jid)
+                return self._wait(event, host, fun, jid, progress_tag, on_progress, timeout)
+        finally:
+            event.destroy()
+
+    def _wait(self, event, host, fun, jid, progress_tag, on_progress, timeout):
+        ret_tag = f"salt/job/{jid}/ret/{host}"
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            ev = event.get_event(wait=max(0.05, min(1, deadline - time.monotonic())), full=True)
+            if ev is None and time.monotonic() - quiet_since > 30:
+                # Quiet for long: is the job still running on the minion?
+                if not (self._client.cmd(host, "saltutil.find_job", [jid], timeout=10) or {}).get(host):
+                    ev = event.get_event(wait=5, tag=ret_tag, full=True)
+                    if ev is None:
+                        raise VirtError(f"{fun} on {host} vanished (minion restarted?)")
+                quiet_since = time.monotonic()
+            if ev is None:
+                continue
+            tag, data = ev.get("tag"), ev.get("data") or {}
+            if progress_tag and tag == progress_tag:
+                quiet_since = time.monotonic()
+                on_progress(data.get("data") if isinstance(data.get("data"), dict) else data)
+            elif tag == ret_tag:
+                return data
+        raise VirtError(f"{fun} on {host} did not finish within {timeout}s")
+
+    def job_running(self, host, jid):
+        """True/False whether ``host`` still runs job ``jid``; None if it did not answer."""
+        answers, _errors = self.on(host, "saltutil.find_job", [jid], timeout=15)
+        return bool(answers[host]) if host in answers else None
+
+
+def sort_returns(fun, raw, timeout):
+    """Split LocalClient ``full_return`` data into ``(answers, errors)``."""
+    answers, errors = {}, {}
+    for minion, ret in raw.items():
+        value = ret.get("ret") if isinstance(ret, dict) else ret
+        retcode = ret.get("retcode", 0) if isinstance(ret, dict) else 0
+        if isinstance(value, str) and "is not available" in value:
+            continue  # no virt module: not a hypervisor
+        if isinstance(value, str) and value.startswith("Minion did not return"):
+            errors[minion] = f"{minion} did not answer within {timeout}s (minion down?)"
+        elif retcode:
+            errors[minion] = value if isinstance(value, str) else f"{fun} failed: {value}"
+        else:
+            answers[minion] = value
+    return answers, errors
+
+
+def describe_errors(errors):
+    return "; ".join(f"{m}: {r}" for m, r in sorted(errors.items()))
+
+
+def host_records(answers, errors=()):
+    """Placement's view of the hypervisors from their ``virt.full_info`` (down ones included)."""
+    records = [{
+        "id": minion,
+        "cpus": info["node_info"]["cpus"],
+        "memory_total": info["node_info"]["phymemory"],
+        "disk_free": info.get("disk_free"),
+        "vms": info.get("usage", []),
+        "bridges": info.get("bridges", []),
+        "up": True,
+    } for minion, info in answers.items()]
+    return records + [{"id": m, "up": False} for m in errors]
+
+
+def request(name, cpu, mem, disk=0, exclude=()):
+    """A placement request, with a clear error for non-integers."""
+    try:
+        return placement.Request(name=name, cpu=int(cpu), memory_mib=int(mem), disk_mib=int(disk or 0),
+                                 exclude=tuple(exclude))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"cpu, mem and disk must be integers: {exc}") from exc
+
+
+def from_opts(opts, progress=None):
+    """A :class:`Fleet` over Salt's LocalClient, minion matching and master event bus."""
+    import salt.client  # noqa: PLC0415 - the library stays importable without Salt
+    import salt.utils.event  # noqa: PLC0415
+    import salt.utils.minions  # noqa: PLC0415
+
+    def check_minions(tgt, tgt_type):
+        return salt.utils.minions.CkMinions(opts).check_minions(tgt, tgt_type).get("minions", [])
+
+    return Fleet(
+        opts,
+        client_factory=lambda: salt.client.LocalClient(mopts=opts),
+        check_minions=check_minions,
+        master_event=lambda: salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True),
+        progress=progress,
+    )

@@ -1,0 +1,209 @@
+"""Creating a VM from the master, whole or not at all, and repairing what an interruption left.
+
+:class:`Provisioner` places the VM (placement + a reservation), records an intent, runs
+``virt.init`` on the chosen hypervisor as a watched job and accepts the VM's minion key. If the
+runner ends before that -- Ctrl-C, a timeout, the master restarting -- the intent and the
+reservation stay; :meth:`Provisioner.reconcile` later completes the VM or removes what is left
+(:func:`saltvirt.placement.intents.decide` says which).
+"""
+
+import logging
+import os
+
+from saltvirt import placement, trust, units
+from saltvirt.domain import model as dommod
+from saltvirt.errors import InvalidArgument, VirtError
+from saltvirt.fleet.hosts import describe_errors, host_records, request
+from saltvirt.fleet.keys import MinionKeys
+from saltvirt.placement import intents as vintents
+from saltvirt.placement import reservations
+
+log = logging.getLogger(__name__)
+
+
+class InitFailed(VirtError):
+    """The hypervisor reported a failure (and rolled back), or the job could not be followed."""
+
+
+def disk_mib(disks):
+    """MiB of the disks a call sizes itself (``disks: [{size: ...}]``, MiB or '8G'): what placement
+    can know before the hypervisor; the hypervisor checks the whole (image included) itself."""
+    total = 0
+    for disk in disks or ():
+        if isinstance(disk, dict) and disk.get("size") is not None:
+            try:
+                total += units.parse_size(disk["size"], default_unit="MiB")
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"disk {disk.get('name')!r}: {exc}") from exc
+    return -(-total // (1024 * 1024))
+
+
+class Provisioner:
+    """VM creation and reconciliation over a :class:`saltvirt.fleet.hosts.Fleet`."""
+
+    def __init__(self, fleet, gen_jid):
+        self.fleet = fleet
+        self.gen_jid = gen_jid
+        cache = os.path.join(fleet.opts["cachedir"], "saltvirt")
+        self.store = reservations.Reservations(os.path.join(cache, "reservations"))
+        self.intents = vintents.Intents(os.path.join(cache, "intents"))
+        self.keys = MinionKeys(fleet.opts["pki_dir"], os.path.join(cache, "vm-keys"))
+
+    # -------------------------------------------------------------- init
+
+    def check_new_name(self, name, kwargs):
+        dommod.validate_name(name)
+        trust.check_vm_name(name, self.fleet.hypervisors, self.keys.known())
+        if "priv_key" in kwargs or "pub_key" in kwargs:
+            raise InvalidArgument(
+                f"virt.init {name}: pub_key/priv_key are not accepted by the runner: the hypervisor makes "
+                "the VM's key pair and the master sees only its public key (a private key in a job "
+                "argument reaches the job cache and the event bus)"
+            )
+        if self.intents.get(name):
+            raise InvalidArgument(
+                f"an earlier virt.init of {name} did not finish: run `salt-run virt.reconcile` to complete or "
+                "remove it first"
+            )
+
+    def place(self, name, cpu, mem, host, kwargs):
+        """Reserve room for the VM on ``host`` or where placement puts it; the host."""
+        answers, errors = self.fleet.full_info()
+        if not answers:
+            raise VirtError(f"no hypervisor answered: {describe_errors(errors) or 'none matched'}")
+        for minion, info in answers.items():
+            if name in (info.get("vm_info") or {}):
+                raise InvalidArgument(f"a VM named {name} already exists on {minion}")
+        if host is not None and host not in answers:
+            known = ", ".join(sorted(answers))
+            raise InvalidArgument(errors.get(host) or f"unknown hypervisor {host} (answering: {known})")
+        records = [r for r in host_records(answers, errors) if host is None or r["id"] == host]
+        try:
+            return self.store.place_and_reserve(
+                records, request(name, cpu, mem, disk_mib(kwargs.get("disks"))), self.fleet.policy()).host
+        except placement.NoHostFits as exc:
+            raise VirtError(str(exc)) from exc
+
+    def init(self, name, cpu, mem, host=None, timeout=None, **kwargs):
+        """Create VM ``name`` (``kwargs``: the execution module's ``virt.init`` arguments)."""
+        self.check_new_name(name, kwargs)
+        if host is not None:
+            self.fleet.exact(host)
+        self.fleet.progress(f"Searching for hypervisors for {name}")
+        host = self.place(name, cpu, mem, host, kwargs)
+        return self.init_on(host, name, cpu, mem, kwargs, timeout)
+
+    def init_on(self, host, name, cpu, mem, kwargs, timeout=None):
+        jid = self.gen_jid()
+        self.intents.begin(name, host, jid=jid, seed=bool(kwargs.get("seed", True) and kwargs.get("image")))
+        timeout = float(timeout or self.fleet.conf("init_timeout", 900))
+        try:
+            done = self.fleet.watch(
+                host, "virt.init", [name, cpu, mem], kwargs, None, None, timeout, jid=jid,
+                on_published=lambda _jid: self.fleet.progress(f"Creating VM {name} on hypervisor {host}", host=host),
+            )
+        except VirtError as exc:
+            # No answer in time, or the job vanished: it may still create the VM. The intent and the
+            # reservation stay for virt.reconcile (or the next attempt) to finish or undo.
+            raise InitFailed(
+                f"virt.init of {name} on {host}: {exc}; it may still complete: `salt-run virt.reconcile` "
+                "accepts its key when it does, or removes what is left"
+            ) from exc
+        except BaseException:
+            # Ctrl-C or the master going away: the same, said in the master's log.
+            log.warning("virt.init of %s on %s interrupted; salt-run virt.reconcile completes or removes it",
+                        name, host)
+            raise
+        if not done.get("success", True) or done.get("retcode"):
+            self.store.release(name)  # the hypervisor failed and rolled back: nothing to keep
+            self.intents.end(name)
+            raise InitFailed(f"virt.init of {name} on {host} failed: {done.get('return')}")
+        result = done.get("return")
+        seeded = result.get("seeded") if isinstance(result.get("seeded"), dict) else None
+        self.complete(host, name, seeded.pop("minion_pub", None) if seeded else None)
+        if seeded is not None:
+            seeded["key_accepted"] = True
+            self.fleet.progress(f"Minion key of {name} accepted on the master", host=host)
+        self.fleet.progress(f"VM {name} is {result.get('state')} on {host}", host=host)
+        return result
+
+    def complete(self, host, name, pub):
+        """The VM exists on ``host``: accept its key, turn the reservation into it, end the intent."""
+        if pub:
+            try:
+                self.keys.accept(name, pub, host)
+            except VirtError:
+                self.rollback(host, name, defined=True)
+                raise
+        self.store.finish(name)
+        self.intents.end(name)
+
+    def rollback(self, host, name, defined):
+        """Nothing of ``name`` stays: the domain (if any) purged, files, reservation, intent gone."""
+        _answers, errors = self.fleet.on(host, "virt.purge" if defined else "virt.remove_leftovers", [name])
+        if errors:
+            raise VirtError(f"cannot remove what is left of {name} on {host}: {describe_errors(errors)}")
+        self.store.release(name)
+        self.intents.end(name)
+
+    def forget(self, name, delete_key=True):
+        """After a purge: the VM's key (if asked), registry entry and any reservation go."""
+        deleted = self.keys.delete(name) if delete_key else False
+        self.keys.unregister(name)
+        # A VM created moments ago may still hold its placement reservation: it is gone now.
+        self.store.release(name)
+        return deleted
+
+    # -------------------------------------------------------------- reconcile
+
+    def reconcile_intent(self, intent, test):
+        name, host = intent["name"], intent.get("host")
+        running = self.fleet.job_running(host, intent["jid"]) if intent.get("jid") else False
+        status = None
+        if running is not None:
+            answers, _errors = self.fleet.on(host, "virt.init_status", [name])
+            status = answers.get(host)
+        action, reason = vintents.decide(intent, running, status)
+        entry = {"name": name, "host": host, "action": action, "reason": reason}
+        if test or action == vintents.WAIT:
+            return entry
+        try:
+            if action == vintents.COMPLETE:
+                self.complete(host, name, status.get("minion_pub"))
+                entry["done"] = "completed: key accepted" if status.get("minion_pub") else "completed"
+            else:
+                self.rollback(host, name, defined=bool(status.get("defined")))
+                entry["done"] = "removed"
+        except VirtError as exc:
+            entry["error"] = str(exc)
+        return entry
+
+    def reconcile(self, test=False):
+        """Finish or undo unfinished inits; delete VM keys without VMs; list VMs without keys;
+        release stale reservations (see the runner's ``virt.reconcile``)."""
+        report = {"test": bool(test), "keys_without_vms": [], "vms_without_keys": [], "stale_reservations": []}
+        report["inits"] = [self.reconcile_intent(intent, test) for intent in self.intents.all()]
+        answers, errors = self.fleet.fanout("virt.vm_state")
+        vms = {vm for states in answers.values() if isinstance(states, dict) for vm in states}
+        pending = {i["name"] for i in self.intents.all()}
+        for name in self.keys.registered() if not errors else []:
+            if name not in vms and name not in pending:
+                report["keys_without_vms"].append(name)
+                if not test:
+                    self.keys.delete(name)
+                    self.keys.unregister(name)
+        accepted = self.keys.accepted()
+        seeded, _seed_errors = self.fleet.fanout("virt.seeded_vms")
+        report["vms_without_keys"] = [{"name": name, "host": host} for host, names in seeded.items()
+                                      for name in names or [] if name not in accepted and name not in pending]
+        for entry in self.store.entries():
+            name = entry.get("name")
+            if name not in vms and name not in pending and not errors:
+                report["stale_reservations"].append(name)
+                if not test:
+                    self.store.release(name)
+        if errors:
+            report["not_answering"] = errors
+        if errors or any(i.get("error") for i in report["inits"]):
+            report["retcode"] = 1
+        return report

@@ -1,0 +1,157 @@
+"""Where a new VM's disks come from: images fetched or found under the roots, inspected before use.
+
+Images are untrusted input (a tenant may name one, an image source may be compromised): every
+one is inspected (:func:`saltvirt.storage.images.inspect_untrusted`) with an explicit format,
+local paths must lie under the configured roots, and downloads need a hash unless the operator
+says otherwise (``virt:image_policy``).
+"""
+
+import contextlib
+import hashlib
+import os
+
+from saltvirt import fileio
+from saltvirt.errors import InvalidArgument
+from saltvirt.storage import bases, images, paths
+
+REMOTE = ("salt://", "http://", "https://", "ftp://")
+
+
+def is_remote(source):
+    return str(source).startswith(REMOTE)
+
+
+@contextlib.contextmanager
+def image_locks(settings, sources):
+    """Hold the lock of every remote image in ``sources`` from its download to its last copy.
+
+    The file server's cache is rewritten in place: a concurrent fetch of the same image would
+    change the bytes being hashed, inspected or cloned. One lock per image, taken in a fixed
+    order, so inits of different images do not wait for each other.
+    """
+    lock_dir = settings.cache_path("image-locks")
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    keys = sorted({hashlib.sha256(str(s).encode()).hexdigest()[:24] for s in sources if is_remote(s)})
+    with contextlib.ExitStack() as stack:
+        for key in keys:
+            stack.enter_context(fileio.locked(os.path.join(lock_dir, f"{key}.lock")))
+        yield
+
+
+def file_hash(path, algo="sha256"):
+    try:
+        digest = hashlib.new(algo)
+    except ValueError:
+        raise InvalidArgument(f"unknown hash type {algo!r}: use sha256, sha512 or md5") from None
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_hash(path, expected, source):
+    algo, _, digest = str(expected).partition("=")
+    if not digest:
+        algo, digest = "sha256", algo
+    actual = file_hash(path, algo)
+    if actual.lower() != digest.lower():
+        raise InvalidArgument(f"image {source}: {algo} is {actual}, expected {digest}")
+
+
+def resolve(settings, roots, image, saltenv="base", image_hash=None):
+    """``(local path, format)`` of ``image``, inspected; call it inside :func:`image_locks`.
+
+    salt:// and http(s)/ftp go through the file server's cache; downloads need ``image_hash``
+    unless ``virt:image_policy:require_hash`` is False. A local path must lie under ``roots``.
+    """
+    if image is None:
+        return None, None
+    image = str(image)
+    policy = settings.image_policy
+    if is_remote(image):
+        if not image.startswith("salt://") and not image_hash and policy["require_hash"]:
+            raise InvalidArgument(
+                f"image {image}: a download needs image_hash=sha256=<digest> (or the operator's "
+                "virt:image_policy:require_hash: False)"
+            )
+        local = settings.salt.fetch(image, saltenv)
+        if not local:
+            raise InvalidArgument(f"image {image} could not be fetched (not on the file server?)")
+    else:
+        if not os.path.isabs(image):
+            raise InvalidArgument(f"image {image!r} must be salt://, http(s):// or an absolute path")
+        local = roots.image(image)
+        if not os.path.exists(local):
+            raise InvalidArgument(f"image {image} does not exist on {settings.minion_id}")
+    if image_hash:
+        verify_hash(local, image_hash, image)
+    try:
+        found = images.inspect_untrusted(local, policy["allow_backing"], policy["max_virtual_size"])
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"image {image}: {exc}") from exc
+    return local, found["format"]
+
+
+def base_for_overlay(settings, image, cached, fmt=None):
+    """Overlays of a file-server image use a read-only copy under ``virt:images/base``.
+
+    The cache may be replaced when the master's file changes; overlays must keep the exact
+    bytes they were built on, so they get their own content-addressed copy.
+    """
+    if not is_remote(image):
+        return cached
+    digest = file_hash(cached)[:16]
+    base_dir = os.path.join(settings.images_dir, "base")
+    name, ext = os.path.splitext(os.path.basename(cached))
+    base = os.path.join(base_dir, f"{name}-{digest}{ext}")
+    os.makedirs(base_dir, mode=0o755, exist_ok=True)
+    # World-readable: a shared base holds no VM's secrets and every QEMU must read it.
+    return images.shared_base(cached, base, source_format=fmt)["filename"]
+
+
+def check_disk_files(settings, conn, specs, roots, formats):
+    """Disk specs of a call with every host path they name checked against ``roots``.
+
+    Names become file names (validated like VM names); ``pool`` must be a pool's or an image
+    root's directory; ``source_file`` must lie under the attach roots, be no domain's disk,
+    and is inspected like an image when its format is not given (``formats`` gets it).
+    """
+    checked, in_use = [], None
+    policy = settings.image_policy
+    for spec in specs:
+        spec = dict(spec)
+        paths.validate_disk_name(spec.get("name"))
+        if spec.get("pool"):
+            spec["pool"] = roots.disk_dir(spec["pool"], f"disk {spec['name']}: pool")
+        if spec.get("source_file"):
+            path = spec["source_file"] = roots.attach(spec["source_file"], f"disk {spec['name']}: source_file")
+            in_use = bases.domain_disks(conn) if in_use is None else in_use
+            if path in in_use:
+                users = ", ".join(sorted({u["domain"] for u in in_use[path]}))
+                raise InvalidArgument(f"disk {spec['name']}: {path} is a disk of {users}: refused")
+            if not spec.get("format") and os.path.isfile(path):
+                formats[path] = images.inspect_untrusted(
+                    path, policy["allow_backing"], policy["max_virtual_size"])["format"]
+        checked.append(spec)
+    return checked
+
+
+def disk_image(settings, roots, spec, saltenv, formats):
+    """The local, inspected image of a disk spec's own ``image`` (a base for overlays)."""
+    local, fmt = resolve(settings, roots, spec["image"], saltenv, spec.get("image_hash"))
+    if spec.get("overlay_image"):
+        local = base_for_overlay(settings, spec["image"], local, fmt)
+    formats[local] = fmt
+    return local
+
+
+def pem(value, roots):
+    """A PEM key given as text or as a file under the attach roots."""
+    value = str(value)
+    if "-----BEGIN" in value:
+        return value
+    path = roots.attach(value, "seed key")
+    if os.path.isfile(path):
+        with open(path) as fh:
+            return fh.read()
+    raise InvalidArgument(f"{value!r} is neither a PEM key nor a key file on this minion")

@@ -1,0 +1,122 @@
+"""The VM spec: one validated description of a VM, passed between the Salt glue and the library.
+
+:meth:`VmSpec.from_kwargs` turns the keyword arguments of ``virt.init`` (and of the states that
+create VMs) into a :class:`VmSpec`: classic argument names of Salt 3001-3007 are accepted
+(``vm_``, ``disk_profile``, ``nic_profile``, ``vm_type``), Salt's own ``__pub_*`` keys and the
+connection arguments are set aside, and any other unknown argument is refused with an error
+that names it, instead of being dropped silently.
+"""
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+
+from saltvirt.errors import InvalidArgument
+
+#: Classic names of Salt 3001-3007 ``virt`` and the name used here.
+ALIASES = {"vm_": "name", "disk_profile": "disk", "nic_profile": "nic", "vm_type": "hypervisor"}
+#: How to reach libvirt: consumed by the glue, not part of the VM.
+CONNECTION_ARGS = ("connection", "username", "password")
+
+
+class _FromKwargs:
+    """``from_kwargs`` for the spec dataclasses: classic names mapped, unknown names refused."""
+
+    REQUIRED = ()
+
+    @classmethod
+    def field_names(cls):
+        return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+
+    @classmethod
+    def from_kwargs(cls, function, **kwargs):
+        """A spec from Salt keyword arguments; raises :class:`InvalidArgument` on unknown ones."""
+        known, extra, unknown = {}, {}, []
+        names = set(cls.field_names())
+        for key, value in kwargs.items():
+            if key.startswith("__"):  # __pub_fun, __pub_jid...: Salt's, not the caller's
+                continue
+            if key in CONNECTION_ARGS:
+                extra[key] = value
+                continue
+            name = ALIASES.get(key, key)
+            if name not in names:
+                unknown.append(key)
+            elif name in known and known[name] != value:
+                raise InvalidArgument(f"{function}: {key} and {name} both given (with different values): pass one")
+            else:
+                known[name] = value
+        if unknown:
+            raise InvalidArgument(_unknown_message(function, unknown, sorted(names | set(ALIASES))))
+        missing = [n for n in cls.REQUIRED if known.get(n) is None]
+        if missing:
+            raise InvalidArgument(f"{function}: {', '.join(missing)} must be given")
+        return cls(**known, extra=extra)
+
+
+@dataclass
+class VmSpec(_FromKwargs):
+    """Everything ``virt.init`` needs to create one VM (see its docstring for each field)."""
+
+    REQUIRED = ("name", "cpu", "mem")
+
+    name: str
+    cpu: int
+    mem: int  # MiB
+    image: str | None = None
+    image_hash: str | None = None
+    saltenv: str = "base"
+    hypervisor: str | None = None  # kvm | qemu | None (probe)
+    start: bool = True
+    autostart: bool = False
+    disk: str = "default"  # disk profile
+    disks: list | None = None
+    nic: str = "default"  # NIC profile
+    interfaces: list | None = None
+    enable_qcow: bool = False
+    enable_vnc: bool = False
+    graphics: dict | str | None = None
+    boot: list | dict | str | None = None
+    os_type: str | None = None
+    arch: str | None = None
+    seed: bool = True
+    seed_cmd: str | None = None
+    seed_install_cmd: str | None = None
+    seed_device: str | None = None
+    install: bool = True
+    pub_key: str | None = None
+    priv_key: str | None = None
+    config: dict | None = None
+    extra: dict = field(default_factory=dict, repr=False)  # set aside: connection arguments
+
+
+@dataclass
+class UpdateSpec(_FromKwargs):
+    """What ``virt.update`` should bring an existing VM to; None leaves a setting alone."""
+
+    REQUIRED = ("name",)
+
+    name: str
+    cpu: int | None = None
+    mem: int | None = None
+    disk: str | None = None
+    disks: list | None = None
+    nic: str | None = None
+    interfaces: list | None = None
+    graphics: dict | str | None = None
+    enable_vnc: bool = False
+    enable_qcow: bool = False
+    autostart: bool | None = None
+    live: bool = True
+    test: bool = False
+    saltenv: str = "base"
+    extra: dict = field(default_factory=dict, repr=False)
+
+
+def _unknown_message(function, unknown, known):
+    hints = []
+    for key in sorted(unknown):
+        close = difflib.get_close_matches(key, known, n=1)
+        hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return (f"{function}: unknown argument(s) {', '.join(hints)}: salt-virt does not support "
+            "them: remove them (sys.doc virt.init lists the arguments)")

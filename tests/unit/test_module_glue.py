@@ -1,0 +1,112 @@
+"""The execution module as glue, through Salt's loader mock: arguments become one VM spec and
+one library call, library errors become Salt's, unknown arguments are refused by name."""
+
+import contextlib
+import importlib.util
+import os
+
+import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from saltvirt.errors import InvalidArgument, VirtError
+from saltvirt.provision.spec import UpdateSpec, VmSpec
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _load():
+    path = os.path.join(REPO, "_modules", "virt.py")
+    spec = importlib.util.spec_from_file_location("saltvirt_test_module_glue", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+virt = _load()
+
+
+@pytest.fixture
+def configure_loader_modules(tmp_path):
+    config = {"virt:images": str(tmp_path / "images")}
+    return {virt: {
+        "__salt__": {"config.get": lambda key, default=None: config.get(key, default)},
+        "__opts__": {"id": "hypervisor1", "cachedir": str(tmp_path / "cache"), "master": "salt"},
+        "__grains__": {},
+        "__context__": {},
+    }}
+
+
+@pytest.fixture
+def library(monkeypatch):
+    """The library calls the module makes, recorded (no libvirt)."""
+    calls = []
+
+    @contextlib.contextmanager
+    def opened(kwargs):
+        calls.append(("connect", dict(kwargs)))
+        yield "conn"
+
+    monkeypatch.setattr(virt, "_connection", opened)
+    return calls
+
+
+def test_init_is_one_spec_and_one_library_call(library, monkeypatch):
+    made = []
+    monkeypatch.setattr(virt.provision_vm, "create_vm", lambda conn, spec, settings: made.append(
+        (conn, spec, settings.minion_id)) or {"name": spec.name})
+    ret = virt.init("web1", 2, 512, image="salt://c.qcow2", enable_qcow=True, vm_type="qemu",
+                    disk_profile="small", connection="qemu:///system", __pub_jid="123")
+    assert ret == {"name": "web1"}
+    (conn, spec, host), = made
+    assert conn == "conn" and host == "hypervisor1" and isinstance(spec, VmSpec)
+    assert (spec.name, spec.cpu, spec.mem, spec.image, spec.enable_qcow) == ("web1", 2, 512, "salt://c.qcow2", True)
+    assert spec.hypervisor == "qemu" and spec.disk == "small"  # classic names mapped
+    assert library == [("connect", {"connection": "qemu:///system"})]
+
+
+def test_init_refuses_unknown_arguments_by_name_before_connecting(library, monkeypatch):
+    monkeypatch.setattr(virt.provision_vm, "create_vm", lambda *a: pytest.fail("must not be called"))
+    unknown = r"virt.init: unknown argument\(s\) enable_qcw \(did you mean enable_qcow\?\)"
+    with pytest.raises(SaltInvocationError, match=unknown):
+        virt.init("web1", 1, 128, enable_qcw=True)
+    with pytest.raises(SaltInvocationError, match="disk_profile and disk both given"):
+        virt.init("web1", 1, 128, disk="a", disk_profile="b")
+    assert library == []
+
+
+@pytest.mark.parametrize(("error", "salt_error"), [
+    (InvalidArgument("image /etc/shadow is outside the image roots"), SaltInvocationError),
+    (VirtError("libvirt said no"), CommandExecutionError),
+])
+def test_library_errors_become_salt_errors(library, monkeypatch, error, salt_error):
+    def fail(*_args):
+        raise error
+
+    monkeypatch.setattr(virt.provision_vm, "create_vm", fail)
+    with pytest.raises(salt_error, match=str(error)):
+        virt.init("web1", 1, 128)
+
+
+def test_update_passes_an_update_spec(library, monkeypatch):
+    seen = []
+    monkeypatch.setattr(virt.provision_change, "update_vm",
+                        lambda conn, spec, settings: seen.append(spec) or ([], None))
+    ret = virt.update("web1", mem=1024, test=True)
+    assert isinstance(seen[0], UpdateSpec) and seen[0].mem == 1024 and seen[0].test is True
+    assert ret["comment"] == "web1 is up to date" and ret["changes"] == {}
+    with pytest.raises(SaltInvocationError, match=r"virt.update: unknown argument\(s\) memory"):
+        virt.update("web1", memory=1024)
+
+
+def test_lifecycle_calls_go_to_the_library_with_settings(library, monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(virt.lifecycle, "purge", lambda conn, name, settings: seen.append(
+        (name, settings.vm_dir(name))) or {"name": name, "purged": True})
+    assert virt.purge("web1") == {"name": "web1", "purged": True}
+    assert seen == [("web1", str(tmp_path / "images" / "web1"))]
+
+
+def test_relative_images_dir_is_refused_clearly(configure_loader_modules):
+    virt.__salt__["config.get"] = lambda key, default=None: "images" if key == "virt:images" else default
+    with pytest.raises(SaltInvocationError, match="images"):
+        virt._images_dir()
