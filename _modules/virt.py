@@ -28,9 +28,7 @@ import contextlib
 import importlib.util
 import logging
 import os
-import secrets
 import sys
-import time
 
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -50,6 +48,8 @@ try:
     from saltvirt.domain import snapshots, vmops
     from saltvirt.domain import update as vupdate
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
+    from saltvirt.migration import node as migration_node
+    from saltvirt.migration.options import MigrationOptions
     from saltvirt.pki import sealed
     from saltvirt.provision import change as provision_change
     from saltvirt.provision import lifecycle
@@ -1064,15 +1064,17 @@ def remove_image(path, **kwargs):
 # --------------------------------------------------------------------------- migration
 
 
-def _migration_dir():
-    return os.path.join(__opts__["cachedir"], "saltvirt", "migrations")
+def _migration_call(func, kwargs, *args, **extra):
+    """``func(conn, settings, *args, **extra)`` on this host's libvirt; errors made Salt's."""
+    with _salt_errors(), _connection(kwargs) as conn:
+        return func(conn, _settings(), *args, **extra)
 
 
-def _uri(target):
-    try:
-        return migration.dest_uri(target)
-    except InvalidArgument as exc:
-        raise SaltInvocationError(str(exc)) from exc
+def _options(function, kwargs):
+    """The migration options among ``kwargs`` (connection arguments set aside)."""
+    with _salt_errors():
+        return MigrationOptions.from_kwargs(
+            function, **{k: v for k, v in kwargs.items() if k not in ("connection", "username", "password")})
 
 
 def migrate_source_info(name, dest=None, probe=True, **kwargs):
@@ -1089,27 +1091,7 @@ def migrate_source_info(name, dest=None, probe=True, **kwargs):
 
         salt hypervisor1 virt.migrate_source_info centos1 probe=False
     """
-    try:
-        with _connection(kwargs) as conn:
-            facts = migration.source_facts(conn, name, probe=probe)
-            if dest:
-                facts["dest_check"] = _reach(conn, _uri(dest))
-    except VirtError as exc:
-        _raise(exc)
-    facts["images"] = _images_dir()
-    facts["address"] = _host_address()
-    return facts
-
-
-def _reach(conn, uri):
-    try:
-        with virtconn.opened(uri) as dconn:
-            same = migration.host_uuid(dconn) == migration.host_uuid(conn)
-    except VirtError as exc:
-        return {"uri": uri, "ok": False, "detail": str(exc)}
-    if same:
-        return {"uri": uri, "ok": False, "detail": f"{uri} is this very host (same host UUID)"}
-    return {"uri": uri, "ok": True, "detail": f"{__opts__['id']} reaches {uri}"}
+    return _migration_call(migration_node.source_info, kwargs, name, dest=dest, probe=probe)
 
 
 def migrate_preflight(facts, copy_storage=None, offline=False, source=None, **kwargs):
@@ -1131,54 +1113,8 @@ def migrate_preflight(facts, copy_storage=None, offline=False, source=None, **kw
         salt hypervisor2 virt.migrate_preflight \
             "$(salt hypervisor1 virt.migrate_source_info centos1 probe=False --out=json --static | jq -c .hypervisor1)"
     """
-    if not isinstance(facts, dict) or "disks" not in facts:
-        raise SaltInvocationError("facts must be the dict returned by virt.migrate_source_info")
-    try:
-        with _connection(kwargs) as conn:
-            report = migration.preflight(conn, facts, copy_storage=copy_storage, offline=offline,
-                                         unsafe_fs=_config("migration:unsafe_fs", []) or [])
-    except VirtError as exc:
-        _raise(exc)
-    if source:
-        sconn, check = migration.reach_source(_uri(source))
-        if sconn is not None:
-            sconn.close()
-        report["checks"].insert(0, check)
-        report["ok"] = report["ok"] and check["ok"]
-    report["host"] = __opts__["id"]
-    return report
-
-
-def migrate_prepare(name, create, token, source=None, **kwargs):
-    """
-    Pre-create on this host the disks an incoming migration copies into (``create``: the
-    ``storage:create`` list of :func:`migrate_preflight`): qcow2 overlays on the same base,
-    blank images of the same format and virtual size, and read-only files downloaded from the
-    ``source`` host's libvirt (host name or URI). All or nothing; what was made is journaled
-    under ``token`` for :func:`migrate_cleanup`.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt hypervisor2 virt.migrate_prepare centos1 \
-            '[{path: /srv/salt-images/centos1/system.qcow2, kind: blank, format: qcow2,
-              virtual_size: 8589934592}]' 3f2a9c
-    """
-    try:
-        journal = migration.journal_path(_migration_dir(), token)
-        migration.prune_journals(_migration_dir())
-        if any(item.get("kind") == "fetch" for item in create):
-            if not source:
-                raise SaltInvocationError("read-only disks are fetched from the source: pass source=<host or URI>")
-            with virtconn.opened(_uri(source)) as sconn:
-                record = migration.prepare_disks(create, journal, sconn, name)
-        else:
-            record = migration.prepare_disks(create, journal, None, name)
-    except VirtError as exc:
-        _raise(exc)
-    return {"name": name, "token": token, "host": __opts__["id"], "created": record["created"],
-            "dirs": record["dirs"]}
+    return _migration_call(migration_node.preflight, kwargs, facts, copy_storage=copy_storage, offline=offline,
+                           source=source)
 
 
 def migrate_in(name, facts, source, dest=None, copy_storage=None, offline=False, token=None,
@@ -1186,7 +1122,7 @@ def migrate_in(name, facts, source, dest=None, copy_storage=None, offline=False,
     """
     Pull domain ``name`` to this hypervisor from ``source`` (host name or libvirt URI) in one
     call: the checks of :func:`migrate_preflight` on ``facts`` (the return of
-    :func:`migrate_source_info` on the source), the disks of :func:`migrate_prepare`
+    :func:`migrate_source_info` on the source), the target's disks pre-created
     (journaled under ``token``), then the migration, started on the source's libvirt, which
     drives it peer to peer to ``dest`` (how the source reaches this host; default: this host's
     ``virt:address``). This is what ``salt-run virt.migrate`` runs (one Salt job instead of three);
@@ -1203,61 +1139,17 @@ def migrate_in(name, facts, source, dest=None, copy_storage=None, offline=False,
         salt hypervisor2 virt.migrate_in centos1 \
             "$(salt hypervisor1 virt.migrate_source_info centos1 --out=json --static | jq -c .hypervisor1)" hypervisor1
     """
-    if not isinstance(facts, dict) or "disks" not in facts or facts.get("name") != name:
-        raise SaltInvocationError(f"facts must be the dict virt.migrate_source_info returned for {name}")
-    options = {k: kwargs[k] for k in migration.PULL_OPTIONS if k in kwargs}
-    if options.get("tunnel") is None:
-        options["tunnel"] = bool(_config("tunnel", False))
-    token = str(token or secrets.token_hex(8))
-    dest = _uri(dest or _host_address())
-
-    def _event(data):
-        __salt__["event.fire_master"](dict(data, name=name, host=__opts__["id"]), progress_tag)
-
-    try:
-        journal = migration.journal_path(_migration_dir(), token)
-        migration.prune_journals(_migration_dir())
-        with _connection(kwargs) as conn:
-            result = migration.migrate_in(
-                conn, facts, _uri(source), dest, journal, copy_storage=copy_storage, offline=offline,
-                unsafe_fs=_config("migration:unsafe_fs", []) or [],
-                progress=_event if progress_tag else None,
-                announce=(lambda step, **data: _event(dict(data, step=step))) if progress_tag else None,
-                **options,
-            )
-    except VirtError as exc:
-        _raise(exc)
-    result.update(host=__opts__["id"], token=token, dest_uri=dest)
+    options = _options("virt.migrate_in", {k: v for k, v in kwargs.items() if k in MigrationOptions.names()})
+    result = _migration_call(migration_node.pull, kwargs, name, facts, source, dest=dest,
+                             copy_storage=copy_storage, offline=offline, token=token,
+                             progress_tag=progress_tag, options=options)
     if result.get("refused") or result.get("error"):
         __context__["retcode"] = 1
     return result
 
 
-def migrate(
-    name,
-    target,
-    live=True,
-    offline=False,
-    persistent=True,
-    undefinesource=True,
-    copy_storage=None,
-    migrate_disks=None,
-    max_bandwidth=None,
-    max_downtime=None,
-    postcopy=False,
-    auto_converge=False,
-    compressed=False,
-    parallel_connections=None,
-    tunnel=None,
-    tls=False,
-    unsafe=False,
-    migration_uri=None,
-    peer2peer=True,
-    timeout=None,
-    probe=None,
-    progress_tag=None,
-    **kwargs,
-):
+def migrate(name, target, offline=False, copy_storage=None, migrate_disks=None, unsafe=False, probe=None,
+            progress_tag=None, **kwargs):
     """
     Live-migrate domain ``name`` from this hypervisor to ``target`` (a host name, which becomes
     ``qemu+tls://<target>/system``, or a full libvirt URI). The VM keeps running here if
@@ -1297,45 +1189,11 @@ def migrate(
         salt hypervisor1 virt.migrate centos1 hyper2.example.com
         salt hypervisor1 virt.migrate centos1 qemu+tls://10.0.0.12/system max_bandwidth=100
     """
-    uri = _uri(target)
-    if tunnel is None:
-        tunnel = bool(_config("tunnel", False))
+    options = _options("virt.migrate", kwargs)
     if probe:
         migration.remove_probes(probe.get("dirs"), probe.get("token"))
-
-    def _report(data):
-        __salt__["event.fire_master"](dict(data, name=name, host=__opts__["id"]), progress_tag)
-
-    try:
-        with _connection(kwargs) as conn:
-            try:
-                dconn = virtconn.connect(uri)
-            except VirtError as exc:
-                raise SaltInvocationError(f"cannot migrate {name}: {exc}") from exc
-            try:
-                if migration.host_uuid(dconn) == migration.host_uuid(conn):
-                    raise SaltInvocationError(f"{uri} is this very host ({__opts__['id']}): nothing to migrate")
-                result = migration.migrate(
-                    conn, name, uri, live=live, offline=offline, persistent=persistent,
-                    undefinesource=undefinesource, copy_storage=copy_storage,
-                    migrate_disks=migrate_disks, max_bandwidth=max_bandwidth,
-                    max_downtime=max_downtime, postcopy=postcopy, auto_converge=auto_converge,
-                    compressed=compressed, parallel_connections=parallel_connections,
-                    tunnel=tunnel, tls=tls, unsafe=unsafe, migration_uri=migration_uri,
-                    peer2peer=peer2peer, timeout=timeout, dest_conn=dconn,
-                    progress=_report if progress_tag else None,
-                )
-            finally:
-                dconn.close()
-    except migration.MigrationFailed as exc:
-        state = exc.source_state or {}
-        where = (f"{name} is still {state.get('state')} on {__opts__['id']}" if state.get("defined")
-                 else f"{name} is no longer defined on {__opts__['id']}")
-        raise CommandExecutionError(f"{exc}; {where}") from exc
-    except VirtError as exc:
-        _raise(exc)
-    result["source"] = __opts__["id"]
-    return result
+    return _migration_call(migration_node.push, kwargs, name, target, options, copy_storage=copy_storage,
+                           offline=offline, migrate_disks=migrate_disks, unsafe=unsafe, progress_tag=progress_tag)
 
 
 def migrate_status(name, **kwargs):
@@ -1359,7 +1217,7 @@ def migrate_cleanup(name, token=None, probe=None, remove_domain=False, uuid=None
     Undo or finish a migration on this host.
 
     token
-        Remove the files and directories :func:`migrate_prepare` made under this token
+        Remove the files and directories the migration pre-created under this token
         (never a file a domain here uses). With ``remove_domain=True`` and ``uuid`` first
         destroy and undefine this host's leftover copy of the domain (same UUID only).
         Waits up to ``wait`` seconds for libvirtd if it is restarting.
@@ -1375,42 +1233,6 @@ def migrate_cleanup(name, token=None, probe=None, remove_domain=False, uuid=None
 
         salt hypervisor2 virt.migrate_cleanup centos1 token=3f2a9c remove_domain=True uuid=...
     """
-    result = {"name": name, "host": __opts__["id"]}
-    if probe:
-        result["probes_removed"] = migration.remove_probes(probe.get("dirs"), probe.get("token"))
-    if not token and not stale:
-        return result
-    conn, deadline, error = None, time.monotonic() + float(wait), None
-    while conn is None:
-        try:
-            conn = virtconn.connect(
-                uri=kwargs.get("connection") or _config("connection:uri") or None,
-                username=kwargs.get("username") or _config("connection:auth:username"),
-                password=kwargs.get("password") or _config("connection:auth:password"),
-            )
-        except VirtError as exc:
-            error = str(exc)
-            if time.monotonic() > deadline:
-                break
-            time.sleep(1)
-    try:
-        if token:
-            journal = migration.journal_path(_migration_dir(), token)
-            result.update(migration.cleanup(conn, journal, name=name, uuid=uuid, remove_domain=remove_domain))
-            if conn is None:
-                result["error"] = f"{result.get('error')}: {error}"
-        if stale:
-            if conn is None:
-                result["stale"] = {"removed": [], "kept": list(stale), "error": error}
-            else:
-                vm_dir = os.path.join(_images_dir(), name)
-                if not vmops.exists(conn, name):
-                    # The VM lives elsewhere now: its seed bookkeeping here goes with its disks.
-                    stale = [*stale, *(os.path.join(vm_dir, f) for f in (vsettings.SEED_PUB, vsettings.FIRST_BOOT))]
-                result["stale"] = migration.remove_stale(conn, name, stale, vm_dir)
-    except VirtError as exc:
-        _raise(exc)
-    finally:
-        if conn is not None:
-            conn.close()
-    return result
+    with _salt_errors():
+        return migration_node.cleanup(_settings(), name, token=token, probe=probe, remove_domain=remove_domain,
+                                      uuid=uuid, stale=stale, wait=wait, connect_args=kwargs)

@@ -28,13 +28,7 @@ import secrets
 
 from saltvirt import migration
 from saltvirt.errors import InvalidArgument, VirtError
-
-#: Options passed through to the execution module's ``virt.migrate_in`` (and ``virt.migrate``).
-MODULE_OPTIONS = (
-    "live", "persistent", "undefinesource", "max_bandwidth", "max_downtime", "postcopy",
-    "auto_converge", "compressed", "parallel_connections", "tls", "migration_uri", "peer2peer",
-    "timeout",
-)
+from saltvirt.migration.options import MODULE_OPTIONS
 
 
 class MigrationRefused(VirtError):

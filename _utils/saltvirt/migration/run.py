@@ -20,6 +20,7 @@ from saltvirt.migration.common import (
 from saltvirt.migration.facts import remove_probes
 from saltvirt.migration.flags import plan
 from saltvirt.migration.journal import prepare_disks
+from saltvirt.migration.options import PULL_OPTIONS
 
 
 def _mib(value):
@@ -240,10 +241,6 @@ def _migrated(conn, name, uuid, dest_uri, dest_conn, the_plan, watcher, duration
     return result
 
 
-#: Options of :func:`migrate` that :func:`migrate_in` passes through.
-PULL_OPTIONS = ("live", "persistent", "undefinesource", "max_bandwidth", "max_downtime", "postcopy",
-                "auto_converge", "compressed", "parallel_connections", "tunnel", "tls",
-                "migration_uri", "peer2peer", "timeout")
 
 
 def reach_source(uri):
