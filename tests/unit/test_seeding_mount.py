@@ -8,6 +8,7 @@ import pytest
 
 from saltvirt import seeding
 from saltvirt.errors import InvalidArgument, NotFound
+from saltvirt.seeding import guest
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +95,11 @@ def test_guest_paths_stay_inside_the_image(tmp_path):
     outside.mkdir()
     os.symlink(str(outside), root / "etc" / "salt")  # absolute: must mean <root>/<outside>
     os.symlink("../../../..", root / "up")
-    assert seeding._guest_path(str(root), "/etc/salt/minion") == f"{root}{outside}/minion"
-    assert seeding._guest_path(str(root), "/up/etc") == f"{root}/etc"
+    assert guest._guest_path(str(root), "/etc/salt/minion") == f"{root}{outside}/minion"
+    assert guest._guest_path(str(root), "/up/etc") == f"{root}/etc"
     os.symlink("loop", root / "loop")
     with pytest.raises(seeding.SeedError, match="symbolic links"):
-        seeding._guest_path(str(root), "/loop/x")
+        guest._guest_path(str(root), "/loop/x")
 
 
 def test_write_minion_files(tmp_path, keys):
@@ -131,14 +132,14 @@ def test_find_salt_minion_follows_links_inside(tmp_path):
 
 
 def test_install_argv():
-    assert seeding._install_argv("chroot {root} sh -c 'apt-get install -y salt-minion'", "/mnt/x", "vm1", "/d.img") == [
+    assert guest._install_argv("chroot {root} sh -c 'apt-get install -y salt-minion'", "/mnt/x", "vm1", "/d.img") == [
         "chroot", "/mnt/x", "sh", "-c", "apt-get install -y salt-minion"]
-    assert seeding._install_argv(["cp", "-a", "/srv/onedir/.", "{root}/opt"], "/r", "vm", "/i") == [
+    assert guest._install_argv(["cp", "-a", "/srv/onedir/.", "{root}/opt"], "/r", "vm", "/i") == [
         "cp", "-a", "/srv/onedir/.", "/r/opt"]
     with pytest.raises(InvalidArgument):
-        seeding._install_argv("", "/r", "vm", "/i")
+        guest._install_argv("", "/r", "vm", "/i")
     with pytest.raises(InvalidArgument):
-        seeding._install_argv({"cmd": 1}, "/r", "vm", "/i")
+        guest._install_argv({"cmd": 1}, "/r", "vm", "/i")
 
 
 def test_seed_image_checks_arguments_before_mounting(tmp_path, keys):
