@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from saltvirt import cmd, pki, trust
 from saltvirt.errors import CommandFailed, InvalidArgument, VirtError
+from saltvirt.pki import files as pki_files
 from saltvirt.pki import tlsfiles
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -120,7 +121,7 @@ def test_ca_dir_unreadable_for_the_master_user(tmp_path, monkeypatch):
     ca_dir = tmp_path / "ca"
     ca_dir.mkdir(mode=0o700)
     # Tests run as root, which os.access never denies: pretend to be another user.
-    monkeypatch.setattr(pki.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(pki_files.os, "access", lambda path, mode: False)
     with pytest.raises(VirtError, match="cannot read and write"):
         pki.CertificateAuthority(str(ca_dir), key_type="ec").ensure()
 
