@@ -24,7 +24,6 @@ Configuration (all optional)::
 """
 
 import logging
-import os
 import sys
 
 import salt.utils.path
@@ -36,8 +35,7 @@ if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
     sys.modules["saltvirt"].unload_if_stale()
 
 try:
-    from saltvirt import hypervisor as hvtype
-    from saltvirt import seeding
+    from saltvirt import seeding, settings
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
 
     HAS_SALTVIRT = True
@@ -64,20 +62,16 @@ def __virtual__():
     return __virtualname__
 
 
-def _config(key, default=None):
-    return __salt__["config.get"](f"virt:guestfs:{key}", default)
+def _settings():
+    return settings.from_salt(__salt__["config.get"], __opts__, __grains__, __salt__)
 
 
 def _env():
-    force = _config("force_tcg", "auto")
-    if isinstance(force, str) and force.lower() == "auto":
-        cache = os.path.join(__opts__["cachedir"], "saltvirt", "kvm-probe.json")
-        force = not hvtype.kvm_status(cache)[0]
-    return seeding.libguestfs_env(bool(force))
+    return _settings().guestfs_env()
 
 
 def _state_dir():
-    return _config("state_dir", seeding.STATE_DIR) or seeding.STATE_DIR
+    return _settings().guestfs_state_dir
 
 
 def _raise(exc):
@@ -113,7 +107,7 @@ def mount(location, access="rw", root=None, device=None, image_format=None, time
     try:
         record = seeding.guest_mount(
             location, root, device=device, fmt=image_format, readonly=access == "ro",
-            env=_env(), timeout=int(timeout or _config("timeout", 600)), state_dir=_state_dir(),
+            env=_env(), timeout=int(timeout or _settings().get("guestfs:timeout", 600)), state_dir=_state_dir(),
         )
     except VirtError as exc:
         _raise(exc)

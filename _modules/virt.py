@@ -43,7 +43,6 @@ try:
     from saltvirt import connection as virtconn
     from saltvirt import console as vconsole
     from saltvirt import errors as verrors
-    from saltvirt import hypervisor as hvtype
     from saltvirt import settings as vsettings
     from saltvirt.domain import snapshots, vmops
     from saltvirt.domain import update as vupdate
@@ -962,7 +961,7 @@ def capabilities(**kwargs):
         salt hypervisor1 virt.capabilities
     """
     xml = _with_conn(kwargs, lambda conn: conn.getCapabilities())
-    works, reason = hvtype.kvm_status(os.path.join(__opts__["cachedir"], "saltvirt", "kvm-probe.json"))
+    works, reason = _settings().kvm_works()
     return {"xml": xml, "kvm_works": works, "kvm_reason": reason}
 
 

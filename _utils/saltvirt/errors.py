@@ -15,6 +15,11 @@ PACKAGES = {
 }
 
 
+def libvirt_message(exc):
+    """The message of a libvirt error (or of any exception)."""
+    return exc.get_error_message() if hasattr(exc, "get_error_message") else str(exc)
+
+
 def install_hint(package):
     """How to install ``package`` into the Python that this process (Salt) runs on.
 

@@ -2,7 +2,9 @@
 
 import contextlib
 import fcntl
+import json
 import os
+import secrets
 import time
 
 
@@ -13,9 +15,7 @@ def write_atomic(path, data, mode=0o600, gid=None):
     readable by others, not even for a moment; symlinks at the temporary name are not followed.
     Raises ``OSError`` (the temporary file is removed).
     """
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # left over by a crashed writer that had the same pid
+    tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"  # unique: threads write too
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
@@ -31,6 +31,11 @@ def write_atomic(path, data, mode=0o600, gid=None):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path, data, mode=0o600):
+    """:func:`write_atomic` of ``data`` as JSON."""
+    write_atomic(path, json.dumps(data).encode(), mode)
 
 
 @contextlib.contextmanager

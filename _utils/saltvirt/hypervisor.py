@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 
+from saltvirt import fileio
 from saltvirt.errors import InvalidArgument
 
 TYPES = ("kvm", "qemu")
@@ -100,10 +101,7 @@ def kvm_status(cache_path=None, max_age=86400):
     works, reason = probe("kvm")
     if cache_path:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        tmp = f"{cache_path}.{os.getpid()}"
-        with open(tmp, "w") as fh:
-            json.dump({"works": works, "reason": reason, "time": time.time()}, fh)
-        os.replace(tmp, cache_path)
+        fileio.write_json(cache_path, {"works": works, "reason": reason, "time": time.time()}, 0o644)
     return works, reason
 
 

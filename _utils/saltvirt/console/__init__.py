@@ -32,6 +32,7 @@ import sys
 import time
 import urllib.parse
 
+from saltvirt import fileio
 from saltvirt.domain import model as dommod
 from saltvirt.errors import InvalidArgument, VirtError
 
@@ -201,16 +202,7 @@ class TokenStore:
             "issued": now,
             "expires": now + ttl,
         }
-        path = self._path(token)
-        tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(record, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        fileio.write_json(self._path(token), record)
         return token, record["expires"]
 
     def consume(self, token, now=None):
@@ -492,10 +484,7 @@ class Proxy:
             )
         state = {"pid": proc.pid, "argv": argv, "listen": self.listen, "port": self.port,
                  "started": iso_time(time.time())}
-        tmp = f"{self.state_file}.tmp-{os.getpid()}"
-        with open(tmp, "w") as fh:
-            json.dump(state, fh)
-        os.replace(tmp, self.state_file)
+        fileio.write_json(self.state_file, state)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -12,8 +12,8 @@ import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from saltvirt.domain import xmlview
 from saltvirt.errors import InvalidArgument
-from saltvirt.units import parse_size
 
 NAME_MAX = 64
 NAME_CHARS = "A-Za-z0-9_.+-"
@@ -107,19 +107,9 @@ def _int(value, default=None):
         return default
 
 
-def _text(parent, path, default=None):
-    elem = parent.find(path) if parent is not None else None
-    return elem.text.strip() if elem is not None and elem.text else default
-
-
 def _attr(parent, path, name, default=None):
     elem = parent.find(path) if parent is not None else None
     return elem.get(name, default) if elem is not None else default
-
-
-def _kib(elem):
-    # <memory unit=...> may use any libvirt unit; live XML says KiB but hand-written XML need not.
-    return None if elem is None else parse_size(elem.text.strip(), elem.get("unit", "KiB")) // 1024
 
 
 @dataclass
@@ -185,28 +175,14 @@ class Disk:
             _sub(disk, "boot", order=self.boot_order)
 
     @classmethod
-    def from_element(cls, elem):
-        target = _attr(elem, "target", "dev")
-        if not target:
+    def from_view(cls, disk):
+        """From a :class:`~saltvirt.domain.xmlview.DiskXml`; None for a disk without a target."""
+        if not disk.target:
             return None
-        backing, store = [], elem.find("backingStore")
-        # Live XML nests the chain, newest first; an empty <backingStore/> ends it.
-        while store is not None and store.find("source") is not None:
-            src = store.find("source")
-            backing.append(src.get("file") or src.get("dev") or src.get("name"))
-            store = store.find("backingStore")
         return cls(
-            target=target,
-            source=_attr(elem, "source", "file"),
-            source_dev=_attr(elem, "source", "dev"),
-            type=elem.get("type", "file"),
-            device=elem.get("device", "disk"),
-            format=_attr(elem, "driver", "type", "raw"),
-            bus=_attr(elem, "target", "bus"),
-            readonly=elem.find("readonly") is not None,
-            cache=_attr(elem, "driver", "cache"),
-            backing=backing,
-            boot_order=_int(_attr(elem, "boot", "order")),
+            target=disk.target, source=disk.source_file, source_dev=disk.source_dev, type=disk.type,
+            device=disk.device, format=disk.format or "raw", bus=disk.bus, readonly=disk.readonly,
+            cache=disk.cache, backing=disk.backing, boot_order=disk.boot_order,
         )
 
 
@@ -249,15 +225,10 @@ class Interface:
         _sub(nic, "model", type=self.model)
 
     @classmethod
-    def from_element(cls, elem):
-        kind = elem.get("type")
+    def from_view(cls, nic):
         return cls(
-            type=kind,
-            source=_attr(elem, "source", _NIC_SOURCE_ATTR.get(kind, "")),
-            mac=_attr(elem, "mac", "address") or random_mac(),
-            model=_attr(elem, "model", "type"),
-            mode=_attr(elem, "source", "mode") if kind == "direct" else None,
-            target=_attr(elem, "target", "dev"),
+            type=nic.type, source=nic.source, mac=nic.mac or random_mac(), model=nic.model,
+            mode=_attr(nic.element, "source", "mode") if nic.type == "direct" else None, target=nic.target,
         )
 
 
@@ -298,16 +269,13 @@ class Graphics:
             _sub(gfx, "listen", type="address", address=self.listen)
 
     @classmethod
-    def from_element(cls, elem):
-        autoport = elem.get("autoport")
+    def from_view(cls, gfx):
+        elem = gfx.element
         return cls(
-            type=elem.get("type"),
-            listen=elem.get("listen") or _attr(elem, "listen", "address"),
-            port=_int(elem.get("port"), -1),
-            autoport=None if autoport is None else autoport == "yes",
+            type=gfx.type, listen=gfx.listen, port=gfx.port if gfx.port is not None else -1,
+            autoport=None if elem.get("autoport") is None else gfx.autoport,
             # Only in VIR_DOMAIN_XML_SECURE output; otherwise libvirt hides it.
-            password=elem.get("passwd"),
-            websocket=_int(elem.get("websocket")),
+            password=gfx.passwd, websocket=_int(elem.get("websocket")),
         )
 
 
@@ -332,8 +300,9 @@ class Serial:
         _sub(serial, "target", port=self.port)
 
     @classmethod
-    def from_element(cls, elem):
-        return cls(port=_int(_attr(elem, "target", "port"), 0), log=_attr(elem, "log", "file"),
+    def from_view(cls, serial):
+        elem = serial.element
+        return cls(port=_int(_attr(elem, "target", "port"), 0), log=serial.log,
                    tty=_attr(elem, "source", "path") or elem.get("tty"))
 
 
@@ -460,50 +429,22 @@ class Domain:
 
     @classmethod
     def from_xml(cls, xml):
-        """Parse defined or live domain XML; elements and devices not modelled here are ignored."""
-        try:
-            root = ET.fromstring(xml)  # noqa: S314  (libvirt's XML or ours; no external entities)
-        except ET.ParseError as exc:
-            raise InvalidArgument(f"not valid domain XML: {exc}") from None
-        _require(root.tag == "domain" and _text(root, "name"),
-                 f"not domain XML: <{root.tag}> root without a <name>")
-        os_el = root.find("os")
-        features = root.find("features")
-        cpu_model = _text(root, "cpu/model")
-        devices = root.find("devices")
-        devices = devices if devices is not None else ET.Element("devices")
+        """Parse defined or live domain XML (through :class:`~saltvirt.domain.xmlview.DomainXml`);
+        elements and devices not modelled here are ignored."""
+        view = xmlview.DomainXml.parse(xml)
         return cls(
-            name=_text(root, "name"),
-            uuid=_text(root, "uuid"),
-            type=root.get("type"),
-            memory=_kib(root.find("memory")) or 0,
-            current_memory=_kib(root.find("currentMemory")),
-            vcpus=_int(_text(root, "vcpu"), 1),
-            os_type=_text(os_el, "type", "hvm"),
-            arch=_attr(os_el, "type", "arch"),
-            machine=_attr(os_el, "type", "machine"),
-            boot=[b.get("dev") for b in os_el.findall("boot")] if os_el is not None else [],
-            kernel=_text(os_el, "kernel"),
-            initrd=_text(os_el, "initrd"),
-            cmdline=_text(os_el, "cmdline"),
-            # Only plain flags like <acpi/>; features with settings are not modelled.
-            features=[f.tag for f in (features if features is not None else ())
-                      if not f.attrib and not len(f)],
-            # A <cpu> without mode but with a model is libvirt's implicit 'custom'.
-            cpu_mode=_attr(root, "cpu", "mode", "custom" if cpu_model else None),
-            cpu_model=cpu_model,
-            on_poweroff=_text(root, "on_poweroff", "destroy"),
-            on_reboot=_text(root, "on_reboot", "restart"),
-            on_crash=_text(root, "on_crash", "destroy"),
-            emulator=_text(devices, "emulator"),
-            disks=[d for d in map(Disk.from_element, devices.findall("disk")) if d],
-            interfaces=[Interface.from_element(e) for e in devices.findall("interface")],
-            graphics=[Graphics.from_element(e) for e in devices.findall("graphics")
-                      if e.get("type") in ("vnc", "spice")],
-            serials=[Serial.from_element(e) for e in devices.findall("serial")
-                     if e.get("type") == "pty"],
-            memballoon=_attr(devices, "memballoon", "model", "none") != "none",
-            rng=devices.find("rng") is not None,
+            name=view.name, uuid=view.uuid, type=view.type, memory=view.memory or 0,
+            current_memory=view.current_memory, vcpus=view.vcpus, os_type=view.os_type, arch=view.arch,
+            machine=view.machine, boot=view.boot, kernel=view.kernel, initrd=view.initrd, cmdline=view.cmdline,
+            features=view.features, cpu_mode=view.cpu_mode, cpu_model=view.cpu_model,
+            on_poweroff=view.on_poweroff, on_reboot=view.on_reboot, on_crash=view.on_crash,
+            emulator=view.emulator,
+            disks=[d for d in map(Disk.from_view, view.disks) if d],
+            interfaces=[Interface.from_view(n) for n in view.interfaces],
+            graphics=[Graphics.from_view(g) for g in view.graphics if g.type in ("vnc", "spice")],
+            serials=[Serial.from_view(s) for s in view.serials if s.type == "pty"],
+            memballoon=_attr(view.find("devices"), "memballoon", "model", "none") != "none",
+            rng=bool(view.device_elements("rng")),
         )
 
     def to_info(self):

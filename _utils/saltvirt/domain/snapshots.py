@@ -4,6 +4,7 @@ import re
 import time
 import xml.etree.ElementTree as ET
 
+from saltvirt.domain import xmlview
 from saltvirt.errors import InvalidArgument, VirtError
 
 try:
@@ -24,8 +25,7 @@ def names(dom):
 
 
 def _created(snap):
-    root = ET.fromstring(snap.getXMLDesc(0))  # noqa: S314  (libvirt's own XML; no external entities)
-    return int(root.findtext("creationTime") or 0), snap.getName()
+    return int(xmlview.parse(snap.getXMLDesc(0)).findtext("creationTime") or 0), snap.getName()
 
 
 def default_name(domain, suffix=None, now=None):

@@ -41,7 +41,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from saltvirt.domain import model as dommod
+from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import InvalidArgument, VirtError
+from saltvirt.errors import libvirt_message as _err
 from saltvirt.storage import paths
 
 try:
@@ -373,10 +375,6 @@ def _flags(when):
     return flags
 
 
-def _err(exc):
-    return exc.get_error_message() if hasattr(exc, "get_error_message") else str(exc)
-
-
 def _device_xml(device):
     holder = ET.Element("devices")
     device.to_element(holder)
@@ -435,17 +433,14 @@ def _apply_graphics(conn, dom, change):
             change.when = NEXT_BOOT
     # libvirt cannot attach or detach graphics, not even in the definition: redefine it.
     flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
-    root = ET.fromstring(dom.XMLDesc(flags))  # noqa: S314  (libvirt's own XML; no external entities)
-    devices = root.find("devices")
-    if devices is None:
-        devices = ET.SubElement(root, "devices")
-    for elem in list(devices.findall("graphics")):
-        if elem.get("type") in ("vnc", "spice"):
-            devices.remove(elem)
+    view = DomainXml.parse(dom.XMLDesc(flags))
+    for old in view.graphics:
+        if old.type in ("vnc", "spice"):
+            view.remove_device(old)
     for gfx in change.device:
         gfx.check()
-        gfx.to_element(devices)
-    conn.defineXML(ET.tostring(root, encoding="unicode"))
+        gfx.to_element(view.make("devices"))
+    conn.defineXML(view.to_xml())
 
 
 def apply(conn, dom, changes, build_disk=None):

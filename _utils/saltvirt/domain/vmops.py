@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET  # noqa: S405 (libvirt's own XML)
 
 from saltvirt.domain import model as dommod
 from saltvirt.errors import InvalidArgument, NotFound, VirtError
+from saltvirt.errors import libvirt_message as _err
 from saltvirt.storage import images
 
 try:
@@ -25,10 +26,6 @@ STATES = {
     6: "crashed",
     7: "pmsuspended",
 }
-
-
-def _err(exc):
-    return exc.get_error_message() if hasattr(exc, "get_error_message") else str(exc)
 
 
 def lookup(conn, name):

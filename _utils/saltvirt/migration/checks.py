@@ -4,8 +4,8 @@ import os
 import socket
 
 from saltvirt.domain import vmops
-from saltvirt.errors import VirtError
-from saltvirt.migration.common import MIB, PROBE_PREFIX, error_message, libvirt, parse_xml
+from saltvirt.errors import VirtError, libvirt_message
+from saltvirt.migration.common import MIB, PROBE_PREFIX, libvirt, parse_xml
 from saltvirt.migration.facts import host_caps
 from saltvirt.migration.storage import storage_plan
 from saltvirt.storage import images
@@ -175,7 +175,7 @@ def _check_cpu(conn, facts, checks):
         else:
             _check(checks, "cpu", True, "guest uses the hypervisor's default CPU")
     except libvirt.libvirtError as exc:
-        _check(checks, "cpu", False, f"CPU comparison failed: {error_message(exc)}")
+        _check(checks, "cpu", False, f"CPU comparison failed: {libvirt_message(exc)}")
 
 
 def _check_machine(conn, facts, checks):

@@ -40,11 +40,6 @@ class MigrationFailed(VirtError):
         super().__init__(message)
 
 
-def error_message(exc):
-    """The message of a libvirt error (or of any exception)."""
-    return exc.get_error_message() if hasattr(exc, "get_error_message") else str(exc)
-
-
 def parse_xml(xml):
     return ET.fromstring(xml)  # noqa: S314  (libvirt's own XML; no external entities)
 

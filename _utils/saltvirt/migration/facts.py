@@ -6,6 +6,7 @@ import secrets
 import xml.etree.ElementTree as ET
 
 from saltvirt.domain import vmops
+from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.migration.common import PROBE_PREFIX, is_token, parse_xml
 from saltvirt.storage import images
@@ -23,26 +24,20 @@ def dest_uri(target, transport="tls"):
     return f"qemu+{transport}://{target}/system"
 
 
-def _disk_elements(root):
-    for elem in root.findall("./devices/disk"):
-        target = elem.find("target")
-        if target is None:
+def _disk_facts(view):
+    for disk in view.disks:
+        if not disk.target:
             continue
-        src = elem.find("source")
-        kind = elem.get("type", "file")
-        path = None
-        if src is not None:
-            path = src.get("file") if kind == "file" else src.get("dev") if kind == "block" else src.get("name")
-        driver = elem.find("driver")
+        kind = disk.type
         yield {
-            "target": target.get("dev"),
+            "target": disk.target,
             "type": kind,
-            "device": elem.get("device", "disk"),
-            "path": path,
-            "format": driver.get("type", "raw") if driver is not None else "raw",
-            "readonly": elem.find("readonly") is not None,
-            "shareable": elem.find("shareable") is not None,
-            "cache": driver.get("cache") if driver is not None else None,
+            "device": disk.device,
+            "path": disk.source_file if kind == "file" else disk.source_dev if kind == "block" else disk.source_name,
+            "format": disk.format or "raw",
+            "readonly": disk.readonly,
+            "shareable": disk.shareable,
+            "cache": disk.cache,
         }
 
 
@@ -116,11 +111,10 @@ def remove_probes(dirs, token):
     return removed
 
 
-def _nic(elem):
-    src = elem.find("source")
+def _nic(nic):
+    src = nic.find("source")
     attrs = src.attrib if src is not None else {}
-    source = attrs.get("bridge") or attrs.get("network") or attrs.get("dev")
-    return {"type": elem.get("type"), "source": source}
+    return {"type": nic.type, "source": attrs.get("bridge") or attrs.get("network") or attrs.get("dev")}
 
 
 def host_caps(conn):
@@ -143,9 +137,8 @@ def source_facts(conn, name, probe=True):
     them with :func:`remove_probes` once the target has looked.
     """
     dom = vmops.lookup(conn, name)
-    root = parse_xml(dom.XMLDesc(0))
-    ostype = root.find("./os/type")
-    cpu = root.find("cpu")
+    view = DomainXml.parse(dom.XMLDesc(0))
+    cpu = view.find("cpu")
     state, reason = dom.state()
     facts = {
         "name": name,
@@ -154,23 +147,21 @@ def source_facts(conn, name, probe=True):
         "reason": reason,
         "active": bool(dom.isActive()),
         "persistent": bool(dom.isPersistent()),
-        "type": root.get("type"),
-        "arch": ostype.get("arch") if ostype is not None else None,
-        "machine": ostype.get("machine") if ostype is not None else None,
-        "emulator": (root.findtext("./devices/emulator") or "").strip() or None,
+        "type": view.type,
+        "arch": view.arch,
+        "machine": view.machine,
+        "emulator": view.emulator,
         "vcpus": int(dom.info()[3]),
         "memory_mib": int(dom.maxMemory()) // 1024,
-        "cpu_mode": (
-            (cpu.get("mode") or ("custom" if cpu.find("model") is not None else None)) if cpu is not None else None
-        ),
+        "cpu_mode": view.cpu_mode,
         "cpu_xml": ET.tostring(cpu, encoding="unicode") if cpu is not None else None,
-        "interfaces": [_nic(elem) for elem in root.findall("./devices/interface")],
-        "hostdevs": len(root.findall("./devices/hostdev")),
+        "interfaces": [_nic(nic) for nic in view.interfaces],
+        "hostdevs": len(view.device_elements("hostdev")),
         "disks": [],
     }
     facts.update(host_caps(conn))
     facts["hostname"] = conn.getHostname()
-    for disk in _disk_elements(root):
+    for disk in _disk_facts(view):
         if disk["type"] == "file" and disk["path"]:
             _disk_details(disk)
         facts["disks"].append(disk)

@@ -13,14 +13,13 @@ import xml.etree.ElementTree as ET
 
 from saltvirt import fileio
 from saltvirt.domain import vmops
-from saltvirt.errors import InvalidArgument, VirtError
+from saltvirt.domain.xmlview import DomainXml
+from saltvirt.errors import InvalidArgument, VirtError, libvirt_message
 from saltvirt.migration.common import (
     PAUSED_POSTCOPY,
     PAUSED_POSTCOPY_FAILED,
-    error_message,
     is_token,
     libvirt,
-    parse_xml,
 )
 from saltvirt.storage import images
 
@@ -127,7 +126,7 @@ def fetch_file(source_conn, remote_path, dest, mode=0o600):
 
         images._build(dest, steps, mode)  # pylint: disable=protected-access
     except libvirt.libvirtError as exc:
-        raise VirtError(f"cannot download {remote_path} from the source: {error_message(exc)}") from exc
+        raise VirtError(f"cannot download {remote_path} from the source: {libvirt_message(exc)}") from exc
     finally:
         if transient and pool is not None:
             with contextlib.suppress(libvirt.libvirtError):
@@ -168,12 +167,9 @@ def files_in_use(conn, skip_uuid=None):
             continue
         for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
             try:
-                root = parse_xml(dom.XMLDesc(flags))
+                used |= DomainXml.parse(dom.XMLDesc(flags)).files()
             except libvirt.libvirtError:
                 continue
-            for src in root.iter("source"):
-                if src.get("file"):
-                    used.add(os.path.realpath(src.get("file")))
     return used
 
 

@@ -7,13 +7,12 @@ import time
 
 from saltvirt import connection
 from saltvirt.domain import vmops
-from saltvirt.errors import InvalidArgument, NotFound, VirtError
+from saltvirt.errors import InvalidArgument, NotFound, VirtError, libvirt_message
 from saltvirt.migration.checks import preflight
 from saltvirt.migration.common import (
     MIB,
     RUNNING_MIGRATED,
     MigrationFailed,
-    error_message,
     libvirt,
     positive_int,
 )
@@ -182,13 +181,13 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
         try:
             dom.migrateSetMaxDowntime(positive_int(max_downtime, "max_downtime (ms)"), 0)
         except libvirt.libvirtError as exc:
-            raise VirtError(f"cannot set the maximum downtime of {name}: {error_message(exc)}") from exc
+            raise VirtError(f"cannot set the maximum downtime of {name}: {libvirt_message(exc)}") from exc
     watcher = _Watcher(dom, progress, timeout, postcopy)
     started = time.monotonic()
     outcome = _run_job(dom, the_plan, dest_uri, dest_conn, watcher if active else None, interval)
     exc = outcome.get("error")
     if isinstance(exc, libvirt.libvirtError):
-        message = error_message(exc)
+        message = libvirt_message(exc)
         if watcher.aborted:
             message = f"aborted: {watcher.aborted} ({message})"
         raise MigrationFailed(

@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 
@@ -91,17 +90,7 @@ class Reservations:
         return [e for e in entries if isinstance(e, dict)]
 
     def _write(self, entries: list[dict]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".reservations.", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"version": FORMAT_VERSION, "reservations": entries}, fh, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        fileio.write_json(self.path, {"version": FORMAT_VERSION, "reservations": entries})
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[list[dict]]:
