@@ -22,6 +22,7 @@ if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
 import saltvirt.coexist  # noqa: E402  (after the check above)
 import saltvirt.pki.tlsfiles  # noqa: E402
 from saltvirt.errors import VirtError  # noqa: E402
+from saltvirt.provision.spec import VmSpec  # noqa: E402
 
 __virtualname__ = "virt"
 
@@ -155,6 +156,12 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
     conn = _conn_args(kwargs)
     test = _test()
     notes = []
+    try:
+        # Unknown arguments are refused before anything is asked of the hypervisor (test=True too).
+        VmSpec.from_kwargs(f"VM {name}", name=name, cpu=cpu or 1, mem=mem or 1, **kwargs)
+    except VirtError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
     try:
         exists = name in __salt__["virt.list_domains"](**conn)
         if not exists:

@@ -40,3 +40,13 @@ def test_a_console_password_shows_as_set_only():
     module, _calls = state_module({"graphics": [{"type": "vnc", "password_set": False}]})
     ret = module.running("web1", cpu=1, mem=512, image="salt://centos.qcow2", enable_vnc=True)
     assert "vnc_password" not in ret["changes"]
+
+
+def test_unknown_arguments_are_refused_by_name_even_with_test_true():
+    module, calls = state_module({"graphics": []})
+    module.__opts__["test"] = True
+    ret = module.defined("web1", cpu=1, mem=512, image="salt://centos.qcow2", disk_profil="small")
+    assert ret["result"] is False and "unknown argument(s) disk_profil (did you mean disk_profile?)" in ret["comment"]
+    assert ret["changes"] == {} and calls == []
+    ret = module.defined("web1", cpu=1, mem=512, image="salt://centos.qcow2", disk_profile="small")
+    assert ret["result"] is None and ret["changes"] == {"definition": True}  # the legitimate path

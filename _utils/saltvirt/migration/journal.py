@@ -26,7 +26,7 @@ from saltvirt.storage import images
 
 def _journal_write(path, data):
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fileio.write_atomic(path, json.dumps(data).encode())
+    fileio.write_json(path, data)
 
 
 def journal_path(directory, token):

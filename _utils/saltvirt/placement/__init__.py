@@ -571,6 +571,17 @@ def _evaluate(host: HostState, request: Request, policy: Policy, reservations):
     return reasons, limits, fit
 
 
+def coerce(request, policy=None):
+    """``(Request, Policy)`` from objects or mappings (``policy`` None: the defaults)."""
+    if not isinstance(request, Request):
+        request = Request.from_dict(request)
+    if policy is None:
+        policy = Policy()
+    elif not isinstance(policy, Policy):
+        policy = Policy.from_dict(policy)
+    return request, policy
+
+
 def place(hosts, request, policy: Policy | None = None) -> Placement:
     """Pick a hypervisor for ``request`` among ``hosts``.
 
@@ -581,13 +592,7 @@ def place(hosts, request, policy: Policy | None = None) -> Placement:
     Returns a :class:`Placement`; ``placement.host`` is None when nothing fits (call
     ``placement.require()`` to raise :class:`NoHostFits` instead).
     """
-    if not isinstance(request, Request):
-        request = Request.from_dict(request)
-    if policy is None:
-        policy = Policy()
-    elif not isinstance(policy, Policy):
-        policy = Policy.from_dict(policy)
-
+    request, policy = coerce(request, policy)
     states, bad = _coerce_hosts(hosts)
     excluded: dict[str, str] = {hid: reason for hid, (_, reason) in bad.items()}
     limits: dict[str, tuple[str, ...]] = {hid: (limit,) for hid, (limit, _) in bad.items()}

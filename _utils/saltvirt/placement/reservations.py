@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 
 from saltvirt import fileio
 from saltvirt.errors import InvalidArgument, VirtError
-from saltvirt.placement import Placement, Policy, Request, place
+from saltvirt.placement import Placement, Policy, coerce, place
 
 DEFAULT_TTL = 15 * 60
 DEFAULT_LINGER = 120
@@ -194,12 +194,7 @@ class Reservations:
         Raises :class:`~saltvirt.placement.NoHostFits` when nothing fits (nothing is recorded),
         :class:`InvalidArgument` if the VM name already has a live reservation.
         """
-        if not isinstance(request, Request):
-            request = Request.from_dict(request)
-        if policy is None:
-            policy = Policy()
-        elif not isinstance(policy, Policy):
-            policy = Policy.from_dict(policy)
+        request, policy = coerce(request, policy)
         with self.locked() as live:
             now = self.clock()
             _refuse_duplicate(live, request.name, now)

@@ -170,7 +170,7 @@ def guest_mount(image, mountpoint=None, *, device=None, fmt=None, readonly=False
         "format": fmt, "pid": pid, "readonly": bool(readonly), "created_mountpoint": created,
         "seconds": round(time.monotonic() - started, 3),
     }
-    fileio.write_atomic(record_path, json.dumps(record).encode())
+    fileio.write_json(record_path, record)
     return record
 
 
