@@ -128,13 +128,6 @@ def _failed_if(result):
     return result
 
 
-def _fanout(fun, host=None, timeout=None):
-    fleet = _fleet()
-    if host:
-        return fleet.on(host, fun, timeout=timeout)
-    return fleet.fanout(fun, timeout=timeout)
-
-
 def _vm_call(name, fun, host=None, **kwarg):
     return _fleet().vm_call(name, fun, host=host, **kwarg)
 
@@ -194,7 +187,7 @@ def list_(host=None, quiet=False, timeout=None):
         salt-run virt.list
         salt-run virt.list timeout=5
     """
-    answers, errors = _fanout("virt.vm_state", host, timeout)
+    answers, errors = _fleet().vm_states(host, timeout)
     data = {}
     for minion, states in answers.items():
         grouped = {}
@@ -452,6 +445,7 @@ def purge(name, delete_key=True, host=None):
     """
     fleet = _fleet()
     result = fleet.vm_call(name, "virt.purge", host=host)
+    fleet.locations.forget(name)
     result["key_deleted"] = _provisioner(fleet).forget(name, delete_key=delete_key)
     return result
 

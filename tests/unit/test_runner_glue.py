@@ -7,7 +7,7 @@ import os
 import pytest
 
 from saltvirt.errors import InvalidArgument
-from saltvirt.fleet import hosts
+from saltvirt.fleet import hosts, locations
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -88,3 +88,57 @@ def test_vm_commands_call_the_vms_hypervisor_only(runner, monkeypatch):
     assert sent == [("hypervisor1", "virt.stop", ["web1"], {"timeout": 5})]
     ret = runner.start("web9")
     assert ret["result"] is False and "no VM named web9 on any hypervisor" in ret["error"]
+
+
+def _cached_fleet(runner, tmp_path, states):
+    fleet = _Fleet(runner, {"virt.vm_state": (states, {})})
+    fleet.locations = locations.Locations(str(tmp_path / "vm-locations.json"))
+    sent = []
+
+    def on(host, fun, arg=(), kwarg=None, timeout=None):
+        sent.append((host, fun))
+        if arg and arg[0] in states.get(host, {}):
+            return {host: {"name": arg[0], "done": True}}, {}
+        return {}, {host: f"Passed invalid arguments: no domain named {arg[0]!r} on this host"}
+
+    fleet.on = on
+    return fleet, sent
+
+
+def test_a_vm_command_is_one_round_trip_when_the_location_is_known(runner, tmp_path, monkeypatch):
+    fleet, sent = _cached_fleet(runner, tmp_path, {"hypervisor1": {"web1": "running"}, "hypervisor2": {}})
+    monkeypatch.setattr(runner, "_fleet", lambda: fleet)
+    assert runner.list_()["hypervisor1"] == {"running": ["web1"]}  # a listing records locations
+    fleet.calls.clear()
+    assert runner.stop("web1")["host"] == "hypervisor1"
+    assert fleet.calls == [] and sent == [("hypervisor1", "virt.stop")]  # no search: one call
+
+
+def test_a_stale_location_falls_back_to_the_search(runner, tmp_path, monkeypatch):
+    fleet, sent = _cached_fleet(runner, tmp_path, {"hypervisor1": {}, "hypervisor2": {"web1": "running"}})
+    fleet.locations.set("web1", "hypervisor1")  # it moved behind the master's back
+    monkeypatch.setattr(runner, "_fleet", lambda: fleet)
+    assert runner.stop("web1")["host"] == "hypervisor2"
+    assert sent == [("hypervisor1", "virt.stop"), ("hypervisor2", "virt.stop")]
+    assert fleet.calls == ["virt.vm_state"] and fleet.locations.get("web1") == "hypervisor2"
+
+
+def test_a_name_on_two_hypervisors_is_never_acted_on(runner, tmp_path, monkeypatch):
+    states = {"hypervisor1": {"web1": "running"}, "hypervisor2": {"web1": "shutoff"}}
+    fleet, sent = _cached_fleet(runner, tmp_path, states)
+    monkeypatch.setattr(runner, "_fleet", lambda: fleet)
+    runner.list_()
+    assert fleet.locations.get("web1") is None  # ambiguous: not cached
+    ret = runner.force_off("web1")
+    assert ret["result"] is False and "defined on several hypervisors" in ret["error"] and sent == []
+    runner.force_off("web1", host="hypervisor2")  # naming the host is the way
+    assert sent == [("hypervisor2", "virt.force_off")]
+
+
+def test_locations_forget_what_an_answering_hypervisor_no_longer_has(tmp_path):
+    where = locations.Locations(str(tmp_path / "l.json"))
+    where.saw({"hv1": ["a", "b"], "hv2": ["c"]}, complete=True)
+    where.saw({"hv1": ["a"]}, complete=False)  # hv2 did not answer: c stays
+    assert (where.get("a"), where.get("b"), where.get("c")) == ("hv1", None, "hv2")
+    where.saw({"hv1": ["a"]}, complete=True)
+    assert where.get("c") is None

@@ -6,10 +6,12 @@ builds them from the master's opts), so the logic here is testable with fakes.
 
 import contextlib
 import logging
+import os
 import time
 
 from saltvirt import placement, trust
 from saltvirt.errors import InvalidArgument, NotFound, VirtError
+from saltvirt.fleet.locations import Locations
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +29,9 @@ def conf(opts, key, default=None):
 class Fleet:
     """The hypervisors named by ``virt:hypervisors``, reached through one Salt client."""
 
-    def __init__(self, opts, client_factory, check_minions, master_event=None, progress=None):
+    def __init__(self, opts, client_factory, check_minions, master_event=None, progress=None, locations=None):
         self.opts = opts
+        self.locations = locations
         self._client_factory = client_factory
         self._client = None
         self._check_minions = check_minions
@@ -109,16 +112,28 @@ class Fleet:
     def status(self, name, hosts):
         return self.fanout("virt.migrate_status", arg=[name], tgt=list(hosts), tgt_type="list", timeout=30)
 
-    def full_info(self, host=None):
-        if host:
-            return self.on(host, "virt.full_info")
-        return self.fanout("virt.full_info")
-
     # -------------------------------------------------------------- VMs
+
+    def seen(self, vms_by_host, errors):
+        """Record where a fan-out saw VMs (:mod:`saltvirt.fleet.locations`)."""
+        if self.locations is not None:
+            self.locations.saw(vms_by_host, complete=not errors)
+
+    def vm_states(self, host=None, timeout=None):
+        """``virt.vm_state`` of every hypervisor (or ``host``), recorded as locations."""
+        answers, errors = self.on(host, "virt.vm_state", timeout=timeout) if host else self.fanout(
+            "virt.vm_state", timeout=timeout)
+        self.seen({h: list(s) for h, s in answers.items() if isinstance(s, dict)}, errors)
+        return answers, errors
+
+    def full_info(self, host=None):
+        answers, errors = self.on(host, "virt.full_info") if host else self.fanout("virt.full_info")
+        self.seen({h: list(i.get("vm_info") or {}) for h, i in answers.items() if isinstance(i, dict)}, errors)
+        return answers, errors
 
     def find_vm(self, name):
         """``(host, state)`` of domain ``name``; clear errors for missing or duplicate VMs."""
-        answers, errors = self.fanout("virt.vm_state")
+        answers, errors = self.vm_states()
         hosts = {h: states[name] for h, states in answers.items() if isinstance(states, dict) and name in states}
         if len(hosts) > 1:
             found = ", ".join(f"{h} ({s})" for h, s in sorted(hosts.items()))
@@ -131,7 +146,22 @@ class Fleet:
         return next(iter(hosts.items()))
 
     def vm_call(self, name, fun, host=None, **kwarg):
-        """``fun`` on the VM's hypervisor (found unless ``host`` is given), the return tagged with it."""
+        """``fun`` on the VM's hypervisor, the return tagged with it.
+
+        The hypervisor is ``host``, else the one the VM was last seen on (one round trip), else
+        found by asking all of them. A cached hypervisor that answers "no domain named ..." is
+        stale: the VM is then searched for and the call made where it is.
+        """
+        if host is None and self.locations is not None:
+            cached = self.locations.get(name)
+            if cached:
+                answers, errors = self.on(cached, fun, [name], kwarg)
+                if cached in answers:
+                    ret = answers[cached]
+                    return dict(ret, host=cached) if isinstance(ret, dict) else ret
+                if f"no domain named {name!r}" not in str(errors.get(cached)):
+                    raise VirtError(f"{fun} on {cached} failed: {errors.get(cached) or 'no answer'}")
+                self.locations.forget(name)
         if host is None:
             host, _state = self.find_vm(name)
         ret = self.call(host, fun, [name], kwarg)
@@ -246,4 +276,5 @@ def from_opts(opts, progress=None):
         check_minions=check_minions,
         master_event=lambda: salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True),
         progress=progress,
+        locations=Locations(os.path.join(opts["cachedir"], "saltvirt", "vm-locations.json")),
     )

@@ -103,6 +103,8 @@ def migrate(fleet, name, target=None, test=False, **options):
             result = job.run()
         finally:
             store.release(reserved)
+        if fleet.locations is not None:
+            fleet.locations.set(name, result.get("host") or source)
     result["duration_s"] = round(time.monotonic() - started, 2)
     return result
 

@@ -137,6 +137,8 @@ class Provisioner:
                 raise
         self.store.finish(name)
         self.intents.end(name)
+        if self.fleet.locations is not None:
+            self.fleet.locations.set(name, host)
 
     def rollback(self, host, name, defined):
         """Nothing of ``name`` stays: the domain (if any) purged, files, reservation, intent gone."""
