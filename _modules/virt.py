@@ -1195,6 +1195,25 @@ def migrate(name, target, offline=False, copy_storage=None, migrate_disks=None, 
                            offline=offline, migrate_disks=migrate_disks, unsafe=unsafe, progress_tag=progress_tag)
 
 
+def migrate_recover(name, target, progress_tag=None, **kwargs):
+    """
+    Resume a post-copy migration of ``name`` that failed after the switch-over (both copies
+    paused, ``postcopy-failed``), from this host (the source) to ``target``: the guest's pages
+    still here are sent and the VM runs on ``target``. Options as for :func:`migrate`
+    (``postcopy`` is implied). ``salt-run virt.migrate`` calls it by itself when a post-copy
+    migration fails after the switch-over.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.migrate_recover centos1 hypervisor2
+    """
+    options = _options("virt.migrate_recover", dict(kwargs, postcopy=True))
+    return _migration_call(migration_node.push, kwargs, name, target, options, progress_tag=progress_tag,
+                           postcopy_resume=True)
+
+
 def migrate_status(name, **kwargs):
     """
     Where domain ``name`` stands on this host after a migration: defined, active, state and

@@ -321,6 +321,18 @@ case $HN in
            yes SALTVIRT-MEMORY-FILL | head -c $((mib * 1048576)) > /memfill/data; then
             echo "SALTVIRT-MEMORY $mib MiB in use"
         fi ;;
+    *-dirty[0-9]*)
+        # <anything>-dirty<N>: N MiB rewritten over and over, like a busy database: a live
+        # migration never runs out of dirty pages (post-copy tests).
+        mib=${HN##*-dirty}
+        case $mib in *[!0-9]*) mib=0 ;; esac
+        if [ "$mib" -gt 0 ] && mkdir -p /memfill &&
+           mount -t tmpfs -o size=$((mib + 1))m tmpfs /memfill; then
+            (i=0; while :; do
+                 yes "SALTVIRT-DIRTY-$i" | head -c $((mib * 1048576)) > /memfill/data; i=$((i + 1))
+             done) &
+            echo "SALTVIRT-MEMORY $mib MiB dirtied continuously"
+        fi ;;
 esac
 
 # --- heartbeat ---------------------------------------------------------------------------

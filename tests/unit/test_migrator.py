@@ -56,6 +56,8 @@ class FakeHosts:
 
     def status(self, name, hosts):
         self.calls.append((tuple(hosts), "virt.migrate_status", {}))
+        if isinstance(self.status_answer, list):  # one answer per call, the last one repeated
+            return self.status_answer.pop(0) if len(self.status_answer) > 1 else self.status_answer[0]
         return self.status_answer
 
     def watch(self, host, fun, arg, kwarg, tag, on_progress, timeout):
@@ -190,16 +192,34 @@ def test_failure_while_vm_runs_on_target_touches_nothing():
     assert ("hv2", "virt.migrate_cleanup") not in hosts.funs()
 
 
-def test_failure_after_a_postcopy_switch_over_removes_and_resumes_nothing():
+SPLIT = {"defined": True, "active": True, "state": "paused", "reason": 13}  # paused, post-copy failed
+
+
+def test_failure_after_a_postcopy_switch_over_is_resumed_from_the_source():
     answers, storage = survey(copy=True)
     failed = job(storage, retcode=1, error="migration failed: postcopy connection lost", postcopy_switched=True)
-    split_src = {"defined": True, "active": True, "state": "paused", "reason": 13}
-    split_dst = {"defined": True, "active": True, "state": "paused", "reason": 13}
-    hosts = FakeHosts(storage, migrate_in=failed, status=({"hv1": split_src, "hv2": split_dst}, {}))
-    result = make(hosts, answers).run()
+    hosts = FakeHosts(storage, migrate_in=failed, status=[({"hv1": SPLIT, "hv2": SPLIT}, {}),
+                                                         ({"hv1": GONE, "hv2": ARRIVED}, {})])
+    result = make(hosts, answers, opts={"postcopy": True, "tls": True}).run()
+    assert result["result"] is True and result["host"] == "hv2", result
+    assert result["postcopy_recovery"] == {"attempts": ["resumed"]}
+    (recover,) = [c for c in hosts.calls if c[1] == "virt.migrate_recover"]
+    assert recover[0] == "hv1" and recover[2]["tls"] is True and recover[2]["postcopy"] is True
+    assert not [c for c in hosts.calls if c[1] == "virt.migrate_cleanup" and c[2].get("remove_domain")]
+
+
+def test_failure_after_a_postcopy_switch_over_that_cannot_resume_removes_nothing():
+    answers, storage = survey(copy=True)
+    failed = job(storage, retcode=1, error="migration failed: postcopy connection lost", postcopy_switched=True)
+    hosts = FakeHosts(storage, migrate_in=failed, status=({"hv1": SPLIT, "hv2": SPLIT}, {}),
+                      fail={("hv1", "virt.migrate_recover")})
+    job_ = make(hosts, answers)
+    job_.recover_pause = 0
+    result = job_.run()
     assert result["result"] is False and result["host"] == "hv2"
-    assert "post-copy switch-over (hv1, hv2 paused, post-copy): nothing was resumed or removed" in \
+    assert "post-copy switch-over (hv1, hv2 paused, post-copy) and resuming it failed: nothing was removed" in \
         result["recovery"]["note"]
+    assert [f for f in hosts.funs() if f[1] == "virt.migrate_recover"] == [("hv1", "virt.migrate_recover")] * 3
     assert "--postcopy-resume vm1" in result["recovery"]["note"]
     assert ("hv1", "virt.resume") not in hosts.funs()
     assert not [c for c in hosts.calls if c[1] == "virt.migrate_cleanup" and c[2].get("remove_domain")]

@@ -10,6 +10,7 @@ PARAM_BANDWIDTH = "bandwidth"
 PARAM_URI = "migrate_uri"
 PARAM_DISKS = "migrate_disks"
 PARAM_PARALLEL = "parallel.connections"
+PARAM_BANDWIDTH_POSTCOPY = "bandwidth.postcopy"
 
 
 @dataclass
@@ -44,8 +45,12 @@ class Plan:
 def plan(*, live=True, offline=False, persistent=True, undefinesource=True, copy_storage=None,
          migrate_disks=None, max_bandwidth=None, postcopy=False, auto_converge=False,
          compressed=False, parallel_connections=None, tunnel=False, tls=False, unsafe=False,
-         migration_uri=None, peer2peer=True):
+         migration_uri=None, peer2peer=True, postcopy_bandwidth=None, postcopy_resume=False):
     """Turn migration options into a :class:`Plan` (flag names and typed parameters).
+
+    ``postcopy_bandwidth`` (MiB/s) limits the pages pulled after the switch-over;
+    ``postcopy_resume`` resumes a post-copy migration that failed after the switch-over (both
+    copies paused): the same flags, plus VIR_MIGRATE_POSTCOPY_RESUME.
 
     ``tunnel`` sends everything through the libvirt daemons' TLS connection (port 16514):
     peer-to-peer + tunnelled. libvirt 9.0 cannot combine that with copy-storage, so a tunnelled
@@ -58,10 +63,15 @@ def plan(*, live=True, offline=False, persistent=True, undefinesource=True, copy
     transport, tunnel, tls, peer2peer = _transport(tunnel, tls, peer2peer, copy_storage, migration_uri,
                                                    parallel_connections, notes)
     flags += transport
+    if (postcopy_bandwidth is not None or postcopy_resume) and not postcopy:
+        raise InvalidArgument("postcopy_bandwidth and postcopy_resume only apply with postcopy=True")
     flags += [name for name, wanted in (("UNSAFE", unsafe), ("POSTCOPY", postcopy),
+                                        ("POSTCOPY_RESUME", postcopy_resume),
                                         ("AUTO_CONVERGE", auto_converge), ("COMPRESSED", compressed),
                                         ("PARALLEL", parallel_connections is not None)) if wanted]
     params = _params(parallel_connections, max_bandwidth, migration_uri, migrate_disks, copy_storage)
+    if postcopy_bandwidth is not None:
+        params[PARAM_BANDWIDTH_POSTCOPY] = positive_int(postcopy_bandwidth, "postcopy_bandwidth (MiB/s)")
     if tunnel:
         mode = "tunnelled"
     else:

@@ -25,6 +25,7 @@ A migration over shared storage therefore costs two Salt round trips: survey and
 """
 
 import secrets
+import time
 
 from saltvirt import migration
 from saltvirt.errors import InvalidArgument, VirtError
@@ -228,8 +229,45 @@ class Migrator:
         left = sorted(set(probe["dirs"]) - set(ret["probes_removed"] or ()))
         return {"token": probe["token"], "dirs": left} if left else None
 
+    def _postcopy_split(self, status):
+        """The hosts whose copy is paused in a failed post-copy migration (the guest is split)."""
+        postcopy = (migration.PAUSED_POSTCOPY, migration.PAUSED_POSTCOPY_FAILED)
+        return [h for h in (self.source, self.target)
+                if (status.get(h) or {}).get("active") and (status.get(h) or {}).get("state") == "paused"
+                and (status.get(h) or {}).get("reason") in postcopy]
+
+    recover_pause = 5  # seconds between attempts to resume a failed post-copy migration
+
+    def _recover_postcopy(self, attempts=3):
+        """Resume a post-copy migration that failed after the switch-over, from the source:
+        ``(recovered, report)``. Tried ``attempts`` times (the link may take a moment to return)."""
+        name, source, target = self.name, self.source, self.target
+        opts = {k: v for k, v in self.opts.items() if k in MODULE_OPTIONS and k not in ("timeout", "max_downtime")}
+        opts["tunnel"] = self.tunnel
+        report = {"attempts": []}
+        for attempt in range(attempts):
+            self.hosts.progress(f"Post-copy migration of {name} failed after the switch-over: resuming it "
+                                f"({attempt + 1}/{attempts})", host=source)
+            try:
+                self.hosts.call(source, "virt.migrate_recover", [name, self.dest], opts, timeout=self.migrate_timeout)
+                report["attempts"].append("resumed")
+                return True, report
+            except VirtError as exc:
+                report["attempts"].append(str(exc))
+            status, _errors = self.hosts.status(name, [source, target])
+            if not self._postcopy_split(status):
+                break  # no longer split: what the hosts show now decides
+            time.sleep(self.recover_pause)
+        return False, report
+
     def _conclude(self, token, ret, error, status, status_errors):
         name, source, target = self.name, self.source, self.target
+        if error is not None and self._postcopy_split(status):
+            recovered, report = self._recover_postcopy()
+            status, status_errors = self.hosts.status(name, [source, target])
+            ret = dict(ret, postcopy_switched=True, postcopy_recovery=report)
+            if recovered:
+                error = None
         src, dst = status.get(source) or {}, status.get(target) or {}
         landed = arrived(dst, self.offline)
         gone = left(src, self.opts.get("undefinesource", True)) and source not in status_errors
@@ -247,6 +285,7 @@ class Migrator:
             job = dst.get("job") or ret.get("job") or {}
             result.update(result=True, host=target, state=dst.get("state"),
                           migration_s=ret.get("duration_s"),
+                          **({"postcopy_recovery": ret["postcopy_recovery"]} if ret.get("postcopy_recovery") else {}),
                           postcopy_switched=bool(ret.get("postcopy_switched")),
                           downtime_ms=job.get("downtime_ms"), job=job)
             cleanup = {}
@@ -277,17 +316,15 @@ class Migrator:
         src, dst = status.get(source) or {}, status.get(target) or {}
         error = error or f"{name} did not arrive on {target}: {dst or status_errors.get(target)}"
         recovery = {}
-        postcopy = (migration.PAUSED_POSTCOPY, migration.PAUSED_POSTCOPY_FAILED)
-        split = [h for h, s in ((source, src), (target, dst))
-                 if s.get("active") and s.get("state") == "paused" and s.get("reason") in postcopy]
+        split = self._postcopy_split(status)
         if split:
             # After a post-copy switch-over the guest's memory is split between the hosts: the
             # target has its CPU state, the source the pages not yet pulled. Removing or resuming
             # either copy alone loses the VM, so nothing is touched.
             where = target
             recovery["note"] = (
-                f"{name} failed after the post-copy switch-over ({', '.join(split)} paused, post-copy): "
-                f"nothing was resumed or removed. Recover it by resuming the migration from {source} "
+                f"{name} failed after the post-copy switch-over ({', '.join(split)} paused, post-copy) and "
+                f"resuming it failed: nothing was removed. Recover it by resuming the migration from {source} "
                 f"(virsh -c <{source}'s URI> migrate --live --p2p --postcopy --postcopy-resume {name} "
                 f"<{target}'s URI>) once both hosts reach each other; if {source} is lost, its pages are "
                 "too and the guest cannot continue"

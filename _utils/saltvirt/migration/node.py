@@ -90,7 +90,7 @@ def pull(conn, settings, name, source_facts, source, dest=None, copy_storage=Non
 
 
 def push(conn, settings, name, target, options, copy_storage=None, offline=False, migrate_disks=None,
-         unsafe=False, progress_tag=None):
+         unsafe=False, progress_tag=None, postcopy_resume=False):
     """Migrate domain ``name`` from here to ``target`` (see ``virt.migrate``)."""
     uri = _uri(target)
     kwargs = options.given()
@@ -104,7 +104,8 @@ def push(conn, settings, name, target, options, copy_storage=None, offline=False
         if facts.host_uuid(dconn) == facts.host_uuid(conn):
             raise InvalidArgument(f"{uri} is this very host ({settings.minion_id}): nothing to migrate")
         result = run.migrate(conn, name, uri, offline=offline, copy_storage=copy_storage,
-                             migrate_disks=migrate_disks, unsafe=unsafe, dest_conn=dconn, progress=event, **kwargs)
+                             migrate_disks=migrate_disks, unsafe=unsafe, dest_conn=dconn, progress=event,
+                             postcopy_resume=postcopy_resume, **kwargs)
     except MigrationFailed as exc:
         state = exc.source_state or {}
         where = (f"{name} is still {state.get('state')} on {settings.minion_id}" if state.get("defined")

@@ -22,6 +22,7 @@ class MigrationOptions:
     max_bandwidth: int | None = None  # MiB/s
     max_downtime: int | None = None  # ms
     postcopy: bool = False
+    postcopy_bandwidth: int | None = None  # MiB/s after the switch-over
     auto_converge: bool = False
     compressed: bool = False
     parallel_connections: int | None = None

@@ -11,6 +11,8 @@ from saltvirt.errors import InvalidArgument, NotFound, VirtError, libvirt_messag
 from saltvirt.migration.checks import preflight
 from saltvirt.migration.common import (
     MIB,
+    PAUSED_POSTCOPY,
+    PAUSED_POSTCOPY_FAILED,
     RUNNING_MIGRATED,
     MigrationFailed,
     libvirt,
@@ -155,7 +157,8 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
             copy_storage=None, migrate_disks=None, max_bandwidth=None, max_downtime=None,
             postcopy=False, auto_converge=False, compressed=False, parallel_connections=None,
             tunnel=False, tls=False, unsafe=False, migration_uri=None, peer2peer=True,
-            progress=None, interval=1.0, timeout=None, dest_conn=None):
+            progress=None, interval=1.0, timeout=None, dest_conn=None, postcopy_bandwidth=None,
+            postcopy_resume=False):
     """Migrate domain ``name`` from ``conn`` to the libvirt at ``dest_uri``.
 
     Peer-to-peer by default (``migrateToURI3``: the source libvirtd drives the migration, so it
@@ -163,18 +166,25 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
     ``progress(dict)`` is called every ``interval`` seconds with :func:`summarize_job`;
     ``timeout`` seconds aborts the job (the VM keeps running here). ``max_downtime`` in ms,
     ``max_bandwidth`` in MiB/s. On failure raises :class:`MigrationFailed` carrying the
-    domain's state here afterwards.
+    domain's state here afterwards. ``postcopy_resume``: resume a post-copy migration that
+    failed after the switch-over (see :func:`saltvirt.migration.flags.plan`).
     """
     dom = vmops.lookup(conn, name)
     uuid = dom.UUIDString()
     active = bool(dom.isActive())
+    if postcopy_resume:
+        state, reason = dom.state()
+        if not (state == libvirt.VIR_DOMAIN_PAUSED and reason in (PAUSED_POSTCOPY, PAUSED_POSTCOPY_FAILED)):
+            raise InvalidArgument(f"{name} is not paused in a failed post-copy migration: nothing to resume")
+        max_downtime = None  # the switch-over is behind us
     if not active and not offline:
         raise InvalidArgument(f"{name} is not running: a live migration needs it running (or offline=True)")
     the_plan = plan(live=live, offline=offline, persistent=persistent, undefinesource=undefinesource,
                     copy_storage=copy_storage, migrate_disks=migrate_disks, max_bandwidth=max_bandwidth,
                     postcopy=postcopy, auto_converge=auto_converge, compressed=compressed,
                     parallel_connections=parallel_connections, tunnel=tunnel, tls=tls, unsafe=unsafe,
-                    migration_uri=migration_uri, peer2peer=peer2peer)
+                    migration_uri=migration_uri, peer2peer=peer2peer, postcopy_bandwidth=postcopy_bandwidth,
+                    postcopy_resume=postcopy_resume)
     if not the_plan.peer2peer and dest_conn is None:
         raise InvalidArgument("a direct (non peer-to-peer) migration needs a destination connection")
     if max_downtime is not None:
@@ -182,7 +192,8 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
             dom.migrateSetMaxDowntime(positive_int(max_downtime, "max_downtime (ms)"), 0)
         except libvirt.libvirtError as exc:
             raise VirtError(f"cannot set the maximum downtime of {name}: {libvirt_message(exc)}") from exc
-    watcher = _Watcher(dom, progress, timeout, postcopy)
+    watcher = _Watcher(dom, progress, timeout, postcopy and not postcopy_resume)
+    watcher.switched = bool(postcopy_resume)
     started = time.monotonic()
     outcome = _run_job(dom, the_plan, dest_uri, dest_conn, watcher if active else None, interval)
     exc = outcome.get("error")
