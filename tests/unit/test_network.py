@@ -174,10 +174,11 @@ def test_changing_the_forward_mode_and_going_isolated():
     (dict(bridge="a-very-long-bridge-name", forward="nat"), "is not a host interface name"),
     (dict(bridge="br1", forward="bridge", tag=5000), "is not a VLAN id"),
     (dict(bridge=None, forward="bridge"), "needs a bridge"),
+    (dict(bridge="br1", forward="route"), "needs an address range"),
     (dict(bridge="br0", forward="bridge", ipv4_config={"cidr": "10.0.0.0/24"}), "cannot have ipv4_config"),
     (dict(bridge="br1", forward="hostdev", addresses="04:00"), "is not a PCI address"),
     (dict(bridge="br1", forward="nat", dns={"forwarder": []}), "(unknown: forwarder)"),
-    (dict(bridge="br1", forward="nat", autostart="yes"), "autostart='yes' must be True or False"),
+    (dict(bridge="br1", forward="open", autostart="yes"), "autostart='yes' must be True or False"),
 ])
 def test_bad_arguments_are_refused_by_name(kwargs, message):
     with pytest.raises(InvalidArgument) as err:
@@ -194,7 +195,7 @@ def test_bad_names_and_missing_name():
 
 
 def test_connection_and_salt_arguments_are_set_aside():
-    made = spec(name="n", bridge="b", forward="nat", connection="qemu:///system", __pub_jid="1")
+    made = spec(name="n", bridge="b", forward="open", connection="qemu:///system", __pub_jid="1")
     assert made.extra == {"connection": "qemu:///system"}
 
 

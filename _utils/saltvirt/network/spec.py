@@ -107,6 +107,9 @@ def _settings(spec):
     if forward not in ("nat", "route", "open", None) and (out["ipv4_config"] or out["ipv6_config"]):
         raise _bad(spec, "forward", forward, "cannot have ipv4_config/ipv6_config: libvirt serves "
                    "addresses only on nat, route, open or isolated networks")
+    if forward in ("nat", "route") and not (out["ipv4_config"] or out["ipv6_config"]):
+        raise _bad(spec, "forward", forward, "needs an address range: give ipv4_config (or ipv6_config) "
+                   "with a cidr")
     for flag in ("autostart", "start"):
         if not isinstance(getattr(spec, flag), bool):
             raise _bad(spec, flag, getattr(spec, flag), "must be True or False")
