@@ -517,7 +517,8 @@ def _network(name, running, autostart, settings, conn, kwargs):
                 ret["changes"][name] = change
             ret["comment"] = f"Network {name} " + "; ".join(notes)
     except (CommandExecutionError, SaltInvocationError) as exc:
-        ret.update(result=False, comment=f"Network {name}: {exc}")
+        message = str(exc)  # the library's messages name the network already
+        ret.update(result=False, comment=message if f"network {name}" in message else f"Network {name}: {message}")
         return ret
     if test and ret["changes"]:
         ret["result"] = None
