@@ -1243,7 +1243,24 @@ def migrate_cleanup(name, token=None, probe=None, remove_domain=False, uuid=None
 # The classic Salt 3001-3007 network functions, same names, arguments and returns
 # (docs/upgrading.rst lists the differences); the work is in saltvirt.network.
 
-_NETWORK_DOC = """
+def _network_spec(function, name, kwargs):
+    with _salt_errors():
+        return NetworkSpec.from_kwargs(function, name=name, **kwargs)
+
+
+def _network_call(func, kwargs, *args):
+    with _salt_errors(), _connection(kwargs) as conn:
+        return func(conn, *args)
+
+
+def network_define(name, bridge, forward, ipv4_config=None, ipv6_config=None, vport=None, tag=None,
+                   autostart=True, start=True, mtu=None, domain=None, nat=None, interfaces=None,
+                   addresses=None, physical_function=None, dns=None, **kwargs):
+    """
+    Define a virtual network, start it (``start``, default True) and set its autostart flag
+    (``autostart``, default True). Returns True. All or nothing: a network that cannot start
+    is undefined again. An existing network is refused (see :func:`network_update`).
+
     name
         Network name (letters, digits, ``_.+-``).
     bridge
@@ -1278,34 +1295,14 @@ _NETWORK_DOC = """
     connection / username / password
         libvirt URI and credentials instead of the configured ``virt:connection``.
 
-    Unknown arguments are refused with an error that names them."""
-
-
-def _network_spec(function, name, kwargs):
-    with _salt_errors():
-        return NetworkSpec.from_kwargs(function, name=name, **kwargs)
-
-
-def _network_call(func, kwargs, *args):
-    with _salt_errors(), _connection(kwargs) as conn:
-        return func(conn, *args)
-
-
-def network_define(name, bridge, forward, ipv4_config=None, ipv6_config=None, vport=None, tag=None,
-                   autostart=True, start=True, mtu=None, domain=None, nat=None, interfaces=None,
-                   addresses=None, physical_function=None, dns=None, **kwargs):
-    """
-    Define a virtual network, start it (``start``, default True) and set its autostart flag
-    (``autostart``, default True). Returns True. All or nothing: a network that cannot start
-    is undefined again. An existing network is refused (see :func:`network_update`).
-    {doc}
+    Unknown arguments are refused with an error that names them.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt hypervisor1 virt.network_define natted natted nat \
-            ipv4_config='{{cidr: 192.168.42.0/24, dhcp_ranges: [{{start: 192.168.42.10, end: 192.168.42.99}}]}}'
+            ipv4_config='{cidr: 192.168.42.0/24, dhcp_ranges: [{start: 192.168.42.10, end: 192.168.42.99}]}'
         salt hypervisor1 virt.network_define ovs main bridge vport=openvswitch tag=180
     """
     spec = _network_spec("virt.network_define", name, dict(
@@ -1327,9 +1324,10 @@ def network_update(name, bridge, forward, ipv4_config=None, ipv6_config=None, vp
     network keeps its old settings until it is stopped and started again.
 
     details
-        Return ``{{changed, changes: {{setting: {{old, new}}}}, restart_needed}}`` instead of a
+        Return ``{changed, changes: {setting: {old, new}}, restart_needed}`` instead of a
         bool.
-    {doc}
+    connection / username / password
+        libvirt URI and credentials instead of the configured ``virt:connection``.
 
     CLI Example:
 
@@ -1343,11 +1341,6 @@ def network_update(name, bridge, forward, ipv4_config=None, ipv6_config=None, vp
         physical_function=physical_function, dns=dns))
     result = _network_call(netops.update, spec.extra, spec, bool(test))
     return result if details else result["changed"]
-
-
-for _func in (network_define, network_update):
-    if _func.__doc__:  # None under python -OO
-        _func.__doc__ = _func.__doc__.format(doc=_NETWORK_DOC)
 
 
 def list_networks(**kwargs):
