@@ -156,3 +156,86 @@ def test_bad_network_input_is_refused_and_leaves_nothing(lab, sls, net):
     # The legitimate path: the same network with good input is defined.
     ret = _apply(lab, sls, bad)
     assert ret["result"] is True and ret["changes"], ret
+
+
+# The classic Salt 3001-3007 documentation's examples of both network states, adapted only in
+# names, bridge and subnet (unique per run: the lab's hypervisors share a network namespace).
+CLASSIC_SLS = """\
+{%- set p = salt['pillar.get']('classic') %}
+{{ p.bare }}:
+  virt.{{ p.fun }}
+
+{{ p.ovs }}:
+  virt.{{ p.fun }}:
+    - bridge: {{ p.ovs_bridge }}
+    - forward: bridge
+    - vport: openvswitch
+    - tag: 180
+    - autostart: True
+
+{{ p.natted }}:
+  virt.{{ p.fun }}:
+    - bridge: {{ p.nat_bridge }}
+    - forward: nat
+    - ipv4_config:
+        cidr: {{ p.prefix }}.0/24
+        dhcp_ranges:
+          - start: {{ p.prefix }}.10
+            end: {{ p.prefix }}.25
+          - start: {{ p.prefix }}.100
+            end: {{ p.prefix }}.150
+    - autostart: True
+"""
+
+
+@pytest.fixture
+def classic(lab):
+    directory = os.path.join(LAB_DIR, "images", "tests")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "saltvirt_net_classic.sls")
+    with open(path, "w") as fh:
+        fh.write(CLASSIC_SLS)
+    tag = uuid.uuid4().hex[:4]
+    pillar = {"bare": f"itbare-{tag}", "ovs": f"itovs-{tag}", "ovs_bridge": f"svo{tag}",
+              "natted": f"itnat-{tag}", "nat_bridge": f"svn{tag}", "prefix": f"10.232.{int(tag, 16) % 250 + 1}"}
+    yield "tests.saltvirt_net_classic", pillar
+    os.unlink(path)
+    for name in (pillar["bare"], pillar["ovs"], pillar["natted"]):
+        lab.run("salt", HOST, "virt.network_stop", name, check=False)
+        lab.run("salt", HOST, "virt.network_undefine", name, check=False)
+    left = _call(lab, "virt.list_networks")
+    assert not {pillar["bare"], pillar["ovs"], pillar["natted"]} & set(left), left
+
+
+def _apply_all(lab, sls, pillar, test=False):
+    args = [HOST, "state.apply", sls, f"pillar={json.dumps({'classic': pillar})}", "--out=json", "--static"]
+    if test:
+        args.append("test=True")
+    out = json.loads(lab.run("salt", *args, check=False, timeout=300).stdout)[HOST]
+    assert isinstance(out, dict), out
+    return {ret["name"]: ret for ret in out.values()}
+
+
+@pytest.mark.parametrize("fun", ["network_defined", "network_running"])
+def test_classic_documentation_examples_apply_twice(lab, classic, fun):
+    sls, pillar = classic
+    pillar = dict(pillar, fun=fun)
+    names = (pillar["bare"], pillar["ovs"], pillar["natted"])
+    change = "Network defined, marked for autostart" + (" and started" if fun == "network_running" else "")
+
+    predicted = _apply_all(lab, sls, pillar, test=True)
+    assert {n: (r["result"], r["changes"]) for n, r in predicted.items()} == {
+        n: (None, {n: change}) for n in names}
+    assert not set(names) & set(_call(lab, "virt.list_networks"))
+
+    first = _apply_all(lab, sls, pillar)
+    assert {n: (r["result"], r["changes"]) for n, r in first.items()} == {n: (True, {n: change}) for n in names}
+    info = _call(lab, "virt.network_info")
+    for name in names:
+        assert info[name]["autostart"] is True and info[name]["active"] is (fun == "network_running")
+    assert info[pillar["ovs"]]["bridge"] == pillar["ovs_bridge"]
+    assert info[pillar["bare"]]["bridge"]  # named by libvirt (virbrN)
+
+    for test in (False, True):
+        again = _apply_all(lab, sls, pillar, test=test)
+        assert {n: (r["result"], r["changes"]) for n, r in again.items()} == {n: (True, {}) for n in names}, again
