@@ -19,6 +19,9 @@ from saltvirt.network import xml as netxml
 from saltvirt.network.spec import NetworkSpec
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "xml")
+# libvirt's test driver on an empty host: unlike test:///default, whose state every open
+# connection in the process shares, each connection to a file of its own starts empty.
+PRIVATE_HOST = "test://" + os.path.join(DATA, "testnode-empty.xml")
 
 
 def spec(**kwargs):
@@ -204,7 +207,7 @@ def test_connection_and_salt_arguments_are_set_aside():
 
 @pytest.fixture
 def test_conn():
-    conn = libvirt.open("test:///default")  # in-process and private to this connection
+    conn = libvirt.open(PRIVATE_HOST)  # in-process, private to this connection
     yield conn
     conn.close()
 
