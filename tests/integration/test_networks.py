@@ -41,13 +41,19 @@ SLS = """\
 """
 
 
-@pytest.fixture(scope="module")
-def sls(lab):
+def _write_sls(name, text):
+    """Write ``salt://tests/<name>.sls`` on the lab's file server; returns its path."""
     directory = os.path.join(LAB_DIR, "images", "tests")
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "saltvirt_net.sls")
+    path = os.path.join(directory, f"{name}.sls")
     with open(path, "w") as fh:
-        fh.write(SLS)
+        fh.write(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sls(lab):
+    path = _write_sls("saltvirt_net", SLS)
     yield "tests.saltvirt_net"
     os.unlink(path)
 
@@ -69,13 +75,18 @@ def _call(lab, *args):
     return json.loads(lab.run("salt", HOST, *args, "--out=json", "--static").stdout)[HOST]
 
 
-def _apply(lab, sls, network, test=False):
-    args = [HOST, "state.apply", sls, f"pillar={json.dumps({'net': network})}", "--out=json", "--static"]
+def _apply_all(lab, sls, pillar, test=False):
+    """``{state name: state return}`` of ``state.apply sls`` with ``pillar`` on HOST."""
+    args = [HOST, "state.apply", sls, f"pillar={json.dumps(pillar)}", "--out=json", "--static"]
     if test:
         args.append("test=True")
     out = json.loads(lab.run("salt", *args, check=False, timeout=300).stdout)[HOST]
     assert isinstance(out, dict), out
-    (ret,) = out.values()
+    return {ret["name"]: ret for ret in out.values()}
+
+
+def _apply(lab, sls, network, test=False):
+    (ret,) = _apply_all(lab, sls, {"net": network}, test=test).values()
     return ret
 
 
@@ -190,11 +201,7 @@ CLASSIC_SLS = """\
 
 @pytest.fixture
 def classic(lab):
-    directory = os.path.join(LAB_DIR, "images", "tests")
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "saltvirt_net_classic.sls")
-    with open(path, "w") as fh:
-        fh.write(CLASSIC_SLS)
+    path = _write_sls("saltvirt_net_classic", CLASSIC_SLS)
     tag = uuid.uuid4().hex[:4]
     pillar = {"bare": f"itbare-{tag}", "ovs": f"itovs-{tag}", "ovs_bridge": f"svo{tag}",
               "natted": f"itnat-{tag}", "nat_bridge": f"svn{tag}", "prefix": f"10.232.{int(tag, 16) % 250 + 1}"}
@@ -207,15 +214,6 @@ def classic(lab):
     assert not {pillar["bare"], pillar["ovs"], pillar["natted"]} & set(left), left
 
 
-def _apply_all(lab, sls, pillar, test=False):
-    args = [HOST, "state.apply", sls, f"pillar={json.dumps({'classic': pillar})}", "--out=json", "--static"]
-    if test:
-        args.append("test=True")
-    out = json.loads(lab.run("salt", *args, check=False, timeout=300).stdout)[HOST]
-    assert isinstance(out, dict), out
-    return {ret["name"]: ret for ret in out.values()}
-
-
 @pytest.mark.parametrize("fun", ["network_defined", "network_running"])
 def test_classic_documentation_examples_apply_twice(lab, classic, fun):
     sls, pillar = classic
@@ -223,12 +221,12 @@ def test_classic_documentation_examples_apply_twice(lab, classic, fun):
     names = (pillar["bare"], pillar["ovs"], pillar["natted"])
     change = "Network defined, marked for autostart" + (" and started" if fun == "network_running" else "")
 
-    predicted = _apply_all(lab, sls, pillar, test=True)
+    predicted = _apply_all(lab, sls, {"classic": pillar}, test=True)
     assert {n: (r["result"], r["changes"]) for n, r in predicted.items()} == {
         n: (None, {n: change}) for n in names}
     assert not set(names) & set(_call(lab, "virt.list_networks"))
 
-    first = _apply_all(lab, sls, pillar)
+    first = _apply_all(lab, sls, {"classic": pillar})
     assert {n: (r["result"], r["changes"]) for n, r in first.items()} == {n: (True, {n: change}) for n in names}
     info = _call(lab, "virt.network_info")
     for name in names:
@@ -237,5 +235,5 @@ def test_classic_documentation_examples_apply_twice(lab, classic, fun):
     assert info[pillar["bare"]]["bridge"]  # named by libvirt (virbrN)
 
     for test in (False, True):
-        again = _apply_all(lab, sls, pillar, test=test)
+        again = _apply_all(lab, sls, {"classic": pillar}, test=test)
         assert {n: (r["result"], r["changes"]) for n, r in again.items()} == {n: (True, {}) for n in names}, again

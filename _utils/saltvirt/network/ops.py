@@ -33,11 +33,7 @@ def lookup(conn, name):
 
 
 def exists(conn, name):
-    try:
-        lookup(conn, name)
-    except NotFound:
-        return False
-    return True
+    return name in list_names(conn)
 
 
 def list_names(conn):
