@@ -3,9 +3,9 @@ States of salt-virt (``virt.*``).
 
 ``virt.keys`` writes the libvirt TLS files (thin glue over :mod:`saltvirt.pki.tlsfiles`). The VM
 states (``virt.defined``, ``virt.running``, ``virt.stopped``, ``virt.powered_off``,
-``virt.rebooted``, ``virt.snapshot``) call the ``virt`` execution module, so that a state
-and the command it stands for behave the same, ``test=True`` included. See
-``docs/states.rst``.
+``virt.rebooted``, ``virt.snapshot``) and the network states (``virt.network_defined``,
+``virt.network_running``) call the ``virt`` execution module, so that a state and the command
+it stands for behave the same, ``test=True`` included. See ``docs/states.rst``.
 """
 
 import fnmatch
@@ -22,6 +22,7 @@ if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
 import saltvirt.coexist  # noqa: E402  (after the check above)
 import saltvirt.pki.tlsfiles  # noqa: E402
 from saltvirt.errors import VirtError  # noqa: E402
+from saltvirt.network.spec import NetworkSpec  # noqa: E402
 from saltvirt.provision.spec import VmSpec  # noqa: E402
 
 __virtualname__ = "virt"
@@ -456,3 +457,137 @@ def snapshot(name, suffix=None, **kwargs):
         return {"snapshot": res["snapshot"]}
 
     return _virt_call(name, "saved", "Snapshot has been taken", needed, act, kwargs)
+
+
+# --------------------------------------------------------------------------- virtual networks
+
+# The settings of a network as the classic states pass them to virt.network_define/update.
+_NETWORK_SETTINGS = ("bridge", "forward", "vport", "tag", "ipv4_config", "ipv6_config", "mtu", "domain", "nat",
+                     "interfaces", "addresses", "physical_function", "dns")
+
+
+def _network(name, running, autostart, settings, conn, kwargs):
+    """virt.network_defined / virt.network_running, with the classic states' changes and comments."""
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    test = _test()
+    try:
+        # Unknown arguments and bad values are refused before libvirt is asked (test=True too).
+        NetworkSpec.from_kwargs(f"network {name}", name=name, autostart=autostart, **settings, **kwargs)
+    except VirtError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    notes = []
+    try:
+        info = __salt__["virt.network_info"](name, **conn).get(name)
+        if not info:
+            change = "Network defined" + (", marked for autostart" if autostart else "")
+            if running:
+                change += " and started"
+            if not test:
+                # virt.network_define is all or nothing: a network that cannot start is not left.
+                __salt__["virt.network_define"](name, autostart=bool(autostart), start=running, **settings, **conn)
+            ret["changes"][name] = change
+            ret["comment"] = f"Network {name} {'would be ' if test else ''}{change[len('Network '):]}"
+        else:
+            res = __salt__["virt.network_update"](name, test=test, details=True, **settings, **conn)
+            flip = bool(info["autostart"]) != bool(autostart)
+            if flip and not test:
+                __salt__["virt.network_set_autostart"](name, state="on" if autostart else "off", **conn)
+            if res["changed"]:
+                change = "Network updated" + (", autostart flag changed" if flip else "")
+                notes.append(f"{'would be updated' if test else 'updated'} ({', '.join(sorted(res['changes']))})"
+                             + (", autostart flag changed" if flip else ""))
+                if res["restart_needed"]:
+                    notes.append("it runs with its old settings until it is stopped and started again "
+                                 "(virt.network_stop, virt.network_start)")
+            elif flip:
+                change = "Network autostart flag changed"
+                notes.append(f"autostart flag {'would be ' if test else ''}{'set' if autostart else 'unset'}")
+            else:
+                change = None
+                notes.append("unchanged")
+            if running and not info["active"]:
+                change = f"{change} and started" if change else "Network started"
+                notes.append("would be started" if test else "started")
+                if not test:
+                    __salt__["virt.network_start"](name, **conn)
+            elif running:
+                notes.append("is running")
+            if change:
+                ret["changes"][name] = change
+            ret["comment"] = f"Network {name} " + "; ".join(notes)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        message = str(exc)  # the library's messages name the network already
+        ret.update(result=False, comment=message if f"network {name}" in message else f"Network {name}: {message}")
+        return ret
+    if test and ret["changes"]:
+        ret["result"] = None
+    return ret
+
+
+def network_defined(name, bridge=None, forward=None, vport=None, tag=None, ipv4_config=None, ipv6_config=None,
+                    autostart=True, connection=None, username=None, password=None, mtu=None, domain=None,
+                    nat=None, interfaces=None, addresses=None, physical_function=None, dns=None, **kwargs):
+    """
+    Ensure virtual network ``name`` is defined with these settings (the arguments of
+    ``virt.network_define``: ``bridge``, ``forward``, ``vport``, ``tag``, ``ipv4_config``,
+    ``ipv6_config``, ``mtu``, ``domain``, ``nat``, ``interfaces``, ``addresses``,
+    ``physical_function``, ``dns``) and autostart flag (default True). A missing network is
+    defined (not started); an existing one is compared with these settings and only those that
+    differ are rewritten (``virt.network_update``); a running network keeps its old settings
+    until it is stopped and started again (the comment says so). The changes are the classic
+    ones (``{name: "Network defined, marked for autostart"}``, ``"Network updated"``...);
+    the comment names the settings that changed. ``test=True`` reports and changes nothing.
+    Unknown arguments fail the state, by name.
+
+    .. code-block:: yaml
+
+        natted:
+          virt.network_defined:
+            - bridge: natted
+            - forward: nat
+            - ipv4_config:
+                cidr: 192.168.42.0/24
+                dhcp_ranges:
+                  - start: 192.168.42.10
+                    end: 192.168.42.25
+            - autostart: True
+
+        ovs:
+          virt.network_defined:
+            - bridge: main
+            - forward: bridge
+            - vport: openvswitch
+            - tag: 180
+    """
+    settings = {k: v for k, v in locals().items() if k in _NETWORK_SETTINGS}
+    conn = _conn_args({"connection": connection, "username": username, "password": password})
+    return _network(name, False, autostart, settings, conn, kwargs)
+
+
+def network_running(name, bridge=None, forward=None, vport=None, tag=None, ipv4_config=None, ipv6_config=None,
+                    autostart=True, connection=None, username=None, password=None, mtu=None, domain=None,
+                    nat=None, interfaces=None, addresses=None, physical_function=None, dns=None, **kwargs):
+    """
+    Ensure virtual network ``name`` is defined as in :func:`network_defined` and running: a
+    missing network is defined and started (all or nothing: one that cannot start is not left
+    defined), a stopped one started.
+
+    .. code-block:: yaml
+
+        natted:
+          virt.network_running:
+            - bridge: natted
+            - forward: nat
+            - ipv4_config:
+                cidr: 192.168.42.0/24
+                dhcp_ranges:
+                  - start: 192.168.42.10
+                    end: 192.168.42.25
+                  - start: 192.168.42.100
+                    end: 192.168.42.150
+            - autostart: True
+    """
+    settings = {k: v for k, v in locals().items() if k in _NETWORK_SETTINGS}
+    conn = _conn_args({"connection": connection, "username": username, "password": password})
+    return _network(name, True, autostart, settings, conn, kwargs)

@@ -60,6 +60,7 @@ REQUIRED = {
     "mcopy": "mtools",
     "syslinux": "syslinux",
     "busybox": "busybox-static",
+    "dnsmasq": "dnsmasq-base",  # DHCP and DNS of libvirt's NAT networks
 }
 
 

@@ -11,7 +11,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-dev pkg-config gnutls-bin
   libguestfs-tools busybox-static cpio kmod iproute2 util-linux
   syslinux syslinux-common mtools dosfstools fdisk e2fsprogs linux-image-amd64
-  libxml2-utils debootstrap
+  libxml2-utils debootstrap dnsmasq-base
   novnc chromium
 )
 

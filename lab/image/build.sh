@@ -140,6 +140,18 @@ poweroff -f
 EOF
 chmod 755 "$ROOT/etc/acpi/power.sh"
 
+# DHCP on eth0 (busybox udhcpc): a guest on a libvirt network with DHCP reports its lease.
+cat > "$ROOT/etc/udhcpc.sh" <<'EOF'
+#!/bin/sh
+case $1 in
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        echo "SALTVIRT-DHCP $interface $ip" > /dev/console ;;
+esac
+EOF
+chmod 755 "$ROOT/etc/udhcpc.sh"
+
 cat > "$ROOT/init" <<'INIT_EOF'
 #!/bin/busybox sh
 # salt-virt lab guest: busybox init.  Console protocol: see lab/image/README.rst.
@@ -308,6 +320,14 @@ echo "SALTVIRT-BOOT hostname=$HN"
 # --- ACPI power button -------------------------------------------------------------------
 ip link set lo up 2>/dev/null
 acpid -c /etc/acpi -a /etc/acpid.conf -l /tmp/acpid.log -p /run/acpid.pid
+
+# --- DHCP ----------------------------------------------------------------------------------
+# In the background, for 20 s: where nothing answers (the lab's br0) the guest just has no
+# address; on a libvirt network with DHCP the lease is printed (SALTVIRT-DHCP eth0 <ip>).
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up 2>/dev/null
+    udhcpc -i eth0 -s /etc/udhcpc.sh -t 20 -T 1 -n -q >/dev/null 2>&1 &
+fi
 
 # --- memory in use (benchmarks) -----------------------------------------------------------
 # A guest named <anything>-mem<N> keeps N MiB of (non-zero) data in RAM, like a busy VM: live

@@ -23,6 +23,9 @@ class _FromKwargs:
     """``from_kwargs`` for the spec dataclasses: classic names mapped, unknown names refused."""
 
     REQUIRED = ()
+    #: Classic names accepted for the fields, and the function whose ``sys.doc`` lists them.
+    ALIASES = ALIASES
+    DOC = "virt.init"
 
     @classmethod
     def field_names(cls):
@@ -39,7 +42,7 @@ class _FromKwargs:
             if key in CONNECTION_ARGS:
                 extra[key] = value
                 continue
-            name = ALIASES.get(key, key)
+            name = cls.ALIASES.get(key, key)
             if name not in names:
                 unknown.append(key)
             elif name in known and known[name] != value:
@@ -47,7 +50,7 @@ class _FromKwargs:
             else:
                 known[name] = value
         if unknown:
-            raise InvalidArgument(_unknown_message(function, unknown, sorted(names | set(ALIASES))))
+            raise InvalidArgument(_unknown_message(function, unknown, sorted(names | set(cls.ALIASES)), cls.DOC))
         missing = [n for n in cls.REQUIRED if known.get(n) is None]
         if missing:
             raise InvalidArgument(f"{function}: {', '.join(missing)} must be given")
@@ -113,10 +116,10 @@ class UpdateSpec(_FromKwargs):
     extra: dict = field(default_factory=dict, repr=False)
 
 
-def _unknown_message(function, unknown, known):
+def _unknown_message(function, unknown, known, doc="virt.init"):
     hints = []
     for key in sorted(unknown):
         close = difflib.get_close_matches(key, known, n=1)
         hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
     return (f"{function}: unknown argument(s) {', '.join(hints)}: salt-virt does not support "
-            "them: remove them (sys.doc virt.init lists the arguments)")
+            f"them: remove them (sys.doc {doc} lists the arguments)")
