@@ -53,3 +53,17 @@ def test_removed_file_is_stale(tmp_path):
             "os.unlink(os.path.join(sys.argv[1], 'saltvirt', 'cmd.py')); print(saltvirt.stale())")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "True"
+
+
+def test_every_library_package_is_in_the_wheel():
+    """setup.cfg lists packages one by one: a new package directory must be listed too."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(os.path.dirname(os.path.dirname(LIBRARY)), "setup.cfg"))
+    listed = set(config["options"]["packages"].split())
+    found = {"saltvirt"} | {
+        "saltvirt." + os.path.relpath(root, LIBRARY).replace(os.sep, ".")
+        for root, _dirs, files in os.walk(LIBRARY) if "__init__.py" in files and root != LIBRARY
+    }
+    assert found <= listed, sorted(found - listed)

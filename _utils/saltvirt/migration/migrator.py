@@ -243,9 +243,7 @@ class Migrator:
         ``(recovered, report)``. Tried ``attempts`` times (the link may take a moment to return)."""
         name, source, target = self.name, self.source, self.target
         opts = {k: v for k, v in self.opts.items() if k in MODULE_OPTIONS and k not in ("timeout", "max_downtime")}
-        # Client-driven, not peer to peer: libvirt 9.0's peer-to-peer resume completes the
-        # migration but never returns from the source's Perform phase (the job stays held).
-        opts.update(tunnel=False, peer2peer=False, tls=bool(opts.get("tls") or self.tunnel))
+        opts["tunnel"] = self.tunnel  # the same transport as the migration it resumes
         report = {"attempts": []}
         for attempt in range(attempts):
             self.hosts.progress(f"Post-copy migration of {name} failed after the switch-over: resuming it "
