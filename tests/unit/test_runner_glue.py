@@ -69,6 +69,8 @@ def test_names_and_hosts_are_refused_before_anything_runs(runner, tmp_path, monk
         assert ret["result"] is False and message in ret["error"] and runner.__context__["retcode"] == 1
     ret = runner.init("web2", 1, 128, priv_key="-----BEGIN PRIVATE KEY-----")
     assert "pub_key/priv_key are not accepted by the runner" in ret["error"]
+    ret = runner.init("web2", 1, 128, image="salt://x.qcow2", disk_profil="small")
+    assert "virt.init: unknown argument(s) disk_profil (did you mean disk_profile?)" in ret["error"]
     assert fleet.calls == []  # nothing was asked of any hypervisor
     # The legitimate path goes on to ask the hypervisors (none answer here: a clean error).
     ret = runner.init("web2", 1, 128, image="salt://x.qcow2")

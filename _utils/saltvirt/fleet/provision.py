@@ -17,6 +17,7 @@ from saltvirt.fleet.hosts import describe_errors, host_records, request
 from saltvirt.fleet.keys import MinionKeys
 from saltvirt.placement import intents as vintents
 from saltvirt.placement import reservations
+from saltvirt.provision.spec import VmSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,11 @@ class Provisioner:
 
     # -------------------------------------------------------------- init
 
-    def check_new_name(self, name, kwargs):
+    def check_new_name(self, name, kwargs, cpu=1, mem=1):
         dommod.validate_name(name)
+        # The hypervisor's arguments are checked here too: nothing is reserved or published for a
+        # call the hypervisor would refuse.
+        VmSpec.from_kwargs("virt.init", name=name, cpu=cpu, mem=mem, **kwargs)
         trust.check_vm_name(name, self.fleet.hypervisors, self.keys.known())
         if "priv_key" in kwargs or "pub_key" in kwargs:
             raise InvalidArgument(
@@ -86,7 +90,7 @@ class Provisioner:
 
     def init(self, name, cpu, mem, host=None, timeout=None, **kwargs):
         """Create VM ``name`` (``kwargs``: the execution module's ``virt.init`` arguments)."""
-        self.check_new_name(name, kwargs)
+        self.check_new_name(name, kwargs, cpu, mem)
         if host is not None:
             self.fleet.exact(host)
         self.fleet.progress(f"Searching for hypervisors for {name}")
