@@ -338,6 +338,9 @@ def prepare_hypervisor(n):
             "seed_cmds": ["test.arg"],
         },
         "grains": {"salt_virt_lab": True},
+        # libvirt's domain events on the master's bus (the bundle's engine; it starts with
+        # the minion, so up() restarts fresh minions once their first sync brought it).
+        "engines": [{"libvirt_events": {"retry_max": 5}}],
     }
     (h / "minion" / "etc" / "salt" / "minion").write_text(json.dumps(minion_conf, indent=2) + "\n")
     preaccept_minion_key(h / "minion" / "etc" / "salt", hv_name(n))
@@ -543,6 +546,8 @@ def up():
     for n in fresh:
         start_libvirtd(n)
         log(f"{hv_name(n)} up: libvirtd on qemu+tls://{hv_addr(n)}/system, host uuid {hv_uuid(n)}")
+    for n in fresh:
+        restart_minion(hv_name(n))  # starts the libvirt_events engine the first sync brought
     if FAKES:
         for n in range(1, FAKES + 1):
             start_fake(n)
