@@ -1321,7 +1321,12 @@ def vm_info(vm_=None, **kwargs):
         names = [vm_] if vm_ else vmops.list_domains(conn)
         result = {}
         for name in names:
-            data = vmops.info(conn, name)
+            try:
+                data = vmops.info(conn, name)
+            except NotFound:
+                if vm_:
+                    raise
+                continue  # gone since the listing (migrated away, undefined)
             data["graphics"] = _console_graphics(conn, name, data["graphics"])
             result[name] = data
         return result

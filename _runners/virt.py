@@ -33,11 +33,14 @@ hypervisors are named by minion id and no VM may take a name in that set (see
 ``docs/security.rst``). Grain targets are refused: a minion sets its own grains.
 """
 
+import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import logging
 import os
 import secrets
+import threading
 import time
 
 import salt.client
@@ -52,6 +55,8 @@ try:
     from saltvirt import domain as dommod
     from saltvirt import intents as vintents
     from saltvirt.errors import InvalidArgument, VirtError
+    from saltvirt.operations import cordons as opcordons
+    from saltvirt.operations import drain as opdrain
 
     HAS_SALTVIRT = True
 except ImportError as _exc:
@@ -239,7 +244,7 @@ def host_info(host=None):
     data = {}
     for minion, info in answers.items():
         data[minion] = {k: v for k, v in info.items() if k != "vm_info"}
-    return _with_errors(data, errors)
+    return _with_errors(_with_cordons(data), errors)
 
 
 @_clean_errors
@@ -304,7 +309,7 @@ def query(host=None, quiet=False):
         salt-run virt.query host=hypervisor1 --out=json
     """
     answers, errors = _full_info(host)
-    data = _with_errors(dict(answers), errors)
+    data = _with_errors(_with_cordons(dict(answers)), errors)
     if quiet:
         return data
     return {"outputter": "virt_query", "data": data}
@@ -337,6 +342,7 @@ def _policy():
 
 
 def _host_records(answers):
+    cordoned = _cordons().all()
     records = []
     for minion, info in answers.items():
         records.append({
@@ -347,6 +353,7 @@ def _host_records(answers):
             "vms": info.get("usage", []),
             "bridges": info.get("bridges", []),
             "up": True,
+            "cordoned": opcordons.describe(cordoned[minion]) if minion in cordoned else None,
         })
     return records
 
@@ -1269,7 +1276,7 @@ def _migrate_with(hosts, name, target, test, copy_storage, tunnel, offline, keep
             if test:
                 target = placement.place(records, request, _policy()).require()
             else:
-                target = store.place_and_reserve(records, request, _policy()).host
+                target = store.place_and_reserve(records, request, _policy(), owned=True).host
                 reserved = True
         except (placement.NoHostFits, InvalidArgument) as exc:
             raise SaltRunnerError(f"cannot migrate {name}: {exc}") from exc
@@ -1293,3 +1300,202 @@ def _migrate_with(hosts, name, target, test, copy_storage, tunnel, offline, keep
     if not result["result"]:
         __context__["retcode"] = 1
     return result
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def _cordons():
+    return opcordons.Cordons(os.path.join(__opts__["cachedir"], "saltvirt", "cordons"))
+
+
+def _with_cordons(data):
+    """Each answering hypervisor's entry gets ``cordoned``: None, or why and since when."""
+    cordoned = _cordons().all()
+    for minion, entry in data.items():
+        if isinstance(entry, dict) and "error" not in entry:
+            entry["cordoned"] = opcordons.describe(cordoned[minion]) if minion in cordoned else None
+    return data
+
+
+class _SerializedEvents:
+    """``__jid_event__`` shared by a drain's migration threads: one progress event at a time."""
+
+    def __init__(self, real):
+        self.real, self.lock = real, threading.Lock()
+
+    def fire_event(self, *args, **kwargs):
+        with self.lock:
+            return self.real.fire_event(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@contextlib.contextmanager
+def _threaded_progress():
+    real = globals().get("__jid_event__")
+    if real is not None:
+        globals()["__jid_event__"] = _SerializedEvents(real)
+    try:
+        yield
+    finally:
+        if real is not None:
+            globals()["__jid_event__"] = real
+
+
+def _drain_records(host, settle):
+    """Host records once no VM of ``host`` is mid-migration (an interrupted drain's), or after
+    ``settle`` seconds; and the names still in flight then."""
+    deadline = time.monotonic() + settle
+    while True:
+        answers, errors = _full_info()
+        if host not in answers:
+            raise SaltRunnerError(
+                f"{host} does not answer ({errors.get(host) or 'not a hypervisor'}): a drain moves VMs off a "
+                f"running host; for a dead one see `salt-run virt.evacuate {host} fenced=True`"
+            )
+        records = _host_records(answers) + [{"id": m, "up": False} for m in errors]
+        flying = opdrain.in_flight(host, records)
+        if not flying or time.monotonic() >= deadline:
+            return records, flying
+        _progress(f"Waiting for the migration of {', '.join(flying)} (started earlier) to end", host=host)
+        time.sleep(3)
+
+
+def _preflight(step):
+    """``step`` checked with the migration pre-flight (``virt.migrate test=True``)."""
+    report = migrate(step["vm"], step["target"], test=True)
+    if report.get("ok") is True:
+        return step
+    reason = report.get("error") or "; ".join(
+        f"{c['check']}: {c['detail']}" for c in migrator.failed_checks(report)) or "pre-flight refused"
+    return dict(step, action=opdrain.STAY, reason=f"cannot migrate to {step['target']}: {reason}")
+
+
+@_clean_errors
+def cordon(host, reason="cordoned by the operator"):
+    """
+    Cordon a hypervisor: placement puts no new VM there and no migration targets it; its VMs
+    keep running. ``virt.host_info`` and ``virt.query`` show it; ``virt.uncordon`` lifts it.
+    ``virt.drain`` cordons and then moves the VMs away.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.cordon hypervisor1 reason="disk replacement"
+    """
+    host = _exact(host)[0]
+    record = _cordons().cordon(host, reason)
+    return {"host": host, "cordoned": opcordons.describe(record), "result": True}
+
+
+@_clean_errors
+def uncordon(host):
+    """
+    Lift a hypervisor's cordon (from ``virt.cordon`` or ``virt.drain``): placement and
+    migrations may use it again. VMs moved away by a drain stay where they went.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.uncordon hypervisor1
+    """
+    host = _exact(host)[0]
+    record = _cordons().uncordon(host)
+    return {"host": host, "cordoned": None, "result": True,
+            "was": opcordons.describe(record) if record else "not cordoned"}
+
+
+@_clean_errors
+def drain(host, test=False, parallel=None, shutoff="leave", settle=None):
+    """
+    Cordon a hypervisor and live-migrate every running VM away, each to the host placement
+    picks (capacity, cordons, the migration pre-flight: storage, bridges, CPU). A drain never
+    stops a VM: one that cannot move (no room anywhere, incompatible) keeps running where it is
+    and the return says why under ``stayed`` (salt-run then exits non-zero).
+
+    Resumable: after Ctrl-C or a master restart, run it again; it waits for a migration still
+    under way and moves what is left (``moved_earlier`` lists what earlier runs moved).
+
+    test
+        Only show the plan (target per VM, or why it would stay), with each migration's
+        pre-flight run; nothing is cordoned or moved.
+    parallel
+        Migrations at once (default master config ``virt:drain:parallel``, else 2).
+    shutoff
+        ``leave`` (default): shut-off VMs stay, listed under ``left``; ``move``: they are
+        moved offline (definition; their disks must be on shared storage).
+    settle
+        Seconds to wait for migrations of an interrupted drain to end (default 300).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.drain hypervisor1 test=True
+        salt-run virt.drain hypervisor1
+        salt-run virt.drain hypervisor1 parallel=4 shutoff=move
+    """
+    host = _exact(host)[0]
+    try:
+        shutoff, parallel = opdrain.check_options(shutoff, _conf("drain:parallel", 2) if parallel is None else parallel)
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
+    store = _cordons()
+    records, flying = _drain_records(host, 0 if test else float(settle or 300))
+    try:
+        steps = opdrain.plan(host, records, _policy(), shutoff)
+    except InvalidArgument as exc:
+        raise SaltRunnerError(str(exc)) from exc
+    if test:
+        steps = [_preflight(s) if s["target"] else s for s in steps]
+        __context__.pop("retcode", None)  # a refused pre-flight is part of the plan, not a failure
+        return opdrain.report(host, steps, cordon=store.get(host), test=True, where=opdrain.locations(records))
+
+    store.begin_drain(host, [s["vm"] for s in steps])
+    todo = [s for s in steps if s["action"] in (opdrain.MIGRATE, opdrain.MOVE_OFFLINE)]
+    results = {}
+    for step in steps:
+        if step["vm"] in flying:
+            step.update(action=opdrain.STAY, reason="still being migrated by an earlier run: run virt.drain again")
+    todo = [s for s in todo if s["vm"] not in flying]
+    _progress(f"Draining {host}: {len(todo)} VM(s) to move, {parallel} at a time", host=host)
+
+    def _move(step):
+        return step["vm"], migrate(step["vm"], offline=step["action"] == opdrain.MOVE_OFFLINE)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=parallel)
+    try:
+        with _threaded_progress():
+            # Salt's loader context (__context__...) lives in context variables: each thread
+            # runs in a copy of this one.
+            futures = [pool.submit(contextvars.copy_context().run, _move, step) for step in todo]
+            for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+                vm, result = future.result()
+                results[vm] = opdrain.outcome(result)
+                kind, target, detail = results[vm]
+                if kind == "moved":
+                    store.note(host, "moved", vm, target)
+                    _progress(f"[{done}/{len(todo)}] {vm} moved to {target}", host=host, vm=vm, target=target)
+                else:
+                    store.note(host, "stayed", vm, detail)
+                    _progress(f"[{done}/{len(todo)}] {vm} stays on {host}: {detail}", host=host, vm=vm)
+    except BaseException:
+        # Ctrl-C: no new migration starts; those under way end under their own control (a VM
+        # is never lost). `salt-run virt.drain` again continues.
+        pool.shutdown(wait=False, cancel_futures=True)
+        log.warning("virt.drain of %s interrupted; run it again to continue", host)
+        raise
+    pool.shutdown()
+    for step in steps:
+        if step["action"] == opdrain.STAY:
+            store.note(host, "stayed", step["vm"], step["reason"])
+    out = opdrain.report(host, steps, cordon=store.get(host), results=results, where=opdrain.locations(records))
+    __context__.pop("retcode", None)  # a failed migration set it; the drain's outcome decides
+    if not out["result"]:
+        __context__["retcode"] = 1
+        out["retcode"] = 1
+    return out

@@ -258,8 +258,13 @@ def domain_usage(conn):
     """Per-domain vCPU and memory (MiB) claims, for placement and freemem/freecpu."""
     usage = []
     for dom in conn.listAllDomains(0):
-        _state, max_kib, _cur, vcpus, _cpu_time = dom.info()
-        usage.append({"name": dom.name(), "cpu": vcpus, "memory": max_kib // 1024, "state": state(dom)})
+        try:
+            _state, max_kib, _cur, vcpus, _cpu_time = dom.info()
+            usage.append({"name": dom.name(), "cpu": vcpus, "memory": max_kib // 1024, "state": state(dom)})
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            # gone since the listing (migrated away, undefined): it claims nothing here any more
     return usage
 
 
