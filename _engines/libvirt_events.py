@@ -65,7 +65,8 @@ def start(uri=None, tag_prefix="salt/engines/libvirt_events", filters=None, retr
             __salt__["event.send"](tag, data)
 
     def connect(target):
-        return virtconn.connect(target, conf.get("username"), conf.get("password"))
+        auth = conf.get("auth") if isinstance(conf.get("auth"), dict) else {}
+        return virtconn.connect(target, auth.get("username"), auth.get("password"))
 
     watcher = vevents.Watcher(uri, fire, prefix=tag_prefix, filters=filters, connect=connect,
                               retry=retry, retry_max=retry_max)

@@ -63,6 +63,7 @@ try:
     from saltvirt import paths as vpaths
     from saltvirt import update as vupdate
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
+    from saltvirt.operations import evacuate as opevacuate
 
     HAS_SALTVIRT = True
     IMPORT_ERROR = None
@@ -2038,3 +2039,52 @@ def migrate_cleanup(name, token=None, probe=None, remove_domain=False, uuid=None
         if conn is not None:
             conn.close()
     return result
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def definitions(name=None, **kwargs):
+    """
+    The persistent definition (XML without console passwords), state and autostart of every
+    domain here (or of ``name`` only): what ``salt-run virt.remember`` keeps on the master
+    so that ``virt.evacuate`` can restart them elsewhere if this hypervisor dies.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.definitions
+    """
+
+    def _definitions(conn):
+        names = [name] if name and vmops.exists(conn, name) else ([] if name else vmops.list_domains(conn))
+        out = {}
+        for vm in names:
+            try:
+                dom = vmops.lookup(conn, vm)
+                if dom.isPersistent():
+                    out[vm] = {"xml": dom.XMLDesc(virtconn.libvirt.VIR_DOMAIN_XML_INACTIVE),
+                               "state": vmops.state(dom), "autostart": bool(dom.autostart())}
+            except (NotFound, virtconn.libvirt.libvirtError):
+                continue  # gone since the listing
+        return out
+
+    return _with_conn(kwargs, _definitions)
+
+
+def evacuate_in(name, xml, start=True, **kwargs):
+    """
+    Define (and start) ``name`` here from the definition the master kept, for ``salt-run
+    virt.evacuate``. Read-only disks this host does not see (a seed ISO) are left out; a
+    writable disk it does not see refuses the VM. If libvirt's lock manager refuses the start
+    (the disk is in use on another host) nothing is left defined here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor2 virt.evacuate_in web1 "$(cat web1.xml)"
+    """
+    listen = _config("vnc:listen", "127.0.0.1")
+    return _with_conn(kwargs, opevacuate.restart_here, name, xml, listen, bool(start))

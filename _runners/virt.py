@@ -56,7 +56,9 @@ try:
     from saltvirt import intents as vintents
     from saltvirt.errors import InvalidArgument, VirtError
     from saltvirt.operations import cordons as opcordons
+    from saltvirt.operations import definitions as opdefs
     from saltvirt.operations import drain as opdrain
+    from saltvirt.operations import evacuate as opevacuate
 
     HAS_SALTVIRT = True
 except ImportError as _exc:
@@ -1495,6 +1497,142 @@ def drain(host, test=False, parallel=None, shutoff="leave", settle=None):
             store.note(host, "stayed", step["vm"], step["reason"])
     out = opdrain.report(host, steps, cordon=store.get(host), results=results, where=opdrain.locations(records))
     __context__.pop("retcode", None)  # a failed migration set it; the drain's outcome decides
+    if not out["result"]:
+        __context__["retcode"] = 1
+        out["retcode"] = 1
+    return out
+
+
+def _definitions():
+    return opdefs.Definitions(os.path.join(__opts__["cachedir"], "saltvirt", "definitions"))
+
+
+@_clean_errors
+def remember(host=None, name=None):
+    """
+    Refresh the master's copy of the VMs' definitions and locations (what ``virt.evacuate``
+    restarts a dead hypervisor's VMs from): of every hypervisor, of ``host`` only, or of VM
+    ``name`` on ``host``. Run it from a schedule, or let the reactor
+    ``salt://virt/reactor/remember.sls`` run it on the libvirt_events engine's events
+    (``docs/operations.rst``). Console passwords are never part of the copy.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.remember
+        salt-run virt.remember host=hypervisor1 name=web1
+    """
+    if name is not None and host is None:
+        raise SaltInvocationError("name= needs host=: the hypervisor whose copy of the VM to refresh")
+    if host is not None:
+        answers, errors = _fanout("virt.definitions", kwarg={"name": name} if name else None,
+                                  tgt=_exact(host), tgt_type="list")
+    else:
+        answers, errors = _fanout("virt.definitions")
+    store = _definitions()
+    out = {"saved": {}, "forgotten": {}}
+    for minion, answer in sorted(answers.items()):
+        try:
+            saved, forgotten = store.refresh(minion, answer or {}, only=name)
+        except InvalidArgument as exc:
+            errors[minion] = str(exc)
+            continue
+        out["saved"][minion], out["forgotten"][minion] = saved, forgotten
+    return _with_errors(out, errors)
+
+
+def _answering(timeout):
+    """``(answering, silent)`` hypervisors: a ping that waits ``timeout`` seconds, and as long
+    again for Salt's job check of those that did not answer (a dead one is not connected)."""
+    tgt, tgt_type = _target()
+    expected = set(salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type).get("minions", []))
+    with salt.client.LocalClient(mopts=__opts__) as client:
+        ret = client.cmd(tgt, "test.ping", timeout=timeout, tgt_type=tgt_type, gather_job_timeout=timeout)
+    alive = {m for m, v in (ret or {}).items() if v is True}
+    return alive, {m: f"{m} did not answer a ping within {timeout:g}s" for m in expected - alive}
+
+
+@_clean_errors
+def evacuate(host, fenced=False, test=False, start=True):
+    """
+    Restart the VMs of a dead hypervisor on the others, from the definitions the master kept
+    (``virt.remember``). Only VMs whose writable disks are on storage the new host sees (shared
+    storage) can move; read-only disks it lacks (seed ISOs) are left out. VMs last seen running
+    are started, the others only defined. Each goes where placement puts it (cordons, capacity).
+
+    Split-brain is impossible, not just unlikely: libvirt's lock manager (formula
+    ``virt.lockd``) refuses a disk that a QEMU on another host still has open, and this refuses
+    a host that still answers, and runs only when the operator confirms with ``fenced=True``
+    that the host is powered off or cut off. The dead host is cordoned; when it comes back its
+    copies of the evacuated VMs are stale: undefine them there, never start them.
+
+    test
+        Only show what would happen (where each VM would go, or why it cannot); needs no
+        ``fenced``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.evacuate hypervisor1 test=True
+        salt-run virt.evacuate hypervisor1 fenced=True
+    """
+    host = _exact(host)[0]
+    alive, silent = _answering(float(_conf("evacuate_timeout", 10)))
+    if host in alive:
+        raise SaltRunnerError(
+            f"{host} answers: it is not dead; move its VMs with `salt-run virt.drain {host}` instead")
+    if not test and fenced is not True:
+        raise SaltInvocationError(
+            f"{host} does not answer ({silent.get(host) or 'not connected'}), but that does not prove its VMs "
+            "are stopped: make sure it is powered off or cut off from the storage, then confirm with fenced=True")
+    records = _definitions().on_host(host)
+    if alive:
+        answers, errors = _fanout("virt.full_info", tgt=sorted(alive), tgt_type="list")
+    else:
+        answers, errors = {}, {}
+    hosts = _host_records(answers) + [{"id": m, "up": False} for m in {**errors, **silent} if m != host]
+    running = {n for info in answers.values() for n in (info.get("vm_info") or {})}
+    store, results = _reservations(), {}
+    if not test:
+        _cordons().cordon(host, f"evacuated: {host} was declared dead and fenced")
+    for name in opevacuate.order(records):
+        record = records[name]
+        want_start = bool(start) and record.get("state") == "running"
+        if name in running:
+            results[name] = {"action": "skipped", "reason": "already defined on another hypervisor"}
+            continue
+        try:
+            cpu, mem = opevacuate.request_of(name, record["xml"])
+            request = _request(f"{name}@evacuate", cpu, mem, exclude=(host,))
+            if test:
+                target = placement.place(hosts, request, _policy()).require()
+            else:
+                target = store.place_and_reserve(hosts, request, _policy(), owned=True).host
+        except (placement.NoHostFits, InvalidArgument) as exc:
+            results[name] = {"action": "failed", "reason": f"no hypervisor can take it: {exc}"}
+            continue
+        if test:
+            results[name] = {"action": "would_start" if want_start else "would_define", "target": target,
+                             "saved": record.get("saved")}
+            continue
+        _progress(f"Restarting {name} of {host} on {target}", host=target, vm=name)
+        try:
+            ans, errs = _fanout("virt.evacuate_in", arg=[name, record["xml"]], kwarg={"start": want_start},
+                                tgt=_exact(target), tgt_type="list", timeout=_conf("init_timeout", 900))
+        finally:
+            store.release(request.name)
+        if target in ans:
+            results[name] = {"action": "started" if want_start else "defined", "target": target,
+                             "state": ans[target].get("state"), "dropped": ans[target].get("dropped")}
+            _definitions().save(target, name, record["xml"], ans[target].get("state"), record.get("autostart"))
+            for entry in hosts:
+                if entry["id"] == target:
+                    entry["vms"] = [*entry["vms"], {"name": name, "cpu": cpu, "memory": mem, "state": "running"}]
+        else:
+            results[name] = {"action": "failed", "target": target, "reason": errs.get(target) or "no answer"}
+    out = opevacuate.report(host, results, fenced, test)
     if not out["result"]:
         __context__["retcode"] = 1
         out["retcode"] = 1

@@ -11,7 +11,7 @@ import stat
 import pytest
 
 from saltvirt.errors import InvalidArgument
-from saltvirt.operations import cordons, drain
+from saltvirt.operations import cordons, definitions, drain, evacuate
 from saltvirt.placement import Policy
 
 
@@ -151,3 +151,89 @@ def test_report_of_a_plan_and_of_an_empty_host():
     empty = drain.report("hv1", [], cordon={"host": "hv1", "drain": {"vms": ["b"]}}, where={"b": "hv2"})
     assert empty["result"] is True and empty["message"] == "hv1 has no VM: nothing to move"
     assert empty["moved_earlier"] == {"b": "hv2"}
+
+
+# ------------------------------------------------------------------------------ evacuate
+
+XML = """<domain type='qemu'>
+  <name>web1</name>
+  <memory unit='KiB'>262144</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/shared/web1/system.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file='/srv/salt-images/web1/cidata.iso'/>
+      <target dev='sda' bus='sata'/>
+      <readonly/>
+    </disk>
+    <serial type='file'><source path='/var/log/libvirt/qemu/web1-serial.log' append='on'/></serial>
+    <graphics type='vnc' port='-1' autoport='yes' listen='10.0.0.1'>
+      <listen type='address' address='10.0.0.1'/>
+    </graphics>
+  </devices>
+</domain>"""
+
+
+def test_adapt_drops_what_the_new_host_lacks_read_only_and_keeps_the_rest():
+    seen = {"/shared/web1/system.qcow2", "/shared/base.qcow2"}
+    xml, dropped, missing = evacuate.adapt(XML, seen.__contains__, listen="10.0.0.2",
+                                           backing=lambda path: ["/shared/base.qcow2"])
+    assert missing == [] and [d["path"] for d in dropped] == ["/srv/salt-images/web1/cidata.iso"]
+    assert "cidata.iso" not in xml and "/shared/web1/system.qcow2" in xml
+    assert "append=\"on\"" in xml  # what the model does not know survives
+    assert "10.0.0.1" not in xml and xml.count("10.0.0.2") == 2
+
+
+def test_adapt_refuses_writable_disks_or_backing_files_out_of_reach():
+    _xml, _dropped, missing = evacuate.adapt(XML, lambda path: False)
+    assert missing == ["vda: /shared/web1/system.qcow2"]
+    _xml, _dropped, missing = evacuate.adapt(XML, lambda path: path != "/srv/base/b.qcow2",
+                                             backing=lambda path: ["/srv/base/b.qcow2"])
+    assert missing == ["vda: backing file /srv/base/b.qcow2"]
+    with pytest.raises(InvalidArgument, match="not valid domain XML"):
+        evacuate.adapt("<domain", lambda path: True)
+
+
+def test_evacuation_order_and_request():
+    records = {"a": {"xml": XML, "state": "shutoff"}, "b": {"xml": XML.replace("262144", "524288"),
+                                                              "state": "running"},
+               "c": {"xml": XML, "state": "running"}}
+    assert evacuate.order(records) == ["b", "c", "a"]  # running first, largest first
+    assert evacuate.request_of("web1", XML) == (2, 256)
+
+
+def test_evacuation_report():
+    out = evacuate.report("hv1", {"a": {"action": "started", "target": "hv2"},
+                                  "b": {"action": "failed", "reason": "disk"}}, fenced=True)
+    assert out["result"] is False and "1 VM(s) restarted elsewhere, 1 not" in out["message"]
+    assert "undefine them there" in out["message"]
+    assert evacuate.report("hv1", {}, fenced=True)["result"] is True
+
+
+def test_definitions_follow_the_hosts_answers(tmp_path):
+    store = definitions.Definitions(tmp_path / "defs", clock=lambda: 5.0)
+    saved, forgotten = store.refresh("hv1", {"a": {"xml": "<domain/>", "state": "running"},
+                                             "b": {"xml": "<domain/>", "state": "shutoff"}})
+    assert saved == ["a", "b"] and forgotten == []
+    assert stat.S_IMODE(os.stat(tmp_path / "defs" / "hv1" / "a.json").st_mode) == 0o600
+    # b moved to hv2 (hv2's refresh records it there; hv1 still had its copy for a moment)
+    store.refresh("hv2", {"b": {"xml": "<domain/>", "state": "running"}}, only="b")
+    assert store.locations() == {"a": ["hv1"], "b": ["hv2", "hv1"]}
+    # then hv1 undefined b, and later a
+    assert store.refresh("hv1", {"a": {"xml": "<domain/>", "state": "running"}}, only="b") == ([], ["b"])
+    assert store.refresh("hv1", {}, only="a") == ([], ["a"])
+    assert store.locations() == {"b": ["hv2"]}
+    # a same-named VM defined and undefined on hv3 leaves hv2's copy alone
+    store.refresh("hv3", {"b": {"xml": "<domain/>", "state": "shutoff"}}, only="b")
+    store.refresh("hv3", {}, only="b")
+    assert list(store.on_host("hv2")) == ["b"] and store.on_host("hv3") == {}
+    with pytest.raises(InvalidArgument, match="not a VM name"):
+        store.save("hv1", "../x", "<domain/>")
+    with pytest.raises(InvalidArgument, match="not a hypervisor minion id"):
+        store.save("../hv", "x", "<domain/>")
