@@ -1543,12 +1543,12 @@ def remember(host=None, name=None):
 
 
 def _answering(timeout):
-    """``(answering, silent)`` hypervisors: a ping that waits ``timeout`` seconds, and as long
-    again for Salt's job check of those that did not answer (a dead one is not connected)."""
+    """``(answering, silent)`` hypervisors: a ping that waits ``timeout`` seconds, then at most 5
+    more for Salt's job check of those that did not answer."""
     tgt, tgt_type = _target()
     expected = set(salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type).get("minions", []))
     with salt.client.LocalClient(mopts=__opts__) as client:
-        ret = client.cmd(tgt, "test.ping", timeout=timeout, tgt_type=tgt_type, gather_job_timeout=timeout)
+        ret = client.cmd(tgt, "test.ping", timeout=timeout, tgt_type=tgt_type, gather_job_timeout=min(timeout, 5))
     alive = {m for m, v in (ret or {}).items() if v is True}
     return alive, {m: f"{m} did not answer a ping within {timeout:g}s" for m in expected - alive}
 
