@@ -51,6 +51,7 @@ try:
     from saltvirt.migration.options import MigrationOptions
     from saltvirt.network import ops as netops
     from saltvirt.network.spec import NetworkSpec
+    from saltvirt.operations import evacuate as opevacuate
     from saltvirt.pki import sealed
     from saltvirt.provision import change as provision_change
     from saltvirt.provision import lifecycle
@@ -703,7 +704,12 @@ def vm_info(vm_=None, **kwargs):
         names = [vm_] if vm_ else vmops.list_domains(conn)
         result = {}
         for name in names:
-            data = vmops.info(conn, name)
+            try:
+                data = vmops.info(conn, name)
+            except NotFound:
+                if vm_:
+                    raise
+                continue  # gone since the listing (migrated away, undefined)
             data["graphics"] = provision_vm.console_graphics(_settings(), conn, name, data["graphics"])
             result[name] = data
         return result
@@ -1460,3 +1466,38 @@ def network_set_autostart(name, state="on", **kwargs):
     if not on and not (state is False or str(state).lower() in ("off", "false", "no", "0")):
         raise SaltInvocationError(f"network_set_autostart: state={state!r} must be on or off")
     return _network_call(netops.set_autostart, kwargs, name, on)
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def definitions(name=None, **kwargs):
+    """
+    The persistent definition (XML without console passwords), state and autostart of every
+    domain here (or of ``name`` only): what ``salt-run virt.remember`` keeps on the master
+    so that ``virt.evacuate`` can restart them elsewhere if this hypervisor dies.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.definitions
+    """
+    return _with_conn(kwargs, vmops.definitions, name)
+
+
+def evacuate_in(name, xml, start=True, **kwargs):
+    """
+    Define (and start) ``name`` here from the definition the master kept, for ``salt-run
+    virt.evacuate``. Read-only disks this host does not see (a seed ISO) are left out; a
+    writable disk it does not see refuses the VM. If libvirt's lock manager refuses the start
+    (the disk is in use on another host) nothing is left defined here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor2 virt.evacuate_in web1 "$(cat web1.xml)"
+    """
+    listen = _config("vnc:listen", "127.0.0.1")
+    return _with_conn(kwargs, opevacuate.restart_here, name, xml, listen, bool(start))

@@ -72,6 +72,8 @@ def output(data, **kwargs):  # pylint: disable=unused-argument
         if "error" in entry:
             lines.append(f"    ERROR: {entry['error']}")
             continue
+        if entry.get("cordoned"):
+            lines.append(f"    CORDONED: {entry['cordoned']}")
         node = entry.get("node_info") or {}
         if node:
             lines.append(

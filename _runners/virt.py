@@ -35,6 +35,7 @@ hypervisors are named by minion id and no VM may take a name in that set (see
 
 import functools
 import logging
+import threading
 
 from salt.exceptions import SaltInvocationError, SaltRunnerError
 
@@ -46,6 +47,7 @@ try:
     from saltvirt.fleet import consoles
     from saltvirt.fleet import hosts as fleet_hosts
     from saltvirt.fleet import migrate as fleet_migrate
+    from saltvirt.fleet import operations as fleet_ops
     from saltvirt.fleet.provision import Provisioner
     from saltvirt.migration import migrator
 
@@ -147,9 +149,10 @@ def host_info(host=None):
         salt-run virt.host_info
         salt-run virt.host_info host=hypervisor1
     """
-    answers, errors = _fleet().full_info(host)
+    fleet = _fleet()
+    answers, errors = fleet.full_info(host)
     data = {minion: {k: v for k, v in info.items() if k != "vm_info"} for minion, info in answers.items()}
-    return _with_errors(data, errors)
+    return _with_errors(fleet.with_cordons(data), errors)
 
 
 @_clean_errors
@@ -210,8 +213,9 @@ def query(host=None, quiet=False):
         salt-run virt.query
         salt-run virt.query host=hypervisor1 --out=json
     """
-    answers, errors = _fleet().full_info(host)
-    data = _with_errors(dict(answers), errors)
+    fleet = _fleet()
+    answers, errors = fleet.full_info(host)
+    data = _with_errors(fleet.with_cordons(dict(answers)), errors)
     return data if quiet else {"outputter": "virt_query", "data": data}
 
 
@@ -247,7 +251,7 @@ def next_host(cpu=1, mem=512, disk=0, explain=False, name="new-vm"):
     """
     fleet = _fleet()
     answers, errors = fleet.full_info()
-    records = fleet_hosts.host_records(answers, errors)
+    records = fleet.records(answers, errors)
     result = placement.place(records, fleet_hosts.request(name, cpu, mem, disk), fleet.policy())
     if explain:
         return result.explain()
@@ -628,3 +632,155 @@ def migrate(name, target=None, test=False, copy_storage=None, tunnel=None, offli
     result = fleet_migrate.migrate(fleet, name, target, test, copy_storage=copy_storage, tunnel=tunnel,
                                    offline=offline, keep_source_disks=keep_source_disks, opts=opts)
     return result if test else _failed_if(result)
+
+
+def _migrate_options(fleet, name, target=None, test=False, offline=None):
+    """``virt.migrate`` with the master's defaults, as a drain runs it for each VM; a refusal is
+    a return with ``result: False``, as ``salt-run virt.migrate`` gives it."""
+    try:
+        return fleet_migrate.migrate(fleet, name, target, test, copy_storage=None, offline=offline,
+                                     tunnel=bool(fleet.conf("tunnel", False)), keep_source_disks=False, opts={})
+    except VirtError as exc:
+        return {"result": False, "error": str(exc), "retcode": 1}
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@_clean_errors
+def cordon(host, reason="cordoned by the operator"):
+    """
+    Cordon a hypervisor: placement puts no new VM there and no migration targets it; its VMs
+    keep running. ``virt.host_info`` and ``virt.query`` show it; ``virt.uncordon`` lifts it.
+    ``virt.drain`` cordons and then moves the VMs away.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.cordon hypervisor1 reason="disk replacement"
+    """
+    return fleet_ops.cordon(_fleet(), host, reason)
+
+
+@_clean_errors
+def uncordon(host):
+    """
+    Lift a hypervisor's cordon (from ``virt.cordon`` or ``virt.drain``): placement and
+    migrations may use it again. VMs moved away by a drain stay where they went.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.uncordon hypervisor1
+    """
+    return fleet_ops.uncordon(_fleet(), host)
+
+
+class _SerializedEvents:
+    """``__jid_event__`` shared by a drain's migration threads: one progress event at a time."""
+
+    def __init__(self, real):
+        self.real, self.lock = real, threading.Lock()
+
+    def fire_event(self, *args, **kwargs):
+        with self.lock:
+            return self.real.fire_event(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@_clean_errors
+def drain(host, test=False, parallel=None, shutoff="leave", settle=None):
+    """
+    Cordon a hypervisor and live-migrate every running VM away, each to the host placement
+    picks (capacity, cordons, the migration pre-flight: storage, bridges, CPU). A drain never
+    stops a VM: one that cannot move (no room anywhere, incompatible) keeps running where it is
+    and the return says why under ``stayed`` (salt-run then exits non-zero).
+
+    Resumable: after Ctrl-C or a master restart, run it again; it waits for a migration still
+    under way and moves what is left (``moved_earlier`` lists what earlier runs moved).
+
+    test
+        Only show the plan (target per VM, or why it would stay), with each migration's
+        pre-flight run; nothing is cordoned or moved.
+    parallel
+        Migrations at once (default master config ``virt:drain:parallel``, else 2).
+    shutoff
+        ``leave`` (default): shut-off VMs stay, listed under ``left``; ``move``: they are
+        moved offline (definition; their disks must be on shared storage).
+    settle
+        Seconds to wait for migrations of an interrupted drain to end (default 300).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.drain hypervisor1 test=True
+        salt-run virt.drain hypervisor1
+        salt-run virt.drain hypervisor1 parallel=4 shutoff=move
+    """
+    real = globals().get("__jid_event__")
+    if real is not None:
+        globals()["__jid_event__"] = _SerializedEvents(real)
+    try:
+        out = fleet_ops.drain(
+            _fleet(), host,
+            # One fleet (one Salt client) per migration: the drain runs them in threads.
+            migrate_one=lambda vm, offline: _migrate_options(_fleet(), vm, offline=offline),
+            check=lambda vm, target: _migrate_options(_fleet(), vm, target, test=True),
+            test=test, parallel=parallel, shutoff=shutoff, settle=settle)
+    finally:
+        if real is not None:
+            globals()["__jid_event__"] = real
+    return out if test else _failed_if(out)  # a refused pre-flight is part of a plan, not a failure
+
+
+@_clean_errors
+def remember(host=None, name=None):
+    """
+    Refresh the master's copy of the VMs' definitions and locations (what ``virt.evacuate``
+    restarts a dead hypervisor's VMs from): of every hypervisor, of ``host`` only, or of VM
+    ``name`` on ``host``. Run it from a schedule, or let the reactor
+    ``salt://virt/reactor/remember.sls`` run it on the libvirt_events engine's events
+    (``docs/operations.rst``). Console passwords are never part of the copy.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.remember
+        salt-run virt.remember host=hypervisor1 name=web1
+    """
+    out, errors = fleet_ops.remember(_fleet(), host, name)
+    return _with_errors(out, errors)
+
+
+@_clean_errors
+def evacuate(host, fenced=False, test=False, start=True):
+    """
+    Restart the VMs of a dead hypervisor on the others, from the definitions the master kept
+    (``virt.remember``). Only VMs whose writable disks are on storage the new host sees (shared
+    storage) can move; read-only disks it lacks (seed ISOs) are left out. VMs last seen running
+    are started, the others only defined. Each goes where placement puts it (cordons, capacity).
+
+    Split-brain is impossible, not just unlikely: libvirt's lock manager (formula
+    ``virt.lockd``) refuses a disk that a QEMU on another host still has open, and this refuses
+    a host that still answers, and runs only when the operator confirms with ``fenced=True``
+    that the host is powered off or cut off. The dead host is cordoned; when it comes back its
+    copies of the evacuated VMs are stale: undefine them there, never start them.
+
+    test
+        Only show what would happen (where each VM would go, or why it cannot); needs no
+        ``fenced``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.evacuate hypervisor1 test=True
+        salt-run virt.evacuate hypervisor1 fenced=True
+    """
+    return _failed_if(fleet_ops.evacuate(_fleet(), host, fenced=fenced, test=test, start=start))

@@ -21,6 +21,8 @@ mount --bind "$H/salt-images" /srv/salt-images
 
 ip link set lo up 2>/dev/null || true
 virtlogd -d -p /run/libvirt/virtlogd.pid
+# libvirt's lock manager (the formula's virt.lockd turns it on in qemu.conf)
+virtlockd -d -p /run/libvirt/virtlockd.pid
 # libvirtd starts once the bundle's formula has written its TLS keys and config (labctl).
 # Guests must never try KVM here; libguestfs likewise (LAB-NOTES).
 export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg

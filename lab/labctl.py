@@ -7,7 +7,8 @@
   namespace with its own /etc/libvirt, /run/libvirt, /var/lib/libvirt, /etc/pki, libvirtd
   (TLS on 127.0.0.N+1), virtlogd and a salt-minion.
 
-Usage: ``labctl.py up|down|status|env|start-master``, and ``labctl.py minion hypervisorN [VENV]``
+Usage: ``labctl.py up|down|status|env|start-master``, ``labctl.py crash hypervisorN`` (kill all
+its processes at once, as a power loss; ``up`` brings it back), and ``labctl.py minion hypervisorN [VENV]``
 to restart one hypervisor's salt-minion from another Python environment (default: the lab's own),
 e.g. one with only Salt in it. ``LAB_HYPERVISORS`` (default 2) sets the count, ``LAB_DIR`` (default
 /var/lib/svlab) the state directory, ``LAB_NETNS`` (default svlab) the network namespace.
@@ -213,6 +214,9 @@ def write_pillar(ids):
                     # no_cache_dir: libvirt-python is built every time, with the build packages.
                     "python": {"pip_options": {"find_links": str(WHEELHOUSE), "no_index": True,
                                                "no_cache_dir": True}},
+                    # virtlockd's disk leases on the storage the hypervisors share: a VM's
+                    # disk open on one hypervisor cannot be opened on another (virt.lockd).
+                    "lockd": {"lockspace": str(LAB_DIR / "shared-storage" / ".lockspace")},
                     "libvirtd_conf": {
                         "listen_addr": hv_addr(n),
                         "auth_tls": "none",
@@ -256,7 +260,11 @@ def write_master_config():
         "virt": {"hypervisors": "hypervisor*", "timeout": 30},
         "gather_job_timeout": 30,
         # A VM's seed ISO goes once its minion has authenticated (the bundle's reactor).
-        "reactor": [{"salt/minion/*/start": ["salt://virt/reactor/unseed.sls"]}],
+        "reactor": [{"salt/minion/*/start": ["salt://virt/reactor/unseed.sls"]}]
+        # The master's copy of the VMs' definitions follows the hypervisors' libvirt events
+        # (virt.evacuate restarts a dead hypervisor's VMs from it).
+        + [{f"salt/engines/libvirt_events/*/domain/*/{event}": ["salt://virt/reactor/remember.sls"]}
+           for event in ("defined", "undefined", "started", "stopped")],
         # The bundle's PKI: the CA lives here; hypervisors get certificates through pillar.
         "ext_pillar": [{"libvirt": {}}],
         "libvirt_pki": {
@@ -339,6 +347,9 @@ def prepare_hypervisor(n):
             "seed_cmds": ["test.arg"],
         },
         "grains": {"salt_virt_lab": True},
+        # libvirt's domain events on the master's bus (the bundle's engine; it starts with
+        # the minion, so up() restarts fresh minions once their first sync brought it).
+        "engines": [{"libvirt_events": {"retry_max": 5}}],
     }
     (h / "minion" / "etc" / "salt" / "minion").write_text(json.dumps(minion_conf, indent=2) + "\n")
     preaccept_minion_key(h / "minion" / "etc" / "salt", hv_name(n))
@@ -467,8 +478,8 @@ def wait_for_minions(ids, timeout=120):
 
 
 def apply_formula(ids):
-    """The bundle's formula, as an operator would apply it: TLS keys + libvirtd.conf."""
-    out = salt(["-L", ",".join(ids), "state.apply", "virt.keys,virt.libvirtd", "--out=json",
+    """The bundle's formula, as an operator would apply it: TLS keys, libvirtd.conf, lock manager."""
+    out = salt(["-L", ",".join(ids), "state.apply", "virt.keys,virt.libvirtd,virt.lockd", "--out=json",
                 "--static", "-t", "120"], timeout=180)
     try:
         results = json.loads(out.stdout)
@@ -524,6 +535,8 @@ def up():
         log("found a half-started or stale lab: cleaning it first")
         down()
     LAB_DIR.mkdir(parents=True, exist_ok=True)
+    # The storage the hypervisors share (the formula's virt.lockd keeps its lockspace there).
+    (LAB_DIR / "shared-storage").mkdir(mode=0o755, exist_ok=True)
     # Mount points for each hypervisor's private copies (a fresh machine may lack some).
     for mount_point in ("/etc/pki", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
                         "/var/cache/libvirt", "/srv/salt-images"):
@@ -544,6 +557,8 @@ def up():
     for n in fresh:
         start_libvirtd(n)
         log(f"{hv_name(n)} up: libvirtd on qemu+tls://{hv_addr(n)}/system, host uuid {hv_uuid(n)}")
+    for n in fresh:
+        restart_minion(hv_name(n))  # starts the libvirt_events engine the first sync brought
     if FAKES:
         for n in range(1, FAKES + 1):
             start_fake(n)
@@ -606,6 +621,54 @@ def status():
     return 0 if ok else 1
 
 
+def crash(name):
+    """Kill every process of hypervisor ``name`` at once, as a power loss would (its guests,
+    libvirtd, virtlockd, salt-minion); ``labctl.py up`` brings it back, with the domain
+    definitions it had on disk."""
+    n = int(name.removeprefix("hypervisor")) if name.removeprefix("hypervisor").isdigit() else 0
+    holder = holder_pid(n) if n else None
+    if not holder:
+        raise LabError(f"{name} is not running")
+    mnt = os.readlink(f"/proc/{holder}/ns/mnt")
+    # libvirtd starts each QEMU in a mount namespace of its own: found by its pid file.
+    guests = [read_pid(f) for f in (hv_dir(n) / "run-libvirt" / "qemu").glob("*.pid")]
+
+    def members():
+        pids = [pid for pid in guests if pid and read_pid_state(pid)]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.readlink(entry / "ns" / "mnt") == mnt and read_pid_state(entry.name):
+                        pids.append(int(entry.name))
+                except OSError:
+                    continue
+        return pids
+
+    for _ in range(50):
+        pids = members()
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    else:
+        raise LabError(f"{name}: processes survived SIGKILL: {members()}")
+    for marker in ("holder.pid", "ready"):
+        (hv_dir(n) / marker).unlink(missing_ok=True)
+    log(f"{name} crashed: every process of it killed")
+
+
+def read_pid_state(pid):
+    """True while ``pid`` runs (a zombie waiting for its parent does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def env():
     """Shell variables for the lab/bin wrappers."""
     print(f"LAB_DIR={LAB_DIR}\nLAB_NETNS={NETNS}\nVENV={VENV}\nMASTER_CONF={MASTER_CONF}")
@@ -625,6 +688,8 @@ def main(argv):
         elif cmd == "start-master":  # after a crash test: only the master, hypervisors untouched
             start_master()
             wait_for_minions([hv_name(n) for n in existing_hypervisors()], timeout=180)
+        elif cmd == "crash" and len(argv) == 3:  # evacuation tests: a hypervisor loses power
+            crash(argv[2])
         elif cmd == "minion" and len(argv) in (3, 4):
             restart_minion(argv[2], argv[3] if len(argv) == 4 else None)
         else:

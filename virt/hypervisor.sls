@@ -16,6 +16,9 @@ include:
 {%- if hyper.postcopy %}
   - virt.postcopy
 {%- endif %}
+{%- if salt['pillar.get']('virt:hypervisor:lockd:lockspace') %}
+  - virt.lockd
+{%- endif %}
 
 libvirt:
   pkg.installed:

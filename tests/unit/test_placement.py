@@ -236,6 +236,20 @@ def test_exclude_by_request():
     assert result.host == "a"
 
 
+def test_cordoned_hosts_take_nothing_and_say_why():
+    hosts = [host("a", memory_total=65536, cordoned="drain (since 2026-12-01 00:40:44 UTC)"), host("b")]
+    result = place(hosts, REQ)
+    assert result.host == "b"
+    assert result.excluded == {"a": "a: cordoned: drain (since 2026-12-01 00:40:44 UTC) "
+                                    "(salt-run virt.uncordon a lifts it)"}
+    assert result.limits == {"a": ("cordoned",)}
+    # the only host cordoned: nothing fits, and the message names the cordon
+    result = place([hosts[0]], REQ)
+    assert result.host is None and "cordoned on a" in fits_nowhere_message(result)
+    # no cordon (None or missing) is no filter
+    assert place([host("a", cordoned=None)], REQ).host == "a"
+
+
 def test_unusable_record_excludes_that_host_only():
     bad = host("a")
     bad["memory_total"] = "lots"
@@ -516,6 +530,29 @@ def test_reservations_expire(tmp_path):
     assert [e["name"] for e in book.entries()] == ["newer"]
     # the expired one is gone from the file, and its name is free again
     book.reserve("a", "old", 1, 1)
+
+
+def _reserve_in_child(directory, name, owned, ready):
+    book = Reservations(directory)
+    book.place_and_reserve([host("a")], Request(name, 1, 512), owned=owned)
+    ready.set()
+
+
+def test_owned_reservations_end_with_their_process(tmp_path):
+    """A migration's reservation (owned) goes when its runner is killed; an init's stays
+    (virt.reconcile needs it) until it expires."""
+    ctx = multiprocessing.get_context("fork")
+    for name, owned in (("mig@migrate-1", True), ("init-vm", False)):
+        ready = ctx.Event()
+        child = ctx.Process(target=_reserve_in_child, args=(tmp_path, name, owned, ready))
+        child.start()
+        assert ready.wait(10)
+        child.join()
+    book = Reservations(tmp_path)
+    assert [e["name"] for e in book.entries()] == ["init-vm"]
+    # while its process runs, an owned reservation counts like any other
+    book.place_and_reserve([host("a")], Request("mine@migrate-2", 1, 512), owned=True)
+    assert sorted(e["name"] for e in book.entries()) == ["init-vm", "mine@migrate-2"]
 
 
 def test_finish_keeps_entry_only_for_linger(tmp_path):

@@ -264,8 +264,13 @@ def domain_usage(conn):
     """Per-domain vCPU and memory (MiB) claims, for placement and freemem/freecpu."""
     usage = []
     for dom in conn.listAllDomains(0):
-        _state, max_kib, _cur, vcpus, _cpu_time = dom.info()
-        usage.append({"name": dom.name(), "cpu": vcpus, "memory": max_kib // 1024, "state": state(dom)})
+        try:
+            _state, max_kib, _cur, vcpus, _cpu_time = dom.info()
+            usage.append({"name": dom.name(), "cpu": vcpus, "memory": max_kib // 1024, "state": state(dom)})
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            # gone since the listing (migrated away, undefined): it claims nothing here any more
     return usage
 
 
@@ -325,3 +330,19 @@ def detach_file_disk(dom, path):
         with contextlib.suppress(libvirt.libvirtError):
             dom.detachDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_LIVE)
     return True
+
+
+def definitions(conn, name=None):
+    """``{vm: {xml, state, autostart}}``: the persistent definition (without console passwords) of
+    every domain (or of ``name``), for the master's copy (``salt-run virt.remember``)."""
+    names = [name] if name and exists(conn, name) else ([] if name else list_domains(conn))
+    out = {}
+    for vm in names:
+        try:
+            dom = lookup(conn, vm)
+            if dom.isPersistent():
+                out[vm] = {"xml": dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), "state": state(dom),
+                           "autostart": bool(dom.autostart())}
+        except (NotFound, libvirt.libvirtError):
+            continue  # gone since the listing
+    return out

@@ -12,6 +12,7 @@ import time
 from saltvirt import placement, trust
 from saltvirt.errors import InvalidArgument, NotFound, VirtError
 from saltvirt.fleet.locations import Locations
+from saltvirt.operations import cordons
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,23 @@ class Fleet:
     def exact(self, host):
         """``[host]`` for a list target: ``host=`` names exactly one hypervisor, never a glob."""
         return [trust.check_host(host, self.hypervisors)]
+
+    @property
+    def cordons(self):
+        return cordons.Cordons(os.path.join(self.opts["cachedir"], "saltvirt", "cordons"))
+
+    def records(self, answers, errors=()):
+        """:func:`host_records` with each host's cordon (placement skips cordoned hosts)."""
+        cordoned = self.cordons.all() if "cachedir" in self.opts else {}
+        return host_records(answers, errors, cordoned)
+
+    def with_cordons(self, data):
+        """Each answering hypervisor's entry gets ``cordoned``: None, or why and since when."""
+        cordoned = self.cordons.all()
+        for minion, entry in data.items():
+            if isinstance(entry, dict) and "error" not in entry:
+                entry["cordoned"] = cordons.describe(cordoned[minion]) if minion in cordoned else None
+        return data
 
     def policy(self):
         try:
@@ -211,6 +229,17 @@ class Fleet:
                 return data
         raise VirtError(f"{fun} on {host} did not finish within {timeout}s")
 
+    def ping(self, timeout):
+        """``(answering, silent)`` hypervisors: a ping that waits ``timeout`` seconds, then at most 5
+        more for Salt's job check of those that did not answer."""
+        tgt, tgt_type = self.hypervisors.target()
+        expected = set(self._check_minions(tgt, tgt_type))
+        with self.session():
+            ret = self._client.cmd(tgt, "test.ping", timeout=timeout, tgt_type=tgt_type,
+                                   gather_job_timeout=min(timeout, 5))
+        alive = {m for m, v in (ret or {}).items() if v is True}
+        return alive, {m: f"{m} did not answer a ping within {timeout:g}s" for m in expected - alive}
+
     def job_running(self, host, jid):
         """True/False whether ``host`` still runs job ``jid``; None if it did not answer."""
         answers, _errors = self.on(host, "saltutil.find_job", [jid], timeout=15)
@@ -238,8 +267,10 @@ def describe_errors(errors):
     return "; ".join(f"{m}: {r}" for m, r in sorted(errors.items()))
 
 
-def host_records(answers, errors=()):
-    """Placement's view of the hypervisors from their ``virt.full_info`` (down ones included)."""
+def host_records(answers, errors=(), cordoned=None):
+    """Placement's view of the hypervisors from their ``virt.full_info`` (down ones included);
+    ``cordoned``: :meth:`saltvirt.operations.cordons.Cordons.all`."""
+    cordoned = cordoned or {}
     records = [{
         "id": minion,
         "cpus": info["node_info"]["cpus"],
@@ -248,6 +279,7 @@ def host_records(answers, errors=()):
         "vms": info.get("usage", []),
         "bridges": info.get("bridges", []),
         "up": True,
+        "cordoned": cordons.describe(cordoned[minion]) if minion in cordoned else None,
     } for minion, info in answers.items()]
     return records + [{"id": m, "up": False} for m in errors]
 

@@ -10,7 +10,7 @@ import time
 
 from saltvirt import fileio, placement
 from saltvirt.errors import InvalidArgument, VirtError
-from saltvirt.fleet.hosts import describe_errors, host_records, request
+from saltvirt.fleet.hosts import describe_errors, request
 from saltvirt.migration import migrator
 from saltvirt.placement import reservations
 
@@ -57,7 +57,7 @@ def _job(fleet, store, name, source, target, answers, errors, test, options):
     """``(Migrator, reservation name or None)`` with the target chosen (and reserved)."""
     vm = answers[source]["migrate_source"]
     target = _check_target(name, target, source, answers, errors)
-    records = [r for r in host_records(answers, errors) if target is None or r["id"] == target]
+    records = [r for r in fleet.records(answers, errors) if target is None or r["id"] == target]
     # Reserved under a name of its own: the VM's name may still hold virt.init's lingering
     # reservation. The reservation only lasts while the migration runs.
     req = request(f"{name}@migrate-{secrets.token_hex(4)}", vm["vcpus"], vm["memory_mib"], exclude=(source,))
@@ -65,7 +65,7 @@ def _job(fleet, store, name, source, target, answers, errors, test, options):
         if test:
             target, reserved = placement.place(records, req, fleet.policy()).require(), None
         else:
-            target, reserved = store.place_and_reserve(records, req, fleet.policy()).host, req.name
+            target, reserved = store.place_and_reserve(records, req, fleet.policy(), owned=True).host, req.name
     except (placement.NoHostFits, InvalidArgument) as exc:
         raise VirtError(f"cannot migrate {name}: {exc}") from exc
     offline = options.pop("offline")

@@ -13,7 +13,7 @@ import os
 from saltvirt import placement, trust, units
 from saltvirt.domain import model as dommod
 from saltvirt.errors import InvalidArgument, VirtError
-from saltvirt.fleet.hosts import describe_errors, host_records, request
+from saltvirt.fleet.hosts import describe_errors, request
 from saltvirt.fleet.keys import MinionKeys
 from saltvirt.placement import intents as vintents
 from saltvirt.placement import reservations
@@ -81,7 +81,7 @@ class Provisioner:
         if host is not None and host not in answers:
             known = ", ".join(sorted(answers))
             raise InvalidArgument(errors.get(host) or f"unknown hypervisor {host} (answering: {known})")
-        records = [r for r in host_records(answers, errors) if host is None or r["id"] == host]
+        records = [r for r in self.fleet.records(answers, errors) if host is None or r["id"] == host]
         try:
             return self.store.place_and_reserve(
                 records, request(name, cpu, mem, disk_mib(kwargs.get("disks"))), self.fleet.policy()).host

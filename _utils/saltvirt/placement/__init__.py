@@ -16,6 +16,7 @@ Filters, in order (a host failing several resource limits gets all of them in it
 
 * ``down``     -- the host is marked down or did not answer (its record is not a dict);
 * ``excluded`` -- the request names it in ``exclude`` (e.g. the migration source);
+* ``cordoned`` -- the operator cordoned it (``salt-run virt.drain``; its record says why);
 * ``record``   -- its record is unusable (missing or non-numeric fields);
 * ``memory``   -- committed = memory of counted VMs + reservations + ``reserve_memory_mib``;
   free = ``memory_total * memory_ratio`` - committed; if the host reports ``memory_free``, the
@@ -43,11 +44,12 @@ RANKS = ("free_memory", "spread", "pack")
 STOPPED_STATES = frozenset({"shutoff", "shut off", "stopped"})
 
 #: Limit names, in the order the filters run; used in :attr:`Placement.limits` and messages.
-LIMITS = ("down", "excluded", "record", "memory", "vcpu", "disk", "bridge")
+LIMITS = ("down", "excluded", "cordoned", "record", "memory", "vcpu", "disk", "bridge")
 
 _LIMIT_LABELS = {
     "down": "down",
     "excluded": "excluded by request",
+    "cordoned": "cordoned",
     "record": "unusable host record",
     "memory": "not enough memory",
     "vcpu": "vCPU over-commit",
@@ -262,6 +264,7 @@ class HostState:
     bridges: frozenset = frozenset()
     networks: tuple[str, ...] = ()
     up: bool = True
+    cordoned: str | None = None  # why the host takes no new VM (None: it does)
     # derived, filled by __post_init__: (all defined VMs, VMs not shut off)
     vm_count: tuple[int, int] = field(init=False, repr=False, compare=False, default=(0, 0))
     vcpu_sum: tuple[int, int] = field(init=False, repr=False, compare=False, default=(0, 0))
@@ -318,6 +321,7 @@ class HostState:
             bridges=frozenset(_names(data.get("bridges"), f"{hid}: bridges")),
             networks=_names(data.get("networks"), f"{hid}: networks"),
             up=True,
+            cordoned=str(data["cordoned"]) if data.get("cordoned") else None,
         )
 
 
@@ -494,6 +498,8 @@ def _evaluate(host: HostState, request: Request, policy: Policy, reservations):
     hid = host.id
     if not host.up:
         return ["down (not answering)"], ["down"], None
+    if host.cordoned:
+        return [f"cordoned: {host.cordoned} (salt-run virt.uncordon {hid} lifts it)"], ["cordoned"], None
 
     idx = 0 if policy.count_shutoff else 1
     n_vms = host.vm_count[idx]

@@ -13,6 +13,8 @@ The reservation outlives a successful init by ``linger`` seconds (default 2 min)
 holding a host snapshot gathered before the VM existed still count it; once the VM shows up in a
 host's ``vms`` the same-named reservation is not counted twice (see :mod:`saltvirt.placement`).
 Entries expire after ``ttl`` (default 15 min) so a killed runner cannot block a host for good.
+An entry made with ``owned=True`` (a migration's: it means nothing once its runner is gone) also
+ends when the process that made it is no longer running on this master.
 
 The data file ``reservations.json`` is replaced atomically (write + rename), so lock-free readers
 always see a whole file.
@@ -102,7 +104,7 @@ class Reservations:
         with self._lock():
             stored = self._read()
             now = self.clock()
-            live = [e for e in stored if _expires(e) > now]
+            live = [e for e in stored if _expires(e) > now and not _orphaned(e)]
             before = json.dumps(live, sort_keys=True)
             yield live
             if len(live) != len(stored) or json.dumps(live, sort_keys=True) != before:
@@ -188,8 +190,10 @@ class Reservations:
             raise
         self.finish(name, linger)
 
-    def place_and_reserve(self, hosts, request, policy: Policy | None = None) -> Placement:
+    def place_and_reserve(self, hosts, request, policy: Policy | None = None, owned: bool = False) -> Placement:
         """Lock, read reservations, :func:`~saltvirt.placement.place`, record the choice, unlock.
+
+        ``owned``: the reservation ends with this process too (not only after ``ttl``).
 
         Raises :class:`~saltvirt.placement.NoHostFits` when nothing fits (nothing is recorded),
         :class:`InvalidArgument` if the VM name already has a live reservation.
@@ -203,8 +207,11 @@ class Reservations:
                 merged.setdefault(host, []).extend(entries)
             placement = place(hosts, request, dataclasses.replace(policy, reservations=merged))
             placement.require()
-            live.append(self._entry(placement.host, request.name, request.cpu,
-                                    request.memory_mib, request.disk_mib, None))
+            entry = self._entry(placement.host, request.name, request.cpu, request.memory_mib,
+                                request.disk_mib, None)
+            if owned:
+                entry["owned"] = True
+            live.append(entry)
         return placement
 
     @contextlib.contextmanager
@@ -238,6 +245,22 @@ def place_and_reserve(path: str | Reservations, hosts, request,
 def _expires(entry: dict) -> float:
     value = entry.get("expires")
     return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def _orphaned(entry: dict) -> bool:
+    """An ``owned`` entry whose process has ended (killed runner, master restarted)."""
+    if not entry.get("owned"):
+        return False
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _by_host(entries) -> dict[str, list[dict]]:
