@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 
@@ -129,3 +130,15 @@ def mac_for(vm):
     """A MAC from the VM name's hex suffix: the guest image derives its 10.231.0.N from it."""
     digest = int(vm.split("-")[-1], 16)
     return f"52:54:00:e2:{(digest >> 8) & 0xFF:02x}:{digest & 0xFF:02x}"
+
+
+@pytest.fixture(scope="session")
+def three_hypervisors(lab):
+    """The lab with a third hypervisor: grown (``LAB_HYPERVISORS=3 labctl.py up``) if it has two."""
+    lab_dir = os.environ.get("LAB_DIR", "/var/lib/svlab")
+    if not os.path.exists(f"{lab_dir}/hv3/holder.pid"):
+        env = dict(os.environ, LAB_HYPERVISORS="3")
+        subprocess.run([sys.executable, os.path.join(REPO, "lab", "labctl.py"), "up"], env=env, check=True,
+                       timeout=900)
+        lab.run("salt", "hypervisor*", "saltutil.sync_all", timeout=300)
+    return lab

@@ -69,10 +69,8 @@ def wait_remembered(name, host, state, timeout=60):
 
 
 @pytest.fixture
-def crashable(lab):
-    missing = [h for h in HOSTS if not os.path.exists(f"{LAB_DIR}/hv{h[-1]}/holder.pid")]
-    if missing:
-        pytest.fail(f"this test needs three hypervisors: LAB_HYPERVISORS=3 make lab-up (missing {missing})")
+def crashable(three_hypervisors):
+    lab = three_hypervisors
     yield lab
     if not os.path.exists(f"{LAB_DIR}/hv1/holder.pid"):
         labctl("up")  # hypervisor1 back, as the lab had it

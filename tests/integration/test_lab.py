@@ -5,7 +5,8 @@ import re
 
 def test_both_hypervisors_answer(lab):
     pings = lab.salt_json("hypervisor*", "test.ping")
-    assert pings == {"hypervisor1": True, "hypervisor2": True}
+    assert {h: pings.get(h) for h in ("hypervisor1", "hypervisor2")} == {"hypervisor1": True, "hypervisor2": True}
+    assert all(answer is True for answer in pings.values()), pings
 
 
 def test_each_hypervisor_has_its_own_libvirtd(lab):
