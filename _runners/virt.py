@@ -16,6 +16,8 @@ Master configuration (all optional)::
         cpu_ratio: 4.0
         reserve_memory_mib: 256
       tunnel: False                  # migrate through libvirt's TLS tunnel (port 16514)
+      syndics:                       # on a master of masters: the minion on each syndic's host
+        syndic1: 'hypervisor*'       # and the hypervisors under it (docs/scale.rst)
       migrate_timeout: 3600          # seconds virt.migrate waits for the migration job
       prepare_timeout: 600           # seconds the target has to pre-create copied disks
       rebase_timeout: 1800           # seconds virt.rebase waits for the copies and rebases
@@ -47,7 +49,7 @@ import salt.utils.minions
 from salt.exceptions import SaltInvocationError, SaltRunnerError
 
 try:
-    from saltvirt import coexist, fileio, migrator, pki, placement, reservations, sealed, trust, units
+    from saltvirt import coexist, fileio, migrator, pki, placement, reservations, sealed, syndics, trust, units
     from saltvirt import console as vconsole
     from saltvirt import domain as dommod
     from saltvirt import intents as vintents
@@ -548,14 +550,45 @@ def _complete(store, host, name, pub):
     """The VM exists on ``host``: accept its key, turn the reservation into it, end the intent."""
     if pub:
         try:
-            _accept(name, pub)
+            if not _key_on_syndic(name, host):
+                _accept(name, pub)
+                _register_key(name, host)
         except SaltRunnerError:
             _rollback(store, host, name, defined=True)
             raise
-        os.makedirs(os.path.dirname(_key_registry(name)), mode=0o700, exist_ok=True)
-        fileio.write_atomic(_key_registry(name), host.encode(), 0o600)
     store.finish(name)
     _intents().end(name)
+
+
+def _register_key(name, host):
+    os.makedirs(os.path.dirname(_key_registry(name)), mode=0o700, exist_ok=True)
+    fileio.write_atomic(_key_registry(name), host.encode(), 0o600)
+
+
+def _syndics():
+    try:
+        return syndics.Syndics.from_config(_conf("syndics"))
+    except InvalidArgument as exc:
+        raise SaltInvocationError(f"master config {exc}") from exc
+
+
+def _key_on_syndic(name, host):
+    """Under a syndic (``virt:syndics``), VM ``name``'s key belongs on ``host``'s master: the
+    minion on the syndic's host runs that master's ``virt.sync_key``. False when ``host``'s
+    master is this one."""
+    try:
+        minion = _syndics().key_minion(host)
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
+    if minion is None:
+        return False
+    answers, errors = _fanout("saltutil.runner", arg=["virt.sync_key"], kwarg={"kwarg": {"name": name, "host": host}},
+                              tgt=[minion], tgt_type="list")
+    ret = answers.get(minion)
+    if not isinstance(ret, dict) or ret.get("result") is False:
+        reason = ret.get("error") if isinstance(ret, dict) else (errors.get(minion) or ret)
+        raise SaltRunnerError(f"the key of {name} on the master of {host} (through {minion}): {reason}")
+    return ret
 
 
 def _rollback(store, host, name, defined):
@@ -676,7 +709,10 @@ def reconcile(test=False):
                 _delete_key(name)
                 os.unlink(_key_registry(name))
     seeded, _seed_errors = _fanout("virt.seeded_vms")
+    keys_here = _syndics()
     for host, names in seeded.items():
+        if keys_here.key_minion(host):
+            continue  # their keys live on the syndic's master: virt.reconcile there reports them
         for name in names or []:
             if name not in accepted and name not in pending:
                 report["vms_without_keys"].append({"name": name, "host": host})
@@ -691,6 +727,50 @@ def reconcile(test=False):
     if errors or any(i.get("error") for i in report["inits"]):
         __context__["retcode"] = report["retcode"] = 1
     return report
+
+
+@_clean_errors
+def sync_key(name, host):
+    """
+    Make this master's minion key for VM ``name`` match hypervisor ``host``: accept the public key
+    the VM's seed on ``host`` holds (read from the hypervisor, never taken from the caller) while
+    ``host`` has the VM; delete the key this runner once accepted for it when no hypervisor of
+    this master has it any more. A master of masters calls it on a syndic's master, where the VMs of the hypervisors
+    under that syndic authenticate (``virt:syndics``, ``docs/scale.rst``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.sync_key web1 hypervisor1
+        salt syndic1 saltutil.runner virt.sync_key kwarg='{name: web1, host: hypervisor1}'
+    """
+    host = _exact(host)[0]
+    try:
+        dommod.validate_name(name)
+        trust.check_vm_name(name, _hypervisors(), _known_minions() - {name})
+    except InvalidArgument as exc:
+        raise SaltInvocationError(str(exc)) from exc
+    answers, errors = _fanout("virt.init_status", arg=[name], tgt=[host], tgt_type="list")
+    if host not in answers:
+        raise SaltRunnerError(f"{host}: {errors.get(host) or 'no answer'}")
+    status = answers[host]
+    if status.get("defined") and status.get("minion_pub"):
+        _accept(name, status["minion_pub"])
+        _register_key(name, host)
+        return {"name": name, "host": host, "key": "accepted"}
+    if not status.get("defined") and os.path.exists(_key_registry(name)):
+        # Migrated elsewhere is not gone: delete only when no hypervisor of this master has it.
+        answers, errors = _fanout("virt.vm_state")
+        if errors:
+            raise SaltRunnerError(f"not deleting the key of {name} while hypervisors do not answer: "
+                                  f"{_hypervisor_error(errors)}")
+        if any(isinstance(states, dict) and name in states for states in answers.values()):
+            return {"name": name, "host": host, "key": "unchanged"}
+        deleted = _delete_key(name)
+        os.unlink(_key_registry(name))
+        return {"name": name, "host": host, "key": "deleted" if deleted else "absent"}
+    return {"name": name, "host": host, "key": "unchanged"}
 
 
 # --------------------------------------------------------------------------- per-VM commands
@@ -819,7 +899,16 @@ def purge(name, delete_key=True, host=None):
         salt-run virt.purge centos1 delete_key=False
     """
     result = _vm_call(name, "virt.purge", host=host)
-    result["key_deleted"] = _delete_key(name) if delete_key else False
+    try:
+        under_syndic = _key_on_syndic(name, result["host"]) if delete_key else False
+    except SaltRunnerError as exc:  # the VM is gone; say what is left
+        __context__["retcode"] = result["retcode"] = 1
+        under_syndic = {"key": "not deleted"}
+        result["key_error"] = str(exc)
+    if under_syndic:
+        result["key_deleted"] = under_syndic["key"] == "deleted"
+    else:
+        result["key_deleted"] = _delete_key(name) if delete_key else False
     with contextlib.suppress(FileNotFoundError):
         os.unlink(_key_registry(name))
     # A VM created moments ago may still hold its placement reservation: it is gone now.
@@ -1117,7 +1206,9 @@ class _SaltHosts:
         try:
             pub = client.run_job(_exact(host), fun, arg=list(arg), kwarg=kwarg, tgt_type="list", jid=jid)
             jid = (pub or {}).get("jid")
-            if not jid or host not in (pub.get("minions") or []):
+            # A master of masters does not know the minions under its syndics: a missing answer
+            # is then seen by the deadline and find_job below.
+            if not jid or (host not in (pub.get("minions") or []) and not __opts__.get("order_masters")):
                 raise VirtError(f"could not start {fun} on {host}")
             if on_published:
                 on_published(jid)
