@@ -142,9 +142,13 @@ def _fanout(fun, arg=(), kwarg=None, tgt=None, tgt_type=None, timeout=None, clie
         tgt, tgt_type = _target()
     tgt_type = tgt_type or "glob"
     timeout = timeout or _conf("timeout", 10)
-    expected = set(
-        salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type).get("minions", [])
-    )
+    if tgt_type == "list" and __opts__.get("order_masters"):
+        # A master of masters holds no keys of the minions under its syndics: a list is what it expects.
+        expected = set(tgt)
+    else:
+        expected = set(
+            salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type).get("minions", [])
+        )
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(salt.client.LocalClient(mopts=__opts__))
