@@ -24,6 +24,7 @@ purged, untimed, after each round. Prints figures; asserts nothing about speed.
     BENCH_SETUPS=plain-2,syndic-2 .venv/bin/python bench/bench_runner.py
 """
 
+import json
 import os
 import statistics
 import subprocess
@@ -97,12 +98,18 @@ def bring_up(setup):
     if setup in ("plain-2", "syndic-2"):
         labctl("down")  # the topology changes only while the lab is down
     labctl("up", LAB_SYNDIC="1" if syndic else "0", LAB_FAKE_HYPERVISORS=str(fakes))
-    hosts = run([os.path.join(BIN, "salt-run"), "virt.host_info", "--out=json"]).count('"node_info"')
-    if hosts != 2 + fakes:
-        sys.exit(f"{setup}: {hosts} hypervisors answered virt.host_info, expected {2 + fakes}")
+    # Each fan-out answers for every hypervisor (and exits 0: none failed).
+    for fun in ("virt.host_info", "virt.query", "virt.list"):
+        answered = json.loads(run([os.path.join(BIN, "salt-run"), fun, "--out=json"]))
+        hosts = len([h for h in answered if h.startswith("hypervisor")])
+        if hosts != 2 + fakes or "retcode" in answered:
+            sys.exit(f"{setup}: {fun} answered for {hosts} hypervisors, expected {2 + fakes}")
     run([os.path.join(BIN, "salt"), "hypervisor1", "virt.purge", VM], check=False)
     run([os.path.join(BIN, "salt"), "hypervisor1", "virt.init", VM, "1", "128",
          "image=/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True", "seed=False"])
+    found = json.loads(run([os.path.join(BIN, "salt-run"), "virt.vm_info", VM, "--out=json"]))
+    if list(found) != ["hypervisor1"] or VM not in found["hypervisor1"]["vm_info"]:
+        sys.exit(f"{setup}: virt.vm_info {VM} did not find it on hypervisor1: {found}")
     return hosts
 
 
@@ -137,6 +144,7 @@ def main():
             hosts = bring_up(setup)
             print(f"{setup}: {hosts} hypervisors answering", flush=True)
             results[setup] = measure(setup)
+            report({setup: results[setup]})  # kept even if a later set-up fails
     finally:
         subprocess.run([os.path.join(BIN, "salt"), "hypervisor1", "virt.purge", VM], env=ENV, capture_output=True)
         labctl("down")

@@ -639,7 +639,10 @@ def start_libvirtd(n):
 
 
 def sync(ids):
-    out = salt(["-L", ",".join(ids), "saltutil.sync_all", "--out=json", "--static", "-t", "120"], timeout=180)
+    # Dozens of minions syncing at once share two cores: give each of them time.
+    wait = max(120, 6 * len(ids))
+    out = salt(["-L", ",".join(ids), "saltutil.sync_all", "--out=json", "--static", "-t", str(wait)],
+               timeout=wait + 60)
     if out.returncode != 0:
         raise LabError(f"saltutil.sync_all failed: {out.stdout}{out.stderr}")
     # The master too: a copy synced earlier (the docs walkthrough does it) would shadow the

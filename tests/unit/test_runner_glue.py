@@ -51,3 +51,37 @@ def test_names_and_hosts_are_refused_before_anything_runs(runner):
     with pytest.raises(SaltInvocationError, match="must be exactly one hypervisor's minion id"):
         runner._exact("hyper*")
     assert runner._exact("hypervisor2") == ["hypervisor2"]
+
+
+def test_vm_keys_go_to_the_syndic_of_the_vms_hypervisor(runner):
+    """virt:syndics: the key step runs saltutil.runner virt.sync_key on the minion of the
+    hypervisor's syndic; hypervisors under no syndic keep their VMs' keys here."""
+    runner.__opts__["virt"]["syndics"] = {"syndic1": "hypervisor[12]"}
+    calls = []
+
+    def fanout(fun, arg=(), kwarg=None, tgt=None, tgt_type=None, **_kw):
+        calls.append((fun, list(arg), kwarg, tgt, tgt_type))
+        return {"syndic1": {"name": "web1", "host": "hypervisor2", "key": "accepted"}}, {}
+
+    runner._fanout = fanout
+    assert runner._key_on_syndic("web1", "hypervisor2")["key"] == "accepted"
+    assert calls == [("saltutil.runner", ["virt.sync_key"], {"kwarg": {"name": "web1", "host": "hypervisor2"}},
+                      ["syndic1"], "list")]
+    assert runner._key_on_syndic("web1", "hypervisor3") is False  # not under a syndic: this master
+    assert len(calls) == 1
+
+
+def test_a_refusal_on_the_syndic_is_an_error_of_the_call(runner):
+    runner.__opts__["virt"]["syndics"] = {"syndic1": "hypervisor*"}
+    refusal = {"result": False, "error": "not accepting the key of VM web1: the master holds another key",
+               "retcode": 1}
+    runner._fanout = lambda *a, **k: ({"syndic1": refusal}, {})
+    with pytest.raises(runner.SaltRunnerError, match=r"the key of web1 on the master of hypervisor1 \(through "
+                                                     r"syndic1\): not accepting the key of VM web1"):
+        runner._key_on_syndic("web1", "hypervisor1")
+    runner._fanout = lambda *a, **k: ({}, {"syndic1": "syndic1 did not answer within 10s (minion down?)"})
+    with pytest.raises(runner.SaltRunnerError, match="through syndic1.: syndic1 did not answer within 10s"):
+        runner._key_on_syndic("web1", "hypervisor1")
+    runner.__opts__["virt"]["syndics"] = {"syndic*": "hypervisor*"}
+    with pytest.raises(SaltInvocationError, match="master config virt:syndics: 'syndic\\*' must be exactly one"):
+        runner._key_on_syndic("web1", "hypervisor1")
