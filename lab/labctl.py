@@ -18,7 +18,8 @@ Usage: ``labctl.py up|down|status|env|start-master``, and ``labctl.py minion hyp
 to restart one hypervisor's salt-minion from another Python environment (default: the lab's own),
 e.g. one with only Salt in it. ``LAB_HYPERVISORS`` (default 2) sets the count, ``LAB_DIR`` (default
 /var/lib/svlab) the state directory, ``LAB_NETNS`` (default svlab) the network namespace,
-``LAB_FAKE_HYPERVISORS`` a number of extra test:/// hypervisor minions.
+``LAB_FAKE_HYPERVISORS`` the number of extra test:/// hypervisor minions (exactly: more are
+stopped and their keys deleted).
 """
 
 import json
@@ -522,6 +523,19 @@ def start_fake(n):
         sh(in_netns([VENV / "bin" / "salt-minion", "-c", conf_dir, "-d"]))
 
 
+def drop_fakes(keep):
+    """Stop the test:/// minions numbered above ``keep`` and delete their keys: LAB_FAKE_HYPERVISORS
+    is the exact count (a master that still held their keys would expect them to answer)."""
+    for fake in sorted(LAB_DIR.glob("fake*")):
+        n = fake.name[4:]
+        if not n.isdigit() or int(n) <= keep:
+            continue
+        pid = read_pid(fake / "minion" / "var" / "run" / "salt-minion.pid")
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+        (MASTER / "etc" / "salt" / "pki" / "master" / "minions" / fake_name(int(n))).unlink(missing_ok=True)
+
+
 def start_hypervisor(n):
     if holder_pid(n):
         return
@@ -699,6 +713,7 @@ def up():
     for n in fresh:
         start_libvirtd(n)
         log(f"{hv_name(n)} up: libvirtd on qemu+tls://{hv_addr(n)}/system, host uuid {hv_uuid(n)}")
+    drop_fakes(FAKES)
     if FAKES:
         for n in range(1, FAKES + 1):
             start_fake(n)
