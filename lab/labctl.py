@@ -615,7 +615,12 @@ def wait_for_minions(ids, timeout=120, conf=MASTER_CONF):
     deadline = time.monotonic() + timeout
     pending = set(ids)
     while pending and time.monotonic() < deadline:
-        out = salt(["-L", ",".join(sorted(pending)), "test.ping", "--out=json", "--static", "-t", "5"], conf=conf)
+        try:
+            # -t 5, then gather_job_timeout (30 s) for minions still starting, on a busy machine
+            out = salt(["-L", ",".join(sorted(pending)), "test.ping", "--out=json", "--static", "-t", "5"],
+                       conf=conf, timeout=180)
+        except subprocess.TimeoutExpired:
+            continue
         try:
             answered = {k for k, v in json.loads(out.stdout or "{}").items() if v is True}
         except json.JSONDecodeError:
@@ -718,7 +723,7 @@ def up():
         for n in range(1, FAKES + 1):
             start_fake(n)
         fakes = [fake_name(n) for n in range(1, FAKES + 1)]
-        wait_for_minions(fakes)
+        wait_for_minions(fakes, timeout=max(120, 6 * FAKES))
         sync(fakes)
         ids += fakes
     if syndic_mode():
@@ -728,7 +733,7 @@ def up():
         # which saltutil.runner would then use instead of the master's (runner_dirs/utils_dirs).
         wait_for_minions([SYNDIC_ID])
         # Through the top master: every minion answers by way of the syndic.
-        wait_for_minions([*ids, SYNDIC_ID], conf=TOP_CONF)
+        wait_for_minions([*ids, SYNDIC_ID], conf=TOP_CONF, timeout=max(120, 6 * len(ids)))
         sh(in_netns([VENV / "bin" / "salt-run", "-c", TOP_CONF, "saltutil.sync_all", "--out=json"]), timeout=180)
         log(f"top master on 127.0.0.1:{TOP_RET_PORT} (order_masters), salt-syndic {SYNDIC_ID}")
     log(f"ready in {time.monotonic() - t0:.1f}s: {'top master + syndic' if syndic_mode() else 'master'} + "
