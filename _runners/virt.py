@@ -16,6 +16,8 @@ Master configuration (all optional)::
         cpu_ratio: 4.0
         reserve_memory_mib: 256
       tunnel: False                  # migrate through libvirt's TLS tunnel (port 16514)
+      syndics:                       # on a master of masters: the minion on each syndic's host
+        syndic1: 'hypervisor*'       # and the hypervisors under it (docs/scale.rst)
       migrate_timeout: 3600          # seconds virt.migrate waits for the migration job
       prepare_timeout: 600           # seconds the target has to pre-create copied disks
       rebase_timeout: 1800           # seconds virt.rebase waits for the copies and rebases
@@ -450,8 +452,30 @@ def purge(name, delete_key=True, host=None):
     fleet = _fleet()
     result = fleet.vm_call(name, "virt.purge", host=host)
     fleet.locations.forget(name)
-    result["key_deleted"] = _provisioner(fleet).forget(name, delete_key=delete_key)
+    result["key_deleted"], error = _provisioner(fleet).forget(name, result["host"], delete_key=delete_key)
+    if error:
+        __context__["retcode"] = result["retcode"] = 1
+        result["key_error"] = error
     return result
+
+
+@_clean_errors
+def sync_key(name, host):
+    """
+    Make this master's minion key for VM ``name`` match hypervisor ``host``: accept the public key
+    the VM's seed on ``host`` holds (read from the hypervisor, never taken from the caller) while
+    ``host`` has the VM; delete the key this runner once accepted for it when no hypervisor of
+    this master has it any more. A master of masters calls it on a syndic's master, where the VMs
+    of the hypervisors under that syndic authenticate (``virt:syndics``, ``docs/scale.rst``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run virt.sync_key web1 hypervisor1
+        salt syndic1 saltutil.runner virt.sync_key kwarg='{name: web1, host: hypervisor1}'
+    """
+    return _provisioner().sync_key(name, host)
 
 
 # --------------------------------------------------------------------------- base images

@@ -127,8 +127,9 @@ def main():
     runner_runs, raw_runs, local_runs = [], [], []
     try:
         run("salt", "hypervisor*", "saltutil.sync_all", "--out=quiet")
+        # seed=False: a seed ISO is a local disk (virt:images), which the raw path cannot migrate.
         run("salt-run", "virt.init", shared_vm, 1, MEMORY, "salt://centos.qcow2", "host=hypervisor1",
-            "disks=" + json.dumps([{"name": "system", "pool": pool}]), "--out=quiet")
+            "disks=" + json.dumps([{"name": "system", "pool": pool}]), "seed=False", "--out=quiet")
         beat = wait_heartbeat("hypervisor1", shared_vm)
         if FILL:
             log = run("hv-exec", "hypervisor1", "cat", f"/var/log/libvirt/qemu/{shared_vm}-serial.log")

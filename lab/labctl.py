@@ -7,11 +7,20 @@
   namespace with its own /etc/libvirt, /run/libvirt, /var/lib/libvirt, /etc/pki, libvirtd
   (TLS on 127.0.0.N+1), virtlogd and a salt-minion.
 
+With ``LAB_SYNDIC=1`` the salt-master above becomes a syndic's master: a *top* master
+(``order_masters``, state in ``$LAB_DIR/top``, ports 4515/4516 on 127.0.0.1) is added, a
+salt-syndic (id ``syndic1``) connects the two, and a salt-minion ``syndic1`` runs next to the
+syndic's master (the runner accepts VM keys there, see docs/scale.rst). The hypervisors, their keys
+and the VMs' keys stay with the syndic's master; ``lab/bin/salt`` and ``salt-run`` talk to the top
+master. The choice is kept in the state directory (``LAB_SYNDIC=0`` on a stopped lab drops it).
+
 Usage: ``labctl.py up|down|status|env|start-master``, ``labctl.py crash hypervisorN`` (kill all
 its processes at once, as a power loss; ``up`` brings it back), and ``labctl.py minion hypervisorN [VENV]``
 to restart one hypervisor's salt-minion from another Python environment (default: the lab's own),
 e.g. one with only Salt in it. ``LAB_HYPERVISORS`` (default 2) sets the count, ``LAB_DIR`` (default
-/var/lib/svlab) the state directory, ``LAB_NETNS`` (default svlab) the network namespace.
+/var/lib/svlab) the state directory, ``LAB_NETNS`` (default svlab) the network namespace,
+``LAB_FAKE_HYPERVISORS`` the number of extra test:/// hypervisor minions (exactly: more are
+stopped and their keys deleted).
 """
 
 import json
@@ -46,6 +55,18 @@ WHEELHOUSE = LAB_DIR / "wheelhouse"
 # The same CA the bundle's libvirt ext_pillar uses by default (<master pki_dir>/libvirt).
 CA_DIR = LAB_DIR / "master" / "etc" / "salt" / "pki" / "master" / "libvirt"
 BRIDGE = "br0"
+# The syndic topology (LAB_SYNDIC=1): the master above is the syndic's; the top master lives here.
+SYNDIC_MARK = LAB_DIR / "syndic"
+TOP = LAB_DIR / "top"
+TOP_CONF = TOP / "etc" / "salt"
+TOP_PUBLISH_PORT, TOP_RET_PORT = 4515, 4516
+SYNDIC_ID = "syndic1"
+# salt-syndic reads the syndic master's config and a minion config (its id and key) from one dir.
+SYNDIC_CONF = MASTER / "syndic" / "etc" / "salt"
+# The salt-minion on the syndic's host (a minion of the syndic's master).
+SYNDIC_MINION = LAB_DIR / "syndic-minion"
+# Seconds the top master waits for syndics to report which minions a job reached.
+TOP_SYNDIC_WAIT = 1
 BRIDGE_ADDR = "10.231.0.1/24"  # exists only inside the lab's own network namespace
 
 # Host commands the lab needs, and the Debian package that provides each.
@@ -273,7 +294,135 @@ def write_master_config():
             "extra_ips": {hv_name(n): [hv_addr(n)] for n in range(1, 10)},
         },
     }
+    if syndic_mode():
+        conf.update({
+            # This master's salt-syndic daemon (syndic_* options are read by salt-syndic only).
+            "syndic_master": "127.0.0.1",
+            "syndic_master_port": TOP_RET_PORT,
+            "syndic_pidfile": str(MASTER / "var" / "run" / "salt-syndic.pid"),
+            "syndic_log_file": str(MASTER / "var" / "log" / "salt" / "syndic"),
+        })
     (MASTER_CONF / "master").write_text(json.dumps(conf, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- syndic topology
+
+
+def syndic_mode():
+    """True when this lab runs the syndic topology (LAB_SYNDIC=1 once, kept in LAB_DIR)."""
+    return SYNDIC_MARK.exists()
+
+
+def choose_topology():
+    wanted = os.environ.get("LAB_SYNDIC", "")
+    if wanted not in ("", "0", "1"):
+        raise LabError(f"LAB_SYNDIC={wanted!r}: use 1 (top master + syndic) or 0 (one master)")
+    if wanted == "" or (wanted == "1") == syndic_mode():
+        return
+    if master_pid():
+        raise LabError(f"the running lab {'has' if syndic_mode() else 'has no'} syndic: take it down "
+                       f"(make lab-down) before LAB_SYNDIC={wanted}")
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    if wanted == "1":
+        SYNDIC_MARK.write_text("top master + syndic: see docs/scale.rst\n")
+    else:
+        SYNDIC_MARK.unlink()
+
+
+def top_pid():
+    return read_pid(TOP / "var" / "run" / "salt-master.pid")
+
+
+def syndic_pid():
+    return read_pid(MASTER / "var" / "run" / "salt-syndic.pid")
+
+
+def syndic_minion_pid():
+    return read_pid(SYNDIC_MINION / "var" / "run" / "salt-minion.pid")
+
+
+def write_top_config():
+    TOP_CONF.mkdir(parents=True, exist_ok=True)
+    conf = {
+        "root_dir": str(TOP),
+        "user": "root",
+        # Its own ports next to the syndic's master (which keeps 4505/4506 for the hypervisors
+        # and the VMs on br0): only the salt-syndic connects here.
+        "interface": "127.0.0.1",
+        "publish_port": TOP_PUBLISH_PORT,
+        "ret_port": TOP_RET_PORT,
+        "order_masters": True,
+        "syndic_wait": TOP_SYNDIC_WAIT,
+        "transport": "tcp",
+        "runner_dirs": [str(REPO / "_runners")],
+        "outputter_dirs": [str(REPO / "_output")],
+        "utils_dirs": [str(REPO / "_utils")],
+        "module_dirs": [],
+        "log_level_logfile": "info",
+        "keep_jobs_seconds": 3600,
+        "gather_job_timeout": 30,
+        "virt": {
+            "hypervisors": "hypervisor*",
+            "timeout": 30,
+            # The hypervisors hang off syndic1, whose host runs the minion syndic1: VM keys are
+            # accepted on that syndic's master, through that minion.
+            "syndics": {SYNDIC_ID: "hypervisor*"},
+        },
+    }
+    (TOP_CONF / "master").write_text(json.dumps(conf, indent=2) + "\n")
+
+
+def start_top():
+    if top_pid():
+        return
+    write_top_config()
+    sh(in_netns([VENV / "bin" / "salt-master", "-c", TOP_CONF, "-d"]))
+    for _ in range(100):
+        if top_pid():
+            return
+        time.sleep(0.1)
+    raise LabError(f"the top salt-master did not start; see {TOP}/var/log/salt/master")
+
+
+def start_syndic():
+    """salt-syndic on the syndic's master, its key pre-accepted on the top master."""
+    if syndic_pid():
+        return
+    SYNDIC_CONF.mkdir(parents=True, exist_ok=True)
+    link = SYNDIC_CONF / "master"
+    if not link.is_symlink():
+        link.symlink_to(MASTER_CONF / "master")
+    (SYNDIC_CONF / "minion").write_text(json.dumps({
+        # salt-syndic prefixes its paths with this root_dir: the master's, so that the
+        # syndic_* paths and sock_dir of the master config stay as they are.
+        "id": SYNDIC_ID, "root_dir": str(MASTER), "pki_dir": str(SYNDIC_CONF / "pki" / "minion"), "user": "root",
+        # The top master's publisher (syndic_master_port only names its request port).
+        "publish_port": TOP_PUBLISH_PORT,
+        "transport": "tcp",
+    }, indent=2) + "\n")
+    preaccept_minion_key(SYNDIC_CONF, SYNDIC_ID, master=TOP)
+    sh(in_netns([VENV / "bin" / "salt-syndic", "-c", SYNDIC_CONF, "-d"]))
+    for _ in range(100):
+        if syndic_pid():
+            return
+        time.sleep(0.1)
+    raise LabError(f"salt-syndic did not start; see {MASTER}/var/log/salt/syndic")
+
+
+def start_syndic_minion():
+    """The minion on the syndic's host: saltutil.runner there runs the syndic master's runner."""
+    conf_dir = SYNDIC_MINION / "etc" / "salt"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    link = conf_dir / "master"  # saltutil.runner reads the master config next to the minion's
+    if not link.is_symlink():
+        link.symlink_to(MASTER_CONF / "master")
+    (conf_dir / "minion").write_text(json.dumps({
+        "id": SYNDIC_ID, "master": "127.0.0.1", "root_dir": str(SYNDIC_MINION), "user": "root",
+        "log_level_logfile": "info",
+    }, indent=2) + "\n")
+    preaccept_minion_key(conf_dir, SYNDIC_ID)
+    if not syndic_minion_pid():
+        sh(in_netns([VENV / "bin" / "salt-minion", "-c", conf_dir, "-d"]))
 
 
 def start_master():
@@ -356,13 +505,13 @@ def prepare_hypervisor(n):
     publish_images(n)
 
 
-def preaccept_minion_key(conf_dir, minion_id):
+def preaccept_minion_key(conf_dir, minion_id, master=MASTER):
     """Generate a lab minion's key and place it as accepted on the master (no salt-key -a)."""
     pki = conf_dir / "pki" / "minion"
     pki.mkdir(parents=True, exist_ok=True)
     if not (pki / "minion.pem").exists():
         sh([VENV / "bin" / "salt-key", "-c", MASTER_CONF, f"--gen-keys-dir={pki}", "--gen-keys=minion"])
-    accepted = MASTER / "etc" / "salt" / "pki" / "master" / "minions"
+    accepted = master / "etc" / "salt" / "pki" / "master" / "minions"
     accepted.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(pki / "minion.pub", accepted / minion_id)
 
@@ -384,6 +533,19 @@ def start_fake(n):
     preaccept_minion_key(conf_dir, fake_name(n))
     if not read_pid(root / "var" / "run" / "salt-minion.pid"):
         sh(in_netns([VENV / "bin" / "salt-minion", "-c", conf_dir, "-d"]))
+
+
+def drop_fakes(keep):
+    """Stop the test:/// minions numbered above ``keep`` and delete their keys: LAB_FAKE_HYPERVISORS
+    is the exact count (a master that still held their keys would expect them to answer)."""
+    for fake in sorted(LAB_DIR.glob("fake*")):
+        n = fake.name[4:]
+        if not n.isdigit() or int(n) <= keep:
+            continue
+        pid = read_pid(fake / "minion" / "var" / "run" / "salt-minion.pid")
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+        (MASTER / "etc" / "salt" / "pki" / "master" / "minions" / fake_name(int(n))).unlink(missing_ok=True)
 
 
 def start_hypervisor(n):
@@ -457,15 +619,20 @@ def restart_minion(name, venv=None):
 # ---------------------------------------------------------------------------- salt calls
 
 
-def salt(argv, timeout=60):
-    return sh(in_netns([VENV / "bin" / "salt", "-c", MASTER_CONF, *argv]), check=False, timeout=timeout)
+def salt(argv, timeout=60, conf=MASTER_CONF):
+    return sh(in_netns([VENV / "bin" / "salt", "-c", conf, *argv]), check=False, timeout=timeout)
 
 
-def wait_for_minions(ids, timeout=120):
+def wait_for_minions(ids, timeout=120, conf=MASTER_CONF):
     deadline = time.monotonic() + timeout
     pending = set(ids)
     while pending and time.monotonic() < deadline:
-        out = salt(["-L", ",".join(sorted(pending)), "test.ping", "--out=json", "--static", "-t", "5"])
+        try:
+            # -t 5, then gather_job_timeout (30 s) for minions still starting, on a busy machine
+            out = salt(["-L", ",".join(sorted(pending)), "test.ping", "--out=json", "--static", "-t", "5"],
+                       conf=conf, timeout=180)
+        except subprocess.TimeoutExpired:
+            continue
         try:
             answered = {k for k, v in json.loads(out.stdout or "{}").items() if v is True}
         except json.JSONDecodeError:
@@ -503,7 +670,10 @@ def start_libvirtd(n):
 
 
 def sync(ids):
-    out = salt(["-L", ",".join(ids), "saltutil.sync_all", "--out=json", "--static", "-t", "120"], timeout=180)
+    # Dozens of minions syncing at once share two cores: give each of them time.
+    wait = max(120, 6 * len(ids))
+    out = salt(["-L", ",".join(ids), "saltutil.sync_all", "--out=json", "--static", "-t", str(wait)],
+               timeout=wait + 60)
     if out.returncode != 0:
         raise LabError(f"saltutil.sync_all failed: {out.stdout}{out.stderr}")
     # The master too: a copy synced earlier (the docs walkthrough does it) would shadow the
@@ -525,6 +695,8 @@ def libvirtd_pid(n):
 def healthy():
     if not netns_exists() or not master_pid():
         return False
+    if syndic_mode() and not (top_pid() and syndic_pid()):
+        return False
     return all(libvirtd_pid(n) for n in existing_hypervisors())
 
 
@@ -541,8 +713,11 @@ def up():
     for mount_point in ("/etc/pki", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
                         "/var/cache/libvirt", "/srv/salt-images"):
         Path(mount_point).mkdir(parents=True, exist_ok=True)
+    choose_topology()
     build_images()
     setup_netns()
+    if syndic_mode():
+        start_top()
     start_master()
     wanted = list(range(1, max(COUNT, len(existing_hypervisors())) + 1))
     fresh = [n for n in wanted if not holder_pid(n)]
@@ -559,14 +734,26 @@ def up():
         log(f"{hv_name(n)} up: libvirtd on qemu+tls://{hv_addr(n)}/system, host uuid {hv_uuid(n)}")
     for n in fresh:
         restart_minion(hv_name(n))  # starts the libvirt_events engine the first sync brought
+    drop_fakes(FAKES)
     if FAKES:
         for n in range(1, FAKES + 1):
             start_fake(n)
         fakes = [fake_name(n) for n in range(1, FAKES + 1)]
-        wait_for_minions(fakes)
+        wait_for_minions(fakes, timeout=max(120, 6 * FAKES))
         sync(fakes)
         ids += fakes
-    log(f"ready in {time.monotonic() - t0:.1f}s: master + {', '.join(ids)}")
+    if syndic_mode():
+        start_syndic()
+        start_syndic_minion()
+        # Not synced: the bundle's grains would preload a copy of the library into this minion,
+        # which saltutil.runner would then use instead of the master's (runner_dirs/utils_dirs).
+        wait_for_minions([SYNDIC_ID])
+        # Through the top master: every minion answers by way of the syndic.
+        wait_for_minions([*ids, SYNDIC_ID], conf=TOP_CONF, timeout=max(120, 6 * len(ids)))
+        sh(in_netns([VENV / "bin" / "salt-run", "-c", TOP_CONF, "saltutil.sync_all", "--out=json"]), timeout=180)
+        log(f"top master on 127.0.0.1:{TOP_RET_PORT} (order_masters), salt-syndic {SYNDIC_ID}")
+    log(f"ready in {time.monotonic() - t0:.1f}s: {'top master + syndic' if syndic_mode() else 'master'} + "
+        f"{', '.join(ids)}")
 
 
 def _netns_pids():
@@ -594,8 +781,9 @@ def down():
     for n in existing_hypervisors():
         (hv_dir(n) / "holder.pid").unlink(missing_ok=True)
         (hv_dir(n) / "ready").unlink(missing_ok=True)
-    if (MASTER / "var" / "run" / "salt-master.pid").exists():
-        (MASTER / "var" / "run" / "salt-master.pid").unlink()
+    for pidfile in (MASTER / "var" / "run" / "salt-master.pid", MASTER / "var" / "run" / "salt-syndic.pid",
+                    TOP / "var" / "run" / "salt-master.pid"):
+        pidfile.unlink(missing_ok=True)
     log("down: no lab process or namespace left")
 
 
@@ -603,9 +791,13 @@ def status():
     ok = True
     print(f"netns {NETNS}: {'present' if netns_exists() else 'absent'}")
     ok &= netns_exists()
-    pid = master_pid()
-    print(f"salt-master: {f'running pid {pid}' if pid else 'stopped'}")
-    ok &= bool(pid)
+    daemons = [("salt-master", master_pid())]
+    if syndic_mode():
+        daemons = [("top salt-master", top_pid()), ("syndic's salt-master", master_pid()),
+                   (f"salt-syndic {SYNDIC_ID}", syndic_pid()), (f"salt-minion {SYNDIC_ID}", syndic_minion_pid())]
+    for what, pid in daemons:
+        print(f"{what}: {f'running pid {pid}' if pid else 'stopped'}")
+        ok &= bool(pid)
     for n in existing_hypervisors() or range(1, COUNT + 1):
         hp = holder_pid(n)
         line = f"{hv_name(n)}: "
@@ -672,6 +864,8 @@ def read_pid_state(pid):
 def env():
     """Shell variables for the lab/bin wrappers."""
     print(f"LAB_DIR={LAB_DIR}\nLAB_NETNS={NETNS}\nVENV={VENV}\nMASTER_CONF={MASTER_CONF}")
+    if syndic_mode():
+        print(f"TOP_CONF={TOP_CONF}")
 
 
 def main(argv):

@@ -26,11 +26,15 @@ START_TIMEOUT = 300
 
 
 class Lab:
-    """Thin access to the running lab through its wrappers."""
+    """Thin access to the running lab through its wrappers (``env``: another lab's LAB_* variables)."""
+
+    def __init__(self, env=None):
+        self.env = env
 
     def run(self, tool, *args, timeout=300, check=True):
         proc = subprocess.run(
-            [os.path.join(BIN, tool), *map(str, args)], capture_output=True, text=True, timeout=timeout
+            [os.path.join(BIN, tool), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+            env=self.env,
         )
         if check and proc.returncode != 0:
             command = " ".join(map(str, args))
@@ -107,13 +111,19 @@ def vm(lab):
 @pytest.fixture(scope="session")
 def minion_image(lab):
     """Build (or find cached) the minion image and publish it on the lab's file server."""
+    return publish_minion_image(LAB_DIR)
+
+
+def publish_minion_image(lab_dir):
+    """Build (or find cached) the minion image; publish it as salt://debian-minion.qcow2 of the lab
+    whose state directory is ``lab_dir``."""
     t0 = time.monotonic()
     proc = subprocess.run(["bash", os.path.join(REPO, "lab", "image", "build-minion-image.sh"), IMAGE_DIR],
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"minion image build failed:\n{proc.stdout}\n{proc.stderr}"
     print(f"\nminion image ready in {time.monotonic() - t0:.1f}s: {proc.stdout.strip().splitlines()[-1]}")
     src = os.path.join(IMAGE_DIR, IMAGE_NAME)
-    dest = os.path.join(LAB_DIR, "images", IMAGE_NAME)
+    dest = os.path.join(lab_dir, "images", IMAGE_NAME)
     if not (os.path.exists(dest) and os.path.samefile(src, dest)):
         tmp = f"{dest}.tmp"
         if os.path.exists(tmp):

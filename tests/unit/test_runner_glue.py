@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from saltvirt.errors import InvalidArgument
+from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.fleet import hosts, locations
+from saltvirt.fleet.provision import Provisioner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -144,3 +145,44 @@ def test_locations_forget_what_an_answering_hypervisor_no_longer_has(tmp_path):
     assert (where.get("a"), where.get("b"), where.get("c")) == ("hv1", None, "hv2")
     where.saw({"hv1": ["a"]}, complete=True)
     assert where.get("c") is None
+
+
+def _syndic_fleet(runner, answer):
+    fleet, calls = _Fleet(runner), []
+
+    def fanout(fun, arg=(), kwarg=None, tgt=None, tgt_type=None, timeout=None, jid=None):
+        calls.append((fun, list(arg), kwarg, tgt, tgt_type))
+        return answer
+
+    fleet.fanout = fanout
+    return Provisioner(fleet, gen_jid=lambda: "1"), calls
+
+
+def test_vm_keys_go_to_the_syndic_of_the_vms_hypervisor(runner, tmp_path):
+    """virt:syndics: the key step runs saltutil.runner virt.sync_key on the minion of the
+    hypervisor's syndic; hypervisors under no syndic keep their VMs' keys here."""
+    runner.__opts__.update(cachedir=str(tmp_path), pki_dir=str(tmp_path / "pki"))
+    runner.__opts__["virt"]["syndics"] = {"syndic1": "hypervisor[12]"}
+    prov, calls = _syndic_fleet(runner, ({"syndic1": {"name": "web1", "host": "hypervisor2", "key": "accepted"}}, {}))
+    assert prov.key_on_syndic("web1", "hypervisor2")["key"] == "accepted"
+    assert calls == [("saltutil.runner", ["virt.sync_key"], {"kwarg": {"name": "web1", "host": "hypervisor2"}},
+                      ["syndic1"], "list")]
+    assert prov.key_on_syndic("web1", "hypervisor3") is False  # not under a syndic: this master
+    assert len(calls) == 1
+
+
+def test_a_refusal_on_the_syndic_is_an_error_of_the_call(runner, tmp_path):
+    runner.__opts__.update(cachedir=str(tmp_path), pki_dir=str(tmp_path / "pki"))
+    runner.__opts__["virt"]["syndics"] = {"syndic1": "hypervisor*"}
+    refusal = {"result": False, "error": "not accepting the key of VM web1: the master holds another key",
+               "retcode": 1}
+    prov, _calls = _syndic_fleet(runner, ({"syndic1": refusal}, {}))
+    with pytest.raises(VirtError, match=r"the key of web1 on the master of hypervisor1 \(through "
+                                        r"syndic1\): not accepting the key of VM web1"):
+        prov.key_on_syndic("web1", "hypervisor1")
+    prov, _calls = _syndic_fleet(runner, ({}, {"syndic1": "syndic1 did not answer within 10s (minion down?)"}))
+    with pytest.raises(VirtError, match="through syndic1.: syndic1 did not answer within 10s"):
+        prov.key_on_syndic("web1", "hypervisor1")
+    runner.__opts__["virt"]["syndics"] = {"syndic*": "hypervisor*"}
+    with pytest.raises(InvalidArgument, match="virt:syndics: 'syndic\\*' must be exactly one"):
+        prov.key_on_syndic("web1", "hypervisor1")

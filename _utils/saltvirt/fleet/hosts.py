@@ -11,6 +11,7 @@ import time
 
 from saltvirt import placement, trust
 from saltvirt.errors import InvalidArgument, NotFound, VirtError
+from saltvirt.fleet import syndics
 from saltvirt.fleet.locations import Locations
 from saltvirt.operations import cordons
 
@@ -69,6 +70,11 @@ class Fleet:
                 entry["cordoned"] = cordons.describe(cordoned[minion]) if minion in cordoned else None
         return data
 
+    @property
+    def syndics(self):
+        """``virt:syndics`` (:mod:`saltvirt.fleet.syndics`): which syndic's master holds a host's VM keys."""
+        return syndics.Syndics.from_config(self.conf("syndics"))
+
     def policy(self):
         try:
             return placement.Policy.from_dict(self.conf("placement", {}) or {})
@@ -105,7 +111,11 @@ class Fleet:
             tgt, tgt_type = self.hypervisors.target()
         tgt_type = tgt_type or "glob"
         timeout = timeout or self.conf("timeout", 10)
-        expected = set(self._check_minions(tgt, tgt_type))
+        if tgt_type == "list" and self.opts.get("order_masters"):
+            # A master of masters holds no keys of the minions under its syndics: a list is what it expects.
+            expected = set(tgt)
+        else:
+            expected = set(self._check_minions(tgt, tgt_type))
         with self.session():
             raw = self._client.cmd(tgt, fun, arg=list(arg), kwarg=kwarg or None, timeout=timeout,
                                    tgt_type=tgt_type, full_return=True, jid=jid or "")
@@ -198,7 +208,9 @@ class Fleet:
             with self.session():
                 pub = self._client.run_job(self.exact(host), fun, arg=list(arg), kwarg=kwarg, tgt_type="list", jid=jid)
                 jid = (pub or {}).get("jid")
-                if not jid or host not in (pub.get("minions") or []):
+                # A master of masters does not know the minions under its syndics: a missing answer
+                # is then seen by the deadline and find_job.
+                if not jid or (host not in (pub.get("minions") or []) and not self.opts.get("order_masters")):
                     raise VirtError(f"could not start {fun} on {host}")
                 if on_published:
                     on_published(jid)

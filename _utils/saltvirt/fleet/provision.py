@@ -135,7 +135,8 @@ class Provisioner:
         """The VM exists on ``host``: accept its key, turn the reservation into it, end the intent."""
         if pub:
             try:
-                self.keys.accept(name, pub, host)
+                if not self.key_on_syndic(name, host):
+                    self.keys.accept(name, pub, host)
             except VirtError:
                 self.rollback(host, name, defined=True)
                 raise
@@ -143,6 +144,47 @@ class Provisioner:
         self.intents.end(name)
         if self.fleet.locations is not None:
             self.fleet.locations.set(name, host)
+
+    def key_on_syndic(self, name, host):
+        """Under a syndic (``virt:syndics``), VM ``name``'s key belongs on ``host``'s master: the
+        minion on the syndic's host runs that master's ``virt.sync_key``. Its answer, or False when
+        ``host``'s master is this one."""
+        minion = self.fleet.syndics.key_minion(host)
+        if minion is None:
+            return False
+        # The syndic's minion is no hypervisor: named by the master's own config, not by a caller.
+        answers, errors = self.fleet.fanout("saltutil.runner", arg=["virt.sync_key"],
+                                            kwarg={"kwarg": {"name": name, "host": host}}, tgt=[minion],
+                                            tgt_type="list")
+        ret = answers.get(minion)
+        if not isinstance(ret, dict) or ret.get("result") is False:
+            reason = ret.get("error") if isinstance(ret, dict) else (errors.get(minion) or ret)
+            raise VirtError(f"the key of {name} on the master of {host} (through {minion}): {reason}")
+        return ret
+
+    def sync_key(self, name, host):
+        """Make this master's key for VM ``name`` match hypervisor ``host`` (see the runner's
+        ``virt.sync_key``): accept the public key of the VM's seed there while ``host`` has the VM;
+        delete the key once accepted for it when no hypervisor of this master has it any more."""
+        host = self.fleet.exact(host)[0]
+        dommod.validate_name(name)
+        trust.check_vm_name(name, self.fleet.hypervisors, self.keys.known() - {name})
+        status = self.fleet.call(host, "virt.init_status", [name])
+        if status.get("defined") and status.get("minion_pub"):
+            self.keys.accept(name, status["minion_pub"], host)
+            return {"name": name, "host": host, "key": "accepted"}
+        if not status.get("defined") and name in self.keys.registered():
+            # Migrated elsewhere is not gone: delete only when no hypervisor of this master has it.
+            answers, errors = self.fleet.fanout("virt.vm_state")
+            if errors:
+                raise VirtError(f"not deleting the key of {name} while hypervisors do not answer: "
+                                f"{describe_errors(errors)}")
+            if any(isinstance(states, dict) and name in states for states in answers.values()):
+                return {"name": name, "host": host, "key": "unchanged"}
+            deleted = self.keys.delete(name)
+            self.keys.unregister(name)
+            return {"name": name, "host": host, "key": "deleted" if deleted else "absent"}
+        return {"name": name, "host": host, "key": "unchanged"}
 
     def rollback(self, host, name, defined):
         """Nothing of ``name`` stays: the domain (if any) purged, files, reservation, intent gone."""
@@ -152,13 +194,22 @@ class Provisioner:
         self.store.release(name)
         self.intents.end(name)
 
-    def forget(self, name, delete_key=True):
-        """After a purge: the VM's key (if asked), registry entry and any reservation go."""
-        deleted = self.keys.delete(name) if delete_key else False
+    def forget(self, name, host, delete_key=True):
+        """After a purge on ``host``: the VM's key (if asked; on the syndic's master under a syndic),
+        registry entry and any reservation go. ``(deleted, error)``."""
+        deleted, error = False, None
+        try:
+            under_syndic = self.key_on_syndic(name, host) if delete_key else False
+        except VirtError as exc:  # the VM is gone; say what is left
+            under_syndic, error = {"key": "not deleted"}, str(exc)
+        if under_syndic:
+            deleted = under_syndic["key"] == "deleted"
+        elif delete_key:
+            deleted = self.keys.delete(name)
         self.keys.unregister(name)
         # A VM created moments ago may still hold its placement reservation: it is gone now.
         self.store.release(name)
-        return deleted
+        return deleted, error
 
     # -------------------------------------------------------------- reconcile
 
@@ -200,7 +251,9 @@ class Provisioner:
                     self.keys.unregister(name)
         accepted = self.keys.accepted()
         seeded, _seed_errors = self.fleet.fanout("virt.seeded_vms")
+        # VMs under a syndic have their keys on the syndic's master: virt.reconcile there reports them.
         report["vms_without_keys"] = [{"name": name, "host": host} for host, names in seeded.items()
+                                      if not self.fleet.syndics.key_minion(host)
                                       for name in names or [] if name not in accepted and name not in pending]
         for entry in self.store.entries():
             name = entry.get("name")
