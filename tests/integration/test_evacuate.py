@@ -93,8 +93,9 @@ def test_a_dead_hypervisors_shared_storage_vm_restarts_elsewhere_and_never_twice
         wait_remembered(vm, "hypervisor1", "running")
         wait_remembered(local, "hypervisor1", "running")
 
-        # The lock manager: hypervisor1's virtlockd holds the disk's lease on the shared storage,
-        # and libvirt on hypervisor2 refuses to start the same disk while it runs there.
+        # hypervisor1's virtlockd holds the disk's lease on the shared storage, and hypervisor2
+        # cannot start the same disk while it runs there. (On the lab's one kernel QEMU's own image
+        # lock answers first; the lease alone is proven by the next test.)
         assert lease_held(disk)
         xml = lab.run("virsh", "hypervisor1", "dumpxml", "--inactive", vm).stdout
         copy = os.path.join(shared_dir, "copy.xml")
@@ -152,4 +153,47 @@ def test_a_dead_hypervisors_shared_storage_vm_restarts_elsewhere_and_never_twice
         lab.run("salt", "hypervisor1", "virt.undefine", vm)  # the operator drops the stale copy
     finally:
         lab.run("salt", "hypervisor*", "virt.purge", local, check=False)
+        shutil.rmtree(shared_dir, ignore_errors=True)
+
+
+def _lease(path):
+    """Take the lease of disk ``path`` the way a virtlockd on some other host does (a lock on its
+    lockspace file), so that only the lock manager, not QEMU's own image lock, stands in the way."""
+    lease = os.path.join(LOCKSPACE, hashlib.sha256(path.encode()).hexdigest())
+    fd = os.open(lease, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+    return lease, fd
+
+
+def test_the_lock_manager_alone_refuses_a_disk_leased_elsewhere(lab, vm):
+    """libvirt asks virtlockd for a disk's lease before the guest's CPUs start: a disk whose lease
+    another host holds is refused by the lock manager even where no QEMU has the image open (the
+    case QEMU's own locking cannot see: another kernel, storage without lock forwarding), and the
+    same start is accepted once the lease is free."""
+    shared_dir = os.path.join(SHARED, vm)
+    disk = os.path.join(shared_dir, "disk.qcow2")
+    xml = os.path.join(shared_dir, "domain.xml")
+    os.makedirs(shared_dir, exist_ok=True)
+    try:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
+        with open(xml, "w") as fh:
+            fh.write(f"""<domain type='qemu'><name>{vm}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+    <source file='{disk}'/><target dev='vda' bus='virtio'/></disk></devices></domain>""")
+        lease, fd = _lease(disk)
+        try:
+            refused = lab.run("virsh", "hypervisor2", "create", xml, check=False)
+        finally:
+            os.close(fd)
+        assert refused.returncode != 0, refused.stdout
+        assert f"Lockspace resource '{os.path.basename(lease)}' is locked" in refused.stderr, refused.stderr
+        assert vm not in lab.domains("hypervisor2")
+
+        # The lease free: the same start is accepted, and hypervisor2's virtlockd now holds it.
+        lab.run("virsh", "hypervisor2", "create", xml)
+        assert lab.run("virsh", "hypervisor2", "domstate", vm).stdout.strip() == "running"
+        assert lease_held(disk)
+    finally:
+        lab.run("virsh", "hypervisor2", "destroy", vm, check=False)
         shutil.rmtree(shared_dir, ignore_errors=True)
