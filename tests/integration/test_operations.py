@@ -151,6 +151,25 @@ def test_a_vm_that_fits_nowhere_stays_running_and_the_drain_says_why(three_hosts
     assert lab.domains("hypervisor2").count(mover) == 1
 
 
+def test_shut_off_vms_are_left_with_a_report_or_moved_offline(three_hosts, guests):
+    lab = three_hosts
+    (off,) = guests((1, 128, "hypervisor1", False))
+    _p, left = lab.run_json("virt.drain", "hypervisor1")
+    assert left["result"] is True and left["moved"] == {} and list(left["left"]) == [off], left
+    assert "shutoff=move" in left["left"][off] and "1 shut off VM(s) left" in left["message"]
+    assert where(lab)[off] == "hypervisor1"
+
+    # Asked to move it: definition and disks go offline to a host placement picks.
+    _p, moved = lab.run_json("virt.drain", "hypervisor1", "shutoff=move")
+    assert moved["result"] is True and list(moved["moved"]) == [off] and moved["left"] == {}, moved
+    target = where(lab)[off]
+    assert target in ("hypervisor2", "hypervisor3") and off not in lab.domains("hypervisor1")
+    assert lab.run("virsh", target, "domstate", off).stdout.strip() == "shut off"
+    # Whole: it boots there from the disks that moved with it.
+    lab.run("salt", target, "virt.start", off)
+    assert wait_beat_above(lab, target, off, 0) >= 1
+
+
 def test_bad_input_is_refused_before_anything_changes(three_hosts, guests):
     lab = three_hosts
     cases = [

@@ -230,9 +230,22 @@ def test_mixed_disks():
     assert out["copy_storage"] == "inc" and out["migrate_disks"] == ["vda"] and out["unsafe"] is True
 
 
-def test_offline_migration_cannot_copy():
+def test_offline_migration_downloads_local_files():
     out = storage_plan([disk()], {"vda": {"exists": False}}, offline=True)
-    assert "offline migration cannot copy" in out["errors"][0]
+    assert out["errors"] == [] and out["migrate_disks"] == [] and out["copy_storage"] is None
+    assert [d["action"] for d in out["disks"]] == ["fetch"]
+    assert [(c["path"], c["kind"]) for c in out["create"]] == [(disk()["path"], "fetch")]
+    # An overlay goes as it is; its base first when the target lacks it, kept when it has it.
+    base = "/var/lib/libvirt/images/centos.qcow2"
+    lacking = storage_plan([disk("vda", backing=[base])], {"vda": {"exists": False, "bases": [{"exists": False}]}},
+                           offline=True)
+    assert [(c["path"], c.get("base", False)) for c in lacking["create"]] == [(base, True), (disk()["path"], False)]
+    having = storage_plan([disk("vda", backing=[base])], {"vda": {"exists": False, "bases": [base_seen(base)]}},
+                          offline=True)
+    assert [c["path"] for c in having["create"]] == [disk()["path"]] and having["errors"] == []
+    # Never over a file of the same name on the target.
+    clash = storage_plan([disk()], {"vda": {"exists": True}}, offline=True)
+    assert "refusing to overwrite it" in clash["errors"][0] and clash["create"] == []
     shared = storage_plan([disk()], {"vda": {"probe": True, "exists": True}}, offline=True)
     assert shared["errors"] == [] and shared["unsafe"] is False
 

@@ -12,7 +12,8 @@ def storage_plan(disks, seen, copy_storage=None, offline=False, unsafe_fs=()):
     target). ``unsafe_fs``: filesystem types the operator allows VIR_MIGRATE_UNSAFE on besides
     :data:`LOCAL_FS`. Returns ``{"disks", "create", "copy_storage", "migrate_disks", "unsafe", "errors",
     "notes"}``. Actions: ``shared`` (same file on both), ``copy`` (pre-created, QEMU copies it),
-    ``fetch`` (read-only: downloaded before), ``present`` (read-only, already there), ``skip``.
+    ``fetch`` (read-only, or any file of an offline migration: downloaded before), ``present``
+    (read-only, already there), ``skip``.
     """
     check_copy_mode(copy_storage)
     out = {"disks": [], "create": [], "copy_storage": None, "migrate_disks": [], "unsafe": False,
@@ -59,13 +60,12 @@ def _placed(disk, obs, entry, out, offline, unsafe_fs):
     elif obs.get("probe"):
         _shared_file(disk, entry, out, offline, unsafe_fs)
     elif disk.get("readonly"):
-        _readonly_file(disk, obs, entry, out, offline)
+        _readonly_file(disk, obs, entry, out)
     elif obs.get("exists"):
         _refuse(entry, out, f"disk {dev}: {path} exists on the target but is not the same file (no shared "
                             "storage there); refusing to overwrite it: remove it or migrate elsewhere")
     elif offline:
-        _refuse(entry, out, f"disk {dev}: {path} is not on shared storage; an offline migration cannot copy "
-                            "it (start the VM first)")
+        _plan_download(disk, obs, entry, out)
     else:
         return False  # a writable file the target does not share
     return True
@@ -87,7 +87,7 @@ def _shared_file(disk, entry, out, offline, unsafe_fs):
                 "on the hypervisors, else copy the disk (copy_storage=all)")
 
 
-def _readonly_file(disk, obs, entry, out, offline):
+def _readonly_file(disk, obs, entry, out):
     """A read-only file QEMU cannot copy: already on the target, or downloaded before."""
     dev, path = disk["target"], disk["path"]
     if obs.get("exists"):
@@ -96,12 +96,22 @@ def _readonly_file(disk, obs, entry, out, offline):
         else:
             _refuse(entry, out, f"disk {dev}: {path} on the target differs from the source's "
                                 f"({obs.get('size')} vs {disk.get('size')} bytes)")
-    elif offline:
-        _refuse(entry, out, f"disk {dev}: {path} is not on the target (offline migration copies no disks)")
     else:
         entry.update(action="fetch", reason="read-only: downloaded from the source first")
         out["create"].append({"target": dev, "path": path, "kind": "fetch",
                               "format": disk.get("format"), "size": disk.get("size")})
+
+
+def _plan_download(disk, obs, entry, out):
+    """A shut-off VM's own file: no QEMU runs to copy it, so the target downloads it whole
+    before the definition moves (an overlay as it is, its base fetched first if missing)."""
+    dev, path = disk["target"], disk["path"]
+    chain = disk.get("backing") or []
+    if chain and _overlay_bases(dev, chain, obs.get("bases"), entry, out) is None:
+        return
+    entry.update(action="fetch", reason="not shared, shut off: downloaded from the source first")
+    out["create"].append({"target": dev, "path": path, "kind": "fetch", "format": disk.get("format"),
+                          "size": disk.get("size")})
 
 
 def _plan_copy(disk, obs, entry, out, copy_storage):
