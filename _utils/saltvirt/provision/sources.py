@@ -83,7 +83,7 @@ def http_size(url, timeout=10):
     if not str(url).startswith(("http://", "https://")):
         return None
     try:
-        request = urllib.request.Request(str(url), method="HEAD")
+        request = urllib.request.Request(str(url), method="HEAD")  # noqa: S310 - http(s) only
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - http(s) only
             length = answer.headers.get("Content-Length")
         return int(length) if length else None
