@@ -19,6 +19,7 @@ Configuration (all optional)::
                                    #   "cp -a /srv/salt-onedir/. {root}/opt/saltstack/salt"
       seed_install_timeout: 900
       guestfs: {force_tcg: auto, timeout: 600}   # libguestfs (seed.apply), see guestfs module
+      image_copy: {base_timeout: 600, min_rate_mib: 10}   # a copy may take base + size at rate
       nic: {<profile>: [...]}      # NIC profiles, see saltvirt.provision.profiles
       disk: {<profile>: [...]}     # disk profiles
       tunnel: False                # migrate through the libvirt daemons' TLS connection
