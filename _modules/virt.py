@@ -19,6 +19,7 @@ Configuration (all optional)::
                                    #   "cp -a /srv/salt-onedir/. {root}/opt/saltstack/salt"
       seed_install_timeout: 900
       guestfs: {force_tcg: auto, timeout: 600}   # libguestfs (seed.apply), see guestfs module
+      image_copy: {base_timeout: 600, min_rate_mib: 10}   # a copy may take base + size at rate
       nic: {<profile>: [...]}      # NIC profiles, see saltvirt.provision.profiles
       disk: {<profile>: [...]}     # disk profiles
       tunnel: False                # migrate through the libvirt daemons' TLS connection
@@ -43,6 +44,7 @@ try:
     from saltvirt import connection as virtconn
     from saltvirt import console as vconsole
     from saltvirt import errors as verrors
+    from saltvirt import progress as vprogress
     from saltvirt import settings as vsettings
     from saltvirt.domain import snapshots, vmops
     from saltvirt.domain import update as vupdate
@@ -55,6 +57,7 @@ try:
     from saltvirt.pki import sealed
     from saltvirt.provision import change as provision_change
     from saltvirt.provision import lifecycle
+    from saltvirt.provision import sources as provision_sources
     from saltvirt.provision import vm as provision_vm
     from saltvirt.provision.spec import UpdateSpec, VmSpec
     from saltvirt.storage import bases, images
@@ -108,7 +111,21 @@ def _saltext_note():
 
 def _settings():
     """This minion's ``virt:*`` settings for the library (:mod:`saltvirt.settings`)."""
-    return vsettings.from_salt(__salt__["config.get"], __opts__, __grains__, __salt__)
+    return vsettings.from_salt(__salt__["config.get"], __opts__, __grains__, __salt__, sizer=_remote_size)
+
+
+def _remote_size(url, saltenv):
+    """Bytes of a salt:// or http(s) image before it is fetched (for progress percentages), or None."""
+    if not str(url).startswith("salt://"):
+        return provision_sources.http_size(url)
+    import salt.fileclient  # noqa: PLC0415 - only when an image is fetched
+
+    client = salt.fileclient.get_file_client(__opts__)
+    try:
+        _hash, stat = client.hash_and_stat_file(url, saltenv)
+    finally:
+        client.destroy()
+    return stat[6] if isinstance(stat, (list, tuple)) and len(stat) > 6 else None
 
 
 def _config(key, default=None):
@@ -168,7 +185,7 @@ def _vm_file(name, what):
 # --------------------------------------------------------------------------- init
 
 
-def init(name, cpu, mem, image=None, **kwargs):
+def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
     """
     Create a new virtual machine, seed it, and (by default) start it.
 
@@ -233,6 +250,12 @@ def init(name, cpu, mem, image=None, **kwargs):
         Start the domain when the hypervisor boots.
     saltenv / image_hash
         The file server environment of ``salt://`` images; ``sha256=<digest>`` of the image.
+    progress_tag
+        The event tag of the progress reports of image fetches and copies (step, bytes,
+        percent, MiB/s, about once a second) sent to the master's bus; default
+        ``saltvirt/init/<name>/progress``. ``salt-run virt.init`` sets its own and prints them.
+        A copy may take ``virt:image_copy:base_timeout`` (600) seconds plus its size at
+        ``virt:image_copy:min_rate_mib`` (10) MiB/s.
 
     Any other argument is refused with an error naming it (see
     :class:`saltvirt.provision.spec.VmSpec`).
@@ -249,8 +272,10 @@ def init(name, cpu, mem, image=None, **kwargs):
     """
     with _salt_errors():
         spec = VmSpec.from_kwargs("virt.init", name=name, cpu=cpu, mem=mem, image=image, **kwargs)
+        settings = _settings()
+        sink = vprogress.event_sink(settings, progress_tag or vprogress.init_tag(spec.name), name=spec.name)
         with _connection(spec.extra) as conn:
-            return provision_vm.create_vm(conn, spec, _settings())
+            return provision_vm.create_vm(conn, spec, settings, progress=sink)
 
 
 # --------------------------------------------------------------------------- lifecycle

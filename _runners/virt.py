@@ -10,7 +10,9 @@ Master configuration (all optional)::
       hypervisors: 'hypervisor*'     # REQUIRED: the hypervisors' minion ids: a glob, a list,
       #hypervisors: [hv1, hv2]       # or {tgt: '^hv[0-9]+$', tgt_type: pcre}; never grains
       timeout: 10                    # seconds a hypervisor has to answer a query
-      init_timeout: 900              # seconds virt.init may take (image copy + seeding)
+      init_timeout: 900              # seconds virt.init may take (image copy + seeding),
+      image_copy:                    # plus, while its image is copied, what is left of it at
+        min_rate_mib: 10             # this rate (MiB/s)
       placement:                     # see saltvirt.placement.Policy
         rank: free_memory            # free_memory | spread | pack
         cpu_ratio: 4.0

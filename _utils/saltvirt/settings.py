@@ -22,12 +22,23 @@ FIRST_BOOT = ".first-boot"  # marks a seeded VM's first boot as done
 class SaltCalls:
     """The Salt functions the library may use, given by the module (``__salt__``)."""
 
-    def __init__(self, functions=None):
+    def __init__(self, functions=None, sizer=None):
         self._functions = functions or {}
+        self._sizer = sizer
 
     def fetch(self, url, saltenv):
         """A local copy of a salt:// or http(s)/ftp file (``cp.cache_file``), or None."""
         return self._functions["cp.cache_file"](url, saltenv)
+
+    def remote_size(self, url, saltenv):
+        """The size in bytes of a salt:// or http(s) file before it is fetched, or None when it
+        cannot be known cheaply (only progress percentages depend on it)."""
+        if self._sizer is None:
+            return None
+        try:
+            return self._sizer(url, saltenv)
+        except Exception:  # pylint: disable=broad-exception-caught
+            return None
 
     def function(self, name):
         """An execution function by name (a configured seeder), or None."""
@@ -128,6 +139,14 @@ class HostSettings:
         }
 
     @property
+    def copy_limits(self):
+        """``(base seconds, minimum MiB/s)`` of image copies (``virt:image_copy:base_timeout``,
+        ``virt:image_copy:min_rate_mib``): a copy may take the base plus its size at that rate."""
+        from saltvirt import progress  # noqa: PLC0415 - keeps this module's imports minimal
+
+        return progress.limits(self.get)
+
+    @property
     def space_policy(self):
         """``virt:disk_overcommit`` (thin disks counted as they fill, not at their virtual size)
         and ``virt:disk_headroom_mib`` (kept free in every filesystem disks go to)."""
@@ -193,9 +212,10 @@ class HostSettings:
         return seeding.libguestfs_env(bool(force))
 
 
-def from_salt(config_get, opts, grains=None, functions=None):
-    """:class:`HostSettings` of the calling minion (the module passes its dunders)."""
-    return HostSettings(config_get, opts, grains, SaltCalls(functions))
+def from_salt(config_get, opts, grains=None, functions=None, sizer=None):
+    """:class:`HostSettings` of the calling minion (the module passes its dunders; ``sizer(url,
+    saltenv)``: the size of a file before it is fetched, for progress)."""
+    return HostSettings(config_get, opts, grains, SaltCalls(functions, sizer))
 
 
 def from_dict(config, opts=None, grains=None, functions=None):

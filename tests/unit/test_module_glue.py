@@ -52,11 +52,20 @@ def library(monkeypatch):
 
 def test_init_is_one_spec_and_one_library_call(library, monkeypatch):
     made = []
-    monkeypatch.setattr(virt.provision_vm, "create_vm", lambda conn, spec, settings: made.append(
-        (conn, spec, settings.minion_id)) or {"name": spec.name})
+    fired = []
+    monkeypatch.setitem(virt.__salt__, "event.fire_master", lambda data, tag: fired.append((tag, data)))
+
+    def create_vm(conn, spec, settings, progress):
+        made.append((conn, spec, settings.minion_id))
+        progress({"step": "copy", "percent": 50.0})
+        return {"name": spec.name}
+
+    monkeypatch.setattr(virt.provision_vm, "create_vm", create_vm)
     ret = virt.init("web1", 2, 512, image="salt://c.qcow2", enable_qcow=True, vm_type="qemu",
-                    disk_profile="small", connection="qemu:///system", __pub_jid="123")
+                    disk_profile="small", connection="qemu:///system", __pub_jid="123", progress_tag="t/1/progress")
     assert ret == {"name": "web1"}
+    # Progress goes to the master's bus under the caller's tag, with the VM and the host named.
+    assert fired == [("t/1/progress", {"step": "copy", "percent": 50.0, "host": "hypervisor1", "name": "web1"})]
     (conn, spec, host), = made
     assert conn == "conn" and host == "hypervisor1" and isinstance(spec, VmSpec)
     assert (spec.name, spec.cpu, spec.mem, spec.image, spec.enable_qcow) == ("web1", 2, 512, "salt://c.qcow2", True)
@@ -79,7 +88,7 @@ def test_init_refuses_unknown_arguments_by_name_before_connecting(library, monke
     (VirtError("libvirt said no"), CommandExecutionError),
 ])
 def test_library_errors_become_salt_errors(library, monkeypatch, error, salt_error):
-    def fail(*_args):
+    def fail(*_args, **_kwargs):
         raise error
 
     monkeypatch.setattr(virt.provision_vm, "create_vm", fail)

@@ -202,6 +202,8 @@ class Fleet:
 
         Returns the minion's return event data. If the minion stops answering about the job,
         or ``timeout`` passes, raises VirtError (the job itself may still run on the minion).
+        ``on_progress`` may return a number of seconds: the job may take at least that much longer
+        (work whose size is known only once it began, such as an image copy).
         """
         event = self._master_event()
         try:
@@ -236,10 +238,13 @@ class Fleet:
             tag, data = ev.get("tag"), ev.get("data") or {}
             if progress_tag and tag == progress_tag:
                 quiet_since = time.monotonic()
-                on_progress(data.get("data") if isinstance(data.get("data"), dict) else data)
+                more = on_progress(data.get("data") if isinstance(data.get("data"), dict) else data)
+                if isinstance(more, (int, float)) and not isinstance(more, bool):
+                    deadline = max(deadline, time.monotonic() + more)
             elif tag == ret_tag:
                 return data
-        raise VirtError(f"{fun} on {host} did not finish within {timeout}s")
+        raise VirtError(f"{fun} on {host} did not finish in time ({timeout}s, or as long as its progress "
+                        "allowed)")
 
     def ping(self, timeout):
         """``(answering, silent)`` hypervisors: a ping that waits ``timeout`` seconds, then at most 5

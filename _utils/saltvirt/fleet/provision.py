@@ -10,7 +10,7 @@ reservation stay; :meth:`Provisioner.reconcile` later completes the VM or remove
 import logging
 import os
 
-from saltvirt import placement, trust, units
+from saltvirt import placement, progress, trust, units
 from saltvirt.domain import model as dommod
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.fleet.hosts import describe_errors, request
@@ -101,9 +101,21 @@ class Provisioner:
         jid = self.gen_jid()
         self.intents.begin(name, host, jid=jid, seed=bool(kwargs.get("seed", True) and kwargs.get("image")))
         timeout = float(timeout or self.fleet.conf("init_timeout", 900))
+        tag = f"saltvirt/init/{jid}/progress"
+        rate = self.fleet.conf("image_copy:min_rate_mib", progress.DEFAULT_MIN_RATE_MIB)
+
+        def on_progress(data):
+            try:
+                self.fleet.progress(progress.line(name, data), host=host, progress=data)
+            except Exception as exc:  # pylint: disable=broad-exception-caught
+                log.debug("progress of %s not shown: %s", name, exc)  # never a reason to fail the init
+            # A big image may take longer than init_timeout: wait while its bytes move fast enough.
+            return progress.time_left(data, timeout, rate)
+
         try:
             done = self.fleet.watch(
-                host, "virt.init", [name, cpu, mem], kwargs, None, None, timeout, jid=jid,
+                host, "virt.init", [name, cpu, mem], dict(kwargs, progress_tag=tag), tag, on_progress, timeout,
+                jid=jid,
                 on_published=lambda _jid: self.fleet.progress(f"Creating VM {name} on hypervisor {host}", host=host),
             )
         except VirtError as exc:

@@ -129,6 +129,9 @@ class Request:
     seeder: Callable | None = None
     autostart: bool = False
     created_dirs: list[str] = field(default_factory=list)
+    # progress(dict) of image copies, and their (base seconds, minimum MiB/s) time limit.
+    progress: Callable | None = None
+    copy_limits: tuple | None = None
 
 
 def make_dir(path, undo):
@@ -196,8 +199,9 @@ def check_space(plans, overcommit=False, headroom_mib=1024):
             )
 
 
-def build_disks(plans, undo):
-    """Create every planned disk (clone, overlay or blank), registering undos."""
+def build_disks(plans, undo, progress=None, copy_limits=None):
+    """Create every planned disk (clone, overlay or blank), registering undos; full copies report
+    to ``progress`` and may take ``copy_limits`` of their size."""
     for plan in plans:
         if plan.existing:
             if not os.path.exists(plan.path):
@@ -212,7 +216,7 @@ def build_disks(plans, undo):
         if plan.source:
             images.check_source(plan.source, fmt=plan.source_format)
             images.clone(plan.source, plan.path, fmt=plan.format, overlay=plan.overlay, size=plan.size,
-                         source_format=plan.source_format)
+                         source_format=plan.source_format, progress=progress, copy_limits=copy_limits)
             undo.push(f"disk {plan.path}", remove_file, plan.path)
             if plan.overlay:
                 # Every overlay depends on this file's exact bytes from now on.
@@ -230,7 +234,7 @@ def create(conn, request):
         raise InvalidArgument(f"a domain named {dom_model.name!r} already exists on this host")
     undo = Undo()
     try:
-        build_disks(request.disks, undo)
+        build_disks(request.disks, undo, request.progress, request.copy_limits)
         dom_model.disks = [plan.to_disk() for plan in request.disks]
         if request.seeder is not None:
             dom_model.disks.extend(request.seeder(request.disks, undo) or [])

@@ -9,8 +9,12 @@ says otherwise (``virt:image_policy``).
 import contextlib
 import hashlib
 import os
+import time
+import urllib.parse
+import urllib.request
 
 from saltvirt import fileio
+from saltvirt import progress as vprogress
 from saltvirt.errors import InvalidArgument
 from saltvirt.storage import bases, images, paths
 
@@ -58,11 +62,77 @@ def verify_hash(path, expected, source):
         raise InvalidArgument(f"image {source}: {algo} is {actual}, expected {digest}")
 
 
-def resolve(settings, roots, image, saltenv="base", image_hash=None):
+def cache_destination(cachedir, url, saltenv="base"):
+    """Where Salt's file client caches ``url`` (salt:// under ``files``, downloads under
+    ``extrn_files``), or None: only progress depends on it, the fetch itself says where it put
+    the file."""
+    parsed = urllib.parse.urlparse(str(url))
+    if parsed.scheme == "salt":
+        path, _, query = f"{parsed.netloc}{parsed.path}".partition("?")
+        env = urllib.parse.parse_qs(query or parsed.query).get("saltenv", [saltenv])[0]
+        return os.path.join(cachedir, "files", env, path.lstrip("/"))
+    if parsed.scheme in ("http", "https", "ftp"):
+        netloc = parsed.netloc.split("@")[-1].replace(":", "")
+        name = f"{parsed.path}-{parsed.query}" if parsed.query else parsed.path
+        return os.path.join(cachedir, "extrn_files", saltenv, netloc, name.lstrip("/"))
+    return None
+
+
+def http_size(url, timeout=10):
+    """The Content-Length of an http(s) ``url`` by a HEAD request, or None (progress only)."""
+    if not str(url).startswith(("http://", "https://")):
+        return None
+    try:
+        request = urllib.request.Request(str(url), method="HEAD")  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - http(s) only
+            length = answer.headers.get("Content-Length")
+        return int(length) if length else None
+    except (OSError, ValueError):
+        return None
+
+
+def written_since(dest, since):
+    """A probe for :func:`saltvirt.progress.watching`: the bytes a fetch into ``dest`` has written
+    since ``since`` (epoch seconds), counting the partial files Salt writes first (``.part`` for
+    downloads, ``.___atomic_write*`` for the file server)."""
+
+    def probe():
+        directory, base = os.path.split(dest)
+        best = None
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(directory):
+                if entry.name == base or entry.name == f"{base}.part" or entry.name.startswith(".___atomic_write"):
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_mtime >= since - 1:
+                        best = max(best or 0, st.st_size)
+        return best
+
+    return probe
+
+
+def fetch(settings, image, saltenv, progress=None):
+    """``settings.salt.fetch`` of ``image``, with its progress (step ``fetch``) sent to ``progress``
+    from the growing cache file while Salt's file client works."""
+    meter = vprogress.Meter(progress, vprogress.FETCH, what=vprogress.shown(image),
+                            total=settings.salt.remote_size(image, saltenv) if progress else None)
+    dest = cache_destination(settings.opts.get("cachedir", ""), image, saltenv) if progress else None
+    if progress is None or dest is None:
+        return settings.salt.fetch(image, saltenv)
+    meter.start()
+    with vprogress.watching(written_since(dest, time.time()), meter):
+        local = settings.salt.fetch(image, saltenv)
+    if local:
+        with contextlib.suppress(OSError):
+            meter.finish(os.path.getsize(local))
+    return local
+
+
+def resolve(settings, roots, image, saltenv="base", image_hash=None, progress=None):
     """``(local path, format)`` of ``image``, inspected; call it inside :func:`image_locks`.
 
     salt:// and http(s)/ftp go through the file server's cache; downloads need ``image_hash``
     unless ``virt:image_policy:require_hash`` is False. A local path must lie under ``roots``.
+    ``progress(dict)`` receives the fetch's progress.
     """
     if image is None:
         return None, None
@@ -74,7 +144,7 @@ def resolve(settings, roots, image, saltenv="base", image_hash=None):
                 f"image {image}: a download needs image_hash=sha256=<digest> (or the operator's "
                 "virt:image_policy:require_hash: False)"
             )
-        local = settings.salt.fetch(image, saltenv)
+        local = fetch(settings, image, saltenv, progress)
         if not local:
             raise InvalidArgument(f"image {image} could not be fetched (not on the file server?)")
     else:
@@ -83,6 +153,9 @@ def resolve(settings, roots, image, saltenv="base", image_hash=None):
         local = roots.image(image)
         if not os.path.exists(local):
             raise InvalidArgument(f"image {image} does not exist on {settings.minion_id}")
+        if progress is not None:
+            # Nothing to fetch: the operator still sees the step and its size.
+            vprogress.Meter(progress, vprogress.FETCH, what=vprogress.shown(image)).finish(os.path.getsize(local))
     if image_hash:
         verify_hash(local, image_hash, image)
     try:
@@ -92,7 +165,7 @@ def resolve(settings, roots, image, saltenv="base", image_hash=None):
     return local, found["format"]
 
 
-def base_for_overlay(settings, image, cached, fmt=None):
+def base_for_overlay(settings, image, cached, fmt=None, progress=None):
     """Overlays of a file-server image use a read-only copy under ``virt:images/base``.
 
     The cache may be replaced when the master's file changes; overlays must keep the exact
@@ -106,7 +179,8 @@ def base_for_overlay(settings, image, cached, fmt=None):
     base = os.path.join(base_dir, f"{name}-{digest}{ext}")
     os.makedirs(base_dir, mode=0o755, exist_ok=True)
     # World-readable: a shared base holds no VM's secrets and every QEMU must read it.
-    return images.shared_base(cached, base, source_format=fmt)["filename"]
+    return images.shared_base(cached, base, source_format=fmt, progress=progress,
+                              copy_limits=settings.copy_limits)["filename"]
 
 
 def check_disk_files(settings, conn, specs, roots, formats):
@@ -136,11 +210,11 @@ def check_disk_files(settings, conn, specs, roots, formats):
     return checked
 
 
-def disk_image(settings, roots, spec, saltenv, formats):
+def disk_image(settings, roots, spec, saltenv, formats, progress=None):
     """The local, inspected image of a disk spec's own ``image`` (a base for overlays)."""
-    local, fmt = resolve(settings, roots, spec["image"], saltenv, spec.get("image_hash"))
+    local, fmt = resolve(settings, roots, spec["image"], saltenv, spec.get("image_hash"), progress)
     if spec.get("overlay_image"):
-        local = base_for_overlay(settings, spec["image"], local, fmt)
+        local = base_for_overlay(settings, spec["image"], local, fmt, progress)
     formats[local] = fmt
     return local
 

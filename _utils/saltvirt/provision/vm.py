@@ -92,20 +92,22 @@ def domain_model(settings, spec, dom_type, gfx_devices):
     return model
 
 
-def plan_disks(settings, conn, spec, roots):
+def plan_disks(settings, conn, spec, roots, progress=None):
     """``(disk plans, system image)``: every image resolved and inspected, every path checked,
-    space checked. Call it inside :func:`saltvirt.provision.sources.image_locks`."""
+    space checked. Call it inside :func:`saltvirt.provision.sources.image_locks`. ``progress``
+    receives the fetches' (and shared bases' copies') progress."""
     disk_specs = profiles.merge_disks(profiles.disk_profile(spec.disk, settings.get("disk")), spec.disks)
-    local_image, image_format = sources.resolve(settings, roots, spec.image, spec.saltenv, spec.image_hash)
+    local_image, image_format = sources.resolve(settings, roots, spec.image, spec.saltenv, spec.image_hash,
+                                                progress)
     if local_image is not None:
         images.check_source(local_image, fmt=image_format)
         if spec.enable_qcow:
-            local_image = sources.base_for_overlay(settings, spec.image, local_image, image_format)
+            local_image = sources.base_for_overlay(settings, spec.image, local_image, image_format, progress)
     formats = {local_image: image_format}
     disk_specs = sources.check_disk_files(settings, conn, disk_specs, roots, formats)
     for disk in disk_specs:
         if disk.get("image"):
-            disk["image"] = sources.disk_image(settings, roots, disk, spec.saltenv, formats)
+            disk["image"] = sources.disk_image(settings, roots, disk, spec.saltenv, formats, progress)
     plans = provision.plan_disks(spec.name, disk_specs, settings.images_dir, local_image, spec.enable_qcow,
                                  formats)
     provision.check_space(plans, **settings.space_policy)
@@ -117,8 +119,11 @@ def image_sources(settings, spec):
     return [spec.image] + [d.get("image") for d in disks if d.get("image")]
 
 
-def create_vm(conn, spec, settings):
-    """Create the VM ``spec`` describes on ``conn``; return its info with how it was made."""
+def create_vm(conn, spec, settings, progress=None):
+    """Create the VM ``spec`` describes on ``conn``; return its info with how it was made.
+
+    ``progress(dict)`` receives the progress of image fetches and copies (see
+    :class:`saltvirt.progress.Meter`); its failures never fail the VM."""
     dommod.validate_name(spec.name)
     spec.cpu, spec.mem = check_resources(conn, spec.cpu, spec.mem)
     if vmops.exists(conn, spec.name):
@@ -128,11 +133,11 @@ def create_vm(conn, spec, settings):
     roots = settings.roots(vmops.pool_targets(conn))
     # Remote images stay locked until the disks are made (or rolled back).
     with sources.image_locks(settings, image_sources(settings, spec)):
-        plans, local_image = plan_disks(settings, conn, spec, roots)
+        plans, local_image = plan_disks(settings, conn, spec, roots, progress)
         seeder, seed_info = seed_methods.seeder(settings, spec, roots, wanted=spec.seed and local_image is not None)
         info = provision.create(conn, provision.Request(
             domain=domain_model(settings, spec, dom_type, gfx_devices), disks=plans, start=spec.start,
-            seeder=seeder, autostart=spec.autostart,
+            seeder=seeder, autostart=spec.autostart, progress=progress, copy_limits=settings.copy_limits,
         ))
     if spec.start and os.path.exists(settings.vm_file(spec.name, "seed_iso")):
         fileio.write_atomic(settings.vm_file(spec.name, "first_boot"), b"", 0o600)  # its one seeded boot

@@ -16,6 +16,7 @@ import secrets
 import stat
 
 from saltvirt import cmd
+from saltvirt import progress as vprogress
 from saltvirt.errors import AlreadyExists, CommandFailed, InvalidArgument, NotFound, VirtError
 from saltvirt.units import parse_size as _parse_size
 
@@ -334,7 +335,8 @@ def _estimate_copy_bytes(details):
     return min(allocated, details["virtual_size"] or allocated)
 
 
-def clone(source, dest, *, fmt=None, overlay=False, size=None, mode=0o600, source_format=None):
+def clone(source, dest, *, fmt=None, overlay=False, size=None, mode=0o600, source_format=None, progress=None,
+          copy_limits=None):
     """Make ``dest`` from the disk image ``source`` and return :func:`info` of ``dest``.
 
     ``overlay=True``: a qcow2 copy-on-write overlay backed by the absolute path of
@@ -347,6 +349,10 @@ def clone(source, dest, *, fmt=None, overlay=False, size=None, mode=0o600, sourc
     published with ``mode`` (0600 by default: guest disks hold private data). The source is
     only read: run :func:`check_source` on untrusted images first, and :func:`protect_base`
     on a base. ``source_format`` opens the source as that format (see :func:`detect_format`).
+
+    A full copy reports its progress to ``progress(dict)`` (a :class:`saltvirt.progress.Meter`
+    report, step ``copy``) and may take :func:`saltvirt.progress.copy_timeout` of its size with
+    ``copy_limits`` ``(base seconds, minimum MiB/s)``: a big image is not cut off by a fixed limit.
     """
     src = info(source, source_format)
     source = src["filename"]
@@ -380,17 +386,25 @@ def clone(source, dest, *, fmt=None, overlay=False, size=None, mode=0o600, sourc
                 f"needs about {need // MIB} MiB, {free // MIB} MiB free"
             )
 
+        timeout = vprogress.copy_timeout(need, *(copy_limits or ()))
+        meter = vprogress.Meter(progress, vprogress.COPY, what=os.path.basename(source), total=need,
+                                dest=os.path.basename(dest_abs))
+
         def steps(tmp):
-            cmd.run(
-                [QEMU_IMG, "convert", "-q", "-W", "-f", src["format"], "-O", out_fmt, source, tmp]
+            meter.start()
+            # -p instead of -q: qemu-img prints its percentage, the meter turns it into bytes.
+            cmd.run_progress(
+                [QEMU_IMG, "convert", "-p", "-W", "-f", src["format"], "-O", out_fmt, source, tmp],
+                lambda text: meter.percent(vprogress.qemu_percent(text)), timeout=timeout,
             )
             if new_size:
                 cmd.run([QEMU_IMG, "resize", "-q", "-f", out_fmt, tmp, str(new_size)])
+            meter.finish()
 
     return info(_build(dest_abs, steps, mode))
 
 
-def shared_base(source, dest, source_format=None):
+def shared_base(source, dest, source_format=None, progress=None, copy_limits=None):
     """A read-only (0444) full copy of ``source`` at ``dest`` for overlays to share; its
     :func:`info`.
 
@@ -400,7 +414,8 @@ def shared_base(source, dest, source_format=None):
     if os.path.isfile(dest):
         return info(dest)
     try:
-        return clone(source, dest, mode=0o444, source_format=source_format)
+        return clone(source, dest, mode=0o444, source_format=source_format, progress=progress,
+                     copy_limits=copy_limits)
     except AlreadyExists:
         return info(dest)
 
