@@ -235,9 +235,10 @@ def write_pillar(ids):
                     # no_cache_dir: libvirt-python is built every time, with the build packages.
                     "python": {"pip_options": {"find_links": str(WHEELHOUSE), "no_index": True,
                                                "no_cache_dir": True}},
-                    # virtlockd's disk leases on the storage the hypervisors share: a VM's
-                    # disk open on one hypervisor cannot be opened on another (virt.lockd).
-                    "lockd": {"lockspace": str(LAB_DIR / "shared-storage" / ".lockspace")},
+                    # virtlockd's leases, locks on the disk files themselves: a disk on the
+                    # storage the hypervisors share, open on one hypervisor, cannot be opened
+                    # on another; local disks are each host's own (virt.lockd).
+                    "lockd": {"enabled": True},
                     "libvirtd_conf": {
                         "listen_addr": hv_addr(n),
                         "auth_tls": "none",
@@ -535,6 +536,16 @@ def start_fake(n):
         sh(in_netns([VENV / "bin" / "salt-minion", "-c", conf_dir, "-d"]))
 
 
+def drop_stopped_hypervisors(wanted):
+    """Delete the keys of hypervisors this lab no longer runs (a grown lab brought down, then up
+    with fewer): a master holding them would wait for them on every ``salt 'hypervisor*'``."""
+    keys = MASTER / "etc" / "salt" / "pki" / "master" / "minions"
+    for key in keys.glob("hypervisor*"):
+        n = key.name[len("hypervisor"):]
+        if n.isdigit() and int(n) not in wanted and not holder_pid(int(n)):
+            key.unlink(missing_ok=True)
+
+
 def drop_fakes(keep):
     """Stop the test:/// minions numbered above ``keep`` and delete their keys: LAB_FAKE_HYPERVISORS
     is the exact count (a master that still held their keys would expect them to answer)."""
@@ -707,7 +718,7 @@ def up():
         log("found a half-started or stale lab: cleaning it first")
         down()
     LAB_DIR.mkdir(parents=True, exist_ok=True)
-    # The storage the hypervisors share (the formula's virt.lockd keeps its lockspace there).
+    # The storage the hypervisors share (virt.evacuate restarts VMs whose disks are there).
     (LAB_DIR / "shared-storage").mkdir(mode=0o755, exist_ok=True)
     # Mount points for each hypervisor's private copies (a fresh machine may lack some).
     for mount_point in ("/etc/pki", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
@@ -734,6 +745,7 @@ def up():
         log(f"{hv_name(n)} up: libvirtd on qemu+tls://{hv_addr(n)}/system, host uuid {hv_uuid(n)}")
     for n in fresh:
         restart_minion(hv_name(n))  # starts the libvirt_events engine the first sync brought
+    drop_stopped_hypervisors(wanted)
     drop_fakes(FAKES)
     if FAKES:
         for n in range(1, FAKES + 1):

@@ -16,7 +16,7 @@ include:
 {%- if hyper.postcopy %}
   - virt.postcopy
 {%- endif %}
-{%- if salt['pillar.get']('virt:hypervisor:lockd:lockspace') %}
+{%- if salt['pillar.get']('virt:hypervisor:lockd:enabled') or salt['pillar.get']('virt:hypervisor:lockd:lockspace') %}
   - virt.lockd
 {%- endif %}
 

@@ -9,7 +9,6 @@ events). Afterwards the lab brings hypervisor1 back (``labctl.py up``).
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,6 @@ from .test_migration import wait_beat_above
 
 LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
 SHARED = os.path.join(LAB_DIR, "shared-storage")
-LOCKSPACE = os.path.join(SHARED, ".lockspace")
 DEFINITIONS = os.path.join(LAB_DIR, "master", "var", "cache", "salt", "master", "saltvirt", "definitions")
 HOSTS = ("hypervisor1", "hypervisor2", "hypervisor3")
 
@@ -38,10 +36,10 @@ def labctl(*args, timeout=300):
 
 
 def lease_held(path):
-    """Whether some virtlockd holds the lease of disk ``path`` (its lockspace file, named by the
-    path's SHA-256, is locked): what stops any other host's libvirt from starting it."""
-    lease = os.path.join(LOCKSPACE, hashlib.sha256(path.encode()).hexdigest())
-    fd = os.open(lease, os.O_RDWR)
+    """Whether some virtlockd holds the lease of disk ``path`` (a lock on the file's first byte:
+    the formula's leases are locks on the disk files themselves): what stops any other host's
+    libvirt from starting it."""
+    fd = os.open(path, os.O_RDWR)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
     except BlockingIOError:
@@ -157,12 +155,11 @@ def test_a_dead_hypervisors_shared_storage_vm_restarts_elsewhere_and_never_twice
 
 
 def _lease(path):
-    """Take the lease of disk ``path`` the way a virtlockd on some other host does (a lock on its
-    lockspace file), so that only the lock manager, not QEMU's own image lock, stands in the way."""
-    lease = os.path.join(LOCKSPACE, hashlib.sha256(path.encode()).hexdigest())
-    fd = os.open(lease, os.O_RDWR | os.O_CREAT, 0o600)
+    """Take the lease of disk ``path`` the way a virtlockd on some other host does (a lock on the
+    file), so that only the lock manager, not QEMU's own image lock, stands in the way."""
+    fd = os.open(path, os.O_RDWR)
     fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-    return lease, fd
+    return fd
 
 
 def test_the_lock_manager_alone_refuses_a_disk_leased_elsewhere(lab, vm):
@@ -181,13 +178,13 @@ def test_the_lock_manager_alone_refuses_a_disk_leased_elsewhere(lab, vm):
   <os><type arch='x86_64'>hvm</type></os>
   <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
     <source file='{disk}'/><target dev='vda' bus='virtio'/></disk></devices></domain>""")
-        lease, fd = _lease(disk)
+        fd = _lease(disk)
         try:
             refused = lab.run("virsh", "hypervisor2", "create", xml, check=False)
         finally:
             os.close(fd)
         assert refused.returncode != 0, refused.stdout
-        assert f"Lockspace resource '{os.path.basename(lease)}' is locked" in refused.stderr, refused.stderr
+        assert f"Lockspace resource '{disk}' is locked" in refused.stderr, refused.stderr
         assert vm not in lab.domains("hypervisor2")
 
         # The lease free: the same start is accepted, and hypervisor2's virtlockd now holds it.

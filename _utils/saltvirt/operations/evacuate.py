@@ -1,8 +1,8 @@
 """Evacuating a dead hypervisor: restart its VMs elsewhere from the master's definitions.
 
 Split-brain is prevented by libvirt, not by hope: the formula's ``virt.lockd`` makes every
-hypervisor take a lease (virtlockd, lockspace on the shared storage) on each disk before QEMU
-may use it, so a VM whose disk is still open on a host that only *looks* dead cannot start a
+hypervisor take a lease (virtlockd: a lock on the disk file on the shared storage) on each
+disk before QEMU may use it, so a VM whose disk is still open on a host that only *looks* dead cannot start a
 second time. On top of that the runner refuses to evacuate a host that still answers, and
 without the operator's ``fenced=True`` (the host is powered off or cut off from the storage).
 
