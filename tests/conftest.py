@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.join(REPO, "_utils"))
 
 # Tests that change the lab's shape (a third hypervisor, a crashed one) run after all the others,
 # which see the lab as `make lab-up` makes it.
-LAB_CHANGING = ("test_evacuate.py", "test_operations.py")
+LAB_CHANGING = ("test_evacuate.py", "test_events.py", "test_operations.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

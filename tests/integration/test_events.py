@@ -124,7 +124,8 @@ def test_lifecycle_migration_and_poweroff_reach_the_bus(lab, vm, bus):
     bus.wait(_tag(vm, "undefined"), "hypervisor2", detail="removed")
 
 
-def test_engine_reconnects_when_libvirtd_restarts(lab, vm, bus):
+def test_engine_reconnects_when_libvirtd_restarts(three_hypervisors, vm, bus):
+    lab = three_hypervisors  # libvirtd restarts on a host of its own, not one the others use
     pid = lab.hv("hypervisor3", "cat", "/run/libvirt/libvirtd.pid").stdout.strip()
     lab.hv("hypervisor3", "kill", pid)
     lost = bus.wait(re.escape(f"{PREFIX}/connection/lost"), "hypervisor3")
