@@ -40,7 +40,8 @@ def main():
         id="bench", root_dir=root, cachedir=f"{root}/cache", pki_dir=f"{root}/pki",
         sock_dir=f"{root}/sock", file_client="local", file_roots={"base": [root]},
         module_dirs=[REPO],
-        virt={"images": f"{root}/images", "nic": {"default": [{"name": "eth0", "type": "user"}]}},
+        virt={"images": f"{root}/images", "image_roots": [root],  # the bases below live in root
+              "nic": {"default": [{"name": "eth0", "type": "user"}]}},
     )
     virt = Loaders(opts).modules.virt
     try:

@@ -35,7 +35,10 @@ def init_tag(name):
 
 def event_sink(settings, tag, **context):
     """A sink that fires each report, with ``context`` and this host's id, to the master's bus
-    under ``tag`` (as a migration's progress is)."""
+    under ``tag`` (as a migration's progress is); None for a masterless minion, which has no
+    master's bus to report to."""
+    if (settings.opts or {}).get("file_client") == "local":
+        return None
 
     def sink(data):
         settings.salt.fire_master(dict(data, host=settings.minion_id, **context), tag)

@@ -126,10 +126,15 @@ def test_event_sink_names_the_host():
             fired.append((tag, data))
 
     class Settings:
-        salt, minion_id = Calls(), "hv1"
+        salt, minion_id, opts = Calls(), "hv1", {"file_client": "remote"}
 
     progress.event_sink(Settings(), progress.init_tag("web1"), name="web1")({"percent": 1.0})
     assert fired == [("saltvirt/init/web1/progress", {"percent": 1.0, "host": "hv1", "name": "web1"})]
+
+    class Masterless(Settings):
+        opts = {"file_client": "local"}
+
+    assert progress.event_sink(Masterless(), "t") is None  # no master's bus: no events, no warnings
 
 
 def test_cache_destination_follows_salts_file_client():
