@@ -113,11 +113,13 @@ def written_since(dest, since):
 def fetch(settings, image, saltenv, progress=None):
     """``settings.salt.fetch`` of ``image``, with its progress (step ``fetch``) sent to ``progress``
     from the growing cache file while Salt's file client works."""
-    meter = vprogress.Meter(progress, vprogress.FETCH, what=vprogress.shown(image),
-                            total=settings.salt.remote_size(image, saltenv) if progress else None)
     dest = cache_destination(settings.opts.get("cachedir", ""), image, saltenv) if progress else None
     if progress is None or dest is None:
         return settings.salt.fetch(image, saltenv)
+    # A file already cached is what the fetch almost always keeps: its size spares asking the
+    # master (a round trip on every init); a changed file only makes the percentages approximate.
+    total = os.path.getsize(dest) if os.path.isfile(dest) else settings.salt.remote_size(image, saltenv)
+    meter = vprogress.Meter(progress, vprogress.FETCH, what=vprogress.shown(image), total=total)
     meter.start()
     with vprogress.watching(written_since(dest, time.time()), meter):
         local = settings.salt.fetch(image, saltenv)
