@@ -46,9 +46,11 @@ try:
     from saltvirt import errors as verrors
     from saltvirt import progress as vprogress
     from saltvirt import settings as vsettings
-    from saltvirt.domain import snapshots, vmops
+    from saltvirt.domain import snapshots, stats, vmops
     from saltvirt.domain import update as vupdate
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
+    from saltvirt.host import capabilities as hostcaps
+    from saltvirt.host import devices as hostdevices
     from saltvirt.migration import node as migration_node
     from saltvirt.migration.options import MigrationOptions
     from saltvirt.network import ops as netops
@@ -56,7 +58,7 @@ try:
     from saltvirt.operations import evacuate as opevacuate
     from saltvirt.pki import sealed
     from saltvirt.provision import change as provision_change
-    from saltvirt.provision import lifecycle
+    from saltvirt.provision import lifecycle, profiles
     from saltvirt.provision import sources as provision_sources
     from saltvirt.provision import vm as provision_vm
     from saltvirt.provision.spec import UpdateSpec, VmSpec
@@ -1014,6 +1016,255 @@ def is_hyper(**kwargs):
     except VirtError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- classic statistics and host facts
+
+
+def _xml_of(vm_, kwargs):
+    return _with_conn(kwargs, lambda conn: vmops.lookup(conn, vm_).XMLDesc(0))
+
+
+def get_macs(vm_, **kwargs):
+    """
+    The MAC addresses of a domain's network interfaces, as a list in device order.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.get_macs centos1
+    """
+    with _salt_errors():
+        return stats.macs(_xml_of(vm_, kwargs))
+
+
+def get_loader(vm_, **kwargs):
+    """
+    The firmware loader of a domain: ``path`` (the string ``"None"`` when it boots the default
+    BIOS) and the loader's attributes (``readonly``, ``type``, ``secure``...).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.get_loader centos1
+    """
+    with _salt_errors():
+        return stats.loader(_xml_of(vm_, kwargs))
+
+
+def vm_cputime(vm_=None, **kwargs):
+    """
+    CPU time of one domain (or of every domain): ``{name: {cputime, cputime_percent}}``.
+    ``cputime`` is in nanoseconds; ``cputime_percent`` divides it by the host's CPUs and the
+    domain's vCPUs, as Salt's classic function did.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'hypervisor*' virt.vm_cputime
+        salt hypervisor1 virt.vm_cputime centos1
+    """
+
+    def _cputime(conn):
+        host_cpus = stats.host_cpus(conn)
+        return stats.per_domain(conn, vm_, lambda dom: stats.cputime(dom, host_cpus))
+
+    return _with_conn(kwargs, _cputime)
+
+
+def vm_netstats(vm_=None, **kwargs):
+    """
+    Network counters of one domain (or of every domain), summed over its interfaces:
+    ``{name: {rx_bytes, rx_packets, rx_errs, rx_drop, tx_bytes, tx_packets, tx_errs, tx_drop}}``.
+    A stopped domain, or an interface without a host device (user-mode networking), counts zero.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'hypervisor*' virt.vm_netstats
+        salt hypervisor1 virt.vm_netstats centos1
+    """
+    return _with_conn(kwargs, lambda conn: stats.per_domain(conn, vm_, stats.netstats))
+
+
+def vm_diskstats(vm_=None, **kwargs):
+    """
+    Block counters of one domain (or of every running domain), summed over its disks:
+    ``{name: {rd_req, rd_bytes, wr_req, wr_bytes, errs}}``. A stopped domain counts zero.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'hypervisor*' virt.vm_diskstats
+        salt hypervisor1 virt.vm_diskstats centos1
+    """
+    return _with_conn(kwargs, lambda conn: stats.per_domain(conn, vm_, stats.diskstats, active_only=True))
+
+
+def ctrl_alt_del(vm_, **kwargs):
+    """
+    Press Ctrl+Alt+Del in a running domain's console. True when the keys were sent.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.ctrl_alt_del centos1
+    """
+    return _with_conn(kwargs, lambda conn: stats.send_ctrl_alt_del(vmops.lookup(conn, vm_)))
+
+
+def migrate_start_postcopy(vm_, **kwargs):
+    """
+    Switch a domain's live migration, in progress and started with post-copy allowed
+    (``postcopy=True``), to post-copy mode. True when libvirt switched it; an error when the
+    domain is not migrating.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.migrate_start_postcopy centos1
+    """
+    return _with_conn(kwargs, lambda conn: stats.start_postcopy(vmops.lookup(conn, vm_)))
+
+
+def get_hypervisor(**kwargs):
+    """
+    The hypervisor libvirt drives on this minion: ``kvm`` when it offers KVM domains, ``qemu``
+    when it emulates only (TCG), else the driver's name (``xen``, ``bhyve``...); ``None`` when
+    no libvirt is reachable here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' virt.get_hypervisor
+    """
+    try:
+        with _connection(kwargs) as conn:
+            return hostcaps.hypervisor_name(conn)
+    except VirtError:
+        return None
+
+
+def virt_type():
+    """
+    What kind of machine this minion itself is, as Salt's ``virtual`` grain says (``physical``,
+    ``kvm``, ``VMware``...): the classic function returned the grain.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' virt.virt_type
+    """
+    return __grains__.get("virtual")
+
+
+def domain_capabilities(emulator=None, arch=None, machine=None, domain=None, **kwargs):
+    """
+    What a domain may use on this host for an emulator, architecture, machine type and domain
+    type (``kvm``, ``qemu``; libvirt's default for those not given): ``emulator``, ``domain``,
+    ``machine``, ``arch``, ``max_vcpus``, ``iothreads``, ``os`` (the firmware loaders),
+    ``cpu`` (the supported CPU modes and models), ``devices`` and ``features``. The possible
+    values are in :func:`all_capabilities`.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.domain_capabilities arch=x86_64 domain=kvm
+    """
+    return _with_conn(kwargs, hostcaps.domain_capabilities, emulator, arch, machine, domain)
+
+
+def all_capabilities(**kwargs):
+    """
+    The host's capabilities (``host``: ``{host, guests}``, the CPU, NUMA topology, security
+    models, each guest architecture with its machines and domain types) and the
+    :func:`domain_capabilities` of every guest domain type (``domains``), in one call.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.all_capabilities
+    """
+    return _with_conn(kwargs, hostcaps.all_capabilities)
+
+
+def cpu_baseline(full=False, migratable=False, out="libvirt", **kwargs):
+    """
+    The CPU definition every domain on this host can be given (libvirt's baseline of the host
+    CPU).
+
+    full
+        List every CPU feature, not only those on top of the CPU model.
+    migratable
+        Leave out the features that would prevent migrating the domain.
+    out
+        ``libvirt`` (default): the ``<cpu>`` XML for a domain definition; ``salt``: a dict
+        ``{model, vendor, features: [{name, policy}]}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.cpu_baseline
+        salt hypervisor1 virt.cpu_baseline full=True out=salt
+    """
+    return _with_conn(kwargs, lambda conn: hostcaps.cpu_baseline(conn, full, migratable, out))
+
+
+def node_devices(**kwargs):
+    """
+    The host's devices a guest may be given: PCI devices (but bridges) and USB devices (but root
+    hubs), each with ``name``, ``caps``, ``address``, vendor and product ids and names, and the
+    physical network interfaces (``name``, MAC ``address``, ``device name``, link ``state``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.node_devices
+    """
+    return _with_conn(kwargs, hostdevices.node_devices)
+
+
+def get_profiles(hypervisor=None, **kwargs):
+    """
+    The disk and NIC profiles of this hypervisor (``virt:disk`` and ``virt:nic``), normalised
+    as ``virt.init`` uses them, with the built-in ``default`` ones when not configured:
+    ``{disk: {profile: [disks]}, nic: {profile: [nics]}}``.
+
+    hypervisor
+        A domain type of this host (``kvm``, ``qemu``): an error when the host offers no such
+        type. Profiles are the same for every type here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.get_profiles
+    """
+    if hypervisor:
+
+        def _check(conn):
+            offered = hostcaps.hypervisor_types(hostcaps.capabilities(conn))
+            if hypervisor not in offered:
+                raise InvalidArgument(f"hypervisor {hypervisor!r} is not offered here "
+                                      f"(offered: {', '.join(offered) or 'none'})")
+
+        _with_conn(kwargs, _check)
+    with _salt_errors():
+        settings = _settings()
+        return profiles.all_profiles(settings.get("disk"), settings.get("nic"))
 
 
 # --------------------------------------------------------------------------- base images

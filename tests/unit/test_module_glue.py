@@ -119,3 +119,31 @@ def test_relative_images_dir_is_refused_clearly(configure_loader_modules):
     virt.__salt__["config.get"] = lambda key, default=None: "images" if key == "virt:images" else default
     with pytest.raises(SaltInvocationError, match="images"):
         virt._images_dir()
+
+
+@pytest.mark.parametrize(("function", "args", "target", "answer"), [
+    ("vm_diskstats", ("vm1",), (virt.stats, "per_domain"), {"vm1": {}}),
+    ("vm_netstats", (), (virt.stats, "per_domain"), {}),
+    ("domain_capabilities", (), (virt.hostcaps, "domain_capabilities"), {"domain": "kvm"}),
+    ("all_capabilities", (), (virt.hostcaps, "all_capabilities"), {"host": {}, "domains": []}),
+    ("node_devices", (), (virt.hostdevices, "node_devices"), []),
+])
+def test_classic_host_functions_pass_the_connection_arguments(library, monkeypatch, function, args, target,
+                                                              answer):
+    seen = []
+    monkeypatch.setattr(*target, lambda conn, *a, **kw: seen.append(conn) or answer)
+    kwargs = {"connection": "qemu+ssh://h2/system", "username": "u", "password": "p"}
+    assert getattr(virt, function)(*args, **kwargs) == answer
+    assert library == [("connect", kwargs)] and seen == ["conn"]
+
+
+def test_classic_functions_map_library_errors(library, monkeypatch):
+    def missing(conn, name):
+        raise virt.NotFound(f"no domain named {name!r} on this host")
+
+    monkeypatch.setattr(virt.vmops, "lookup", missing)
+    with pytest.raises(SaltInvocationError, match="'vm9'"):
+        virt.ctrl_alt_del("vm9")
+    monkeypatch.setattr(virt.hostcaps, "cpu_baseline", lambda *a: (_ for _ in ()).throw(VirtError("broken")))
+    with pytest.raises(CommandExecutionError, match="broken"):
+        virt.cpu_baseline()

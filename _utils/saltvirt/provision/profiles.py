@@ -144,3 +144,12 @@ def merge_nics(profile_nics, overrides):
         # A NIC given by name replaces the profile's one whole: type and source go together.
         merged[nic["name"]] = nic
     return [merged[n] for n in order]
+
+
+def all_profiles(disk_profiles=None, nic_profiles=None):
+    """Every configured profile, normalised, plus ``default`` when it is not configured:
+    ``{"disk": {name: disks}, "nic": {name: nics}}`` (the classic ``virt.get_profiles``)."""
+    return {
+        "disk": {name: disk_profile(name, disk_profiles) for name in ["default", *(disk_profiles or {})]},
+        "nic": {name: nic_profile(name, nic_profiles) for name in ["default", *(nic_profiles or {})]},
+    }
