@@ -75,22 +75,23 @@ def cputime(dom, host_cpus):
     return {"cputime": int(raw[4]), "cputime_percent": cpu_percent(int(raw[4]), host_cpus, int(raw[3]))}
 
 
+def _summed(dom, counters, devices_of, read):
+    """``counters`` summed over the devices ``devices_of`` finds in the domain's XML, each read
+    with ``read(device)``; zeros when the domain is not running (no counters to read)."""
+    if not dom.isActive():
+        return dict.fromkeys(counters, 0)
+    devices = devices_of(_ask(dom, "read the definition", dom.XMLDesc, 0))
+    return add_counters(counters, [_ask(dom, f"read the counters of {dev}", read, dev) for dev in devices])
+
+
 def netstats(dom):
     """A domain's interface counters, summed over its interfaces (zeros when it has none)."""
-    if not dom.isActive():
-        return dict.fromkeys(NET_COUNTERS, 0)
-    devices = interface_devices(_ask(dom, "read the definition", dom.XMLDesc, 0))
-    return add_counters(NET_COUNTERS, [_ask(dom, f"read the counters of {dev}", dom.interfaceStats, dev)
-                                       for dev in devices])
+    return _summed(dom, NET_COUNTERS, interface_devices, dom.interfaceStats)
 
 
 def diskstats(dom):
     """A domain's block counters, summed over its disks (zeros when it is not running)."""
-    if not dom.isActive():
-        return dict.fromkeys(DISK_COUNTERS, 0)
-    devices = disk_devices(_ask(dom, "read the definition", dom.XMLDesc, 0))
-    return add_counters(DISK_COUNTERS, [_ask(dom, f"read the counters of {dev}", dom.blockStats, dev)
-                                        for dev in devices])
+    return _summed(dom, DISK_COUNTERS, disk_devices, dom.blockStats)
 
 
 def per_domain(conn, vm_, func, active_only=False):
