@@ -8,6 +8,8 @@
 import os
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "_utils"))
 
@@ -19,6 +21,30 @@ LAB_CHANGING = ("test_evacuate.py", "test_events.py", "test_operations.py")
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: os.path.basename(str(item.fspath)) in LAB_CHANGING)
+
+
+def _library_modules():
+    return {n: m for n, m in sys.modules.items() if n == "saltvirt" or n.startswith("saltvirt.")}
+
+
+_COLLECTED = {}
+
+
+def pytest_collection_finish(session):
+    _COLLECTED.update(_library_modules())  # the copy every test module imported
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_copy_of_the_library():
+    """After each test module, the library the test modules imported is the one in use again.
+    Salt's loader run in-process (functional tests) loads the bundle's grains, whose preload
+    imports the library anew: later tests would mix the classes of two copies (an exception of
+    one copy is not caught as the other's)."""
+    yield
+    if _COLLECTED and _library_modules() != _COLLECTED:
+        for name in _library_modules():
+            del sys.modules[name]
+        sys.modules.update(_COLLECTED)
 
 
 def pytest_sessionfinish(session, exitstatus):

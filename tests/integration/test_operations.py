@@ -7,6 +7,7 @@ print SALTVIRT-BOOT again.
 
 import concurrent.futures
 import os
+import re
 import signal
 import subprocess
 import time
@@ -143,7 +144,9 @@ def test_a_vm_that_fits_nowhere_stays_running_and_the_drain_says_why(three_hosts
     assert proc.returncode != 0 and out["result"] is False, out
     assert list(out["stayed"]) == [stuck] and list(out["moved"]) == [mover], out
     reason = out["stayed"][stuck]
-    assert "hypervisor2: needs 2 vCPUs, 1 of 8 left" in reason and "hypervisor3: cordoned: maintenance" in reason
+    # 1 vCPU left if its turn came before the other VM arrived there, 0 after: either way too few.
+    assert re.search(r"hypervisor2: needs 2 vCPUs, [01] of 8 left", reason), reason
+    assert "hypervisor3: cordoned: maintenance" in reason, reason
     assert f"still run there ({stuck})" in out["message"]
     assert lab.run("virsh", "hypervisor1", "domstate", stuck).stdout.strip() == "running"
     assert wait_beat_above(lab, "hypervisor1", stuck, max(beats(lab, "hypervisor1", stuck))) > first

@@ -189,5 +189,11 @@ def test_the_runners_wait_grows_with_the_progress_of_a_big_copy(monkeypatch):
     assert done == {"return": {"name": "web1"}} and len(seen) == 1
 
     events[:] = [None, None]
-    with pytest.raises(hosts.VirtError, match="did not finish in time"):
+    with pytest.raises(hosts.VirtError, match=r"did not finish within 60s$"):
         fleet._wait(Bus(), "hv1", "virt.init", "1", tag, lambda data: None, 60)  # pylint: disable=protected-access
+
+    # Extended by a copy that then stalls: the error says how long it waited.
+    events[:] = [{"tag": tag, "data": {"data": {"total_bytes": 1024 * MIB, "done_bytes": 0}}}, None, None, None,
+                 None, None]
+    with pytest.raises(hosts.VirtError, match=r"did not finish within 60s \(its progress extended that to \d+s\)"):
+        fleet._wait(Bus(), "hv1", "virt.init", "1", tag, on_progress, 60)  # pylint: disable=protected-access

@@ -222,7 +222,8 @@ class Fleet:
 
     def _wait(self, event, host, fun, jid, progress_tag, on_progress, timeout):
         ret_tag = f"salt/job/{jid}/ret/{host}"
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
             ev = event.get_event(wait=max(0.05, min(1, deadline - time.monotonic())), full=True)
@@ -243,8 +244,9 @@ class Fleet:
                     deadline = max(deadline, time.monotonic() + more)
             elif tag == ret_tag:
                 return data
-        raise VirtError(f"{fun} on {host} did not finish in time ({timeout}s, or as long as its progress "
-                        "allowed)")
+        waited = deadline - started
+        extended = f" (its progress extended that to {waited:.0f}s)" if waited > timeout else ""
+        raise VirtError(f"{fun} on {host} did not finish within {timeout}s{extended}")
 
     def ping(self, timeout):
         """``(answering, silent)`` hypervisors: a ping that waits ``timeout`` seconds, then at most 5

@@ -100,6 +100,7 @@ class Provisioner:
     def init_on(self, host, name, cpu, mem, kwargs, timeout=None):
         jid = self.gen_jid()
         self.intents.begin(name, host, jid=jid, seed=bool(kwargs.get("seed", True) and kwargs.get("image")))
+        explicit = timeout is not None  # the caller's own limit is kept as it is
         timeout = float(timeout or self.fleet.conf("init_timeout", 900))
         tag = f"saltvirt/init/{jid}/progress"
         rate = self.fleet.conf("image_copy:min_rate_mib", progress.DEFAULT_MIN_RATE_MIB)
@@ -110,7 +111,7 @@ class Provisioner:
             except Exception as exc:  # pylint: disable=broad-exception-caught
                 log.debug("progress of %s not shown: %s", name, exc)  # never a reason to fail the init
             # A big image may take longer than init_timeout: wait while its bytes move fast enough.
-            return progress.time_left(data, timeout, rate)
+            return None if explicit else progress.time_left(data, timeout, rate)
 
         try:
             done = self.fleet.watch(
