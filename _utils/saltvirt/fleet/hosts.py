@@ -224,6 +224,7 @@ class Fleet:
         ret_tag = f"salt/job/{jid}/ret/{host}"
         started = time.monotonic()
         deadline = started + timeout
+        extended = False
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
             ev = event.get_event(wait=max(0.05, min(1, deadline - time.monotonic())), full=True)
@@ -240,13 +241,13 @@ class Fleet:
             if progress_tag and tag == progress_tag:
                 quiet_since = time.monotonic()
                 more = on_progress(data.get("data") if isinstance(data.get("data"), dict) else data)
-                if isinstance(more, (int, float)) and not isinstance(more, bool):
-                    deadline = max(deadline, time.monotonic() + more)
+                if isinstance(more, (int, float)) and not isinstance(more, bool) \
+                        and time.monotonic() + more > deadline:
+                    deadline, extended = time.monotonic() + more, True
             elif tag == ret_tag:
                 return data
-        waited = deadline - started
-        extended = f" (its progress extended that to {waited:.0f}s)" if waited > timeout else ""
-        raise VirtError(f"{fun} on {host} did not finish within {timeout}s{extended}")
+        longer = f" (its progress extended that to {deadline - started:.0f}s)" if extended else ""
+        raise VirtError(f"{fun} on {host} did not finish within {timeout}s{longer}")
 
     def ping(self, timeout):
         """``(answering, silent)`` hypervisors: a ping that waits ``timeout`` seconds, then at most 5
