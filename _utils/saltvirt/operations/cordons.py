@@ -24,6 +24,13 @@ from saltvirt.errors import InvalidArgument
 _HOST = re.compile(r"^[A-Za-z0-9_.@+-]{1,253}$")
 
 
+def check_host_id(host):
+    """``host`` if it is a hypervisor minion id safe as a file name on the master, else InvalidArgument."""
+    if not isinstance(host, str) or not _HOST.match(host) or host.startswith("."):
+        raise InvalidArgument(f"not a hypervisor minion id: {host!r}")
+    return host
+
+
 class Cordons:
     """The directory of cordon records (created 0700 on first write)."""
 
@@ -32,9 +39,7 @@ class Cordons:
         self.clock = clock
 
     def _path(self, host):
-        if not isinstance(host, str) or not _HOST.match(host) or host.startswith("."):
-            raise InvalidArgument(f"not a hypervisor minion id: {host!r}")
-        return os.path.join(self.directory, f"{host}.json")
+        return os.path.join(self.directory, f"{check_host_id(host)}.json")
 
     def _write(self, record):
         os.makedirs(self.directory, mode=0o700, exist_ok=True)

@@ -23,11 +23,11 @@ import time
 
 from saltvirt import fileio
 from saltvirt.errors import InvalidArgument
+from saltvirt.operations.cordons import check_host_id
 
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 
 
-_HOST = re.compile(r"^[A-Za-z0-9_.@+-]{1,253}$")
 
 
 class Definitions:
@@ -40,9 +40,7 @@ class Definitions:
         self.clock = clock
 
     def _dir(self, host):
-        if not isinstance(host, str) or not _HOST.match(host) or host.startswith("."):
-            raise InvalidArgument(f"not a hypervisor minion id: {host!r}")
-        return os.path.join(self.directory, host)
+        return os.path.join(self.directory, check_host_id(host))
 
     def _path(self, host, name):
         if not isinstance(name, str) or not _NAME.match(name) or name.startswith("."):
