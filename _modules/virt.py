@@ -25,14 +25,11 @@ Configuration (all optional)::
       tunnel: False                # migrate through the libvirt daemons' TLS connection
 """
 
-import contextlib
-import importlib.util
 import logging
 import os
 import sys
 
-import salt.utils.path
-from salt.exceptions import CommandExecutionError, SaltInvocationError
+from salt.exceptions import SaltInvocationError
 
 # The minion's main process may hold the library preloaded (_grains/virt.py): read it anew
 # if saltutil.sync_all has replaced its files since.
@@ -40,10 +37,9 @@ if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
     sys.modules["saltvirt"].unload_if_stale()
 
 try:
-    from saltvirt import coexist, migration
+    from saltvirt import coexist, migration, saltglue
     from saltvirt import connection as virtconn
     from saltvirt import console as vconsole
-    from saltvirt import errors as verrors
     from saltvirt import progress as vprogress
     from saltvirt import settings as vsettings
     from saltvirt.domain import snapshots, stats, vmops
@@ -53,8 +49,6 @@ try:
     from saltvirt.host import devices as hostdevices
     from saltvirt.migration import node as migration_node
     from saltvirt.migration.options import MigrationOptions
-    from saltvirt.network import ops as netops
-    from saltvirt.network.spec import NetworkSpec
     from saltvirt.operations import evacuate as opevacuate
     from saltvirt.pki import sealed
     from saltvirt.provision import change as provision_change
@@ -83,29 +77,8 @@ __virtualname__ = "virt"
 
 def __virtual__():
     if not HAS_SALTVIRT:
-        return False, f"virt: {IMPORT_ERROR}" + _saltext_note()
-    if virtconn.libvirt is None:
-        return False, (f"virt: libvirt-python is not installed; {verrors.install_hint('libvirt-python')}"
-                       + _saltext_note())
-    uri = __salt__["config.get"]("virt:connection:uri", "") or ""
-    local = not uri or uri.startswith(("qemu:///", "qemu+unix"))
-    if local and not salt.utils.path.which("libvirtd") and not os.path.exists("/run/libvirt/libvirt-sock"):
-        return False, "virt: libvirtd is not installed on this minion (install libvirt-daemon)" + _saltext_note()
-    coexist.warn_once(__opts__, ("modules", "states"), "execution module")
-    return __virtualname__
-
-
-def _saltext_note():
-    """Added to a refusal when saltext-virt is installed: its ``virt`` is shadowed by this file."""
-    try:
-        found = importlib.util.find_spec("saltext.virt") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        return ""
-    return (f"; saltext-virt is installed too, but Salt loads this file ({__file__}) as the virt "
-            "module, not saltext-virt's: install what is missing above, or remove salt-virt to use "
-            "saltext-virt (docs/install.rst, Coexistence)")
+        return False, f"virt: {IMPORT_ERROR}"
+    return saltglue.virtual(__virtualname__, __salt__["config.get"], __opts__, __file__)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -139,19 +112,7 @@ def _connection(kwargs):
     return _settings().opened(kwargs)
 
 
-def _raise(exc):
-    if isinstance(exc, (InvalidArgument, NotFound)):
-        raise SaltInvocationError(str(exc)) from exc
-    raise CommandExecutionError(str(exc)) from exc
-
-
-@contextlib.contextmanager
-def _salt_errors():
-    """Library errors become Salt's (the CLI exits non-zero with the message)."""
-    try:
-        yield
-    except VirtError as exc:
-        _raise(exc)
+_salt_errors = saltglue.salt_errors if HAS_SALTVIRT else None
 
 
 def _domain_call(name, action, kwargs, **extra):
@@ -664,11 +625,8 @@ def list_snapshots(domain=None, **kwargs):
 
 
 def _with_conn(kwargs, func, *args):
-    try:
-        with _connection(kwargs) as conn:
-            return func(conn, *args)
-    except VirtError as exc:
-        _raise(exc)
+    with _salt_errors(), _connection(kwargs) as conn:
+        return func(conn, *args)
 
 
 def list_domains(**kwargs):
@@ -1538,210 +1496,6 @@ def migrate_cleanup(name, token=None, probe=None, remove_domain=False, uuid=None
     with _salt_errors():
         return migration_node.cleanup(_settings(), name, token=token, probe=probe, remove_domain=remove_domain,
                                       uuid=uuid, stale=stale, wait=wait, connect_args=kwargs)
-
-
-# --------------------------------------------------------------------------- virtual networks
-# The classic Salt 3001-3007 network functions, same names, arguments and returns
-# (docs/upgrading.rst lists the differences); the work is in saltvirt.network.
-
-def _network_spec(function, name, kwargs):
-    with _salt_errors():
-        return NetworkSpec.from_kwargs(function, name=name, **kwargs)
-
-
-def _network_call(func, kwargs, *args):
-    with _salt_errors(), _connection(kwargs) as conn:
-        return func(conn, *args)
-
-
-def network_define(name, bridge, forward, ipv4_config=None, ipv6_config=None, vport=None, tag=None,
-                   autostart=True, start=True, mtu=None, domain=None, nat=None, interfaces=None,
-                   addresses=None, physical_function=None, dns=None, **kwargs):
-    """
-    Define a virtual network, start it (``start``, default True) and set its autostart flag
-    (``autostart``, default True). Returns True. All or nothing: a network that cannot start
-    is undefined again. An existing network is refused (see :func:`network_update`).
-
-    name
-        Network name (letters, digits, ``_.+-``).
-    bridge
-        Bridge name (at most 15 characters). For ``nat``, ``route``, ``open`` and isolated
-        networks libvirt creates it (and names it ``virbrN`` when None); for ``bridge`` it is
-        an existing host bridge (Open vSwitch with ``vport: openvswitch``).
-    forward
-        ``nat``, ``route``, ``open``, ``bridge``, ``private``, ``vepa``, ``passthrough``,
-        ``hostdev``, or None (also ``none``/``isolated``): an isolated network.
-    ipv4_config / ipv6_config
-        ``{cidr: 192.168.42.0/24, dhcp_ranges: [{start, end}], hosts: {ip: {mac, id, name}},
-        bootp: {file, server}, tftp: /path}``. The host takes the range's first address, or
-        the address given with host bits (``192.168.42.254/24``). ``hosts`` may also be a
-        list of ``{ip, mac, id, name}``.
-    vport
-        Virtual port type (``openvswitch``...) or ``{type, parameters: {...}}``.
-    tag
-        VLAN id, or ``{trunk: True, tags: [{id: 42, nativeMode: untagged}, {id: 47}]}``.
-    mtu
-        MTU of the network's bridge, in bytes.
-    domain
-        DNS domain of the DHCP server: ``{name: lab.example.org, localOnly: True}`` (or the
-        name alone).
-    nat
-        With ``forward: nat``: ``{address: {start, end}, port: {start, end}}``.
-    interfaces / addresses / physical_function
-        Devices for the direct modes: interface names, PCI addresses (``0000:04:00.1``) for
-        ``hostdev``, the physical function's device (whitespace-separated strings or lists).
-    dns
-        ``{forwarders: [{domain, addr}], txt: {name: value}, hosts: {ip: [names]},
-        srvs: [{name, protocol, domain, target, port, priority, weight}]}``.
-    connection / username / password
-        libvirt URI and credentials instead of the configured ``virt:connection``.
-
-    Unknown arguments are refused with an error that names them.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt hypervisor1 virt.network_define natted natted nat \
-            ipv4_config='{cidr: 192.168.42.0/24, dhcp_ranges: [{start: 192.168.42.10, end: 192.168.42.99}]}'
-        salt hypervisor1 virt.network_define ovs main bridge vport=openvswitch tag=180
-    """
-    spec = _network_spec("virt.network_define", name, dict(
-        kwargs, bridge=bridge, forward=forward, ipv4_config=ipv4_config, ipv6_config=ipv6_config, vport=vport,
-        tag=tag, autostart=autostart, start=start, mtu=mtu, domain=domain, nat=nat, interfaces=interfaces,
-        addresses=addresses, physical_function=physical_function, dns=dns))
-    return _network_call(netops.define, spec.extra, spec)
-
-
-def network_update(name, bridge, forward, ipv4_config=None, ipv6_config=None, vport=None, tag=None,
-                   mtu=None, domain=None, nat=None, interfaces=None, addresses=None, physical_function=None,
-                   dns=None, test=False, details=False, **kwargs):
-    """
-    Bring the definition of virtual network ``name`` to these settings (arguments as for
-    :func:`network_define`). Returns True if it needed (``test=True``: needs) a change.
-
-    Only the settings that differ are rewritten; everything else in the network's XML
-    (uuid, MAC address, port groups, routes, bandwidth, metadata...) is kept. A running
-    network keeps its old settings until it is stopped and started again.
-
-    details
-        Return ``{changed, changes: {setting: {old, new}}, restart_needed}`` instead of a
-        bool.
-    connection / username / password
-        libvirt URI and credentials instead of the configured ``virt:connection``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt hypervisor1 virt.network_update natted natted nat mtu=9000 test=True
-    """
-    spec = _network_spec("virt.network_update", name, dict(
-        kwargs, bridge=bridge, forward=forward, ipv4_config=ipv4_config, ipv6_config=ipv6_config, vport=vport,
-        tag=tag, mtu=mtu, domain=domain, nat=nat, interfaces=interfaces, addresses=addresses,
-        physical_function=physical_function, dns=dns))
-    result = _network_call(netops.update, spec.extra, spec, bool(test))
-    return result if details else result["changed"]
-
-
-def list_networks(**kwargs):
-    """
-    Names of the virtual networks on this hypervisor.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt hypervisor1 virt.list_networks
-    """
-    return _network_call(netops.list_names, kwargs)
-
-
-def network_info(name=None, **kwargs):
-    """
-    ``{name: {uuid, bridge, autostart, active, persistent, leases}}`` of virtual network
-    ``name``, or of every network without a name; ``{}`` if there is no such network.
-    ``leases`` are the DHCP leases libvirt's dnsmasq handed out (``iface``, ``mac``,
-    ``ipaddr``, ``prefix``, ``hostname``, ``expirytime``, ``type``: ipv4/ipv6...).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt hypervisor1 virt.network_info natted
-    """
-    return _network_call(netops.info, kwargs, name)
-
-
-def network_get_xml(name, inactive=False, **kwargs):
-    """
-    The XML of virtual network ``name``: as it runs, or (``inactive=True``) the definition it
-    starts with next.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt hypervisor1 virt.network_get_xml natted
-    """
-    return _network_call(netops.get_xml, kwargs, name, bool(inactive))
-
-
-def network_start(name, **kwargs):
-    """
-    Start defined virtual network ``name``. Returns True.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt hypervisor1 virt.network_start natted
-    """
-    return _network_call(netops.start, kwargs, name)
-
-
-def network_stop(name, **kwargs):
-    """
-    Stop virtual network ``name`` (guests attached to it lose their link). Returns True.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt hypervisor1 virt.network_stop natted
-    """
-    return _network_call(netops.stop, kwargs, name)
-
-
-def network_undefine(name, **kwargs):
-    """
-    Remove the definition of virtual network ``name``; a running network keeps running
-    until :func:`network_stop`. Returns True.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt hypervisor1 virt.network_undefine natted
-    """
-    return _network_call(netops.undefine, kwargs, name)
-
-
-def network_set_autostart(name, state="on", **kwargs):
-    """
-    Start virtual network ``name`` when libvirtd starts (``state``: ``on``, the default, or
-    True) or not (``off``, False). Returns True.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt hypervisor1 virt.network_set_autostart natted off
-    """
-    on = state is True or str(state).lower() in ("on", "true", "yes", "1")
-    if not on and not (state is False or str(state).lower() in ("off", "false", "no", "0")):
-        raise SaltInvocationError(f"network_set_autostart: state={state!r} must be on or off")
-    return _network_call(netops.set_autostart, kwargs, name, on)
 
 
 # --------------------------------------------------------------------------- operations

@@ -17,15 +17,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PRIVATE_HOST = "test://" + os.path.join(REPO, "tests", "data", "xml", "testnode-empty.xml")
 
 
-def _load(kind):
+def _load(kind, file="virt.py"):
     spec = importlib.util.spec_from_file_location(f"saltvirt_test_network_{kind}",
-                                                  os.path.join(REPO, f"_{kind}", "virt.py"))
+                                                  os.path.join(REPO, f"_{kind}", file))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-virt = _load("modules")
+virt = _load("modules", "virt_network.py")
 
 NATTED = {"bridge": "natted", "forward": "nat", "ipv4_config": {
     "cidr": "192.168.42.0/24", "dhcp_ranges": [{"start": "192.168.42.10", "end": "192.168.42.25"}]}}
