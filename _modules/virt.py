@@ -641,12 +641,14 @@ def list_snapshots(domain=None, **kwargs):
     return _with_conn(kwargs, _list)
 
 
-def revert_snapshot(name, vm_snapshot=None, cleanup=False, **kwargs):
+@_classic("vm_")
+def revert_snapshot(name, vm_snapshot=None, cleanup=False, test=False, **kwargs):
     """
     Revert domain ``name`` to snapshot ``vm_snapshot`` (default: the one the current snapshot
     was taken after). Its disks, and for a snapshot of a running domain its memory and
     running state, come back as they were. ``cleanup=True`` deletes the snapshots taken after
-    it. Returns ``{reverted, deleted}`` (``deleted``: names, or ``"N/A"`` without cleanup).
+    it. Returns ``{reverted, deleted}`` (``deleted``: names, or ``"N/A"`` without cleanup);
+    ``test=True`` returns what would be done and changes nothing.
 
     CLI Example:
 
@@ -655,7 +657,8 @@ def revert_snapshot(name, vm_snapshot=None, cleanup=False, **kwargs):
         salt hypervisor1 virt.revert_snapshot centos1 before-upgrade
         salt hypervisor1 virt.revert_snapshot centos1 cleanup=True
     """
-    return _with_conn(kwargs, lambda conn: snapshots.revert(vmops.lookup(conn, name), vm_snapshot, bool(cleanup)))
+    return _with_conn(kwargs, lambda conn: snapshots.revert(vmops.lookup(conn, name), vm_snapshot, bool(cleanup),
+                                                            bool(test)))
 
 
 def delete_snapshots(name, *names, **kwargs):

@@ -30,7 +30,7 @@ def domain(devices="", os_extra="", extra="", name="web1"):
     return f"""<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>128</memory>
-  <os><type arch='x86_64'>hvm</type>{os_extra}</os>
+  <os><type arch='x86_64'>hvm</type><boot dev='hd'/>{os_extra}</os>
   {extra}
   <devices>
     <emulator>{EMULATOR}</emulator>

@@ -112,29 +112,31 @@ def _target(dom, snaps, name):
     return _lookup(dom, parent)
 
 
-def revert(dom, name=None, cleanup=False):
+def revert(dom, name=None, cleanup=False, test=False):
     """Revert ``dom`` to snapshot ``name`` (default: the one before the current snapshot).
 
     The disks (and, for a snapshot of a running domain, the memory and the running state)
     come back as they were. ``cleanup`` deletes the snapshots taken after it (newer, or
-    descendants). Returns ``{reverted, deleted}`` (``deleted`` is ``"N/A"`` without cleanup).
+    descendants). Returns ``{reverted, deleted}`` (``deleted`` is ``"N/A"`` without cleanup);
+    ``test``: what would be done, doing nothing.
     """
     snaps = _all(dom)
     snap = _target(dom, snaps, name)
+    after = _created(snap)
+    descendants = {s.getName() for s in snap.listAllChildren(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_DESCENDANTS)}
+    newer = [s for s in snaps if s.getName() != snap.getName()
+             and (_created(s) > after or s.getName() in descendants)] if cleanup else []
+    result = {"reverted": snap.getName(), "deleted": [s.getName() for s in newer] if cleanup else "N/A"}
+    if test:
+        return result
     try:
         dom.revertToSnapshot(snap, 0)
     except libvirt.libvirtError as exc:
         raise VirtError(f"reverting {dom.name()} to snapshot {snap.getName()} failed: "
                         f"{exc.get_error_message()}") from exc
-    if not cleanup:
-        return {"reverted": snap.getName(), "deleted": "N/A"}
-    after = _created(snap)
-    descendants = {s.getName() for s in snap.listAllChildren(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_DESCENDANTS)}
-    newer = [s for s in snaps if s.getName() != snap.getName()
-             and (_created(s) > after or s.getName() in descendants)]
     for item in reversed(newer):
         _delete(dom, item)
-    return {"reverted": snap.getName(), "deleted": [s.getName() for s in newer]}
+    return result
 
 
 def _delete(dom, snap):

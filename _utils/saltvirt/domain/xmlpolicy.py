@@ -171,7 +171,7 @@ class _Checker:
                 if root in self.own or not paths.is_under(real, images) or paths.is_under(
                         real, os.path.join(images, paths.BASE_DIR)):
                     return real
-        listed = ", ".join([os.path.join(self.policy.roots.images, "<domain name>"), *roots])
+        listed = ", ".join(dict.fromkeys([os.path.join(self.policy.roots.images, "<domain name>"), *roots]))
         self.refuse(where, value, f"outside the directories allowed for {kind} access here ({listed}); "
                     "the operator adds directories with virt:attach_roots, virt:image_roots, "
                     "virt:domain_xml:firmware_roots or virt:domain_xml:devices")
@@ -194,9 +194,10 @@ class _Checker:
         if kind is None:
             return
         where = "/".join([*ancestors[-2:], tag])
-        in_interface = "interface" in ancestors  # its source dev is a NIC's name, not a path
+        # an interface's source dev is a NIC's name, <boot dev> a device class: not paths
+        names_only = "interface" in ancestors or tag == "boot"
         for attr, value in elem.attrib.items():
-            if value.startswith("/") or (attr in _PATH_ATTRS and value and not in_interface):
+            if value.startswith("/") or (attr in _PATH_ATTRS and value and not names_only):
                 self.attribute(elem, where, attr, value, self.attr_kind(tag, attr, kind))
         text = (elem.text or "").strip()
         if len(elem) == 0 and tag != "entry" and (text.startswith("/") or (text and tag in _PATH_TEXTS)):
