@@ -23,6 +23,10 @@ Configuration (all optional)::
       nic: {<profile>: [...]}      # NIC profiles, see saltvirt.provision.profiles
       disk: {<profile>: [...]}     # disk profiles
       tunnel: False                # migrate through the libvirt daemons' TLS connection
+      domain_xml:                  # what define_xml_* / create_xml_* accept (docs/security.rst)
+        firmware_roots: [/usr/share/OVMF, ...]
+        devices: [/dev/urandom, ...]
+        allow: []                  # hostdev, qemu_namespace, seclabel, executables, interface:direct...
 """
 
 import logging
