@@ -183,13 +183,41 @@ def test_disk_files_of_other_domains_and_backing_chains(policy, tree):
     checked = xmlpolicy.Checked("web1", [(mine, False, "qcow2"), (theirs, True, "raw")])
     in_use = {theirs: [{"domain": "db1"}], mine: [{"domain": "web1"}]}
     # read-only raw use of another domain's disk, and its own disk: accepted
-    xmlpolicy.check_disk_files(checked, in_use, lambda path: None, policy)
+    xmlpolicy.check_disk_files(checked, in_use, lambda path, fmt: None, policy)
     checked.disks[1] = (theirs, True, "qcow2")  # read as qcow2 the guest's content decides
     with pytest.raises(xmlpolicy.Refused, match="a disk of db1"):
-        xmlpolicy.check_disk_files(checked, in_use, lambda path: None, policy)
+        xmlpolicy.check_disk_files(checked, in_use, lambda path, fmt: None, policy)
     checked.disks.pop()
     chain = {mine: "../golden/base.qcow2", str(tree / "golden" / "base.qcow2"): "/etc/shadow"}
     with pytest.raises(xmlpolicy.Refused, match="backing file of .*/etc/shadow"):
-        xmlpolicy.check_disk_files(checked, {}, chain.get, policy)
+        xmlpolicy.check_disk_files(checked, {}, lambda path, fmt: chain.get(path), policy)
     chain[str(tree / "golden" / "base.qcow2")] = None
-    xmlpolicy.check_disk_files(checked, {}, chain.get, policy)
+    xmlpolicy.check_disk_files(checked, {}, lambda path, fmt: chain.get(path), policy)
+
+
+def test_tricks_in_the_document_itself(policy, tree):
+    # libvirt reads a path element's whole text, children's text included
+    refused(domain(os_extra="<kernel>/etc/sha<b/>dow</kernel>"), policy, "/etc/shadow")
+    # entities could hide a value from a check that does not expand them the same way
+    xml = "<!DOCTYPE domain [<!ENTITY p '/etc/shadow'>]>" + domain(disk("&p;"))
+    with pytest.raises(InvalidArgument, match="no DOCTYPE or entities"):
+        xmlpolicy.check(xml, policy)
+    # a domain named like the bases' directory does not own it
+    refused(domain(disk(tree / "images" / "base" / "centos.qcow2"), name="base"), policy, "base/centos.qcow2")
+    # whitespace around the name is no name libvirt and this check would agree on
+    with pytest.raises(InvalidArgument, match="whitespace"):
+        xmlpolicy.check(domain(name=" web1"), policy)
+
+
+def test_a_disk_of_unstated_format_is_checked_as_possibly_qcow2(policy, tree):
+    xml = domain(f"<disk type='file'><source file='{tree}/attach/x.img'/><target dev='vda'/></disk>")
+    checked = xmlpolicy.check(xml, policy)
+    assert checked.disks == [(os.path.realpath(tree / "attach" / "x.img"), False, None)]
+    seen = []
+    with pytest.raises(xmlpolicy.Refused, match="/etc/passwd"):
+        xmlpolicy.check_disk_files(checked, {}, lambda path, fmt: seen.append(fmt) or "/etc/passwd", policy)
+    assert seen == [None]
+    # read-only but of unstated format, another domain's disk is refused too
+    checked.disks = [(checked.disks[0][0], True, None)]
+    with pytest.raises(xmlpolicy.Refused, match="a disk of db1"):
+        xmlpolicy.check_disk_files(checked, {checked.disks[0][0]: [{"domain": "db1"}]}, lambda p, f: None, policy)

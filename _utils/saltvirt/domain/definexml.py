@@ -34,11 +34,14 @@ def _volume_path(conn):
     return resolve
 
 
-def _backing_of(path):
-    """The backing file a qcow2 header names (None without one); protocol and ``json:`` names
-    and external data files are refused."""
-    if not os.path.exists(path):
-        return None  # libvirt refuses to start it; nothing to read now
+def _backing_of(path, fmt=None):
+    """The backing file the qcow2 header of ``path`` names (None without one, or for a raw
+    file when ``fmt`` is not given); protocol and ``json:`` names and external data files are
+    refused."""
+    if not os.path.isfile(path):
+        return None  # nothing to read now (libvirt refuses to start it without the file)
+    if fmt is None and images.detect_format(path) != "qcow2":
+        return None
     header = images.header(path, "qcow2")
     specific = (header.get("format-specific") or {}).get("data") or {}
     if specific.get("data-file"):

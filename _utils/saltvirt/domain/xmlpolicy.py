@@ -142,7 +142,8 @@ class _Checker:
         self.problems = []
         self.result = Checked(name)
         roots = policy.roots
-        self.own = [os.path.join(roots.images, name)]
+        # the domain's own directory (never the shared bases' one, whatever the name)
+        self.own = [os.path.join(roots.images, name)] if name != paths.BASE_DIR else []
         self.write = [*roots.pools, *roots.attach_roots]
         self.read = [*self.write, os.path.join(roots.images, paths.BASE_DIR), *roots.image_roots]
         self.firmware = [*self.read, *policy.firmware_roots]
@@ -199,8 +200,13 @@ class _Checker:
         for attr, value in elem.attrib.items():
             if value.startswith("/") or (attr in _PATH_ATTRS and value and not names_only):
                 self.attribute(elem, where, attr, value, self.attr_kind(tag, attr, kind))
-        text = (elem.text or "").strip()
-        if len(elem) == 0 and tag != "entry" and (text.startswith("/") or (text and tag in _PATH_TEXTS)):
+        # libvirt reads a path element's whole text content (children's text included); of the
+        # others, the element's own text nodes
+        if tag in _PATH_TEXTS:
+            text = "".join(elem.itertext()).strip()
+        else:
+            text = ((elem.text or "") + "".join(child.tail or "" for child in elem)).strip()
+        if tag != "entry" and (text.startswith("/") or (text and tag in _PATH_TEXTS)):
             self.text(elem, where, tag, text, kind)
         # QEMU allocates a pty: the source path libvirt reports for one is output only.
         pty = tag in CHARDEV_TAGS and elem.get("type") == "pty"
@@ -265,8 +271,9 @@ class _Checker:
         dtype = elem.get("type") or "file"
         if dtype not in DISK_TYPES:
             self.need(f"disk:{dtype}", "<disk> type", dtype, "this disk type")
-        fmt = (elem.find("driver").get("type") if elem.find("driver") is not None else None) or "raw"
-        if dtype != "dir" and fmt not in DISK_FORMATS:
+        # no format given: libvirt may look at the file; the host checks treat it as unknown
+        fmt = elem.find("driver").get("type") if elem.find("driver") is not None else None
+        if dtype != "dir" and fmt is not None and fmt not in DISK_FORMATS:
             self.refuse("<disk><driver type>", fmt, f"disk formats are {' or '.join(DISK_FORMATS)} "
                         "(qemu-img convert the image)")
         readonly = elem.find("readonly") is not None or elem.get("device") == "cdrom"
@@ -291,7 +298,7 @@ class _Checker:
             self.result.disks.append((real, readonly, fmt))
 
     def attribute(self, elem, where, attr, value, kind):
-        if attr == "path" and elem.tag in ("source", "log") and value == self.own_serial_log():
+        if (elem.tag, attr) in (("source", "path"), ("log", "file")) and value == self.own_serial_log():
             return
         self.path(f"<{where}> {attr}", value, kind)
 
@@ -314,8 +321,10 @@ def check(xml, policy, volume_path=None, quote=True):
     need the host (:func:`check_disk_files`).
     """
     try:
+        if "<!DOCTYPE" in xml or "<!ENTITY" in xml:
+            raise InvalidArgument("a domain definition has no DOCTYPE or entities: refused")
         root = xmlview.parse(xml, "domain")
-        name = dommod.validate_name((root.findtext("name") or "").strip())
+        name = dommod.validate_name(root.findtext("name") or "")
     except InvalidArgument as exc:
         raise InvalidArgument(str(exc) if quote else "the file is not a domain definition with a valid name "
                               "(details not shown: they would quote the file)") from None
@@ -333,19 +342,23 @@ def _no_volumes(pool, volume):
 def check_disk_files(checked, in_use, backing_of, policy, quote=True):
     """The checks that read the host: no disk of another domain (``in_use``: real path ->
     ``[{domain}]``) unless attached read-only as raw (a guest controls its disk's content: read
-    as qcow2 it could name any backing file), and every backing file of a qcow2 disk under the
-    read roots (``backing_of(path)``: the backing file its header names, or None; a
-    ``json:``/protocol name or an external data file is refused by it)."""
+    as qcow2 it could name any backing file), and every backing file of a qcow2 disk (or of a
+    disk of no stated format) under the read roots (``backing_of(path, fmt)``: the backing file
+    its header names, or None; a ``json:``/protocol name or an external data file is refused
+    by it)."""
     checker = _Checker(policy, checked.name, _no_volumes)
     for path, readonly, fmt in checked.disks:
         users = sorted({u["domain"] for u in in_use.get(path, ()) if u["domain"] != checked.name})
         if users and (not readonly or fmt != "raw"):
             checker.refuse("<disk>", path, f"a disk of {', '.join(users)}: refused")
-    for path in [p for p, _ro, fmt in checked.disks if fmt == "qcow2"]:
+    for path, _ro, fmt in checked.disks:
+        if fmt == "raw":
+            continue
         seen = {path}
         current = path
         while True:
-            backing = backing_of(current)
+            backing = backing_of(current, fmt)
+            fmt = None  # a backing file's own format is whatever its overlay names or it is
             if not backing:
                 break
             backing = os.path.join(os.path.dirname(current), backing)
