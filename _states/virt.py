@@ -134,6 +134,8 @@ def _password_set(result):
     return any(g.get("password_set") for g in result.get("graphics") or () if isinstance(g, dict))
 # Upstream Salt's state argument names for the virt.init ones.
 _ALIASES = {"disk_profile": "disk", "nic_profile": "nic", "vm_type": "hypervisor"}
+#: Classic hardware arguments virt.update compares too (besides cpu and mem).
+_HARDWARE = ("numatune", "serials", "consoles", "host_devices")
 
 
 def _conn_args(kwargs):
@@ -190,7 +192,8 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
             res = __salt__["virt.update"](
                 name, cpu=cpu, mem=mem, disk=disk, disks=disks, nic=nic, interfaces=interfaces,
                 graphics=graphics, enable_vnc=enable_vnc, enable_qcow=enable_qcow, autostart=autostart,
-                live=live, test=test, saltenv=kwargs.get("saltenv", "base"), **conn)
+                live=live, test=test, saltenv=kwargs.get("saltenv", "base"), **conn,
+                **{k: kwargs[k] for k in _HARDWARE if kwargs.get(k) is not None})
             ret["changes"].update(res["changes"])
             if _password_set(res):
                 ret["changes"]["vnc_password"] = _NOT_SHOWN

@@ -79,13 +79,16 @@ class Wanted:
     graphics: list[dommod.Graphics] | None = None  # [] means: no console
     autostart: bool | None = None
     live: bool = True  # False: never touch the running guest, only the definition
+    # XML sections (cpu/mem dicts, numatune, serials, consoles, host devices: see
+    # saltvirt.provision.hardware), each compared on what it asks for and written on next boot.
+    sections: list | None = None
 
 
 @dataclass
 class Change:
     """One difference between a domain and :class:`Wanted`, and how it will be applied."""
 
-    kind: str  # cpu | mem | disk | nic | graphics | autostart
+    kind: str  # cpu | mem | disk | nic | graphics | autostart | section
     key: str  # 'cpu', 'mem', a disk or NIC name, 'graphics', 'autostart'
     old: Any
     new: Any
@@ -121,7 +124,7 @@ def _disk_info(disk, size=None):
 # --------------------------------------------------------------------------- diff
 
 
-def diff(config, wanted, vm_dir, live=None, autostart=None):
+def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None):
     """The :class:`Change` list that turns domain ``config`` into ``wanted``.
 
     config
@@ -131,6 +134,8 @@ def diff(config, wanted, vm_dir, live=None, autostart=None):
         :class:`dommod.Domain` of the running domain, ``None`` when it is not running.
     autostart
         The domain's current autostart flag.
+    config_view
+        :class:`DomainXml` of the persistent definition: what ``wanted.sections`` compare.
     vm_dir
         The domain's own image directory (``virt:images/<name>``): where its disks are.
     """
@@ -147,6 +152,20 @@ def diff(config, wanted, vm_dir, live=None, autostart=None):
         changes += _diff_graphics(config, wanted.graphics, can_live)
     if wanted.autostart is not None and autostart is not None and bool(wanted.autostart) != bool(autostart):
         changes.append(Change("autostart", "autostart", bool(autostart), bool(wanted.autostart), LIVE))
+    if wanted.sections and config_view is not None:
+        changes += diff_sections(config_view, wanted.sections)
+    return changes
+
+
+def diff_sections(view, sections):
+    """One ``section`` change (``next_boot``: the definition is rewritten) per section that
+    ``view`` does not have as asked for; old and new hold the differing keys only."""
+    changes = []
+    for section in sections:
+        found = section.differences(view)
+        if found:
+            changes.append(Change("section", section.name, {k: old for k, (old, _new) in found.items()},
+                                  {k: new for k, (_old, new) in found.items()}, NEXT_BOOT, device=section))
     return changes
 
 
@@ -443,6 +462,15 @@ def _apply_graphics(conn, dom, change):
     conn.defineXML(view.to_xml())
 
 
+def _apply_section(conn, dom, change):
+    # No libvirt call sets CPU topology, memory tuning or character devices: rewrite the
+    # definition, keeping everything the section does not manage.
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+    view = DomainXml.parse(dom.XMLDesc(flags))
+    change.device.write(view)
+    conn.defineXML(view.to_xml())
+
+
 def apply(conn, dom, changes, build_disk=None):
     """Carry out ``changes`` (from :func:`diff`) on libvirt domain ``dom``.
 
@@ -484,6 +512,8 @@ def apply(conn, dom, changes, build_disk=None):
                 _apply_graphics(conn, dom, change)
             elif change.kind == "autostart":
                 dom.setAutostart(1 if change.new else 0)
+            elif change.kind == "section":
+                _apply_section(conn, dom, change)
         except (libvirt.libvirtError, VirtError) as exc:
             done = ", ".join(f"{c.key} ({c.when})" for c in applied) or "nothing"
             raise VirtError(f"updating {dom.name()}: {change.key} failed: {_err(exc)} "
@@ -518,6 +548,8 @@ def describe(changes):
             text = f"mem {change.old} -> {change.new} MiB"
         elif change.kind in ("cpu", "autostart"):
             text = f"{change.key} {change.old} -> {change.new}"
+        elif change.kind == "section":
+            text = f"{change.key} " + ", ".join(f"{k} {change.old[k]} -> {v}" for k, v in change.new.items())
         elif change.kind == "disk":
             text = f"disk {change.key} added as {change.new['target']} ({change.new['file']})"
         elif change.kind == "nic" and change.action == "add":
