@@ -97,7 +97,8 @@ def console_entries(consoles, roots):
                                       "set its type with serials, and use target_type virtio here")
             continue
         entry.setdefault("target_type", "virtio")
-        entry["target_port"] = len(out) + (0 if entry["target_type"] == "virtio" else 1)
+        # libvirt numbers consoles in order, port 0 being serial port 0's alias.
+        entry["target_port"] = len(out) + 1
         out.append(entry)
     return out
 

@@ -163,7 +163,9 @@ def diff_sections(view, sections):
     changes = []
     for section in sections:
         found = section.differences(view)
-        if found:
+        if list(found) == [section.name]:  # serials, consoles, host_devices: one list
+            changes.append(Change("section", section.name, *found[section.name], NEXT_BOOT, device=section))
+        elif found:
             changes.append(Change("section", section.name, {k: old for k, (old, _new) in found.items()},
                                   {k: new for k, (_old, new) in found.items()}, NEXT_BOOT, device=section))
     return changes
@@ -548,6 +550,8 @@ def describe(changes):
             text = f"mem {change.old} -> {change.new} MiB"
         elif change.kind in ("cpu", "autostart"):
             text = f"{change.key} {change.old} -> {change.new}"
+        elif change.kind == "section" and isinstance(change.new, list):
+            text = f"{change.key} {len(change.old)} -> {len(change.new)} device(s), replaced"
         elif change.kind == "section":
             text = f"{change.key} " + ", ".join(f"{k} {change.old[k]} -> {v}" for k, v in change.new.items())
         elif change.kind == "disk":
