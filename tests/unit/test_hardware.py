@@ -30,8 +30,10 @@ def built(*sections, **kw):
 def test_a_plain_cpu_is_a_count_without_section():
     assert tuning.cpu_section(2) == (2, None)
     assert tuning.cpu_section("3") == (3, None)
-    with pytest.raises(InvalidArgument, match="cpu must be an integer >= 1"):
+    with pytest.raises(InvalidArgument, match="cpu must be at least 1, not 0"):
         tuning.cpu_section(0)
+    with pytest.raises(InvalidArgument, match="cpu and mem must be integers"):
+        tuning.cpu_section("two")
 
 
 def test_the_cpu_dict_is_written_and_read_back_as_asked():
@@ -105,6 +107,8 @@ def test_plain_mem_takes_units_and_bare_numbers_are_mib():
     assert tuning.mem_section("1536 MiB") == (1536, None)
     with pytest.raises(InvalidArgument, match="mem: invalid size"):
         tuning.mem_section("lots")
+    with pytest.raises(InvalidArgument, match="mem must be a positive number of MiB, not 0"):
+        tuning.mem_section(0)
 
 
 def test_the_mem_dict_is_written_in_kib_and_read_back():

@@ -298,7 +298,13 @@ def _choice(key, value, what):
 def cpu_section(cpu):
     """``(vCPU count, Section or None)`` for ``cpu``: a number of vCPUs, or the classic dict."""
     if not isinstance(cpu, dict):
-        return _int(cpu, "cpu"), None
+        try:
+            count = int(cpu)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidArgument(f"cpu and mem must be integers (got cpu={cpu!r})") from None
+        if count < 1 or isinstance(cpu, bool):
+            raise InvalidArgument(f"cpu must be at least 1, not {cpu!r}")
+        return count, None
     _refuse_unknown(cpu, ("placement", "cpuset", "current", "maximum", "mode", "match", "check", "model",
                           "vendor", "topology", "cache", "features", "numa", "iothreads"), CPU_REFUSED, "cpu")
     want, lists = {}, {}
@@ -397,6 +403,8 @@ def _cells(numa):
 def mem_section(mem):
     """``(MiB at boot, Section or None)`` for ``mem``: a size (bare number: MiB), or the classic dict."""
     if not isinstance(mem, dict):
+        if isinstance(mem, (int, float)) and not isinstance(mem, bool) and mem < 1:
+            raise InvalidArgument(f"mem must be a positive number of MiB, not {mem!r}")
         return kib(mem, "mem") // 1024, None
     _refuse_unknown(mem, tuple(MEM_FIELDS) + ("hugepages",), MEM_REFUSED, "mem")
     want, lists = {}, {}
