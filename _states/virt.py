@@ -235,11 +235,14 @@ def defined(name, cpu=None, mem=None, image=None, disk="default", disks=None, ni
     A missing VM is created with ``virt.init`` (not started): every ``virt.init`` argument
     works here (``cpu``, ``mem`` in MiB, ``image``, ``enable_qcow``, ``disk``/``disks``,
     ``nic``/``interfaces``, ``graphics``/``enable_vnc``, ``seed``, ``seed_cmd``, ``config``,
-    ``hypervisor``, ``boot``, ``autostart``...). Upstream's names ``disk_profile``,
+    ``hypervisor``, ``boot``, ``autostart``, ``numatune``, ``serials``, ``consoles``,
+    ``host_devices``, ``cloud_init``...; ``cpu`` and ``mem`` may be the classic dicts).
+    Upstream's names ``disk_profile``,
     ``nic_profile`` and ``vm_type`` are accepted too.
 
     An existing VM is compared with ``cpu``, ``mem``, the disks, the NICs, the graphics (when
-    ``graphics``/``enable_vnc`` are given) and ``autostart`` (when given), and brought in line
+    ``graphics``/``enable_vnc`` are given), ``autostart``, ``numatune``, ``serials``,
+    ``consoles`` and ``host_devices`` (when given), and brought in line
     with ``virt.update``: new disks and NICs are added, nothing is removed. Changes reach a
     running guest where possible (``live``); the others are made to its definition and the
     changes and comment say ``next_boot``: they apply when the VM is next stopped and
