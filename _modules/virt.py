@@ -598,13 +598,7 @@ def pending_changes(name, **kwargs):
         salt hypervisor1 virt.pending_changes centos1
     """
 
-    def _pending(conn):
-        dom = vmops.lookup(conn, name)
-        if not dom.isActive():
-            return []
-        return vupdate.pending(vmops.model(dom), vmops.model(dom, inactive=True))
-
-    return _with_conn(kwargs, _pending)
+    return _with_conn(kwargs, lambda conn: vupdate.pending_of(vmops.lookup(conn, name)))
 
 
 def snapshot(domain, name=None, suffix=None, **kwargs):

@@ -12,7 +12,7 @@ import pycdlib
 import pytest
 import yaml
 
-from tests.integration.test_states import states, wait_booted
+from tests.integration.test_states import states, wait_booted, write_sls
 
 LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
 HOST = "hypervisor1"
@@ -37,11 +37,7 @@ CONSOLES = [{"type": "pty", "target_type": "virtio"}]
 
 @pytest.fixture(scope="module")
 def sls(lab):
-    directory = os.path.join(LAB_DIR, "images", "tests")
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "saltvirt_hwargs.sls"), "w") as fh:
-        fh.write(SLS)
-    return "tests.saltvirt_hwargs"
+    return write_sls("saltvirt_hwargs", SLS)
 
 
 @pytest.fixture

@@ -419,3 +419,41 @@ def test_apply_rewrites_the_definition_and_keeps_what_it_does_not_manage():
     assert view.find("cpu/topology").attrib == {"sockets": "2", "cores": "1", "threads": "1"}
     assert view.device_elements("rng") and view.device_elements("serial")
     assert _update_changes({"cpu": {"topology": {"sockets": 2, "cores": 1, "threads": 1}}}, view) == []
+
+
+def test_pending_hardware_is_what_the_running_guest_does_not_have_yet():
+    topology = tuning.cpu_section({"topology": {"sockets": 2, "cores": 1, "threads": 1}})[1]
+    live = built(topology, vcpus=2)
+    assert upd.pending_hardware(live, built(topology, vcpus=2)) == []
+    config = built(tuning.cpu_section({"topology": {"sockets": 1, "cores": 2, "threads": 1}})[1],
+                   tuning.mem_section({"boot": 512, "soft_limit": "1g"})[1],
+                   chardev.Serials(chardev.serial_entries([{"type": "pty"}, {"type": "pty"}], LOG, ROOTS)),
+                   hostdev.HostDevices([("pci", 0, 1, 2, 0)]), vcpus=2, serials=[])
+    assert upd.pending_hardware(live, config) == [
+        "cpu sockets: 2 -> 1", "cpu cores: 1 -> 2", "mem soft_limit: None -> 1048576", "serials/consoles",
+        "host_devices"]
+    # libvirt expands a host-model CPU into a model in the live XML: that is not pending.
+    host_model = tuning.cpu_section({"current": 1, "mode": "host-model"})[1]
+    expanded = built(tuning.cpu_section({"current": 1, "mode": "custom", "model": "Skylake-Client"})[1])
+    assert upd.pending_hardware(expanded, built(host_model)) == []
+    assert upd.pending_hardware(expanded, built(tuning.cpu_section({"current": 1, "model": "qemu64",
+                                                                    "mode": "custom"})[1])) == [
+        "cpu model: Skylake-Client -> qemu64"]
+
+
+def test_pending_of_a_stopped_domain_is_empty_and_a_running_one_compares_both_definitions():
+    class Dom:
+        def __init__(self, active, live, config):
+            self.active, self.xml = active, {0: live, libvirt.VIR_DOMAIN_XML_INACTIVE: config}
+
+        def isActive(self):  # noqa: N802
+            return self.active
+
+        def XMLDesc(self, flags):  # noqa: N802
+            return self.xml[flags]
+
+    live = built(vcpus=1).to_xml()
+    config = built(tuning.cpu_section({"topology": {"sockets": 1, "cores": 2, "threads": 1}})[1], vcpus=2).to_xml()
+    assert upd.pending_of(Dom(False, live, config)) == []
+    assert upd.pending_of(Dom(True, live, config)) == ["cpu 1 -> 2", "cpu sockets: None -> 1", "cpu cores: None -> 2",
+                                                       "cpu threads: None -> 1"]

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from saltvirt.errors import InvalidArgument
 from saltvirt.units import parse_size
 
-#: Classic keys of ``cpu``/``mem`` that are refused, and why.
+#: Classic keys of ``cpu`` that are refused, and why.
 CPU_REFUSED = {
     "vcpus": "per-vCPU settings (enabled, hotpluggable, order)",
     "tuning": "CPU tuning (pinning, shares, quotas)",
 }
-MEM_REFUSED = {}
 
 # key: (path below <domain>, attribute or None for the text, kind)
 CPU_FIELDS = {
@@ -406,7 +405,7 @@ def mem_section(mem):
         if isinstance(mem, (int, float)) and not isinstance(mem, bool) and mem < 1:
             raise InvalidArgument(f"mem must be a positive number of MiB, not {mem!r}")
         return kib(mem, "mem") // 1024, None
-    _refuse_unknown(mem, tuple(MEM_FIELDS) + ("hugepages",), MEM_REFUSED, "mem")
+    _refuse_unknown(mem, tuple(MEM_FIELDS) + ("hugepages",), {}, "mem")
     want, lists = {}, {}
     for key, (_path, _attr, kind) in MEM_FIELDS.items():
         value = mem.get(key)

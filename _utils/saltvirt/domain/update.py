@@ -40,6 +40,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from saltvirt.domain import chardev, hostdev, tuning
 from saltvirt.domain import model as dommod
 from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import InvalidArgument, VirtError
@@ -384,6 +385,47 @@ def pending(live, config):
     if [_gfx(g) for g in live.graphics] != [_gfx(g) for g in config.graphics]:
         found.append("graphics")
     return found
+
+
+#: What a running guest's hardware is compared on with its definition (stable in live XML).
+_PENDING_KEYS = {"cpu": ("sockets", "cores", "threads"),
+                 "mem": ("hard_limit", "soft_limit", "swap_hard_limit", "min_guarantee", "nosharepages",
+                         "locked", "source", "access"),
+                 "numatune": ("memory_mode", "memory_nodeset")}
+
+
+def pending_hardware(live_view, config_view):
+    """:func:`pending` for the hardware sections (:mod:`saltvirt.domain.tuning`, chardev,
+    hostdev): CPU topology and model, memory tuning and backing, numatune, serial ports,
+    consoles and host devices the running guest does not have as defined."""
+    found = []
+    for name, fields in (("cpu", tuning.CPU_FIELDS), ("mem", tuning.MEM_FIELDS),
+                         ("numatune", tuning.NUMATUNE_FIELDS)):
+        section = tuning.Section(name, fields, dict.fromkeys(_PENDING_KEYS[name]))
+        live, conf = section.read(live_view), section.read(config_view)
+        found += [f"{name} {key}: {live[key]} -> {conf[key]}" for key in _PENDING_KEYS[name] if live[key] != conf[key]]
+    # A host-model CPU is expanded into a model in the live XML: compare custom models only.
+    if config_view.cpu_mode == "custom" and live_view.cpu_model != config_view.cpu_model:
+        found.append(f"cpu model: {live_view.cpu_model} -> {config_view.cpu_model}")
+
+    def _chardevs(view):
+        return ([(e["type"], e["target_port"]) for e in chardev.Serials([]).read(view)],
+                [(e["type"], e.get("target_type")) for e in chardev.Consoles([]).read(view)])
+
+    if _chardevs(live_view) != _chardevs(config_view):
+        found.append("serials/consoles")
+    if set(hostdev.HostDevices([]).read(live_view)) != set(hostdev.HostDevices([]).read(config_view)):
+        found.append("host_devices")
+    return found
+
+
+def pending_of(dom):
+    """:func:`pending` and :func:`pending_hardware` of libvirt domain ``dom`` ([] when it is off)."""
+    if not dom.isActive():
+        return []
+    live_xml, config_xml = dom.XMLDesc(0), dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    return (pending(dommod.Domain.from_xml(live_xml), dommod.Domain.from_xml(config_xml))
+            + pending_hardware(DomainXml.parse(live_xml), DomainXml.parse(config_xml)))
 
 
 # --------------------------------------------------------------------------- apply
