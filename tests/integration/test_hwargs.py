@@ -98,6 +98,8 @@ def test_cpu_and_mem_dicts_boot_and_the_states_converge(lab, sls, name):
     inactive = domain_xml(lab, name, inactive=True)
     assert inactive.find("cpu/topology").get("cores") == "2"
     assert domain_xml(lab, name).find("cpu/topology").get("cores") == "1"  # the running guest keeps its own
+    pending = lab.salt_json(HOST, "virt.pending_changes", name)[HOST]
+    assert {"cpu sockets: 2 -> 1", "cpu cores: 1 -> 2", "mem soft_limit: None -> 1048576"} <= set(pending), pending
     ret = apply(lab, sls, changed)
     assert ret["result"] is True and ret["changes"] == {}, ret
 
