@@ -47,8 +47,9 @@ def name(lab):
     lab.run("salt", HOST, "virt.purge", vm, check=False)
 
 
-def apply(lab, sls, pillar):
-    result = states(lab, HOST, "state.apply", sls, f"pillar={json.dumps({'hw': pillar})}")
+def apply(lab, sls, pillar, test=False):
+    args = ["state.apply", sls, f"pillar={json.dumps({'hw': pillar})}", *(["test=True"] if test else [])]
+    result = states(lab, HOST, *args)
     (ret,) = result[HOST]
     return ret
 
@@ -89,7 +90,11 @@ def test_cpu_and_mem_dicts_boot_and_the_states_converge(lab, sls, name):
     # Another topology and a memory limit: changes for the next boot, then nothing again.
     changed = dict(pillar, state="defined", cpu=dict(CPU, topology={"sockets": 1, "cores": 2, "threads": 1}),
                    mem=dict(MEM, soft_limit="1g"))
+    predicted = apply(lab, sls, changed, test=True)
+    assert predicted["result"] is None and set(predicted["changes"]) == {"cpu", "mem"}, predicted
+    assert domain_xml(lab, name, inactive=True).find("cpu/topology").get("cores") == "1"  # nothing done
     ret = apply(lab, sls, changed)
+    assert ret["changes"] == predicted["changes"]
     assert ret["result"] is True, ret
     assert ret["changes"]["cpu"] == {"old": {"sockets": 2, "cores": 1}, "new": {"sockets": 1, "cores": 2},
                                      "when": "next_boot"}

@@ -457,3 +457,13 @@ def test_pending_of_a_stopped_domain_is_empty_and_a_running_one_compares_both_de
     assert upd.pending_of(Dom(False, live, config)) == []
     assert upd.pending_of(Dom(True, live, config)) == ["cpu 1 -> 2", "cpu sockets: None -> 1", "cpu cores: None -> 2",
                                                        "cpu threads: None -> 1"]
+
+
+def test_placement_counts_the_vcpus_and_boot_memory_of_the_dicts():
+    from saltvirt.fleet import hosts  # noqa: PLC0415 (only this test needs the fleet)
+
+    request = hosts.request("vm1", {"topology": {"sockets": 2, "cores": 2, "threads": 1}}, {"boot": "2g"})
+    assert (request.cpu, request.memory_mib) == (4, 2048)
+    assert (hosts.request("vm1", 2, "1g").memory_mib, hosts.request("vm1", "2", "512").cpu) == (1024, 2)
+    with pytest.raises(InvalidArgument, match="cpu: give maximum, current or topology"):
+        hosts.request("vm1", {"mode": "custom"}, 512)
