@@ -50,7 +50,8 @@ def _entry(item, index, what, roots):
             out["tls"] = bool(item["tls"])
     elif kind in ("file", "unix"):
         if not item.get("path"):
-            raise InvalidArgument(f"{what}: a {kind} {what.split('[')[0][:-1]} needs a path")
+            raise InvalidArgument(f"{what}: a {kind} {'console' if what.startswith('consoles') else 'serial'} "
+                                  "needs a path")
         out["path"] = roots.attach(item["path"], f"{what}:path")
     for key in ("port", "host", "mode", "protocol", "tls", "path"):
         if key in item and key not in out and item[key] is not None:
@@ -90,7 +91,7 @@ def console_entries(consoles, roots):
         raise InvalidArgument("consoles must be a list of {type, ...}")
     out = []
     for index, item in enumerate(consoles):
-        entry = _entry(item if isinstance(item, dict) else {"type": item}, index, f"consoles[{index}]", roots)
+        entry = _entry(item, index, f"consoles[{index}]", roots)
         if entry.get("target_type", "serial" if index == 0 else "virtio") == "serial":
             if index or entry["type"] != "pty":
                 raise InvalidArgument(f"consoles[{index}]: a serial console is the alias of serial port 0: "
