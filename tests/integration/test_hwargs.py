@@ -183,3 +183,13 @@ def test_cloud_init_is_merged_into_the_seed_iso(lab, name):
     # The public key the master is told about is the one in the ISO.
     with open(os.path.join(LAB_DIR, "hv1", "salt-images", name, "minion.pub")) as fh:
         assert fh.read().strip() == user["salt_minion"]["public_key"].strip()
+
+
+def test_the_runner_places_and_creates_a_vm_from_the_dicts(lab, vm):
+    cpu = {"topology": {"sockets": 1, "cores": 2, "threads": 1}}
+    _proc, info = lab.run_json("virt.init", vm, json.dumps(cpu), json.dumps({"boot": "256m", "current": "160m"}),
+                               "image=salt://centos.qcow2", "enable_qcow=True")
+    assert info["cpu"] == 2 and info["memory"] == 256 * 1024, info
+    inactive = ET.fromstring(lab.run("virsh", info["host"], "dumpxml", "--inactive", vm).stdout)
+    assert inactive.find("cpu/topology").get("cores") == "2"
+    assert int(inactive.find("currentMemory").text) == 160 * 1024
