@@ -161,9 +161,26 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
     name
         Domain name (letters, digits, ``_.+-``; at most 64 characters). Classic name: ``vm_``.
     cpu
-        Number of vCPUs.
+        Number of vCPUs, or the classic dict (``topology: {sockets, cores, threads}``,
+        ``model``, ``mode``, ``features``, ``numa``, ``current``/``maximum``...; see
+        ``docs/hardware.rst``).
     mem
-        Memory in MiB.
+        Memory in MiB, a size such as ``1g``, or the classic dict (``boot``, ``current``,
+        ``max``/``slots``, ``hard_limit``, ``soft_limit``, ``hugepages``...).
+    numatune
+        ``{memory: {mode, nodeset}, memnodes: {cell: {mode, nodeset}}}``.
+    serials / consoles
+        Lists of ``{type: pty|tcp|file|unix, ...}`` (``port``, ``host``, ``protocol`` for
+        tcp; ``path`` under ``virt:attach_roots`` for file/unix). Serial port 0 always logs
+        to ``/var/log/libvirt/qemu/<name>-serial.log``; consoles other than port 0's alias
+        are virtio.
+    host_devices
+        Node device names (``virt.node_devices``) to pass through; only those the operator
+        allows in ``virt:host_devices:allowed`` (default none).
+    cloud_init
+        ``{user_data, meta_data, network_config}`` added to the cidata seed ISO, merged with
+        the minion's seeding (which keeps the id, master and keys; see ``docs/seeding.rst``).
+        Defaults: ``virt:cloud_init``.
     image
         Disk image for the first (system) disk: ``salt://path``, ``http(s)://url`` (with
         optional ``image_hash=sha256=...``) or an absolute path on the hypervisor. It is
@@ -238,6 +255,8 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
             enable_qcow=True start=False
         salt 'hypervisor1' virt.init web1 1 1024 image=salt://centos.qcow2 enable_vnc=True
         salt 'hypervisor1' virt.init web2 1 1024 image=salt://centos.qcow2 graphics='{type: vnc, password: True}'
+        salt 'hypervisor1' virt.init web3 '{topology: {sockets: 1, cores: 2}}' '{boot: 1g, current: 768m}' \
+            image=salt://centos.qcow2 serials='[{type: tcp, port: 4555, protocol: telnet}]'
     """
     with _salt_errors():
         spec = VmSpec.from_kwargs("virt.init", name=name, cpu=cpu, mem=mem, image=image, **kwargs)
@@ -545,7 +564,11 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
     models; a reboot inside the guest is not enough, the VM must be stopped and started).
 
     cpu / mem
-        vCPUs; memory in MiB.
+        vCPUs; memory in MiB (or a size); or the classic dicts of ``virt.init``, compared on
+        the keys given and applied on next boot.
+    numatune / serials / consoles / host_devices
+        As for ``virt.init``, applied on next boot. ``serials``, ``consoles`` and
+        ``host_devices`` are the whole lists (``[]``: none besides the logged serial port 0).
     disk / disks
         Disk profile and disks as for ``virt.init``. Disks not there yet are created in
         ``virt:images/<name>/`` (or their ``pool``) and attached; existing disks are never
@@ -575,6 +598,7 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
         salt hypervisor1 virt.update centos1 mem=1024
         salt hypervisor1 virt.update centos1 cpu=2 test=True
         salt hypervisor1 virt.update centos1 disks='[{name: data, size: 4096}]'
+        salt hypervisor1 virt.update centos1 cpu='{topology: {sockets: 1, cores: 2, threads: 1}}'
     """
     with _salt_errors():
         spec = UpdateSpec.from_kwargs(
@@ -598,13 +622,7 @@ def pending_changes(name, **kwargs):
         salt hypervisor1 virt.pending_changes centos1
     """
 
-    def _pending(conn):
-        dom = vmops.lookup(conn, name)
-        if not dom.isActive():
-            return []
-        return vupdate.pending(vmops.model(dom), vmops.model(dom, inactive=True))
-
-    return _with_conn(kwargs, _pending)
+    return _with_conn(kwargs, lambda conn: vupdate.pending_of(vmops.lookup(conn, name)))
 
 
 def snapshot(domain, name=None, suffix=None, **kwargs):

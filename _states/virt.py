@@ -135,6 +135,8 @@ def _password_set(result):
     return any(g.get("password_set") for g in result.get("graphics") or () if isinstance(g, dict))
 # Upstream Salt's state argument names for the virt.init ones.
 _ALIASES = {"disk_profile": "disk", "nic_profile": "nic", "vm_type": "hypervisor"}
+#: Classic hardware arguments virt.update compares too (besides cpu and mem).
+_HARDWARE = ("numatune", "serials", "consoles", "host_devices")
 
 
 def _conn_args(kwargs):
@@ -191,7 +193,8 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
             res = __salt__["virt.update"](
                 name, cpu=cpu, mem=mem, disk=disk, disks=disks, nic=nic, interfaces=interfaces,
                 graphics=graphics, enable_vnc=enable_vnc, enable_qcow=enable_qcow, autostart=autostart,
-                live=live, test=test, saltenv=kwargs.get("saltenv", "base"), **conn)
+                live=live, test=test, saltenv=kwargs.get("saltenv", "base"), **conn,
+                **{k: kwargs[k] for k in _HARDWARE if kwargs.get(k) is not None})
             ret["changes"].update(res["changes"])
             if _password_set(res):
                 ret["changes"]["vnc_password"] = _NOT_SHOWN
@@ -233,11 +236,14 @@ def defined(name, cpu=None, mem=None, image=None, disk="default", disks=None, ni
     A missing VM is created with ``virt.init`` (not started): every ``virt.init`` argument
     works here (``cpu``, ``mem`` in MiB, ``image``, ``enable_qcow``, ``disk``/``disks``,
     ``nic``/``interfaces``, ``graphics``/``enable_vnc``, ``seed``, ``seed_cmd``, ``config``,
-    ``hypervisor``, ``boot``, ``autostart``...). Upstream's names ``disk_profile``,
+    ``hypervisor``, ``boot``, ``autostart``, ``numatune``, ``serials``, ``consoles``,
+    ``host_devices``, ``cloud_init``...; ``cpu`` and ``mem`` may be the classic dicts).
+    Upstream's names ``disk_profile``,
     ``nic_profile`` and ``vm_type`` are accepted too.
 
     An existing VM is compared with ``cpu``, ``mem``, the disks, the NICs, the graphics (when
-    ``graphics``/``enable_vnc`` are given) and ``autostart`` (when given), and brought in line
+    ``graphics``/``enable_vnc`` are given), ``autostart``, ``numatune``, ``serials``,
+    ``consoles`` and ``host_devices`` (when given), and brought in line
     with ``virt.update``: new disks and NICs are added, nothing is removed. Changes reach a
     running guest where possible (``live``); the others are made to its definition and the
     changes and comment say ``next_boot``: they apply when the VM is next stopped and
