@@ -12,6 +12,7 @@ import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from saltvirt.domain import platform as domplatform
 from saltvirt.domain import xmlview
 from saltvirt.errors import InvalidArgument
 
@@ -337,6 +338,9 @@ class Domain:
     serials: list[Serial] = field(default_factory=list)
     memballoon: bool = True
     rng: bool = False  # virtio-rng fed from the host's /dev/urandom
+    # Firmware, boot order, reboot action, clock, hypervisor features: saltvirt.domain.platform
+    # settings, written over what the fields above build.
+    platform: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.current_memory is None:
@@ -383,6 +387,7 @@ class Domain:
             _require(not dupes, f"{name}: duplicate {kind} {', '.join(dupes)}")
         for device in (*self.disks, *self.interfaces, *self.graphics, *self.serials):
             device.check()
+        domplatform.check(self.platform, name, self.cpu_mode)
 
     def to_xml(self):
         """Checked libvirt domain XML for defining this domain."""
@@ -424,6 +429,7 @@ class Domain:
         _sub(devices, "memballoon", model="virtio" if self.memballoon else "none")
         if self.rng:
             _sub(_sub(devices, "rng", model="virtio"), "backend", "/dev/urandom", model="random")
+        domplatform.write(xmlview.DomainXml(root), self.platform)
         ET.indent(root)
         return ET.tostring(root, encoding="unicode") + "\n"
 
@@ -445,6 +451,7 @@ class Domain:
             serials=[Serial.from_view(s) for s in view.serials if s.type == "pty"],
             memballoon=_attr(view.find("devices"), "memballoon", "model", "none") != "none",
             rng=bool(view.device_elements("rng")),
+            platform=domplatform.read(view),
         )
 
     def to_info(self):
@@ -457,7 +464,8 @@ class Domain:
             "memory": self.memory,
             "os": {"type": self.os_type, "arch": self.arch, "machine": self.machine,
                    "boot": list(self.boot), "kernel": self.kernel, "initrd": self.initrd,
-                   "cmdline": self.cmdline},
+                   "cmdline": self.cmdline, "efi": domplatform.uefi(self.platform),
+                   "nvram": self.platform.get(domplatform.NVRAM_PATH)},
             "graphics": [{"type": g.type, "listen": g.listen, "port": g.port,
                           "autoport": g.autoport, "password_set": bool(g.password)}
                          for g in self.graphics],

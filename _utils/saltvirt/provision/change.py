@@ -9,6 +9,7 @@ from saltvirt.domain import update as vupdate
 from saltvirt.domain import vmops
 from saltvirt.errors import InvalidArgument
 from saltvirt.provision import profiles, sources
+from saltvirt.provision.spec import platform_settings
 from saltvirt.provision.vm import check_resources, graphics_devices
 
 
@@ -84,6 +85,7 @@ def update_vm(conn, spec, settings):
         check_resources(conn, spec.cpu if spec.cpu is not None else 1, spec.mem if spec.mem is not None else 1)
     want = wanted(settings, spec)
     roots, formats = settings.roots(vmops.pool_targets(conn)), {}
+    want.platform = platform_settings(spec, roots, settings.vm_file(spec.name, "nvram"))
     with contextlib.ExitStack() as stack:
         if want.disks:
             want.disks = sources.check_disk_files(settings, conn, want.disks, roots, formats)
