@@ -338,8 +338,8 @@ class Domain:
     serials: list[Serial] = field(default_factory=list)
     memballoon: bool = True
     rng: bool = False  # virtio-rng fed from the host's /dev/urandom
-    # Firmware, boot order, reboot action, clock, hypervisor features: saltvirt.domain.platform
-    # settings, written over what the fields above build.
+    # Firmware, clock, hypervisor features: saltvirt.domain.platform settings beyond the fields
+    # above (see platform_settings), written over what they build.
     platform: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -451,8 +451,14 @@ class Domain:
             serials=[Serial.from_view(s) for s in view.serials if s.type == "pty"],
             memballoon=_attr(view.find("devices"), "memballoon", "model", "none") != "none",
             rng=bool(view.device_elements("rng")),
-            platform=domplatform.read(view),
+            platform=domplatform.extra(domplatform.read(view)),
         )
+
+    def platform_settings(self):
+        """Every :mod:`saltvirt.domain.platform` setting of this domain (for comparisons)."""
+        return {"boot:kernel": self.kernel, "boot:initrd": self.initrd, "boot:cmdline": self.cmdline,
+                "boot_dev": list(self.boot) or None, "stop_on_reboot": self.on_reboot == "destroy",
+                **self.platform}
 
     def to_info(self):
         """Stable inventory dict; a password shows only as ``password_set``."""

@@ -34,6 +34,8 @@ FEATURES = {"kvm-hint-dedicated": "kvm/hint-dedicated", "kvm-hidden": "kvm/hidde
             "kvm-poll-control": "kvm/poll-control", "kvm-pv-ipi": "kvm/pv-ipi"}
 #: Settings that are not compared but written with others (the VM's own variable store).
 NVRAM_PATH = "nvram_path"
+#: Settings :class:`saltvirt.domain.model.Domain` has fields of its own for (kernel, boot...).
+DOMAIN_FIELDS = ("boot:kernel", "boot:initrd", "boot:cmdline", "boot_dev", "stop_on_reboot")
 
 
 def _fail(message):
@@ -211,6 +213,12 @@ def read(view):
     return settings
 
 
+def extra(settings):
+    """The settings the domain model keeps in ``Domain.platform``: not its own fields, not unset."""
+    return {k: v for k, v in settings.items()
+            if k not in DOMAIN_FIELDS and v is not None and not (k == "boot:efi" and not v)}
+
+
 def uefi(settings):
     """Whether the settings boot UEFI firmware (libvirt's pick or a named pflash loader)."""
     return bool(settings.get("boot:efi") or settings.get("boot:loader"))
@@ -224,11 +232,17 @@ def comparable(settings):
 
 
 def _write_clock(view, clock):
-    view.remove_path("clock")
+    """Replace ``<clock>`` where it is (else where libvirt puts it: before ``<on_poweroff>``)."""
+    root, old = view.element, view.find("clock")
+    anchor = old if old is not None else root.find("on_poweroff")
+    index = list(root).index(anchor) if anchor is not None else len(root)
+    if old is not None:
+        root.remove(old)
     if clock is None:
         return
     attrs = {k: clock.get(k) for k in ("offset", "timezone", "adjustment") if clock.get(k) is not None}
-    elem = ET.SubElement(view.element, "clock", attrs)
+    elem = ET.Element("clock", attrs)
+    root.insert(index, elem)
     for name, values in (clock.get("timers") or {}).items():
         timer = ET.SubElement(elem, "timer", {"name": name, **{k: values[k] for k in TIMER_ATTRS if k in values}})
         catchup = {k: values[k] for k in CATCHUP_ATTRS if k in values}
@@ -237,7 +251,8 @@ def _write_clock(view, clock):
 
 
 def _write_firmware(view, settings):
-    """Loader, variable store and ``firmware='efi'``, consistently."""
+    """Loader, variable store and ``firmware='efi'``, consistently. An existing variable store
+    keeps its path (and an unchanged loader its other attributes, e.g. ``secure``)."""
     os_el = view.make("os")
     if "boot:efi" in settings:
         efi = bool(settings["boot:efi"])
@@ -245,17 +260,19 @@ def _write_firmware(view, settings):
         efi = os_el.get("firmware") == "efi" and not settings.get("boot:loader")
     loader = settings.get("boot:loader", None if efi else _text(view, "os/loader"))
     template = settings.get("boot:nvram", None if efi else _attr(view, "os/nvram", "template"))
-    for tag in ("loader", "nvram"):
-        view.remove_path(f"os/{tag}")
+    path = _text(view, "os/nvram") or settings.get(NVRAM_PATH)
     os_el.attrib.pop("firmware", None)
     if efi:
         os_el.set("firmware", "efi")
-    elif loader:
-        ET.SubElement(os_el, "loader", readonly="yes", type="pflash").text = loader
-    path = settings.get(NVRAM_PATH)
-    if (efi or loader) and (path or template):
-        nvram = ET.SubElement(os_el, "nvram", {"template": template} if template else {})
-        nvram.text = path
+    if not loader or _text(view, "os/loader") != loader:
+        view.remove_path("os/loader")
+    if loader:
+        elem = view.make("os/loader")
+        elem.text = loader
+        elem.attrib.update(readonly=elem.get("readonly", "yes"), type=elem.get("type", "pflash"))
+    view.remove_path("os/nvram")
+    if (efi or loader) and path:
+        ET.SubElement(os_el, "nvram", {"template": template} if template else {}).text = path
 
 
 def _text(view, path):
@@ -288,8 +305,9 @@ def write(view, settings):
     for name, path in FEATURES.items():
         key = f"hypervisor_features:{name}"
         if key in settings:
-            view.remove_path(f"features/{path}")
-            if settings[key] is not None:
+            if settings[key] is None:
+                view.remove_path(f"features/{path}")
+            else:
                 view.make(f"features/{path}").set("state", "on" if settings[key] else "off")
             parent = view.find(f"features/{path.split('/')[0]}")
             if parent is not None and not len(parent) and not parent.attrib:

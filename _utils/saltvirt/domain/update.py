@@ -318,7 +318,7 @@ def _diff_platform(config, settings):
     # Firmware, kernel, clock...: QEMU takes them when it starts, never while it runs.
     related = {domplatform.NVRAM_PATH: settings.get(domplatform.NVRAM_PATH)}
     return [Change("platform", key, old, new, NEXT_BOOT, device={key: new, **related})
-            for key, old, new in domplatform.differences(config.platform, settings)]
+            for key, old, new in domplatform.differences(config.platform_settings(), settings)]
 
 
 def _same_graphics(have, want):
@@ -376,7 +376,8 @@ def pending(live, config):
 
     if [_gfx(g) for g in live.graphics] != [_gfx(g) for g in config.graphics]:
         found.append("graphics")
-    running, defined = domplatform.comparable(live.platform), domplatform.comparable(config.platform)
+    running = domplatform.comparable(live.platform_settings())
+    defined = domplatform.comparable(config.platform_settings())
     found += [f"{key} {domplatform.text(key, old)} -> {domplatform.text(key, new)}"
               for key, old, new in domplatform.differences(running, defined)]
     return found

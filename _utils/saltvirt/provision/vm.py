@@ -5,6 +5,7 @@ import os
 
 from saltvirt import console, fileio, hypervisor, provision
 from saltvirt.domain import model as dommod
+from saltvirt.domain import platform as domplatform
 from saltvirt.domain import vmops
 from saltvirt.errors import InvalidArgument
 from saltvirt.provision import profiles, sources
@@ -86,11 +87,11 @@ def domain_model(settings, spec, dom_type, gfx_devices, roots=None):
         graphics=gfx_devices,
         serials=[dommod.Serial(log=settings.serial_log(spec.name))],
     )
-    model.platform = settings_ = platform_settings(spec, roots, settings.vm_file(spec.name, "nvram"))
-    # The model's own fields say the same as its platform settings (inventory, checks).
-    model.kernel, model.initrd, model.cmdline = (settings_.get(f"boot:{k}") for k in ("kernel", "initrd", "cmdline"))
-    model.boot = settings_.get("boot_dev", model.boot)
-    model.on_reboot = "destroy" if settings_.get("stop_on_reboot") else "restart"
+    wanted = platform_settings(spec, roots, settings.vm_file(spec.name, "nvram"))
+    model.kernel, model.initrd, model.cmdline = (wanted.get(f"boot:{k}") for k in ("kernel", "initrd", "cmdline"))
+    model.boot = wanted.get("boot_dev", model.boot)
+    model.on_reboot = "destroy" if wanted.get("stop_on_reboot") else "restart"
+    model.platform = domplatform.extra(wanted)
     return model
 
 
