@@ -163,7 +163,7 @@ def test_what_is_written_reads_back_the_same():
 def test_a_new_domain_carries_its_settings_and_its_own_variable_store():
     settings = full_settings()
     dom = Domain("web1", type="qemu", kernel=settings["boot:kernel"], cmdline=settings["boot:cmdline"],
-                 boot=settings["boot_dev"], on_reboot="destroy", platform=platform.extra(settings))
+                 boot=settings["boot_dev"], on_reboot="destroy", platform=platform.beyond_fields(settings))
     xml = dom.to_xml()
     assert '<os firmware="efi">' in xml and f"<nvram>{NVRAM}</nvram>" in xml
     back = Domain.from_xml(xml)

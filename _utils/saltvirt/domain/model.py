@@ -451,7 +451,7 @@ class Domain:
             serials=[Serial.from_view(s) for s in view.serials if s.type == "pty"],
             memballoon=_attr(view.find("devices"), "memballoon", "model", "none") != "none",
             rng=bool(view.device_elements("rng")),
-            platform=domplatform.extra(domplatform.read(view)),
+            platform=domplatform.beyond_fields(domplatform.read(view)),
         )
 
     def platform_settings(self):

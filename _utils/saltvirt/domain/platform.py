@@ -213,7 +213,7 @@ def read(view):
     return settings
 
 
-def extra(settings):
+def beyond_fields(settings):
     """The settings the domain model keeps in ``Domain.platform``: not its own fields, not unset."""
     return {k: v for k, v in settings.items()
             if k not in DOMAIN_FIELDS and v is not None and not (k == "boot:efi" and not v)}

@@ -91,7 +91,7 @@ def domain_model(settings, spec, dom_type, gfx_devices, roots=None):
     model.kernel, model.initrd, model.cmdline = (wanted.get(f"boot:{k}") for k in ("kernel", "initrd", "cmdline"))
     model.boot = wanted.get("boot_dev", model.boot)
     model.on_reboot = "destroy" if wanted.get("stop_on_reboot") else "restart"
-    model.platform = domplatform.extra(wanted)
+    model.platform = domplatform.beyond_fields(wanted)
     return model
 
 
