@@ -169,8 +169,6 @@ def check(settings, name, cpu_mode=None):
     """What libvirt would refuse later, said now."""
     if settings.get("hypervisor_features:kvm-hint-dedicated") and cpu_mode != "host-passthrough":
         _fail(f"{name}: hypervisor_features kvm-hint-dedicated needs the host-passthrough CPU mode (KVM)")
-    if (settings.get("boot:initrd") or settings.get("boot:cmdline")) and not settings.get("boot:kernel"):
-        _fail(f"{name}: boot:initrd and boot:cmdline need boot:kernel")
 
 
 # --------------------------------------------------------------------------- XML
