@@ -3,7 +3,8 @@ States of salt-virt (``virt.*``).
 
 ``virt.keys`` writes the libvirt TLS files (thin glue over :mod:`saltvirt.pki.tlsfiles`). The VM
 states (``virt.defined``, ``virt.running``, ``virt.stopped``, ``virt.powered_off``,
-``virt.rebooted``, ``virt.snapshot``) and the network states (``virt.network_defined``,
+``virt.rebooted``, ``virt.snapshot``, ``virt.reverted`` and the classic names ``virt.saved``,
+``virt.unpowered``) and the network states (``virt.network_defined``,
 ``virt.network_running``) call the ``virt`` execution module, so that a state and the command
 it stands for behave the same, ``test=True`` included. See ``docs/states.rst``.
 """
@@ -450,6 +451,24 @@ def snapshot(name, suffix=None, **kwargs):
           virt.snapshot:
             - suffix: before-upgrade
     """
+    return _snapshot(name, suffix, "Snapshot has been taken", kwargs)
+
+
+def saved(name, suffix=None, **kwargs):
+    """
+    The classic (deprecated) name of :func:`snapshot`: ensure every VM matching ``name`` (a
+    glob) has the snapshot ``<vm>-<suffix>`` (default suffix ``salt``), taken once.
+
+    .. code-block:: yaml
+
+        domain*:
+          virt.saved:
+            - suffix: periodic
+    """
+    return _snapshot(name, suffix, "Snapshots has been taken", kwargs)
+
+
+def _snapshot(name, suffix, comment, kwargs):
     conn = _conn_args(kwargs)
     suffix = str(suffix) if suffix not in (None, "") else "salt"
 
@@ -461,7 +480,73 @@ def snapshot(name, suffix=None, **kwargs):
         res = __salt__["virt.snapshot"](domain, name=f"{domain}-{suffix}", **conn)
         return {"snapshot": res["snapshot"]}
 
-    return _virt_call(name, "saved", "Snapshot has been taken", needed, act, kwargs)
+    return _virt_call(name, "saved", comment, needed, act, kwargs)
+
+
+def unpowered(name, **kwargs):
+    """
+    The classic (deprecated) name of :func:`powered_off`: pull the plug of the running VMs
+    matching ``name`` (a glob); changes ``unpowered: [{domain, stop}]``.
+
+    .. code-block:: yaml
+
+        test-*:
+          virt.unpowered
+    """
+    return powered_off(name, **kwargs)
+
+
+def reverted(name, snapshot=None, cleanup=False, **kwargs):  # pylint: disable=redefined-outer-name
+    """
+    Revert the VMs matching ``name`` (a glob) to their snapshot ``snapshot`` (default: the one
+    before the current snapshot), deleting the snapshots taken after it with ``cleanup``
+    (``virt.revert_snapshot``). Like the classic state this is an action: every run reverts
+    again, discarding what the guest changed since. ``test=True`` names the snapshot each VM
+    would go back to and changes nothing.
+
+    Changes, as the classic state's: for one VM ``{domain, current, deleted}``; for several
+    ``{reverted: [{domain, current, deleted}], ignored: [{domain, issue}]}``.
+
+    .. code-block:: yaml
+
+        web1:
+          virt.reverted:
+            - snapshot: before-upgrade
+            - cleanup: True
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    unknown = sorted(k for k in kwargs if k not in _CONNECTION_ARGS and not k.startswith("__"))
+    if unknown:
+        ret["comment"] = f"virt.reverted: unknown argument(s) {', '.join(unknown)}"
+        return ret
+    conn = _conn_args(kwargs)
+    test = _test()
+    try:
+        domains = sorted(fnmatch.filter(__salt__["virt.list_domains"](**conn), name))
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = str(exc)
+        return ret
+    if not domains:
+        ret["comment"] = f'No domains found for criteria "{name}"'
+        return ret
+    done, ignored = [], []
+    for domain in domains:
+        try:
+            res = __salt__["virt.revert_snapshot"](domain, vm_snapshot=snapshot, cleanup=cleanup, test=test, **conn)
+            done.append({"domain": domain, "current": res["reverted"], "deleted": res["deleted"]})
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            ignored.append({"domain": domain, "issue": str(exc)})
+    if len(domains) == 1:
+        ret["changes"] = done[0] if done else {}
+    else:
+        ret["changes"] = {k: v for k, v in (("reverted", done), ("ignored", ignored)) if v}
+    ret["result"] = bool(done) and (None if test else True)
+    plural = "s" if len(done) > 1 else ""
+    parts = [f"Domain{plural} {'would be' if test else 'has been' if not plural else 'have been'} reverted: "
+             + ", ".join(f"{d['domain']} to {d['current']}" for d in done)] if done else []
+    parts += [f"{i['domain']}: {i['issue']}" for i in ignored]
+    ret["comment"] = "; ".join(parts)
+    return ret
 
 
 # --------------------------------------------------------------------------- virtual networks
