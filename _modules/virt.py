@@ -219,7 +219,7 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
         ``nvram``, the variable store's template) names it. A UEFI VM's variable store is its
         own ``nvram.fd`` in ``virt:images/<name>/``, removed by ``virt.purge``. Kernels and
         initrds must lie under ``virt:image_roots``, loaders and templates under
-        ``virt:firmware_roots`` (``/usr/share/OVMF``, ``/usr/share/qemu``...) too.
+        ``virt:domain_xml:firmware_roots`` (``/usr/share/OVMF``, ``/usr/share/qemu``...) too.
     stop_on_reboot
         True: the VM stops instead of rebooting (e.g. after an installer's first stage).
     clock

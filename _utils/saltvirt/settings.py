@@ -109,7 +109,8 @@ class HostSettings:
             self.images_dir, pool_targets,
             image_roots=self.get("image_roots", list(paths.DEFAULT_IMAGE_ROOTS)),
             attach_roots=self.get("attach_roots", []),
-            firmware_roots=self.get("firmware_roots", list(paths.DEFAULT_FIRMWARE_ROOTS)),
+            # The firmware caller XML may name (saltvirt.domain.xmlpolicy) is what boot: {loader} may.
+            firmware_roots=self.get("domain_xml:firmware_roots", list(paths.DEFAULT_FIRMWARE_ROOTS)),
         )
 
     # -------------------------------------------------------------- libvirt

@@ -6,12 +6,13 @@ import os
 import libvirt
 import pytest
 
-from saltvirt.domain import platform
+from saltvirt.domain import platform, xmlpolicy
 from saltvirt.domain import update as upd
 from saltvirt.domain.model import Disk, Domain
 from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import InvalidArgument
 from saltvirt.provision.spec import UpdateSpec, VmSpec, platform_settings
+from saltvirt.settings import HostSettings
 from saltvirt.storage import paths
 
 VM_DIR = "/srv/salt-images/web1"
@@ -263,3 +264,13 @@ def test_apply_redefines_with_the_setting_and_makes_the_stores_directory(tmp_pat
     upd.apply(conn, FakeDom(config.to_xml()), changes)
     assert '<os firmware="efi">' in conn.defined and f"<nvram>{nvram}</nvram>" in conn.defined
     assert os.path.isdir(tmp_path / "web1")
+
+
+def test_boot_loaders_and_caller_xml_share_one_firmware_setting(tmp_path):
+    config = {"virt:images": str(tmp_path / "images"), "virt:domain_xml:firmware_roots": [str(tmp_path / "fw")]}
+    settings = HostSettings(lambda key, default=None: config.get(key, default), {"id": "hv1"})
+    roots = settings.roots([])
+    assert roots.firmware_roots == [str(tmp_path / "fw")]
+    with pytest.raises(InvalidArgument, match="add its directory to virt:domain_xml:firmware_roots"):
+        roots.firmware("/usr/share/OVMF/OVMF_CODE_4M.fd")
+    assert xmlpolicy.DEFAULT_FIRMWARE_ROOTS == paths.DEFAULT_FIRMWARE_ROOTS

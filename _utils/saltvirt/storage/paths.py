@@ -11,9 +11,9 @@ trusted, so each path must resolve (symlinks followed) under a root the operator
 * directories new disks go to (``pool``): the pools' targets and ``virt:image_roots`` (without
   ``pool`` they go to ``<virt:images>/<vm>``);
 * UEFI loaders and variable store templates (``boot: {loader, nvram}``): the firmware
-  directories ``virt:firmware_roots`` (default: OVMF's, AAVMF's, edk2's and QEMU's under
-  ``/usr/share``) and the image roots; kernels and initrds (``boot: {kernel, initrd}``) are
-  checked as images.
+  directories ``virt:domain_xml:firmware_roots`` (the ones caller XML may name too; default:
+  OVMF's, AAVMF's, edk2's, QEMU's... under ``/usr/share``) and the image roots; kernels and
+  initrds (``boot: {kernel, initrd}``) are checked as images.
 
 Nothing under ``virt:images`` but ``base/`` is ever named by a call: the VM directories hold
 other VMs' disks and keys.
@@ -26,8 +26,9 @@ from saltvirt.errors import InvalidArgument
 
 DEFAULT_IMAGES = "/srv/salt-images"
 DEFAULT_IMAGE_ROOTS = ("/var/lib/libvirt/images",)
-#: Where distributions install UEFI firmware (OVMF, AAVMF, edk2) and QEMU's own firmware.
-DEFAULT_FIRMWARE_ROOTS = ("/usr/share/OVMF", "/usr/share/AAVMF", "/usr/share/edk2", "/usr/share/qemu")
+#: Where distributions install firmware: UEFI (OVMF, AAVMF, edk2), QEMU's own, SeaBIOS, iPXE ROMs.
+DEFAULT_FIRMWARE_ROOTS = ("/usr/share/OVMF", "/usr/share/ovmf", "/usr/share/AAVMF", "/usr/share/edk2",
+                          "/usr/share/qemu", "/usr/share/seabios", "/usr/share/ipxe")
 BASE_DIR = "base"
 
 _DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -83,8 +84,8 @@ class Roots:
         self.firmware_roots = list(firmware_roots or ())
         for root in self.image_roots + self.attach_roots + self.firmware_roots:
             if not isinstance(root, str) or not os.path.isabs(root):
-                raise InvalidArgument(
-                    f"virt:image_roots/attach_roots/firmware_roots entries must be absolute paths, not {root!r}")
+                raise InvalidArgument(f"virt:image_roots/attach_roots/domain_xml:firmware_roots entries must "
+                                      f"be absolute paths, not {root!r}")
 
     def _check(self, path, what, roots, hint):
         if not isinstance(path, str) or not os.path.isabs(path):
@@ -123,4 +124,4 @@ class Roots:
         """A UEFI loader or variable store template: read by QEMU, never written."""
         roots = [*self.firmware_roots, os.path.join(self.images, BASE_DIR), *self.pools, *self.image_roots]
         return self._check(path, what, roots, "use the distribution's firmware (e.g. /usr/share/OVMF) "
-                           "or add its directory to virt:firmware_roots")
+                           "or add its directory to virt:domain_xml:firmware_roots")
