@@ -229,9 +229,24 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
         none`` in the hypervisor's config turns that off; only then is ``password: False``
         accepted). Returns and ``vm_info`` only say ``password_set``; ask for the password with
         ``salt-run virt.console <vm> show_password=True``.
-    boot, os_type, arch
-        Boot devices (``[hd, cdrom, network]`` or ``{kernel, initrd, cmdline}``), OS type
-        (``hvm``) and architecture (``x86_64``).
+    boot / boot_dev
+        ``boot_dev``: boot devices in order, ``"cdrom hd"`` (default ``hd``; also a list, or
+        ``boot`` as a list). ``boot``: ``{kernel, initrd, cmdline}`` boots a kernel directly;
+        ``efi: True`` boots UEFI firmware that libvirt picks (OVMF), ``loader`` (and
+        ``nvram``, the variable store's template) names it. A UEFI VM's variable store is its
+        own ``nvram.fd`` in ``virt:images/<name>/``, removed by ``virt.purge``. Kernels and
+        initrds must lie under ``virt:image_roots``, loaders and templates under
+        ``virt:domain_xml:firmware_roots`` (``/usr/share/OVMF``, ``/usr/share/qemu``...) too.
+    stop_on_reboot
+        True: the VM stops instead of rebooting (e.g. after an installer's first stage).
+    clock
+        ``{utc: False}`` (local time), ``{timezone: Europe/Paris}``, ``adjustment`` (seconds
+        or ``reset``) and ``timers`` (``{rtc: {tickpolicy: catchup}, hpet: {present: False}}``).
+    hypervisor_features
+        ``{kvm-hint-dedicated: True}`` (needs KVM's host-passthrough CPU), ``kvm-hidden``,
+        ``kvm-poll-control``, ``kvm-pv-ipi``: True (on), False (off), None (libvirt's default).
+    os_type, arch
+        OS type (``hvm``) and architecture (``x86_64``).
     autostart
         Start the domain when the hypervisor boots.
     saltenv / image_hash
@@ -257,6 +272,9 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
         salt 'hypervisor1' virt.init web2 1 1024 image=salt://centos.qcow2 graphics='{type: vnc, password: True}'
         salt 'hypervisor1' virt.init web3 '{topology: {sockets: 1, cores: 2}}' '{boot: 1g, current: 768m}' \
             image=salt://centos.qcow2 serials='[{type: tcp, port: 4555, protocol: telnet}]'
+        salt 'hypervisor1' virt.init uefi1 1 1024 image=salt://debian.qcow2 boot='{efi: True}'
+        salt 'hypervisor1' virt.init inst1 1 1024 disks='[{name: cd, device: cdrom, source_file: /srv/iso/d.iso}]' \
+            boot_dev='cdrom hd' stop_on_reboot=True clock='{utc: False}'
     """
     with _salt_errors():
         spec = VmSpec.from_kwargs("virt.init", name=name, cpu=cpu, mem=mem, image=image, **kwargs)
@@ -553,7 +571,7 @@ def setvcpus(name, vcpus, config=None, **kwargs):
 
 def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces=None, graphics=None,
            enable_vnc=False, autostart=None, live=True, test=False, saltenv="base", enable_qcow=False,
-           **kwargs):
+           boot=None, boot_dev=None, stop_on_reboot=None, clock=None, hypervisor_features=None, **kwargs):
     """
     Bring an existing domain in line with ``virt.init``-style arguments: vCPUs, memory, new
     disks, NICs, graphics, autostart. Whatever is not given is left alone. Each change is
@@ -582,6 +600,11 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
         keeps any existing password (a new one is made, and returned once, if there is none).
     autostart
         True / False.
+    boot / boot_dev / stop_on_reboot / clock / hypervisor_features
+        As for ``virt.init``, each compared on its own and written to the definition
+        (``next_boot``); only the ``boot`` keys given are changed, a key set to None is
+        removed (``boot: {kernel: null}``), ``efi: False`` goes back to BIOS. ``clock`` is
+        replaced as a whole.
     live
         False: change only the definition, never the running guest.
     test
@@ -599,12 +622,14 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
         salt hypervisor1 virt.update centos1 cpu=2 test=True
         salt hypervisor1 virt.update centos1 disks='[{name: data, size: 4096}]'
         salt hypervisor1 virt.update centos1 cpu='{topology: {sockets: 1, cores: 2, threads: 1}}'
+        salt hypervisor1 virt.update centos1 boot='{efi: True}' boot_dev='cdrom hd' stop_on_reboot=False
     """
     with _salt_errors():
         spec = UpdateSpec.from_kwargs(
             "virt.update", name=name, cpu=cpu, mem=mem, disk=disk, disks=disks, nic=nic, interfaces=interfaces,
             graphics=graphics, enable_vnc=enable_vnc, autostart=autostart, live=live, test=test, saltenv=saltenv,
-            enable_qcow=enable_qcow, **kwargs)
+            enable_qcow=enable_qcow, boot=boot, boot_dev=boot_dev, stop_on_reboot=stop_on_reboot, clock=clock,
+            hypervisor_features=hypervisor_features, **kwargs)
         with _connection(spec.extra) as conn:
             changes, generated = provision_change.update_vm(conn, spec, _settings())
     return provision_change.report(spec, changes, generated)

@@ -143,6 +143,10 @@ def _conn_args(kwargs):
     return {k: kwargs[k] for k in _CONNECTION_ARGS if kwargs.get(k) is not None}
 
 
+#: Boot and platform arguments virt.update compares when they are given.
+_PLATFORM_ARGS = ("boot", "boot_dev", "stop_on_reboot", "clock", "hypervisor_features")
+
+
 def _test():
     return bool(__opts__.get("test"))
 
@@ -194,7 +198,7 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
                 name, cpu=cpu, mem=mem, disk=disk, disks=disks, nic=nic, interfaces=interfaces,
                 graphics=graphics, enable_vnc=enable_vnc, enable_qcow=enable_qcow, autostart=autostart,
                 live=live, test=test, saltenv=kwargs.get("saltenv", "base"), **conn,
-                **{k: kwargs[k] for k in _HARDWARE if kwargs.get(k) is not None})
+                **{k: kwargs[k] for k in (*_HARDWARE, *_PLATFORM_ARGS) if kwargs.get(k) is not None})
             ret["changes"].update(res["changes"])
             if _password_set(res):
                 ret["changes"]["vnc_password"] = _NOT_SHOWN

@@ -198,10 +198,10 @@ def build_images():
 
 
 def publish_images(n):
-    """Put the seed's /var/lib/libvirt/images/centos.{img,qcow2} on hypervisor n."""
+    """Put the seed's /var/lib/libvirt/images/centos.{img,qcow2,vmlinuz,initrd} on hypervisor n."""
     dest = hv_dir(n) / "var-lib-libvirt" / "images"
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("centos.img", "centos.qcow2"):
+    for name in ("centos.img", "centos.qcow2", "centos.vmlinuz", "centos.initrd"):
         src, dst = IMAGES / name, dest / name
         if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
             continue

@@ -12,7 +12,7 @@ APT_PACKAGES=(
   libguestfs-tools busybox-static cpio kmod iproute2 util-linux
   syslinux syslinux-common mtools dosfstools fdisk e2fsprogs linux-image-amd64
   libxml2-utils debootstrap dnsmasq-base
-  novnc chromium
+  novnc chromium ovmf
 )
 
 missing=()

@@ -17,6 +17,7 @@ DEFAULT_IMAGES = "/srv/salt-images"
 SEED_ISO = "cidata.iso"
 SEED_PUB = "minion.pub"
 FIRST_BOOT = ".first-boot"  # marks a seeded VM's first boot as done
+NVRAM = "nvram.fd"  # a UEFI VM's own variable store (saltvirt.domain.platform)
 
 
 class SaltCalls:
@@ -94,9 +95,9 @@ class HostSettings:
         return os.path.join(self.images_dir, name)
 
     def vm_file(self, name, what):
-        """``seed_iso``, ``seed_pub`` or ``first_boot`` of VM ``name`` (in its own directory)."""
+        """``seed_iso``, ``seed_pub``, ``first_boot`` or ``nvram`` of VM ``name`` (in its own directory)."""
         return os.path.join(self.vm_dir(name), {"seed_iso": SEED_ISO, "seed_pub": SEED_PUB,
-                                                "first_boot": FIRST_BOOT}[what])
+                                                "first_boot": FIRST_BOOT, "nvram": NVRAM}[what])
 
     @staticmethod
     def serial_log(name):
@@ -108,6 +109,8 @@ class HostSettings:
             self.images_dir, pool_targets,
             image_roots=self.get("image_roots", list(paths.DEFAULT_IMAGE_ROOTS)),
             attach_roots=self.get("attach_roots", []),
+            # The firmware caller XML may name (saltvirt.domain.xmlpolicy) is what boot: {loader} may.
+            firmware_roots=self.get("domain_xml:firmware_roots", list(paths.DEFAULT_FIRMWARE_ROOTS)),
         )
 
     # -------------------------------------------------------------- libvirt

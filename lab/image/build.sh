@@ -28,6 +28,9 @@ OUTDIR=$1
 SCRIPT=$(readlink -f "$0")
 IMG_NAME=centos.img
 QCOW_NAME=centos.qcow2
+# The same kernel and initramfs as files, for direct kernel boot (boot: {kernel, initrd}).
+VMLINUZ_NAME=centos.vmlinuz
+INITRD_NAME=centos.initrd
 DISK_MIB=64
 PART_START=2048                 # sectors (1 MiB alignment)
 FS_LABEL=SALTVIRT
@@ -83,12 +86,14 @@ mkdir -p "$OUTDIR"
 OUTDIR=$(readlink -f "$OUTDIR")
 IMG=$OUTDIR/$IMG_NAME
 QCOW=$OUTDIR/$QCOW_NAME
+VMLINUZ=$OUTDIR/$VMLINUZ_NAME
+INITRD=$OUTDIR/$INITRD_NAME
 STAMP=$OUTDIR/centos.inputs
 # one build at a time per OUTDIR (a second caller waits, then finds the outputs up to date)
 exec 9>"$OUTDIR/.centos.lock"
 flock 9
 MANIFEST=$(echo "kver $KVER"; sha256sum "$SCRIPT"; stat -L -c '%n %s %Y' $INPUTS)
-if [ "${SALTVIRT_IMAGE_FORCE:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$QCOW" ] &&
+if [ "${SALTVIRT_IMAGE_FORCE:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$QCOW" ] && [ -f "$VMLINUZ" ] && [ -f "$INITRD" ] &&
    [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$MANIFEST" ]; then
     stale=0
     for f in $INPUTS; do
@@ -316,6 +321,8 @@ fi
 HN=$(hostname)
 case $HN in ""|"(none)") HN=none ;; esac
 echo "SALTVIRT-BOOT hostname=$HN"
+# Which firmware started the kernel: UEFI (OVMF) leaves /sys/firmware/efi, SeaBIOS does not.
+if [ -d /sys/firmware/efi ]; then echo "SALTVIRT-FIRMWARE efi"; else echo "SALTVIRT-FIRMWARE bios"; fi
 
 # --- ACPI power button -------------------------------------------------------------------
 ip link set lo up 2>/dev/null
@@ -418,6 +425,10 @@ qemu-img convert -f raw -O qcow2 "$RAW" "$WORK/$QCOW_NAME"
 
 echo "$MANIFEST" > "$WORK/centos.inputs"
 rm -f "$STAMP"          # outputs and manifest change together: no stamp while they differ
+cp "$KERNEL" "$WORK/$VMLINUZ_NAME"
+cp "$WORK/initrd.gz" "$WORK/$INITRD_NAME"
+mv -f "$WORK/$VMLINUZ_NAME" "$VMLINUZ"
+mv -f "$WORK/$INITRD_NAME" "$INITRD"
 mv -f "$RAW" "$IMG"
 mv -f "$WORK/$QCOW_NAME" "$QCOW"
 mv -f "$WORK/centos.inputs" "$STAMP"

@@ -265,7 +265,7 @@ def test_to_info_has_the_stable_keys():
     assert info["cpu"] == 2 and info["memory"] == 1048576
     assert info["os"] == {"type": "hvm", "arch": "x86_64", "machine": "pc-q35-7.2",
                           "boot": ["hd", "network"], "kernel": None, "initrd": None,
-                          "cmdline": None}
+                          "cmdline": None, "efi": False, "nvram": None}
     assert info["disks"]["vda"] == {"file": "/var/lib/libvirt/images/q/a.qcow2", "type": "file",
                                     "device": "disk", "format": "qcow2", "bus": "virtio",
                                     "readonly": False, "backing": []}

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from saltvirt.domain import chardev, hostdev, tuning
+from saltvirt.domain import chardev, hostdev, platform, tuning
 from saltvirt.domain import model as dommod
 from saltvirt.domain.xmlview import DomainXml, parse
 from saltvirt.errors import InvalidArgument
@@ -68,7 +68,24 @@ def _hardware(view):
         assert section.differences(view) == {}, section.name
 
 
-CASES = {"testdriver": _grow, "virt-install": _grow, "live-chain": _console, "hardware": _hardware}
+def _to_libvirts_uefi(view):
+    """virt.update boot={efi: True} boot_dev='cdrom hd' stop_on_reboot=True clock=... on a VM
+    virt-install made with a named loader: libvirt picks the firmware, the store keeps its path."""
+    platform.write(view, platform.normalize(
+        boot={"efi": True}, boot_dev="cdrom hd", stop_on_reboot=True, nvram_path="/srv/salt-images/win11/nvram.fd",
+        clock={"utc": True, "adjustment": "reset", "timers": {"tsc": {"frequency": 3504000000, "mode": "native"}}},
+        hypervisor_features={"kvm-hint-dedicated": None, "kvm-pv-ipi": False}))
+
+
+def _to_bios(view):
+    """virt.update boot={efi: False, kernel: ...} stop_on_reboot=False: plain BIOS, direct kernel."""
+    platform.write(view, platform.normalize(
+        boot={"efi": False, "kernel": "/var/lib/libvirt/images/vmlinuz", "cmdline": "console=ttyS0"},
+        stop_on_reboot=False, hypervisor_features={"kvm-hint-dedicated": None}))
+
+
+CASES = {"testdriver": _grow, "virt-install": _grow, "live-chain": _console, "hardware": _hardware,
+         "uefi": _to_libvirts_uefi, "uefi-bios": _to_bios}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

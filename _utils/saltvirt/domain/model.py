@@ -12,6 +12,7 @@ import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from saltvirt.domain import platform as domplatform
 from saltvirt.domain import xmlview
 from saltvirt.errors import InvalidArgument
 
@@ -340,6 +341,9 @@ class Domain:
     # Written over the XML built from the fields above, last (saltvirt.provision.hardware:
     # cpu/mem dicts, numatune, serials, consoles, host devices); never read back.
     sections: list = field(default_factory=list, repr=False)
+    # Firmware, clock, hypervisor features: saltvirt.domain.platform settings beyond the fields
+    # above (see platform_settings), written over what they build.
+    platform: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.current_memory is None:
@@ -386,6 +390,7 @@ class Domain:
             _require(not dupes, f"{name}: duplicate {kind} {', '.join(dupes)}")
         for device in (*self.disks, *self.interfaces, *self.graphics, *self.serials):
             device.check()
+        domplatform.check(self.platform, name, self.cpu_mode)
 
     def to_xml(self):
         """Checked libvirt domain XML for defining this domain."""
@@ -430,6 +435,7 @@ class Domain:
         view = xmlview.DomainXml(root)
         for section in self.sections:
             section.write(view)
+        domplatform.write(xmlview.DomainXml(root), self.platform)
         ET.indent(root)
         return ET.tostring(root, encoding="unicode") + "\n"
 
@@ -451,7 +457,14 @@ class Domain:
             serials=[Serial.from_view(s) for s in view.serials if s.type == "pty"],
             memballoon=_attr(view.find("devices"), "memballoon", "model", "none") != "none",
             rng=bool(view.device_elements("rng")),
+            platform=domplatform.beyond_fields(domplatform.read(view)),
         )
+
+    def platform_settings(self):
+        """Every :mod:`saltvirt.domain.platform` setting of this domain (for comparisons)."""
+        return {"boot:kernel": self.kernel, "boot:initrd": self.initrd, "boot:cmdline": self.cmdline,
+                "boot_dev": list(self.boot) or None, "stop_on_reboot": self.on_reboot == "destroy",
+                **self.platform}
 
     def to_info(self):
         """Stable inventory dict; a password shows only as ``password_set``."""
@@ -463,7 +476,8 @@ class Domain:
             "memory": self.memory,
             "os": {"type": self.os_type, "arch": self.arch, "machine": self.machine,
                    "boot": list(self.boot), "kernel": self.kernel, "initrd": self.initrd,
-                   "cmdline": self.cmdline},
+                   "cmdline": self.cmdline, "efi": domplatform.uefi(self.platform),
+                   "nvram": self.platform.get(domplatform.NVRAM_PATH)},
             "graphics": [{"type": g.type, "listen": g.listen, "port": g.port,
                           "autoport": g.autoport, "password_set": bool(g.password)}
                          for g in self.graphics],

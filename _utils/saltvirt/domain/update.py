@@ -29,6 +29,9 @@ What is compared:
   address, port (unless automatic) and password (``ANY_PASSWORD``: any password will do).
   Only a password change can be applied live; the rest is written to the definition.
 * ``autostart``: applied at once.
+* ``platform``: boot and platform settings (:mod:`saltvirt.domain.platform`: firmware, direct
+  kernel boot, boot order, reboot action, clock, hypervisor features), each compared on its
+  own and written to the definition (``next_boot``).
 
 ``None`` for any of these leaves it unmanaged.
 """
@@ -42,6 +45,7 @@ from typing import Any
 
 from saltvirt.domain import chardev, hostdev, tuning
 from saltvirt.domain import model as dommod
+from saltvirt.domain import platform as domplatform
 from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.errors import libvirt_message as _err
@@ -79,6 +83,7 @@ class Wanted:
     nics: list[dict] | None = None  # normalised NIC dicts, profile merged
     graphics: list[dommod.Graphics] | None = None  # [] means: no console
     autostart: bool | None = None
+    platform: dict | None = None  # saltvirt.domain.platform settings; keys not there: unmanaged
     live: bool = True  # False: never touch the running guest, only the definition
     # XML sections (cpu/mem dicts, numatune, serials, consoles, host devices: see
     # saltvirt.provision.hardware), each compared on what it asks for and written on next boot.
@@ -89,7 +94,7 @@ class Wanted:
 class Change:
     """One difference between a domain and :class:`Wanted`, and how it will be applied."""
 
-    kind: str  # cpu | mem | disk | nic | graphics | autostart | section
+    kind: str  # cpu | mem | disk | nic | graphics | autostart | section | platform
     key: str  # 'cpu', 'mem', a disk or NIC name, 'graphics', 'autostart'
     old: Any
     new: Any
@@ -151,6 +156,8 @@ def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None):
         changes += _diff_nics(config, wanted.nics, can_live)
     if wanted.graphics is not None:
         changes += _diff_graphics(config, wanted.graphics, can_live)
+    if wanted.platform:
+        changes += _diff_platform(config, wanted.platform)
     if wanted.autostart is not None and autostart is not None and bool(wanted.autostart) != bool(autostart):
         changes.append(Change("autostart", "autostart", bool(autostart), bool(wanted.autostart), LIVE))
     if wanted.sections and config_view is not None:
@@ -329,6 +336,13 @@ def _diff_nics(config, nics, can_live):
     return changes
 
 
+def _diff_platform(config, settings):
+    # Firmware, kernel, clock...: QEMU takes them when it starts, never while it runs.
+    related = {domplatform.NVRAM_PATH: settings.get(domplatform.NVRAM_PATH)}
+    return [Change("platform", key, old, new, NEXT_BOOT, device={key: new, **related})
+            for key, old, new in domplatform.differences(config.platform_settings(), settings)]
+
+
 def _same_graphics(have, want):
     if (have.type, have.listen, bool(have.autoport)) != (want.type, want.listen, bool(want.autoport)):
         return False
@@ -384,6 +398,10 @@ def pending(live, config):
 
     if [_gfx(g) for g in live.graphics] != [_gfx(g) for g in config.graphics]:
         found.append("graphics")
+    running = domplatform.comparable(live.platform_settings())
+    defined = domplatform.comparable(config.platform_settings())
+    found += [f"{key} {domplatform.text(key, old)} -> {domplatform.text(key, new)}"
+              for key, old, new in domplatform.differences(running, defined)]
     return found
 
 
@@ -515,6 +533,16 @@ def _apply_section(conn, dom, change):
     conn.defineXML(view.to_xml())
 
 
+def _apply_platform(conn, dom, change):
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+    view = DomainXml.parse(dom.XMLDesc(flags))
+    domplatform.write(view, change.device)
+    nvram = change.device.get(domplatform.NVRAM_PATH)
+    if nvram and view.find("os/nvram") is not None:  # libvirt makes the file on start, not its directory
+        os.makedirs(os.path.dirname(nvram), mode=0o755, exist_ok=True)
+    conn.defineXML(view.to_xml())
+
+
 def apply(conn, dom, changes, build_disk=None):
     """Carry out ``changes`` (from :func:`diff`) on libvirt domain ``dom``.
 
@@ -554,6 +582,8 @@ def apply(conn, dom, changes, build_disk=None):
                         generated = generated or console.gen_password()
                         gfx.password = generated
                 _apply_graphics(conn, dom, change)
+            elif change.kind == "platform":
+                _apply_platform(conn, dom, change)
             elif change.kind == "autostart":
                 dom.setAutostart(1 if change.new else 0)
             elif change.kind == "section":
@@ -590,6 +620,9 @@ def describe(changes):
     for change in changes:
         if change.kind == "mem":
             text = f"mem {change.old} -> {change.new} MiB"
+        elif change.kind == "platform":
+            text = (f"{change.key} {domplatform.text(change.key, change.old)} -> "
+                    f"{domplatform.text(change.key, change.new)}")
         elif change.kind in ("cpu", "autostart"):
             text = f"{change.key} {change.old} -> {change.new}"
         elif change.kind == "section" and isinstance(change.new, list):

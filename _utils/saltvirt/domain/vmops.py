@@ -137,12 +137,16 @@ def _require_active(dom, action):
         raise InvalidArgument(f"cannot {action} {dom.name()}: it is not running")
 
 
-def undefine(dom):
+def _undefine_flags():
     flags = 0
     for name in ("VIR_DOMAIN_UNDEFINE_MANAGED_SAVE", "VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA",
                  "VIR_DOMAIN_UNDEFINE_NVRAM"):
         flags |= getattr(libvirt, name, 0)
-    _call(dom, "undefine", dom.undefineFlags, flags)
+    return flags
+
+
+def undefine(dom):
+    _call(dom, "undefine", dom.undefineFlags, _undefine_flags())
     return True
 
 
@@ -151,7 +155,8 @@ def undefine_quietly(dom):
         if dom.isActive():
             dom.destroy()
     with contextlib.suppress(libvirt.libvirtError):
-        dom.undefine()
+        # A UEFI domain cannot be undefined without its variable store (NVRAM flag).
+        dom.undefineFlags(_undefine_flags())
 
 
 def destroy_quietly(dom):

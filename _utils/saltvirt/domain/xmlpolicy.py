@@ -42,8 +42,7 @@ from saltvirt.domain import xmlview
 from saltvirt.errors import InvalidArgument
 from saltvirt.storage import paths
 
-DEFAULT_FIRMWARE_ROOTS = ("/usr/share/OVMF", "/usr/share/ovmf", "/usr/share/AAVMF", "/usr/share/edk2",
-                          "/usr/share/qemu", "/usr/share/seabios", "/usr/share/ipxe")
+DEFAULT_FIRMWARE_ROOTS = paths.DEFAULT_FIRMWARE_ROOTS  # the same directories as boot: {loader}
 DEFAULT_DEVICES = ("/dev/urandom", "/dev/random", "/dev/hwrng", "/dev/net/tun", "/dev/vhost-net")
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from saltvirt.domain import model as dommod
+from saltvirt.domain import platform as domplatform
 from saltvirt.domain import vmops
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.storage import images, paths
@@ -235,6 +236,10 @@ def create(conn, request):
     undo = Undo()
     try:
         build_disks(request.disks, undo, request.progress, request.copy_limits)
+        nvram = dom_model.platform.get(domplatform.NVRAM_PATH)
+        if nvram:  # libvirt makes a UEFI VM's variable store on first start, not its directory
+            make_dir(os.path.dirname(nvram), undo)
+            undo.push(f"variable store {nvram}", remove_file, nvram)
         dom_model.disks = [plan.to_disk() for plan in request.disks]
         if request.seeder is not None:
             dom_model.disks.extend(request.seeder(request.disks, undo) or [])

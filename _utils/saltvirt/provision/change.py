@@ -10,6 +10,7 @@ from saltvirt.domain import vmops
 from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import InvalidArgument
 from saltvirt.provision import hardware, profiles, sources
+from saltvirt.provision.spec import platform_settings
 from saltvirt.provision.vm import check_resources, graphics_devices
 
 
@@ -90,6 +91,7 @@ def update_vm(conn, spec, settings):
     if spec.cpu is not None or spec.mem is not None:
         check_resources(conn, hw.vcpus or 1, hw.mem_mib or 1)
     want = wanted(settings, spec, hw)
+    want.platform = platform_settings(spec, roots, settings.vm_file(spec.name, "nvram"))
     with contextlib.ExitStack() as stack:
         if want.disks:
             want.disks = sources.check_disk_files(settings, conn, want.disks, roots, formats)

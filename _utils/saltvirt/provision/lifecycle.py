@@ -88,11 +88,15 @@ def purge(conn, name, settings):
     vm_dir = settings.vm_dir(name)
     owned = vmops.owned_disks(vmops.info(conn, name), vm_dir)
     bases.refuse_if_used(conn, owned, settings.images_dir, ignore=owned, domain=name)
+    nvram = settings.vm_file(name, "nvram")
+    had_nvram = os.path.exists(nvram)
     vmops.destroy(dom)
-    vmops.undefine(dom)
+    vmops.undefine(dom)  # removes a UEFI variable store (ours or libvirt's) too
     # The cidata seed is not a disk any more once detached, but it is ours too, and so is the
     # console log virt.init configured (a later VM of the same name must not append to it).
     own_files = [settings.vm_file(name, what) for what in ("seed_iso", "seed_pub", "first_boot")]
     removed = [path for path in (*owned, *own_files, settings.serial_log(name)) if _unlink(path)]
+    if had_nvram and (_unlink(nvram) or not os.path.exists(nvram)):
+        removed.append(nvram)
     provision.remove_tree_if_empty(vm_dir)
     return {"name": name, "purged": True, "removed": removed}

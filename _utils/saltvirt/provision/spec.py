@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 
+from saltvirt.domain import platform
 from saltvirt.errors import InvalidArgument
 
 #: Classic names of Salt 3001-3007 ``virt`` and the name used here.
@@ -96,6 +97,12 @@ class VmSpec(_FromKwargs):
     consoles: list | None = None
     host_devices: list | None = None
     cloud_init: dict | None = None  # the caller's user-data/meta-data/network-config (cidata)
+    # Boot and platform (saltvirt.domain.platform): boot also takes {kernel, initrd, cmdline,
+    # loader, nvram, efi}; boot_dev "cdrom hd"; clock and hypervisor_features as classic Salt.
+    boot_dev: str | list | None = None
+    stop_on_reboot: bool = False
+    clock: dict | None = None
+    hypervisor_features: dict | None = None
     extra: dict = field(default_factory=dict, repr=False)  # set aside: connection arguments
 
 
@@ -124,6 +131,12 @@ class UpdateSpec(_FromKwargs):
     serials: list | None = None
     consoles: list | None = None
     host_devices: list | None = None
+    # Boot and platform, as for VmSpec; None leaves them alone (boot: keys not given, too).
+    boot: list | dict | str | None = None
+    boot_dev: str | list | None = None
+    stop_on_reboot: bool | None = None
+    clock: dict | None = None
+    hypervisor_features: dict | None = None
     extra: dict = field(default_factory=dict, repr=False)
 
 
@@ -134,3 +147,10 @@ def _unknown_message(function, unknown, known, doc="virt.init"):
         hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
     return (f"{function}: unknown argument(s) {', '.join(hints)}: salt-virt does not support "
             f"them: remove them (sys.doc {doc} lists the arguments)")
+
+
+def platform_settings(spec, roots, nvram_path):
+    """The :mod:`saltvirt.domain.platform` settings a :class:`VmSpec`/:class:`UpdateSpec` asks for."""
+    return platform.normalize(boot=spec.boot, boot_dev=spec.boot_dev, stop_on_reboot=spec.stop_on_reboot,
+                              clock=spec.clock, hypervisor_features=spec.hypervisor_features, roots=roots,
+                              nvram_path=nvram_path)

@@ -5,9 +5,11 @@ import os
 
 from saltvirt import console, fileio, hypervisor, provision
 from saltvirt.domain import model as dommod
+from saltvirt.domain import platform as domplatform
 from saltvirt.domain import vmops
 from saltvirt.errors import InvalidArgument
 from saltvirt.provision import hardware, profiles, sources
+from saltvirt.provision.spec import platform_settings
 from saltvirt.seeding import methods as seed_methods
 from saltvirt.storage import images
 
@@ -71,7 +73,7 @@ def console_graphics(settings, conn, name, graphics):
     return console.console_graphics(graphics, settings.address, secure)
 
 
-def domain_model(settings, spec, dom_type, gfx_devices, hw=None):
+def domain_model(settings, spec, dom_type, gfx_devices, roots=None, hw=None):
     """The :class:`~saltvirt.domain.model.Domain` of ``spec`` (disks are added by the plans);
     ``hw``: its :class:`~saltvirt.provision.hardware.Hardware` sections."""
     nics = profiles.merge_nics(profiles.nic_profile(spec.nic, settings.get("nic")), spec.interfaces)
@@ -88,10 +90,11 @@ def domain_model(settings, spec, dom_type, gfx_devices, hw=None):
         # With serials given, a section writes them (the logged port 0 included).
         serials=[] if spec.serials is not None else [dommod.Serial(log=settings.serial_log(spec.name))],
     )
-    if isinstance(spec.boot, dict):
-        model.kernel, model.initrd, model.cmdline = (spec.boot.get(k) for k in ("kernel", "initrd", "cmdline"))
-    elif spec.boot:
-        model.boot = [spec.boot] if isinstance(spec.boot, str) else list(spec.boot)
+    wanted = platform_settings(spec, roots, settings.vm_file(spec.name, "nvram"))
+    model.kernel, model.initrd, model.cmdline = (wanted.get(f"boot:{k}") for k in ("kernel", "initrd", "cmdline"))
+    model.boot = wanted.get("boot_dev", model.boot)
+    model.on_reboot = "destroy" if wanted.get("stop_on_reboot") else "restart"
+    model.platform = domplatform.beyond_fields(wanted)
     return model
 
 
@@ -135,12 +138,13 @@ def create_vm(conn, spec, settings, progress=None):
         raise InvalidArgument(f"a domain named {spec.name!r} already exists on {settings.minion_id}")
     gfx_devices, _generated = graphics_devices(settings, spec.enable_vnc, spec.graphics)
     dom_type, type_reason = hypervisor.choose_type(spec.hypervisor, cache_path=settings.kvm_probe)
+    model = domain_model(settings, spec, dom_type, gfx_devices, roots, hw)  # bad settings: refused before any work
     # Remote images stay locked until the disks are made (or rolled back).
     with sources.image_locks(settings, image_sources(settings, spec)):
         plans, local_image = plan_disks(settings, conn, spec, roots, progress)
         seeder, seed_info = seed_methods.seeder(settings, spec, roots, wanted=spec.seed and local_image is not None)
         info = provision.create(conn, provision.Request(
-            domain=domain_model(settings, spec, dom_type, gfx_devices, hw), disks=plans, start=spec.start,
+            domain=model, disks=plans, start=spec.start,
             seeder=seeder, autostart=spec.autostart, progress=progress, copy_limits=settings.copy_limits,
         ))
     if spec.start and os.path.exists(settings.vm_file(spec.name, "seed_iso")):

@@ -9,7 +9,11 @@ trusted, so each path must resolve (symlinks followed) under a root the operator
 * files attached as they are (``source_file``) and seed keys: the pools' targets and
   ``virt:attach_roots`` (default: none);
 * directories new disks go to (``pool``): the pools' targets and ``virt:image_roots`` (without
-  ``pool`` they go to ``<virt:images>/<vm>``).
+  ``pool`` they go to ``<virt:images>/<vm>``);
+* UEFI loaders and variable store templates (``boot: {loader, nvram}``): the firmware
+  directories ``virt:domain_xml:firmware_roots`` (the ones caller XML may name too; default:
+  OVMF's, AAVMF's, edk2's, QEMU's... under ``/usr/share``) and the image roots; kernels and
+  initrds (``boot: {kernel, initrd}``) are checked as images.
 
 Nothing under ``virt:images`` but ``base/`` is ever named by a call: the VM directories hold
 other VMs' disks and keys.
@@ -22,6 +26,9 @@ from saltvirt.errors import InvalidArgument
 
 DEFAULT_IMAGES = "/srv/salt-images"
 DEFAULT_IMAGE_ROOTS = ("/var/lib/libvirt/images",)
+#: Where distributions install firmware: UEFI (OVMF, AAVMF, edk2), QEMU's own, SeaBIOS, iPXE ROMs.
+DEFAULT_FIRMWARE_ROOTS = ("/usr/share/OVMF", "/usr/share/ovmf", "/usr/share/AAVMF", "/usr/share/edk2",
+                          "/usr/share/qemu", "/usr/share/seabios", "/usr/share/ipxe")
 BASE_DIR = "base"
 
 _DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -68,14 +75,17 @@ def is_under(path, root):
 class Roots:
     """The operator's roots for one hypervisor (see the module documentation)."""
 
-    def __init__(self, images, pool_targets=(), image_roots=DEFAULT_IMAGE_ROOTS, attach_roots=()):
+    def __init__(self, images, pool_targets=(), image_roots=DEFAULT_IMAGE_ROOTS, attach_roots=(),
+                 firmware_roots=DEFAULT_FIRMWARE_ROOTS):
         self.images = images_dir(images)
         self.pools = [p for p in pool_targets if p]
         self.image_roots = list(image_roots or ())
         self.attach_roots = list(attach_roots or ())
-        for root in self.image_roots + self.attach_roots:
+        self.firmware_roots = list(firmware_roots or ())
+        for root in self.image_roots + self.attach_roots + self.firmware_roots:
             if not isinstance(root, str) or not os.path.isabs(root):
-                raise InvalidArgument(f"virt:image_roots/attach_roots entries must be absolute paths, not {root!r}")
+                raise InvalidArgument(f"virt:image_roots/attach_roots/domain_xml:firmware_roots entries must "
+                                      f"be absolute paths, not {root!r}")
 
     def _check(self, path, what, roots, hint):
         if not isinstance(path, str) or not os.path.isabs(path):
@@ -109,3 +119,9 @@ class Roots:
         """A directory new disks are created in."""
         return self._check(path, what, [*self.pools, *self.image_roots],
                            "use a libvirt pool's directory or one of virt:image_roots")
+
+    def firmware(self, path, what="boot:loader"):
+        """A UEFI loader or variable store template: read by QEMU, never written."""
+        roots = [*self.firmware_roots, os.path.join(self.images, BASE_DIR), *self.pools, *self.image_roots]
+        return self._check(path, what, roots, "use the distribution's firmware (e.g. /usr/share/OVMF) "
+                           "or add its directory to virt:domain_xml:firmware_roots")
