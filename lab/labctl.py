@@ -495,6 +495,10 @@ def prepare_hypervisor(n):
             "image_roots": ["/var/lib/libvirt/images", str(LAB_DIR / "shared-storage")],
             # A seeding function that fails (it does not return True): the tests' fault.
             "seed_cmds": ["test.arg"],
+            # Storage pools callers may define (tests/integration/test_pools.py): directories
+            # under libvirt's images, loop devices, volume groups named after this lab.
+            "pools": {"allowed_targets": ["/var/lib/libvirt/images"], "allowed_devices": ["/dev/loop*"],
+                      "allowed_source_names": [f"{NETNS}_*"]},
         },
         "grains": {"salt_virt_lab": True},
         # libvirt's domain events on the master's bus (the bundle's engine; it starts with
