@@ -172,5 +172,7 @@ def test_sparse_sections_follow_the_files_holes(tmp_path):
         os.lseek(fd, first[1], os.SEEK_SET)
         hole = volumes._hole_or_data(fd)  # pylint: disable=protected-access
         assert hole[0] is False and first[1] + hole[1] <= 1024 * 1024
+        os.lseek(fd, 0, os.SEEK_END)
+        assert volumes._hole_or_data(fd) == [False, 0]  # pylint: disable=protected-access
     finally:
         os.close(fd)

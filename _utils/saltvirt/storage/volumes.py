@@ -94,6 +94,8 @@ def _hole_or_data(fd):
     """``[in_data, length]`` of the section at ``fd``'s position (libvirt's sparse stream)."""
     here = os.lseek(fd, 0, os.SEEK_CUR)
     end = os.fstat(fd).st_size
+    if here >= end:
+        return [False, 0]  # the end: nothing more to send
     try:
         data = os.lseek(fd, here, os.SEEK_DATA)
     except OSError:  # ENXIO: only a hole up to the end

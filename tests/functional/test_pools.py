@@ -1,0 +1,93 @@
+"""Storage pools and volumes against this host's libvirtd: a directory pool defined, built and
+started, volumes created, filled over libvirt's upload stream (whole and sparse), grown,
+listed with the domains using them, deleted; the pool deleted and undefined; refusals on the
+real daemon leave nothing behind."""
+
+import hashlib
+import os
+import uuid
+
+import pytest
+from salt.exceptions import SaltInvocationError
+
+
+def _sha(path, length=None):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        digest.update(fh.read() if length is None else fh.read(length))
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def pool(virt, qemu_dir, libvirt_conn):
+    name = f"svtest-pool-{uuid.uuid4().hex[:6]}"
+    target = str(qemu_dir / "pools" / name)
+    yield name, target
+    if name in virt.list_pools():
+        p = libvirt_conn.storagePoolLookupByName(name)
+        if p.isActive():
+            for vol in p.listAllVolumes():
+                vol.delete()
+            p.destroy()
+        p.delete()
+        p.undefine()
+    assert not os.path.exists(target)
+
+
+def test_a_dir_pool_from_definition_to_deletion(virt, pool, guest_images, qemu_dir):
+    name, target = pool
+    assert virt.pool_define(name, "dir", target=target, permissions={"mode": "0755"}, start=False) is True
+    assert virt.pool_build(name) is True and os.path.isdir(target)
+    assert oct(os.stat(target).st_mode & 0o777) == "0o755"
+    assert virt.pool_start(name) is True and virt.pool_info(name)[name]["state"] == "running"
+    # Identical settings: no change; a new mode: changed in the definition it starts with next.
+    assert virt.pool_update(name, "dir", target=target, permissions={"mode": "0755"}) is False
+    assert virt.pool_update(name, "dir", target=target, permissions={"mode": "0750"}) is True
+    assert "<mode>0750</mode>" in virt.pool_get_xml(name, inactive=True)
+    assert virt.pool_update(name, "dir", target=target, permissions={"mode": "0750"}) is False
+
+    source = str(guest_images / "centos.img")
+    image = qemu_dir / "pools" / "upload-source.img"  # the upload's source must be under the roots
+    image.write_bytes(open(source, "rb").read())
+    size_mib = -(-os.path.getsize(image) // (1024 * 1024))
+    assert virt.volume_define(name, "system.img", size_mib, format="raw") is True
+    assert virt.volume_upload(name, "system.img", str(image)) is True
+    assert _sha(os.path.join(target, "system.img"), os.path.getsize(image)) == _sha(image)
+    assert virt.volume_define(name, "sparse.img", size_mib, format="raw") is True
+    assert virt.volume_upload(name, "sparse.img", str(image), sparse=True) is True
+    assert _sha(os.path.join(target, "sparse.img"), os.path.getsize(image)) == _sha(image)
+
+    assert virt.volume_resize(name, "sparse.img", size_mib + 4) is True
+    infos = virt.volume_infos(name)[name]
+    assert infos["sparse.img"]["capacity"] == (size_mib + 4) * 1024 * 1024
+    assert infos["system.img"]["format"] == "raw" and infos["system.img"]["used_by"] == []
+    with pytest.raises(SaltInvocationError, match="shrinking it to 1 MiB would lose data"):
+        virt.volume_resize(name, "sparse.img", 1)
+
+    assert virt.pool_list_volumes(name) == ["sparse.img", "system.img"]
+    assert virt.volume_delete(name, "sparse.img") is True and virt.volume_delete(name, "system.img") is True
+    assert virt.pool_stop(name) is True and virt.pool_delete(name) is True and not os.path.exists(target)
+    assert virt.pool_undefine(name) is True and name not in virt.list_pools()
+    image.unlink()
+
+
+def test_refusals_on_the_real_daemon_leave_nothing(virt, pool, qemu_dir):
+    name, target = pool
+    with pytest.raises(SaltInvocationError, match="target /srv is outside virt:pools:allowed_targets"):
+        virt.pool_define(name, "dir", target="/srv")
+    with pytest.raises(SaltInvocationError, match="type mpath is not allowed"):
+        virt.pool_define(name, "mpath")
+    assert name not in virt.list_pools()
+    # A pool that cannot start is not left defined (all or nothing): its directory is missing.
+    with pytest.raises(Exception, match="starting storage pool"):
+        virt.pool_define(name, "dir", target=target)
+    assert name not in virt.list_pools()
+
+
+def test_pool_capabilities_come_from_libvirt(virt):
+    caps = virt.pool_capabilities()
+    assert caps["computed"] is False
+    kinds = {p["name"]: p for p in caps["pool_types"]}
+    assert kinds["dir"]["supported"] is True
+    assert "qcow2" in kinds["dir"]["options"]["volume"]["targetFormatType"]
+    assert kinds["dir"]["options"]["volume"]["default_format"] == "raw"
