@@ -91,3 +91,29 @@ def test_pool_capabilities_come_from_libvirt(virt):
     assert kinds["dir"]["supported"] is True
     assert "qcow2" in kinds["dir"]["options"]["volume"]["targetFormatType"]
     assert kinds["dir"]["options"]["volume"]["default_format"] == "raw"
+
+
+def test_vm_disks_in_a_pool_named_by_its_name(virt, pool, vm_name, libvirt_conn):
+    name, target = pool
+    virt.pool_define(name, "dir", target=target, start=False)
+    virt.pool_build(name)
+    # A stopped pool takes no disks (nothing is made); started, it does.
+    with pytest.raises(SaltInvocationError, match=f"storage pool {name} is not running"):
+        virt.init(vm_name, 1, 128, image="salt://centos.qcow2", seed=False, start=False,
+                  disks=[{"name": "data", "pool": name, "size": 16}])
+    assert vm_name not in virt.list_domains()
+    virt.pool_start(name)
+    # Whole or nothing: a second disk that cannot be made removes the first one again.
+    with pytest.raises(SaltInvocationError, match="nosuch"):
+        virt.init(vm_name, 1, 128, image="salt://centos.qcow2", seed=False, start=False,
+                  disks=[{"name": "data", "pool": name, "size": 16}, {"name": "more", "pool": "nosuch", "size": 16}])
+    assert os.listdir(target) == []
+    ret = virt.init(vm_name, 1, 128, image="salt://centos.qcow2", seed=False, start=False,
+                    disks=[{"name": "data", "pool": name, "size": 16}])
+    data = os.path.join(target, f"{vm_name}-data.qcow2")
+    assert ret["disks"]["vdb"]["file"] == data and os.path.isfile(data)
+    virt.pool_refresh(name)
+    assert virt.volume_infos(name)[name][f"{vm_name}-data.qcow2"]["used_by"] == [vm_name]
+    purged = virt.purge(vm_name)
+    assert data in purged["removed"] and os.listdir(target) == []
+    assert virt.pool_list_volumes(name) == []

@@ -8,9 +8,11 @@ Volumes are made, filled and removed only in pools the operator's
 a caller (no backing file, no external data file).
 """
 
+import contextlib
 import os
 import xml.etree.ElementTree as ET  # noqa: S405 (libvirt's own XML, or ours)
 
+from saltvirt import cmd
 from saltvirt.connection import libvirt
 from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import AlreadyExists, InvalidArgument, NotFound, VirtError
@@ -224,3 +226,74 @@ def infos(conn, pool_name=None, name=None):
             if entries:
                 out[pname] = entries
     return out
+
+
+# ---------------------------------------------------------------------------- VM disks in pools
+
+#: Pools whose volumes are block devices a VM disk can use as they are.
+BLOCK_POOLS = ("logical", "disk", "iscsi", "iscsi-direct", "scsi", "mpath")
+
+
+def disk_pool(conn, name, policy):
+    """Where the disks of ``virt.init``'s ``pool: <name>`` go: ``("dir", target directory)`` for a
+    directory pool (files, as with a ``pool`` directory), ``("volume", name)`` for a pool of
+    block volumes (created through libvirt; the pool must pass ``policy``)."""
+    pool, found = pools.view(conn, name)
+    with pools.libvirt_errors(f"storage pool {name}"):
+        active = pool.isActive()
+    if not active:
+        raise InvalidArgument(f"storage pool {name} is not running: start it (virt.pool_start {name}) before "
+                              "putting disks in it")
+    if found.ptype in paths.DIRECTORY_POOLS:
+        return "dir", found.target
+    if found.ptype not in BLOCK_POOLS:
+        raise InvalidArgument(f"storage pool {name} is a {found.ptype} pool: VM disks go to pools of type "
+                              f"{', '.join(paths.DIRECTORY_POOLS + BLOCK_POOLS)}")
+    policy.check(name, found.settings())
+    return "volume", name
+
+
+def _delete_quietly(vol):
+    vol.delete(0)
+
+
+def create_disk_volume(conn, plan, undo):
+    """Create the volume of disk ``plan`` (a :class:`saltvirt.provision.DiskPlan` with
+    ``volume_pool``) through libvirt, big enough for its size and image, and fill it from its
+    image (``qemu-img convert`` into the block device); the volume's undo is registered before
+    it is filled. Sets ``plan.path``."""
+    pool = pools.lookup(conn, plan.volume_pool)
+    capacity = plan.size or 0
+    if plan.source:
+        details = images.check_source(plan.source, fmt=plan.source_format)
+        capacity = max(capacity, details["virtual_size"] or 0)
+    mib = -(-capacity // MIB)
+    with pools.libvirt_errors(f"storage pool {plan.volume_pool}"):
+        if plan.volume in pool.listVolumes():
+            raise AlreadyExists(f"disk {plan.name!r}: volume {plan.volume} is already in storage pool "
+                                f"{plan.volume_pool} (left from another VM?); remove it or choose another name")
+    with pools.libvirt_errors(f"creating volume {plan.volume_pool}/{plan.volume}"):
+        vol = pool.createXML(volume_xml(plan.volume, mib, mib), 0)
+    undo.push(f"volume {plan.volume_pool}/{plan.volume}", _delete_quietly, vol)
+    plan.path = vol.path()
+    if plan.source:
+        cmd.run([images.QEMU_IMG, "convert", "-n", "-f", details["format"], "-O", "raw", plan.source, plan.path],
+                timeout=3600)
+
+
+def owned_volumes(conn, vm_name, disk_paths):
+    """The pool volumes among ``disk_paths`` that ``virt.init`` made for ``vm_name`` (their names
+    start with ``<vm>-``, as it names disks in pools); pools are refreshed first so that files
+    made in a pool's directory are known as volumes."""
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        with contextlib.suppress(libvirt.libvirtError):
+            pool.refresh(0)
+    found = []
+    for path in disk_paths:
+        try:
+            vol = conn.storageVolLookupByPath(path)
+        except libvirt.libvirtError:
+            continue
+        if vol.name().startswith(f"{vm_name}-"):
+            found.append(vol)
+    return found
