@@ -245,3 +245,6 @@ def test_volume_defined_is_idempotent_and_refuses_another_format(states, host):
     assert ret["result"] is False and "different backing store or format" in ret["comment"]
     ret = states.volume_defined("nosuch", "d.qcow2", 8)
     assert ret["result"] is False and "storage pool nosuch is not defined" in ret["comment"]
+    # test=True: a pool an earlier state of the same run would define is no error.
+    states.__opts__["test"] = True
+    assert states.volume_defined("nosuch", "d.qcow2", 8)["result"] is None

@@ -230,8 +230,10 @@ def infos(conn, pool_name=None, name=None):
 
 # ---------------------------------------------------------------------------- VM disks in pools
 
-#: Pools whose volumes are block devices a VM disk can use as they are.
-BLOCK_POOLS = ("logical", "disk", "iscsi", "iscsi-direct", "scsi", "mpath")
+#: Pools whose volumes are block devices a VM disk can use as they are, named freely (a
+#: ``disk`` pool's volumes must be named after their partitions; iSCSI/SCSI/multipath pools
+#: cannot make volumes).
+BLOCK_POOLS = ("logical",)
 
 
 def disk_pool(conn, name, policy):
