@@ -248,3 +248,40 @@ def test_volume_defined_is_idempotent_and_refuses_another_format(states, host):
     # test=True: a pool an earlier state of the same run would define is no error.
     states.__opts__["test"] = True
     assert states.volume_defined("nosuch", "d.qcow2", 8)["result"] is None
+
+
+def test_vm_disks_in_a_pool_of_block_volumes_are_made_through_libvirt_and_undone(conn, host):
+    from saltvirt import provision
+    from saltvirt.storage import paths, volumes
+
+    policy = paths.PoolPolicy(str(host / "images"), allowed_targets=[str(host / "pools")],
+                              allowed_source_names=["lab_*"])
+    conn.storagePoolDefineXML("<pool type='logical'><name>lvm</name><source><name>lab_vg</name></source>"
+                              "<target><path>/dev/lab_vg</path></target></pool>").create()
+    virt.pool_define("files", "dir", target=str(host / "pools" / "files"))
+    assert volumes.disk_pool(conn, "files", policy) == ("dir", str(host / "pools" / "files"))
+    assert volumes.disk_pool(conn, "lvm", policy) == ("volume", "lvm")
+    conn.storagePoolDefineXML("<pool type='logical'><name>hostvg</name><source><name>vg0</name></source>"
+                              "<target><path>/dev/vg0</path></target></pool>").create()
+    with pytest.raises(Exception, match="source name vg0 .* is not one of"):
+        volumes.disk_pool(conn, "hostvg", policy)
+    conn.storagePoolDefineXML("<pool type='dir'><name>off</name><target><path>/x</path></target></pool>")
+    with pytest.raises(Exception, match="storage pool off is not running: start it"):
+        volumes.disk_pool(conn, "off", policy)
+
+    (plan,) = provision.plan_disks("web1", [{"name": "data", "size": 8 * 2**20, "volume_pool": "lvm"}], "/srv/img")
+    assert (plan.volume_pool, plan.volume, plan.format) == ("lvm", "web1-data", "raw")
+    with pytest.raises(Exception, match="overlay_image needs a directory pool"):
+        provision.plan_disks("web1", [{"name": "s", "volume_pool": "lvm", "image": "/i.qcow2", "overlay_image": True}],
+                             "/srv/img", formats={"/i.qcow2": "qcow2"})
+    undo = provision.Undo()
+    provision.build_disks([plan], undo, conn=conn)
+    assert plan.path == "/dev/lab_vg/web1-data" and virt.pool_list_volumes("lvm") == ["web1-data"]
+    disk = plan.to_disk()
+    assert (disk.type, disk.source_dev, disk.source) == ("block", "/dev/lab_vg/web1-data", None)
+    assert [v.name() for v in volumes.owned_volumes(conn, "web1", [plan.path])] == ["web1-data"]
+    assert volumes.owned_volumes(conn, "web", [plan.path]) == []  # another VM's name: not its volume
+    with pytest.raises(Exception, match="volume web1-data is already in storage pool lvm"):
+        provision.build_disks([provision.plan_disks("web1", [{"name": "data", "size": 1, "volume_pool": "lvm"}],
+                                                    "/srv/img")[0]], provision.Undo(), conn=conn)
+    assert undo.run() == [] and virt.pool_list_volumes("lvm") == []  # whole or nothing
