@@ -12,19 +12,11 @@ import binascii
 import contextlib
 import xml.etree.ElementTree as ET  # noqa: S405 (libvirt's own XML, or ours)
 
-from saltvirt.connection import libvirt
+from saltvirt.connection import libvirt, libvirt_errors
 from saltvirt.errors import AlreadyExists, InvalidArgument, NotFound, VirtError, libvirt_message
 from saltvirt.storage import poolxml
 
 STATES = ("inactive", "building", "running", "degraded", "inaccessible")
-
-
-@contextlib.contextmanager
-def libvirt_errors(what):
-    try:
-        yield
-    except libvirt.libvirtError as exc:
-        raise VirtError(f"{what}: {libvirt_message(exc)}") from exc
 
 
 def lookup(conn, name):
