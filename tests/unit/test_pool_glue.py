@@ -285,3 +285,17 @@ def test_vm_disks_in_a_pool_of_block_volumes_are_made_through_libvirt_and_undone
         provision.build_disks([provision.plan_disks("web1", [{"name": "data", "size": 1, "volume_pool": "lvm"}],
                                                     "/srv/img")[0]], provision.Undo(), conn=conn)
     assert undo.run() == [] and virt.pool_list_volumes("lvm") == []  # whole or nothing
+
+
+def test_virt_update_refuses_disks_in_a_pool_of_block_volumes(conn, host):
+    from saltvirt.provision import change
+    from saltvirt.provision.spec import UpdateSpec
+
+    conn.storagePoolDefineXML("<pool type='logical'><name>lvm</name><source><name>lab_vg</name></source>"
+                              "<target><path>/dev/lab_vg</path></target></pool>").create()
+    conn.defineXML("<domain type='test'><name>web1</name><memory>131072</memory><vcpu>1</vcpu>"
+                   "<os><type>hvm</type></os></domain>")
+    spec = UpdateSpec.from_kwargs("virt.update", name="web1", disks=[{"name": "data", "pool": "lvm", "size": 8}])
+    with pytest.raises(Exception, match="virt.update does not manage disks in pool lvm of block volumes yet"):
+        change.update_vm(conn, spec, virt._settings())
+    assert virt.pool_list_volumes("lvm") == []

@@ -87,6 +87,11 @@ def update_vm(conn, spec, settings):
     with contextlib.ExitStack() as stack:
         if want.disks:
             want.disks = sources.check_disk_files(settings, conn, want.disks, roots, formats)
+            for disk in want.disks:
+                if disk.get("volume_pool"):
+                    raise InvalidArgument(f"disk {disk['name']!r}: virt.update does not manage disks in pool "
+                                          f"{disk['volume_pool']} of block volumes yet (virt.init does): use "
+                                          "a directory pool")
             stack.enter_context(sources.image_locks(settings, [d.get("image") for d in want.disks]))
         config, running = dommod.Domain.from_xml(vmops.secure_xml(dom, inactive=True)), None
         if dom.isActive():
