@@ -114,6 +114,9 @@ def test_vm_disks_in_a_pool_named_by_its_name(virt, pool, vm_name, libvirt_conn)
     assert ret["disks"]["vdb"]["file"] == data and os.path.isfile(data)
     virt.pool_refresh(name)
     assert virt.volume_infos(name)[name][f"{vm_name}-data.qcow2"]["used_by"] == [vm_name]
+    # The same disks again (as virt.running/virt.defined do): nothing to change.
+    again = virt.update(vm_name, disks=[{"name": "data", "pool": name, "size": 16}], test=True)
+    assert again["changes"] == [] or again["changes"] == {}, again
     purged = virt.purge(vm_name)
     assert data in purged["removed"] and os.listdir(target) == []
     assert virt.pool_list_volumes(name) == []
