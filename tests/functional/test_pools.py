@@ -116,7 +116,7 @@ def test_vm_disks_in_a_pool_named_by_its_name(virt, pool, vm_name, libvirt_conn)
     assert virt.volume_infos(name)[name][f"{vm_name}-data.qcow2"]["used_by"] == [vm_name]
     # The same disks again (as virt.running/virt.defined do): nothing to change.
     again = virt.update(vm_name, disks=[{"name": "data", "pool": name, "size": 16}], test=True)
-    assert again["changes"] == [] or again["changes"] == {}, again
+    assert again["changes"] == {} and again["comment"] == f"{vm_name} is up to date", again
     purged = virt.purge(vm_name)
     assert data in purged["removed"] and os.listdir(target) == []
     assert virt.pool_list_volumes(name) == []
