@@ -8,7 +8,7 @@ import os
 import uuid
 
 import pytest
-from salt.exceptions import SaltInvocationError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 
 def _sha(path, length=None):
@@ -120,3 +120,38 @@ def test_vm_disks_in_a_pool_named_by_its_name(virt, pool, vm_name, libvirt_conn)
     purged = virt.purge(vm_name)
     assert data in purged["removed"] and os.listdir(target) == []
     assert virt.pool_list_volumes(name) == []
+
+
+def test_a_password_becomes_the_pools_own_secret_and_goes_with_it(virt, libvirt_conn):
+    import libvirt
+
+    name = f"svtest-iscsi-{uuid.uuid4().hex[:6]}"
+    usage = f"pool_{name}"
+    iscsi = {"source_hosts": ["127.0.0.1"], "source_devices": ["iqn.2013-06.com.example:x"]}
+    try:
+        # libvirt refuses an iSCSI pool without a target: the secret made for it goes too.
+        with pytest.raises(CommandExecutionError, match="missing storage pool target path"):
+            virt.pool_define(name, "iscsi", source_auth={"username": "u", "password": "s3cret"}, start=False, **iscsi)
+        with pytest.raises(libvirt.libvirtError):
+            libvirt_conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage)
+        assert virt.pool_define(name, "iscsi", target="/dev/disk/by-path", start=False,
+                                source_auth={"username": "u", "password": "s3cret"}, **iscsi) is True
+        secret = libvirt_conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage)
+        assert secret.usageID() == usage  # private: libvirt never gives its value back
+        xml = virt.pool_get_xml(name)
+        assert f"usage='{usage}'" in xml and "s3cret" not in xml
+        # The same settings: unchanged (the password, which cannot be compared, is set again).
+        assert virt.pool_update(name, "iscsi", target="/dev/disk/by-path",
+                                source_auth={"username": "u", "password": "n3w"}, **iscsi) is False
+        same = libvirt_conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage)
+        assert same.UUIDString() == secret.UUIDString()
+        assert virt.pool_undefine(name) is True
+        with pytest.raises(libvirt.libvirtError):
+            libvirt_conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage)
+    finally:
+        if name in virt.list_pools():
+            libvirt_conn.storagePoolLookupByName(name).undefine()
+        try:
+            libvirt_conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage).undefine()
+        except libvirt.libvirtError:
+            pass

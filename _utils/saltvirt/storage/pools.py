@@ -106,8 +106,8 @@ def _set_secret(conn, spec, test):
         try:
             secret = conn.secretLookupByUsage(usage_type, usage)
         except libvirt.libvirtError:
-            usage_tag = "name" if spec.ptype == "rbd" else "target"
-            kind = poolxml.SECRET_TYPES[spec.ptype]
+            # libvirt's secret usage types are ceph and iscsi (the pool's auth type is chap).
+            usage_tag, kind = ("name", "ceph") if spec.ptype == "rbd" else ("target", "iscsi")
             xml = (f"<secret ephemeral='no' private='yes'><description>Passphrase of storage pool "
                    f"{spec.name}</description><usage type='{kind}'><{usage_tag}>{usage}</{usage_tag}></usage>"
                    "</secret>")
