@@ -143,10 +143,17 @@ def test_a_dir_pool_by_states_holds_a_booting_vm_and_goes_away(lab, sls, dir_poo
     assert same.returncode == 0, same.stdout + same.stderr
     assert _call(lab, "virt.volume_delete", name, "copy.img") is True
 
-    # A VM whose system disk is in the pool, named by the pool's name: it boots and writes to it.
+    # A VM whose system disk is in the pool, named by the pool's name. Whole or nothing first:
+    # seeding fails (the lab's seed_cmds lists test.arg, which does not seed), and the disk
+    # made in the pool is removed again.
+    disk = f"{target}/{vm}-system.qcow2"
+    failed = lab.run("salt", HOST, "virt.init", vm, "1", "128", "salt://centos.qcow2",
+                     f"disks=[{{name: system, pool: {name}}}]", "seed_cmd=test.arg", timeout=300, check=False)
+    assert failed.returncode != 0 and vm not in lab.domains(HOST), failed.stdout
+    assert lab.hv(HOST, "ls", target).stdout.split() == ["data.qcow2"]
+    # Then it boots from the disk in the pool and writes to it.
     lab.run("salt", HOST, "virt.init", vm, "1", "128", "salt://centos.qcow2",
             f"disks=[{{name: system, pool: {name}}}]", timeout=300)
-    disk = f"{target}/{vm}-system.qcow2"
     assert _call(lab, "virt.get_disks", vm)["vda"]["file"] == disk
     lab.wait_serial(HOST, vm, r"SALTVIRT-DISK-WRITE ok", timeout=120)
     _call(lab, "virt.pool_refresh", name)
