@@ -3,9 +3,11 @@ States of salt-virt (``virt.*``).
 
 ``virt.keys`` writes the libvirt TLS files (thin glue over :mod:`saltvirt.pki.tlsfiles`). The VM
 states (``virt.defined``, ``virt.running``, ``virt.stopped``, ``virt.powered_off``,
-``virt.rebooted``, ``virt.snapshot``) and the network states (``virt.network_defined``,
-``virt.network_running``) call the ``virt`` execution module, so that a state and the command
-it stands for behave the same, ``test=True`` included. See ``docs/states.rst``.
+``virt.rebooted``, ``virt.snapshot``), the network states (``virt.network_defined``,
+``virt.network_running``) and the storage states (``virt.pool_defined``, ``virt.pool_running``,
+``virt.pool_deleted``, ``virt.volume_defined``) call the ``virt`` execution module, so that a
+state and the command it stands for behave the same, ``test=True`` included. See
+``docs/states.rst`` and ``docs/storage.rst``.
 """
 
 import fnmatch
