@@ -11,11 +11,17 @@ Enable it on each hypervisor minion (``/etc/salt/minion.d/libvirt_events.conf``)
           uri: qemu:///system              # default: virt:connection:uri, else qemu:///system
           tag_prefix: salt/engines/libvirt_events
           filters: [lifecycle, reboot, block_job, job_completed, watchdog]   # default: all
+          definitions: True                # attach the VM's definition to defined/undefined/
+                                           # started/stopped events (for virt.remember)
 
 Each event reaches the master under
 ``salt/engines/libvirt_events/<uri>/domain/<vm>/<event>`` (``qemu:///system`` ->
 ``qemu/system``), e.g. ``.../qemu/system/domain/web1/stopped`` with
-``{"event": "stopped", "detail": "destroyed", "domain": {"name", "id", "uuid"}, "uri"}``.
+``{"event": "stopped", "detail": "destroyed", "domain": {"name", "id", "uuid"}, "uri"}``;
+``defined``, ``undefined``, ``started`` and ``stopped`` also carry ``definition``: the VM's
+persistent XML (without console passwords), state and autostart, and ``seen`` (the
+hypervisor's time), which the reactor ``salt://virt/reactor/remember.sls`` hands to
+``salt-run virt.remember`` so that the master keeps its copy without asking the hypervisor.
 When libvirtd restarts the engine reconnects and fires ``.../connection/lost`` then
 ``.../connection/open``. See ``docs/operations.rst`` for the event names and a reactor.
 """
@@ -27,6 +33,7 @@ import salt.utils.event
 try:
     from saltvirt import connection as virtconn
     from saltvirt import events as vevents
+    from saltvirt.domain import vmops
 
     HAS_SALTVIRT = True
 except ImportError as _exc:
@@ -46,7 +53,8 @@ def __virtual__():
     return __virtualname__
 
 
-def start(uri=None, tag_prefix="salt/engines/libvirt_events", filters=None, retry=1, retry_max=30):
+def start(uri=None, tag_prefix="salt/engines/libvirt_events", filters=None, retry=1, retry_max=30,
+          definitions=True):
     """
     Watch libvirt at ``uri`` and fire its domain events until the minion stops.
     """
@@ -68,6 +76,9 @@ def start(uri=None, tag_prefix="salt/engines/libvirt_events", filters=None, retr
         auth = conf.get("auth") if isinstance(conf.get("auth"), dict) else {}
         return virtconn.connect(target, auth.get("username"), auth.get("password"))
 
+    def describe(conn, name):
+        return vmops.definitions(conn, name).get(name)
+
     watcher = vevents.Watcher(uri, fire, prefix=tag_prefix, filters=filters, connect=connect,
-                              retry=retry, retry_max=retry_max)
+                              retry=retry, retry_max=retry_max, describe=describe if definitions else None)
     watcher.run()

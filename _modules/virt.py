@@ -23,6 +23,10 @@ Configuration (all optional)::
       nic: {<profile>: [...]}      # NIC profiles, see saltvirt.provision.profiles
       disk: {<profile>: [...]}     # disk profiles
       tunnel: False                # migrate through the libvirt daemons' TLS connection
+      domain_xml:                  # what define_xml_* / create_xml_* accept (docs/security.rst)
+        firmware_roots: [/usr/share/OVMF, ...]
+        devices: [/dev/urandom, ...]
+        allow: []                  # hostdev, qemu_namespace, seclabel, executables, interface:direct...
 """
 
 import logging
@@ -42,7 +46,7 @@ try:
     from saltvirt import console as vconsole
     from saltvirt import progress as vprogress
     from saltvirt import settings as vsettings
-    from saltvirt.domain import snapshots, stats, vmops
+    from saltvirt.domain import definexml, snapshots, stats, vmops
     from saltvirt.domain import update as vupdate
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
     from saltvirt.host import capabilities as hostcaps
@@ -113,6 +117,8 @@ def _connection(kwargs):
 
 
 _salt_errors = saltglue.salt_errors if HAS_SALTVIRT else None
+# The classic name of a function's first argument (vm_ or name) as a keyword; unknown keywords refused.
+_classic = saltglue.classic_args if HAS_SALTVIRT else (lambda *_a, **_k: (lambda func: func))
 
 
 def _domain_call(name, action, kwargs, **extra):
@@ -155,9 +161,26 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
     name
         Domain name (letters, digits, ``_.+-``; at most 64 characters). Classic name: ``vm_``.
     cpu
-        Number of vCPUs.
+        Number of vCPUs, or the classic dict (``topology: {sockets, cores, threads}``,
+        ``model``, ``mode``, ``features``, ``numa``, ``current``/``maximum``...; see
+        ``docs/hardware.rst``).
     mem
-        Memory in MiB.
+        Memory in MiB, a size such as ``1g``, or the classic dict (``boot``, ``current``,
+        ``max``/``slots``, ``hard_limit``, ``soft_limit``, ``hugepages``...).
+    numatune
+        ``{memory: {mode, nodeset}, memnodes: {cell: {mode, nodeset}}}``.
+    serials / consoles
+        Lists of ``{type: pty|tcp|file|unix, ...}`` (``port``, ``host``, ``protocol`` for
+        tcp; ``path`` under ``virt:attach_roots`` for file/unix). Serial port 0 always logs
+        to ``/var/log/libvirt/qemu/<name>-serial.log``; consoles other than port 0's alias
+        are virtio.
+    host_devices
+        Node device names (``virt.node_devices``) to pass through; only those the operator
+        allows in ``virt:host_devices:allowed`` (default none).
+    cloud_init
+        ``{user_data, meta_data, network_config}`` added to the cidata seed ISO, merged with
+        the minion's seeding (which keeps the id, master and keys; see ``docs/seeding.rst``).
+        Defaults: ``virt:cloud_init``.
     image
         Disk image for the first (system) disk: ``salt://path``, ``http(s)://url`` (with
         optional ``image_hash=sha256=...``) or an absolute path on the hypervisor. It is
@@ -233,6 +256,8 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
             enable_qcow=True start=False
         salt 'hypervisor1' virt.init web1 1 1024 image=salt://centos.qcow2 enable_vnc=True
         salt 'hypervisor1' virt.init web2 1 1024 image=salt://centos.qcow2 graphics='{type: vnc, password: True}'
+        salt 'hypervisor1' virt.init web3 '{topology: {sockets: 1, cores: 2}}' '{boot: 1g, current: 768m}' \
+            image=salt://centos.qcow2 serials='[{type: tcp, port: 4555, protocol: telnet}]'
     """
     with _salt_errors():
         spec = VmSpec.from_kwargs("virt.init", name=name, cpu=cpu, mem=mem, image=image, **kwargs)
@@ -251,6 +276,7 @@ def _lifecycle_call(action, name, kwargs):
         return getattr(lifecycle, action)(conn, name, _settings())
 
 
+@_classic("vm_")
 def start(name, **kwargs):
     """
     Start a defined domain. A VM's cidata seed (which holds its minion key) serves its first
@@ -327,6 +353,7 @@ def unseed(name, **kwargs):
     return _lifecycle_call("unseed", name, kwargs)
 
 
+@_classic("vm_")
 def stop(name, timeout=0, **kwargs):
     """
     Shut a domain down cleanly (ACPI power button); ``timeout`` seconds to wait for it.
@@ -346,6 +373,7 @@ def stop(name, timeout=0, **kwargs):
             "status": status}
 
 
+@_classic("vm_")
 def shutdown(name, **kwargs):
     """
     Alias of :func:`stop` (virsh's word).
@@ -359,6 +387,7 @@ def shutdown(name, **kwargs):
     return stop(name, **kwargs)
 
 
+@_classic("vm_")
 def force_off(name, **kwargs):
     """
     Pull the plug: stop a domain immediately (virsh destroy).
@@ -372,6 +401,7 @@ def force_off(name, **kwargs):
     return {"name": name, "destroyed": _domain_call(name, "destroy", kwargs)}
 
 
+@_classic("vm_")
 def destroy(name, **kwargs):
     """
     Alias of :func:`force_off` (virsh's word; the domain stays defined).
@@ -385,6 +415,7 @@ def destroy(name, **kwargs):
     return force_off(name, **kwargs)
 
 
+@_classic("vm_")
 def reboot(name, **kwargs):
     """
     Ask the guest to reboot.
@@ -398,6 +429,7 @@ def reboot(name, **kwargs):
     return {"name": name, "rebooted": _domain_call(name, "reboot", kwargs)}
 
 
+@_classic("vm_")
 def reset(name, **kwargs):
     """
     Hard-reset a running domain (like the reset button).
@@ -411,6 +443,7 @@ def reset(name, **kwargs):
     return {"name": name, "reset": _domain_call(name, "reset", kwargs)}
 
 
+@_classic("vm_")
 def pause(name, **kwargs):
     """
     Pause (suspend) a running domain.
@@ -424,6 +457,7 @@ def pause(name, **kwargs):
     return {"name": name, "paused": _domain_call(name, "suspend", kwargs)}
 
 
+@_classic("vm_")
 def resume(name, **kwargs):
     """
     Resume a paused domain.
@@ -437,6 +471,7 @@ def resume(name, **kwargs):
     return {"name": name, "resumed": _domain_call(name, "resume", kwargs)}
 
 
+@_classic("vm_")
 def undefine(name, **kwargs):
     """
     Remove a stopped domain's definition (its disks stay; see :func:`purge`).
@@ -450,13 +485,16 @@ def undefine(name, **kwargs):
     return {"name": name, "undefined": _domain_call(name, "undefine", kwargs)}
 
 
-def purge(name, **kwargs):
+@_classic("vm_")
+def purge(name, dirs=False, removables=False, **kwargs):
     """
     Destroy and undefine a domain and delete the disks ``virt.init`` created for it
     (the files in ``virt:images/<name>/``, and its ``<name>-<disk>`` volumes in libvirt
     pools). Base images, operator-supplied disks and ISOs
     elsewhere are never deleted. If one of its own disks has become the base of another
     image (or is a disk of another domain), nothing is done and the users are named.
+    The classic ``dirs`` and ``removables`` are accepted and have no effect (the VM's own
+    directory goes, with its seed ISO; nothing else is ever removed).
 
     CLI Example:
 
@@ -467,6 +505,7 @@ def purge(name, **kwargs):
     return _lifecycle_call("purge", name, kwargs)
 
 
+@_classic("vm_")
 def set_autostart(name, state="on", **kwargs):
     """
     Turn autostart of a domain ``on`` or ``off``.
@@ -481,9 +520,11 @@ def set_autostart(name, state="on", **kwargs):
     return {"name": name, "autostart": _domain_call(name, "set_autostart", kwargs, enabled=enabled)}
 
 
-def setmem(name, memory, **kwargs):
+@_classic("vm_")
+def setmem(name, memory, config=None, **kwargs):
     """
-    Set a domain's memory in MiB (persistent; also live when running and possible).
+    Set a domain's memory in MiB (persistent; also live when running and possible). The
+    classic ``config`` is accepted; the definition always changes.
 
     CLI Example:
 
@@ -494,9 +535,11 @@ def setmem(name, memory, **kwargs):
     return {"name": name, "memory": int(memory), "set": _domain_call(name, "setmem", kwargs, memory_mib=memory)}
 
 
-def setvcpus(name, vcpus, **kwargs):
+@_classic("vm_")
+def setvcpus(name, vcpus, config=None, **kwargs):
     """
-    Set a stopped domain's vCPU count.
+    Set a stopped domain's vCPU count. The classic ``config`` is accepted; the definition
+    always changes.
 
     CLI Example:
 
@@ -523,7 +566,11 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
     models; a reboot inside the guest is not enough, the VM must be stopped and started).
 
     cpu / mem
-        vCPUs; memory in MiB.
+        vCPUs; memory in MiB (or a size); or the classic dicts of ``virt.init``, compared on
+        the keys given and applied on next boot.
+    numatune / serials / consoles / host_devices
+        As for ``virt.init``, applied on next boot. ``serials``, ``consoles`` and
+        ``host_devices`` are the whole lists (``[]``: none besides the logged serial port 0).
     disk / disks
         Disk profile and disks as for ``virt.init``. Disks not there yet are created in
         ``virt:images/<name>/`` (or their ``pool``) and attached; existing disks are never
@@ -553,6 +600,7 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
         salt hypervisor1 virt.update centos1 mem=1024
         salt hypervisor1 virt.update centos1 cpu=2 test=True
         salt hypervisor1 virt.update centos1 disks='[{name: data, size: 4096}]'
+        salt hypervisor1 virt.update centos1 cpu='{topology: {sockets: 1, cores: 2, threads: 1}}'
     """
     with _salt_errors():
         spec = UpdateSpec.from_kwargs(
@@ -576,13 +624,7 @@ def pending_changes(name, **kwargs):
         salt hypervisor1 virt.pending_changes centos1
     """
 
-    def _pending(conn):
-        dom = vmops.lookup(conn, name)
-        if not dom.isActive():
-            return []
-        return vupdate.pending(vmops.model(dom), vmops.model(dom, inactive=True))
-
-    return _with_conn(kwargs, _pending)
+    return _with_conn(kwargs, lambda conn: vupdate.pending_of(vmops.lookup(conn, name)))
 
 
 def snapshot(domain, name=None, suffix=None, **kwargs):
@@ -621,6 +663,122 @@ def list_snapshots(domain=None, **kwargs):
         return {d: snapshots.names(vmops.lookup(conn, d)) for d in doms}
 
     return _with_conn(kwargs, _list)
+
+
+@_classic("vm_")
+def revert_snapshot(name, vm_snapshot=None, cleanup=False, test=False, **kwargs):
+    """
+    Revert domain ``name`` to snapshot ``vm_snapshot`` (default: the one the current snapshot
+    was taken after). Its disks, and for a snapshot of a running domain its memory and
+    running state, come back as they were. ``cleanup=True`` deletes the snapshots taken after
+    it. Returns ``{reverted, deleted}`` (``deleted``: names, or ``"N/A"`` without cleanup);
+    ``test=True`` returns what would be done and changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.revert_snapshot centos1 before-upgrade
+        salt hypervisor1 virt.revert_snapshot centos1 cleanup=True
+    """
+    return _with_conn(kwargs, lambda conn: snapshots.revert(vmops.lookup(conn, name), vm_snapshot, bool(cleanup),
+                                                            bool(test)))
+
+
+def delete_snapshots(name, *names, **kwargs):
+    """
+    Delete snapshots of domain ``name``: the ones named, or all of them with ``all=True``. An
+    unknown name deletes nothing. Returns ``{available: {name: [descriptions] or "N/A"},
+    deleted: {snapshot: description}}`` (description: ``name``, ``created``, ``running``,
+    ``current``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.delete_snapshots centos1 before-upgrade
+        salt hypervisor1 virt.delete_snapshots centos1 all=True
+    """
+    everything = bool(kwargs.pop("all", False))
+    with _salt_errors():
+        saltglue.refuse_unknown("virt.delete_snapshots", kwargs, ("all",))
+    return _with_conn(kwargs, lambda conn: snapshots.delete(vmops.lookup(conn, name), names, everything))
+
+
+# --------------------------------------------------------------------------- domains from XML
+
+
+def _xml_call(function, kwargs, func, *args, **extra):
+    """``func(conn, settings, *args, **extra)``; only the connection arguments besides."""
+    with _salt_errors():
+        saltglue.refuse_unknown(function, kwargs)
+        settings = _settings()
+        with _connection(kwargs) as conn:
+            return func(conn, settings, *args, **extra)
+
+
+def define_xml_str(xml, **kwargs):
+    """
+    Define a persistent domain from its libvirt XML. Returns True.
+
+    The XML is checked first (``docs/security.rst``): every host file or device it names must
+    lie under this hypervisor's roots (``virt:attach_roots`` and libvirt pools' directories for
+    writable files, plus ``virt:image_roots`` for read-only ones, plus
+    ``virt:domain_xml:firmware_roots`` for firmware), no writable disk may be another
+    domain's, and host device passthrough, ``<qemu:commandline>``, interface scripts, custom
+    security labels and interfaces other than ``bridge``/``network`` are refused unless
+    ``virt:domain_xml:allow`` lists them. A refusal names every problem and defines nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.define_xml_str "$(cat web1.xml)"
+    """
+    return _xml_call("virt.define_xml_str", kwargs, definexml.apply, xml)
+
+
+def define_xml_path(path, **kwargs):
+    """
+    Define a persistent domain from the XML file ``path`` on the hypervisor, checked as for
+    :func:`define_xml_str`. The file must lie under ``virt:attach_roots``, ``virt:image_roots``
+    or a pool's directory; errors never quote its content. Returns True.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.define_xml_path /var/lib/libvirt/images/web1.xml
+    """
+    return _xml_call("virt.define_xml_path", kwargs, definexml.apply_file, path)
+
+
+def create_xml_str(xml, **kwargs):
+    """
+    Start a transient domain (gone when it stops) from its libvirt XML, checked as for
+    :func:`define_xml_str`. Returns True.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.create_xml_str "$(cat scratch.xml)"
+    """
+    return _xml_call("virt.create_xml_str", kwargs, definexml.apply, xml, transient=True)
+
+
+def create_xml_path(path, **kwargs):
+    """
+    Start a transient domain from the XML file ``path`` on the hypervisor, checked as for
+    :func:`define_xml_path`. Returns True.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.create_xml_path /var/lib/libvirt/images/scratch.xml
+    """
+    return _xml_call("virt.create_xml_path", kwargs, definexml.apply_file, path, transient=True)
 
 
 # --------------------------------------------------------------------------- inventory
@@ -670,6 +828,7 @@ def list_inactive_vms(**kwargs):
     return _with_conn(kwargs, vmops.list_domains, False)
 
 
+@_classic("name")
 def vm_info(vm_=None, **kwargs):
     """
     Everything about one domain (or all): cpu, memory (KiB), state, graphics with the live
@@ -704,6 +863,7 @@ def vm_info(vm_=None, **kwargs):
     return _with_conn(kwargs, _info)
 
 
+@_classic("name")
 def vm_state(vm_=None, **kwargs):
     """
     State of one domain (or all): ``{name: running|shutoff|paused|...}``.
@@ -840,6 +1000,7 @@ def migrate_survey(name, **kwargs):
     return _with_conn(kwargs, _survey)
 
 
+@_classic("name")
 def get_graphics(vm_, show_password=False, seal_to=None, **kwargs):
     """
     Graphics consoles of a domain (type, listen, host, live port, ``password_set``).
@@ -875,6 +1036,7 @@ def get_graphics(vm_, show_password=False, seal_to=None, **kwargs):
     return _with_conn(kwargs, _graphics_of)
 
 
+@_classic("name")
 def console_info(vm_, **kwargs):
     """
     How to reach a domain's consoles from elsewhere: the domain's state, this hypervisor's
@@ -901,6 +1063,7 @@ def console_info(vm_, **kwargs):
     return _with_conn(kwargs, _console)
 
 
+@_classic("name")
 def get_disks(vm_, **kwargs):
     """
     Disks of a domain keyed by target (file, format, size, backing chain).
@@ -914,6 +1077,7 @@ def get_disks(vm_, **kwargs):
     return vm_info(vm_, **kwargs)[vm_]["disks"]
 
 
+@_classic("name")
 def get_nics(vm_, **kwargs):
     """
     NICs of a domain keyed by MAC address (type, source, model, tap device).
@@ -927,6 +1091,7 @@ def get_nics(vm_, **kwargs):
     return vm_info(vm_, **kwargs)[vm_]["nics"]
 
 
+@_classic("name")
 def get_xml(vm_, inactive=False, **kwargs):
     """
     The domain's XML as libvirt has it (``inactive=True``: the persistent definition).
@@ -985,6 +1150,7 @@ def _xml_of(vm_, kwargs):
     return _with_conn(kwargs, lambda conn: vmops.lookup(conn, vm_).XMLDesc(0))
 
 
+@_classic("name")
 def get_macs(vm_, **kwargs):
     """
     The MAC addresses of a domain's network interfaces, as a list in device order.
@@ -999,6 +1165,7 @@ def get_macs(vm_, **kwargs):
         return stats.macs(_xml_of(vm_, kwargs))
 
 
+@_classic("name")
 def get_loader(vm_, **kwargs):
     """
     The firmware loader of a domain: ``path`` (the string ``"None"`` when it boots the default
@@ -1014,6 +1181,7 @@ def get_loader(vm_, **kwargs):
         return stats.loader(_xml_of(vm_, kwargs))
 
 
+@_classic("name")
 def vm_cputime(vm_=None, **kwargs):
     """
     CPU time of one domain (or of every domain): ``{name: {cputime, cputime_percent}}``.
@@ -1035,6 +1203,7 @@ def vm_cputime(vm_=None, **kwargs):
     return _with_conn(kwargs, _cputime)
 
 
+@_classic("name")
 def vm_netstats(vm_=None, **kwargs):
     """
     Network counters of one domain (or of every domain), summed over its interfaces:
@@ -1051,6 +1220,7 @@ def vm_netstats(vm_=None, **kwargs):
     return _with_conn(kwargs, lambda conn: stats.per_domain(conn, vm_, stats.netstats))
 
 
+@_classic("name")
 def vm_diskstats(vm_=None, **kwargs):
     """
     Block counters of one domain (or of every running domain), summed over its disks:
@@ -1066,6 +1236,7 @@ def vm_diskstats(vm_=None, **kwargs):
     return _with_conn(kwargs, lambda conn: stats.per_domain(conn, vm_, stats.diskstats, active_only=True))
 
 
+@_classic("name")
 def ctrl_alt_del(vm_, **kwargs):
     """
     Press Ctrl+Alt+Del in a running domain's console. True when the keys were sent.
@@ -1079,6 +1250,7 @@ def ctrl_alt_del(vm_, **kwargs):
     return _with_conn(kwargs, lambda conn: stats.send_ctrl_alt_del(vmops.lookup(conn, vm_)))
 
 
+@_classic("name")
 def migrate_start_postcopy(vm_, **kwargs):
     """
     Switch a domain's live migration, in progress and started with post-copy allowed
@@ -1391,6 +1563,7 @@ def migrate_in(name, facts, source, dest=None, copy_storage=None, offline=False,
     return result
 
 
+@_classic("vm_", strict=False)
 def migrate(name, target, offline=False, copy_storage=None, migrate_disks=None, unsafe=False, probe=None,
             progress_tag=None, **kwargs):
     """

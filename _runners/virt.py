@@ -765,13 +765,18 @@ def drain(host, test=False, parallel=None, shutoff="leave", settle=None):
 
 
 @_clean_errors
-def remember(host=None, name=None):
+def remember(host=None, name=None, definition=None):
     """
     Refresh the master's copy of the VMs' definitions and locations (what ``virt.evacuate``
     restarts a dead hypervisor's VMs from): of every hypervisor, of ``host`` only, or of VM
     ``name`` on ``host``. Run it from a schedule, or let the reactor
     ``salt://virt/reactor/remember.sls`` run it on the libvirt_events engine's events
     (``docs/operations.rst``). Console passwords are never part of the copy.
+
+    definition
+        Set by that reactor: what the engine attached to the event of ``host`` (the VM's
+        definition and the hypervisor's time, or only the time once it is gone). It is stored
+        without asking the hypervisor again; an event older than the copy kept is ignored.
 
     CLI Example:
 
@@ -780,7 +785,7 @@ def remember(host=None, name=None):
         salt-run virt.remember
         salt-run virt.remember host=hypervisor1 name=web1
     """
-    out, errors = fleet_ops.remember(_fleet(), host, name)
+    out, errors = fleet_ops.remember(_fleet(), host, name, definition)
     return _with_errors(out, errors)
 
 

@@ -3,11 +3,12 @@ States of salt-virt (``virt.*``).
 
 ``virt.keys`` writes the libvirt TLS files (thin glue over :mod:`saltvirt.pki.tlsfiles`). The VM
 states (``virt.defined``, ``virt.running``, ``virt.stopped``, ``virt.powered_off``,
-``virt.rebooted``, ``virt.snapshot``), the network states (``virt.network_defined``,
-``virt.network_running``) and the storage states (``virt.pool_defined``, ``virt.pool_running``,
-``virt.pool_deleted``, ``virt.volume_defined``) call the ``virt`` execution module, so that a
-state and the command it stands for behave the same, ``test=True`` included. See
-``docs/states.rst`` and ``docs/storage.rst``.
+``virt.rebooted``, ``virt.snapshot``, ``virt.reverted`` and the classic names ``virt.saved``,
+``virt.unpowered``), the network states (``virt.network_defined``, ``virt.network_running``)
+and the storage states (``virt.pool_defined``, ``virt.pool_running``, ``virt.pool_deleted``,
+``virt.volume_defined``) call the ``virt`` execution module, so that a state and the command it
+stands for behave the same, ``test=True`` included. See ``docs/states.rst`` and
+``docs/storage.rst``.
 """
 
 import fnmatch
@@ -137,6 +138,8 @@ def _password_set(result):
     return any(g.get("password_set") for g in result.get("graphics") or () if isinstance(g, dict))
 # Upstream Salt's state argument names for the virt.init ones.
 _ALIASES = {"disk_profile": "disk", "nic_profile": "nic", "vm_type": "hypervisor"}
+#: Classic hardware arguments virt.update compares too (besides cpu and mem).
+_HARDWARE = ("numatune", "serials", "consoles", "host_devices")
 
 
 def _conn_args(kwargs):
@@ -193,7 +196,8 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
             res = __salt__["virt.update"](
                 name, cpu=cpu, mem=mem, disk=disk, disks=disks, nic=nic, interfaces=interfaces,
                 graphics=graphics, enable_vnc=enable_vnc, enable_qcow=enable_qcow, autostart=autostart,
-                live=live, test=test, saltenv=kwargs.get("saltenv", "base"), **conn)
+                live=live, test=test, saltenv=kwargs.get("saltenv", "base"), **conn,
+                **{k: kwargs[k] for k in _HARDWARE if kwargs.get(k) is not None})
             ret["changes"].update(res["changes"])
             if _password_set(res):
                 ret["changes"]["vnc_password"] = _NOT_SHOWN
@@ -235,11 +239,14 @@ def defined(name, cpu=None, mem=None, image=None, disk="default", disks=None, ni
     A missing VM is created with ``virt.init`` (not started): every ``virt.init`` argument
     works here (``cpu``, ``mem`` in MiB, ``image``, ``enable_qcow``, ``disk``/``disks``,
     ``nic``/``interfaces``, ``graphics``/``enable_vnc``, ``seed``, ``seed_cmd``, ``config``,
-    ``hypervisor``, ``boot``, ``autostart``...). Upstream's names ``disk_profile``,
+    ``hypervisor``, ``boot``, ``autostart``, ``numatune``, ``serials``, ``consoles``,
+    ``host_devices``, ``cloud_init``...; ``cpu`` and ``mem`` may be the classic dicts).
+    Upstream's names ``disk_profile``,
     ``nic_profile`` and ``vm_type`` are accepted too.
 
     An existing VM is compared with ``cpu``, ``mem``, the disks, the NICs, the graphics (when
-    ``graphics``/``enable_vnc`` are given) and ``autostart`` (when given), and brought in line
+    ``graphics``/``enable_vnc`` are given), ``autostart``, ``numatune``, ``serials``,
+    ``consoles`` and ``host_devices`` (when given), and brought in line
     with ``virt.update``: new disks and NICs are added, nothing is removed. Changes reach a
     running guest where possible (``live``); the others are made to its definition and the
     changes and comment say ``next_boot``: they apply when the VM is next stopped and
@@ -448,6 +455,24 @@ def snapshot(name, suffix=None, **kwargs):
           virt.snapshot:
             - suffix: before-upgrade
     """
+    return _snapshot(name, suffix, "Snapshot has been taken", kwargs)
+
+
+def saved(name, suffix=None, **kwargs):
+    """
+    The classic (deprecated) name of :func:`snapshot`: ensure every VM matching ``name`` (a
+    glob) has the snapshot ``<vm>-<suffix>`` (default suffix ``salt``), taken once.
+
+    .. code-block:: yaml
+
+        domain*:
+          virt.saved:
+            - suffix: periodic
+    """
+    return _snapshot(name, suffix, "Snapshots has been taken", kwargs)
+
+
+def _snapshot(name, suffix, comment, kwargs):
     conn = _conn_args(kwargs)
     suffix = str(suffix) if suffix not in (None, "") else "salt"
 
@@ -459,7 +484,73 @@ def snapshot(name, suffix=None, **kwargs):
         res = __salt__["virt.snapshot"](domain, name=f"{domain}-{suffix}", **conn)
         return {"snapshot": res["snapshot"]}
 
-    return _virt_call(name, "saved", "Snapshot has been taken", needed, act, kwargs)
+    return _virt_call(name, "saved", comment, needed, act, kwargs)
+
+
+def unpowered(name, **kwargs):
+    """
+    The classic (deprecated) name of :func:`powered_off`: pull the plug of the running VMs
+    matching ``name`` (a glob); changes ``unpowered: [{domain, stop}]``.
+
+    .. code-block:: yaml
+
+        test-*:
+          virt.unpowered
+    """
+    return powered_off(name, **kwargs)
+
+
+def reverted(name, snapshot=None, cleanup=False, **kwargs):  # pylint: disable=redefined-outer-name
+    """
+    Revert the VMs matching ``name`` (a glob) to their snapshot ``snapshot`` (default: the one
+    before the current snapshot), deleting the snapshots taken after it with ``cleanup``
+    (``virt.revert_snapshot``). Like the classic state this is an action: every run reverts
+    again, discarding what the guest changed since. ``test=True`` names the snapshot each VM
+    would go back to and changes nothing.
+
+    Changes, as the classic state's: for one VM ``{domain, current, deleted}``; for several
+    ``{reverted: [{domain, current, deleted}], ignored: [{domain, issue}]}``.
+
+    .. code-block:: yaml
+
+        web1:
+          virt.reverted:
+            - snapshot: before-upgrade
+            - cleanup: True
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    unknown = sorted(k for k in kwargs if k not in _CONNECTION_ARGS and not k.startswith("__"))
+    if unknown:
+        ret["comment"] = f"virt.reverted: unknown argument(s) {', '.join(unknown)}"
+        return ret
+    conn = _conn_args(kwargs)
+    test = _test()
+    try:
+        domains = sorted(fnmatch.filter(__salt__["virt.list_domains"](**conn), name))
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = str(exc)
+        return ret
+    if not domains:
+        ret["comment"] = f'No domains found for criteria "{name}"'
+        return ret
+    done, ignored = [], []
+    for domain in domains:
+        try:
+            res = __salt__["virt.revert_snapshot"](domain, vm_snapshot=snapshot, cleanup=cleanup, test=test, **conn)
+            done.append({"domain": domain, "current": res["reverted"], "deleted": res["deleted"]})
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            ignored.append({"domain": domain, "issue": str(exc)})
+    if len(domains) == 1:
+        ret["changes"] = done[0] if done else {}
+    else:
+        ret["changes"] = {k: v for k, v in (("reverted", done), ("ignored", ignored)) if v}
+    ret["result"] = bool(done) and (None if test else True)
+    plural = "s" if len(done) > 1 else ""
+    parts = [f"Domain{plural} {'would be' if test else 'has been' if not plural else 'have been'} reverted: "
+             + ", ".join(f"{d['domain']} to {d['current']}" for d in done)] if done else []
+    parts += [f"{i['domain']}: {i['issue']}" for i in ignored]
+    ret["comment"] = "; ".join(parts)
+    return ret
 
 
 # --------------------------------------------------------------------------- virtual networks

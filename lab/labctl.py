@@ -430,6 +430,9 @@ def start_master():
     if master_pid():
         return
     write_master_config()
+    # Modules synced by an earlier run shadow the repository's runner_dirs/utils_dirs, and the
+    # reactor would keep the old runner until the next restart: start from the repository's.
+    shutil.rmtree(MASTER / "var" / "cache" / "salt" / "master" / "extmods", ignore_errors=True)
     sh(in_netns([VENV / "bin" / "salt-master", "-c", MASTER_CONF, "-d"]))
     for _ in range(100):
         if master_pid():

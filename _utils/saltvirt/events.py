@@ -53,6 +53,10 @@ BLOCK_JOB_TYPES = ("unknown", "pull", "copy", "commit", "active_commit", "backup
 BLOCK_JOB_STATUS = ("completed", "failed", "canceled", "ready")
 WATCHDOG_ACTIONS = ("none", "pause", "reset", "poweroff", "shutdown", "debug", "inject_nmi")
 
+#: Lifecycle events that change what the master keeps of a VM (``virt.remember``): the engine
+#: attaches the VM's definition to them, so the master needs no round trip to the hypervisor.
+REMEMBERED = ("defined", "undefined", "started", "stopped")
+
 #: The event families the engine can subscribe to (engine option ``filters``).
 FAMILIES = ("lifecycle", "reboot", "block_job", "job_completed", "watchdog")
 
@@ -143,10 +147,14 @@ class Watcher:
     When the connection closes (libvirtd restarted, keepalive timeout) the watcher reconnects
     with a back-off of ``retry`` seconds doubling up to ``retry_max``, firing
     ``connection/lost`` and then ``connection/open`` (``reconnected: True``).
+
+    With ``describe(conn, name)`` (``{xml, state, autostart}`` of a persistent domain, or None),
+    the :data:`REMEMBERED` events carry ``definition``: that record plus ``seen`` (this host's
+    clock when the event was fired), or only ``seen`` when the domain has no definition any more.
     """
 
     def __init__(self, uri, fire, prefix=DEFAULT_PREFIX, filters=None, connect=None, retry=1.0,
-                 retry_max=30.0, keepalive=(5, 3)):
+                 retry_max=30.0, keepalive=(5, 3), describe=None, clock=time.time):
         self.uri = uri
         self.fire = fire
         self.prefix = prefix
@@ -154,6 +162,7 @@ class Watcher:
         self._connect = connect or _default_connect
         self.retry, self.retry_max = float(retry), float(retry_max)
         self.keepalive = keepalive
+        self.describe, self.clock = describe, clock
         self.queue = queue.Queue()
         self.conn = None
         self._callbacks = []
@@ -274,10 +283,23 @@ class Watcher:
             self.fire(connection_tag(self.prefix, self.uri, "lost"), {"uri": self.uri, "reason": data["reason"]})
             return self.open(stop)
         try:
+            self._attach_definition(data)
             self.fire(tag, data)
         except Exception:  # a bus hiccup must not end the engine
             log.exception("libvirt_events: could not fire %s", tag)
         return stop is None or not stop.is_set()
+
+    def _attach_definition(self, data):
+        # Read here, in the firing thread: libvirt must not be called from its own event callbacks.
+        if self.describe is None or self.conn is None or data.get("event") not in REMEMBERED:
+            return
+        seen = self.clock()
+        try:
+            record = self.describe(self.conn, data["domain"]["name"])
+        except Exception as exc:  # the event still goes out; the master may ask with virt.remember
+            log.debug("libvirt_events: no definition of %s: %s", data["domain"]["name"], exc)
+            return
+        data["definition"] = dict(record or {}, seen=seen)
 
     def run(self, stop=None):
         """Watch until ``stop`` (a threading.Event) is set; forever without one."""

@@ -6,7 +6,10 @@ for domains, ``virt_network.py``, ``virt_storage.py``): Salt's loader merges the
 """
 
 import contextlib
+import difflib
+import functools
 import importlib.util
+import inspect
 import os
 
 from . import coexist
@@ -60,3 +63,52 @@ def salt_errors():
         yield
     except VirtError as exc:
         raise salt_error(exc) from exc
+
+
+CONNECTION_ARGS = ("connection", "username", "password")
+
+
+def classic_args(alias, strict=True):
+    """Decorate an execution module function whose first argument is the domain: accept it
+    under its other name too (``alias``: the classic ``vm_`` where this module says ``name``,
+    or ``name`` where it says ``vm_``), and (``strict``) refuse unknown keyword arguments by
+    name (Salt's ``__pub_*`` and the connection arguments are known)."""
+
+    def decorate(func):
+        params = inspect.signature(func).parameters
+        first = next(iter(params))
+        known = {p.name for p in params.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        known |= set(CONNECTION_ARGS)
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            if alias in kwargs:
+                if args or first in kwargs:
+                    raise salt_error(InvalidArgument(
+                        f"virt.{func.__name__}: the domain is given twice ({first} and {alias})"))
+                args = (kwargs.pop(alias),)
+            unknown = [k for k in kwargs if k not in known and not k.startswith("__")] if strict else []
+            if unknown:
+                raise salt_error(InvalidArgument(_unknown(f"virt.{func.__name__}", unknown, known | {alias})))
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def refuse_unknown(function, kwargs, extra=()):
+    """Raise :class:`InvalidArgument` for keyword arguments other than the connection ones,
+    ``extra`` and Salt's ``__pub_*``."""
+    known = set(CONNECTION_ARGS) | set(extra)
+    unknown = [k for k in kwargs if k not in known and not k.startswith("__")]
+    if unknown:
+        raise InvalidArgument(_unknown(function, unknown, known))
+
+
+def _unknown(function, unknown, known):
+    hints = []
+    for key in sorted(unknown):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return f"{function}: unknown argument(s) {', '.join(hints)} (accepted: {', '.join(sorted(known))})"

@@ -179,3 +179,28 @@ def test_a_thin_disk_that_could_not_fill_is_refused(virt, vm_name, minion_opts, 
         assert ret["disks"]["vda"]["size"] == 100 << 40
     finally:
         overcommit.purge(vm_name)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"serials": [{"type": "file", "path": "/etc/cron.d/saltvirt"}]},
+     r"serials\[0\]:path /etc/cron.d/saltvirt is outside the allowed directories"),
+    ({"consoles": [{"type": "unix", "path": "/run/saltvirt.sock", "target_type": "virtio"}]},
+     r"consoles\[0\]:path /run/saltvirt.sock is outside the allowed directories"),
+    ({"host_devices": ["pci_0000_00_00_0"]},
+     r"host device\(s\) pci_0000_00_00_0 may not be passed through .*virt:host_devices:allowed"),
+])
+def test_serial_files_and_host_devices_stay_in_the_operators_bounds(virt, vm_name, kwargs, message, unchanged):
+    with pytest.raises(SaltInvocationError, match=message):
+        virt.init(vm_name, 1, 128, image="salt://centos.qcow2", seed=False, start=False, **kwargs)
+
+
+def test_a_serial_file_inside_the_roots_works(virt, vm_name, qemu_dir, libvirt_conn):
+    path = str(qemu_dir / f"{vm_name}-ttyS1.log")
+    virt.init(vm_name, 1, 128, image="salt://centos.qcow2", enable_qcow=True, seed=False, start=False,
+              serials=[{"type": "pty"}, {"type": "file", "path": path}])
+    try:
+        xml = libvirt_conn.lookupByName(vm_name).XMLDesc(0)
+        assert f"<source path='{path}' append='on'/>" in xml
+        assert f"{vm_name}-serial.log" in xml  # port 0 still logs where salt-virt reads it
+    finally:
+        virt.purge(vm_name)

@@ -29,13 +29,18 @@ SLS = """\
 """
 
 
-@pytest.fixture(scope="module")
-def sls(lab):
+def write_sls(name, text):
+    """Put ``text`` on the lab's file server as ``salt://tests/<name>.sls``; its SLS name."""
     directory = os.path.join(LAB_DIR, "images", "tests")
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "saltvirt_decl.sls"), "w") as fh:
-        fh.write(SLS)
-    return "tests.saltvirt_decl"
+    with open(os.path.join(directory, f"{name}.sls"), "w") as fh:
+        fh.write(text)
+    return f"tests.{name}"
+
+
+@pytest.fixture(scope="module")
+def sls(lab):
+    return write_sls("saltvirt_decl", SLS)
 
 
 @pytest.fixture

@@ -11,9 +11,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from saltvirt.domain import chardev, hostdev, tuning
 from saltvirt.domain import model as dommod
 from saltvirt.domain.xmlview import DomainXml, parse
 from saltvirt.errors import InvalidArgument
+from saltvirt.storage.paths import Roots
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "xml")
 
@@ -44,7 +46,29 @@ def _console(view):
     view.interfaces[0].source = "br1"
 
 
-CASES = {"testdriver": _grow, "virt-install": _grow, "live-chain": _console}
+def _hardware(view):
+    """What virt.update writes for the classic cpu/mem dicts, numatune, serials, consoles and
+    host_devices: the rest (the scsi hostdev, the channel, the balloon, dies=) stays."""
+    roots = Roots("/srv/salt-images", attach_roots=["/var/lib/serials"])
+    sections = [
+        tuning.cpu_section({"topology": {"sockets": 2, "cores": 1, "threads": 1}, "current": 2,
+                            "features": {"pcid": "disable"}, "iothreads": 2})[1],
+        tuning.mem_section({"boot": "1g", "current": "768m", "hard_limit": "2g", "nosharepages": True,
+                            "hugepages": [{"size": "2m", "nodeset": "0"}]})[1],
+        tuning.numatune_section({"memory": {"mode": "strict", "nodeset": "0"}}),
+        chardev.Serials(chardev.serial_entries(
+            [{"type": "tcp", "port": 4555, "protocol": "telnet"}, {"type": "file", "path": "/var/lib/serials/hw1"}],
+            "/var/log/libvirt/qemu/hw1-serial.log", roots)),
+        chardev.Consoles(chardev.console_entries([], roots)),
+        hostdev.HostDevices([("usb", "0x046d", "0xc077", 1, 4)]),
+    ]
+    for section in sections:
+        assert section.differences(view), section.name
+        section.write(view)
+        assert section.differences(view) == {}, section.name
+
+
+CASES = {"testdriver": _grow, "virt-install": _grow, "live-chain": _console, "hardware": _hardware}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -173,3 +173,36 @@ def test_a_failing_bus_does_not_end_the_watcher():
     watcher.queue.put(("salt/engines/libvirt_events/qemu/system/domain/x/started", {}))
     assert watcher.step(wait=0) is True
     assert calls[-1].endswith("/domain/x/started")
+
+
+def test_definition_events_carry_the_vms_definition_read_in_the_firing_thread():
+    import libvirt
+
+    conn, fired, asked = FakeConn(), [], []
+
+    def describe(on, name):
+        asked.append((on, name, threading.current_thread().name))
+        if name == "broken":
+            raise RuntimeError("libvirt hiccup")
+        return {"xml": "<domain/>", "state": "running", "autostart": False} if name == "web1" else None
+
+    watcher = _watcher([conn], fired, describe=describe, clock=lambda: 42.5)
+    watcher.open()
+    fired.clear()
+    lifecycle = conn.callbacks[libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE]
+    lifecycle(conn, FakeDomain("web1"), 2, 0, None)  # started
+    lifecycle(conn, FakeDomain("gone"), 1, 0, None)  # undefined: no definition any more
+    lifecycle(conn, FakeDomain("web1"), 3, 0, None)  # suspended: not one the master keeps
+    lifecycle(conn, FakeDomain("broken"), 0, 0, None)  # defined, but reading it fails
+    assert asked == []  # libvirt's callbacks only queue
+    while watcher.step(wait=0) and not watcher.queue.empty():
+        pass
+    assert [d.get("definition") for _t, d in fired] == [
+        {"xml": "<domain/>", "state": "running", "autostart": False, "seen": 42.5},
+        {"seen": 42.5},
+        None,
+        None,  # the event still goes out, without a definition: the runner then asks
+    ]
+    assert [t.rsplit("/", 1)[-1] for t, _d in fired] == ["started", "undefined", "suspended", "defined"]
+    assert {thread for _c, _n, thread in asked} == {threading.current_thread().name}
+    assert all(on is conn for on, _n, _t in asked)

@@ -147,3 +147,19 @@ def test_classic_functions_map_library_errors(library, monkeypatch):
     monkeypatch.setattr(virt.hostcaps, "cpu_baseline", lambda *a: (_ for _ in ()).throw(VirtError("broken")))
     with pytest.raises(CommandExecutionError, match="broken"):
         virt.cpu_baseline()
+
+
+def test_classic_first_argument_keyword_and_unknown_arguments(library, monkeypatch):
+    module = virt
+    seen = []
+    monkeypatch.setattr(module, "_domain_call", lambda name, action, kwargs, **extra: seen.append(
+        (name, action, kwargs, extra)) or True)
+    assert module.pause(vm_="web1") == {"name": "web1", "paused": True}
+    assert module.setmem(vm_="web1", memory=512, config=True, connection="qemu:///system")["set"] is True
+    assert seen[-1] == ("web1", "setmem", {"connection": "qemu:///system"}, {"memory_mib": 512})
+    assert module.purge.__wrapped__.__name__ == "purge"  # Salt reads the real signature
+    with pytest.raises(SaltInvocationError, match=r"virt.pause: unknown argument\(s\) vm \(did you mean vm_\?\)"):
+        module.pause("web1", vm="web1")
+    with pytest.raises(SaltInvocationError, match="given twice"):
+        module.reset("web1", vm_="web2")
+    assert module.pause("web1", __pub_fun="virt.pause")["paused"] is True  # Salt's own keywords pass

@@ -237,3 +237,24 @@ def test_definitions_follow_the_hosts_answers(tmp_path):
         store.save("hv1", "../x", "<domain/>")
     with pytest.raises(InvalidArgument, match="not a hypervisor minion id"):
         store.save("../hv", "x", "<domain/>")
+
+
+def test_definitions_from_engine_events_ignore_older_events(tmp_path):
+    store = definitions.Definitions(tmp_path / "defs", clock=lambda: 5.0)
+    record = {"xml": "<domain/>", "state": "running", "autostart": True, "seen": 10.0}
+    assert store.apply_event("hv1", "a", record) == "saved"
+    assert store.get("hv1", "a")["state"] == "running" and store.get("hv1", "a")["seen"] == 10.0
+    # an older "stopped" handled late changes nothing; a newer one does
+    assert store.apply_event("hv1", "a", dict(record, state="shutoff", seen=9.0)) == "unchanged"
+    assert store.get("hv1", "a")["state"] == "running"
+    assert store.apply_event("hv1", "a", dict(record, state="shutoff", seen=11.0)) == "saved"
+    assert store.get("hv1", "a")["state"] == "shutoff"
+    # undefined: only the time; an older one is ignored, a newer one forgets
+    assert store.apply_event("hv1", "a", {"seen": 10.5}) == "unchanged"
+    assert store.apply_event("hv1", "a", {"seen": 12.0}) == "forgotten"
+    assert store.get("hv1", "a") is None and store.locations() == {}
+    for bad in (None, {"xml": "<domain/>"}, {"seen": "soon"}, {"xml": 5, "seen": 20.0}):
+        with pytest.raises(InvalidArgument, match="definition of a"):
+            store.apply_event("hv1", "a", bad)
+    with pytest.raises(InvalidArgument, match="not a hypervisor minion id"):
+        store.apply_event("../hv", "a", record)

@@ -15,11 +15,17 @@
 # The hypervisor is the event's sender (data['id'], which the master authenticated), never a
 # field of the payload; the runner refuses any id outside virt:hypervisors (a VM is a minion
 # too and could send such an event).
-{%- set vm = (data.get('data') or {}).get('domain', {}).get('name') %}
+# The engine attaches the VM's definition to these events: it is stored as sent, without a
+# round trip to the hypervisor (an engine configured with definitions: False makes the runner ask).
+{%- set event = data.get('data') or {} %}
+{%- set vm = event.get('domain', {}).get('name') %}
 {%- if vm %}
 remember-{{ vm }}:
   runner.virt.remember:
     - args:
       - host: {{ data['id'] | json }}
       - name: {{ vm | json }}
+{%- if event.get('definition') is mapping %}
+      - definition: {{ event['definition'] | json }}
+{%- endif %}
 {%- endif %}

@@ -337,6 +337,9 @@ class Domain:
     serials: list[Serial] = field(default_factory=list)
     memballoon: bool = True
     rng: bool = False  # virtio-rng fed from the host's /dev/urandom
+    # Written over the XML built from the fields above, last (saltvirt.provision.hardware:
+    # cpu/mem dicts, numatune, serials, consoles, host devices); never read back.
+    sections: list = field(default_factory=list, repr=False)
 
     def __post_init__(self):
         if self.current_memory is None:
@@ -424,6 +427,9 @@ class Domain:
         _sub(devices, "memballoon", model="virtio" if self.memballoon else "none")
         if self.rng:
             _sub(_sub(devices, "rng", model="virtio"), "backend", "/dev/urandom", model="random")
+        view = xmlview.DomainXml(root)
+        for section in self.sections:
+            section.write(view)
         ET.indent(root)
         return ET.tostring(root, encoding="unicode") + "\n"
 

@@ -40,6 +40,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from saltvirt.domain import chardev, hostdev, tuning
 from saltvirt.domain import model as dommod
 from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import InvalidArgument, VirtError
@@ -79,13 +80,16 @@ class Wanted:
     graphics: list[dommod.Graphics] | None = None  # [] means: no console
     autostart: bool | None = None
     live: bool = True  # False: never touch the running guest, only the definition
+    # XML sections (cpu/mem dicts, numatune, serials, consoles, host devices: see
+    # saltvirt.provision.hardware), each compared on what it asks for and written on next boot.
+    sections: list | None = None
 
 
 @dataclass
 class Change:
     """One difference between a domain and :class:`Wanted`, and how it will be applied."""
 
-    kind: str  # cpu | mem | disk | nic | graphics | autostart
+    kind: str  # cpu | mem | disk | nic | graphics | autostart | section
     key: str  # 'cpu', 'mem', a disk or NIC name, 'graphics', 'autostart'
     old: Any
     new: Any
@@ -121,7 +125,7 @@ def _disk_info(disk, size=None):
 # --------------------------------------------------------------------------- diff
 
 
-def diff(config, wanted, vm_dir, live=None, autostart=None):
+def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None):
     """The :class:`Change` list that turns domain ``config`` into ``wanted``.
 
     config
@@ -131,6 +135,8 @@ def diff(config, wanted, vm_dir, live=None, autostart=None):
         :class:`dommod.Domain` of the running domain, ``None`` when it is not running.
     autostart
         The domain's current autostart flag.
+    config_view
+        :class:`DomainXml` of the persistent definition: what ``wanted.sections`` compare.
     vm_dir
         The domain's own image directory (``virt:images/<name>``): where its disks are.
     """
@@ -147,6 +153,22 @@ def diff(config, wanted, vm_dir, live=None, autostart=None):
         changes += _diff_graphics(config, wanted.graphics, can_live)
     if wanted.autostart is not None and autostart is not None and bool(wanted.autostart) != bool(autostart):
         changes.append(Change("autostart", "autostart", bool(autostart), bool(wanted.autostart), LIVE))
+    if wanted.sections and config_view is not None:
+        changes += diff_sections(config_view, wanted.sections)
+    return changes
+
+
+def diff_sections(view, sections):
+    """One ``section`` change (``next_boot``: the definition is rewritten) per section that
+    ``view`` does not have as asked for; old and new hold the differing keys only."""
+    changes = []
+    for section in sections:
+        found = section.differences(view)
+        if list(found) == [section.name]:  # serials, consoles, host_devices: one list
+            changes.append(Change("section", section.name, *found[section.name], NEXT_BOOT, device=section))
+        elif found:
+            changes.append(Change("section", section.name, {k: old for k, (old, _new) in found.items()},
+                                  {k: new for k, (_old, new) in found.items()}, NEXT_BOOT, device=section))
     return changes
 
 
@@ -365,6 +387,47 @@ def pending(live, config):
     return found
 
 
+#: What a running guest's hardware is compared on with its definition (stable in live XML).
+_PENDING_KEYS = {"cpu": ("sockets", "cores", "threads"),
+                 "mem": ("hard_limit", "soft_limit", "swap_hard_limit", "min_guarantee", "nosharepages",
+                         "locked", "source", "access"),
+                 "numatune": ("memory_mode", "memory_nodeset")}
+
+
+def pending_hardware(live_view, config_view):
+    """:func:`pending` for the hardware sections (:mod:`saltvirt.domain.tuning`, chardev,
+    hostdev): CPU topology and model, memory tuning and backing, numatune, serial ports,
+    consoles and host devices the running guest does not have as defined."""
+    found = []
+    for name, fields in (("cpu", tuning.CPU_FIELDS), ("mem", tuning.MEM_FIELDS),
+                         ("numatune", tuning.NUMATUNE_FIELDS)):
+        section = tuning.Section(name, fields, dict.fromkeys(_PENDING_KEYS[name]))
+        live, conf = section.read(live_view), section.read(config_view)
+        found += [f"{name} {key}: {live[key]} -> {conf[key]}" for key in _PENDING_KEYS[name] if live[key] != conf[key]]
+    # A host-model CPU is expanded into a model in the live XML: compare custom models only.
+    if config_view.cpu_mode == "custom" and live_view.cpu_model != config_view.cpu_model:
+        found.append(f"cpu model: {live_view.cpu_model} -> {config_view.cpu_model}")
+
+    def _chardevs(view):
+        return ([(e["type"], e["target_port"]) for e in chardev.Serials([]).read(view)],
+                [(e["type"], e.get("target_type")) for e in chardev.Consoles([]).read(view)])
+
+    if _chardevs(live_view) != _chardevs(config_view):
+        found.append("serials/consoles")
+    if set(hostdev.HostDevices([]).read(live_view)) != set(hostdev.HostDevices([]).read(config_view)):
+        found.append("host_devices")
+    return found
+
+
+def pending_of(dom):
+    """:func:`pending` and :func:`pending_hardware` of libvirt domain ``dom`` ([] when it is off)."""
+    if not dom.isActive():
+        return []
+    live_xml, config_xml = dom.XMLDesc(0), dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    return (pending(dommod.Domain.from_xml(live_xml), dommod.Domain.from_xml(config_xml))
+            + pending_hardware(DomainXml.parse(live_xml), DomainXml.parse(config_xml)))
+
+
 # --------------------------------------------------------------------------- apply
 
 
@@ -443,6 +506,15 @@ def _apply_graphics(conn, dom, change):
     conn.defineXML(view.to_xml())
 
 
+def _apply_section(conn, dom, change):
+    # No libvirt call sets CPU topology, memory tuning or character devices: rewrite the
+    # definition, keeping everything the section does not manage.
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+    view = DomainXml.parse(dom.XMLDesc(flags))
+    change.device.write(view)
+    conn.defineXML(view.to_xml())
+
+
 def apply(conn, dom, changes, build_disk=None):
     """Carry out ``changes`` (from :func:`diff`) on libvirt domain ``dom``.
 
@@ -484,6 +556,8 @@ def apply(conn, dom, changes, build_disk=None):
                 _apply_graphics(conn, dom, change)
             elif change.kind == "autostart":
                 dom.setAutostart(1 if change.new else 0)
+            elif change.kind == "section":
+                _apply_section(conn, dom, change)
         except (libvirt.libvirtError, VirtError) as exc:
             done = ", ".join(f"{c.key} ({c.when})" for c in applied) or "nothing"
             raise VirtError(f"updating {dom.name()}: {change.key} failed: {_err(exc)} "
@@ -518,6 +592,10 @@ def describe(changes):
             text = f"mem {change.old} -> {change.new} MiB"
         elif change.kind in ("cpu", "autostart"):
             text = f"{change.key} {change.old} -> {change.new}"
+        elif change.kind == "section" and isinstance(change.new, list):
+            text = f"{change.key} {len(change.old)} -> {len(change.new)} device(s), replaced"
+        elif change.kind == "section":
+            text = f"{change.key} " + ", ".join(f"{k} {change.old[k]} -> {v}" for k, v in change.new.items())
         elif change.kind == "disk":
             text = f"disk {change.key} added as {change.new['target']} ({change.new['file']})"
         elif change.kind == "nic" and change.action == "add":

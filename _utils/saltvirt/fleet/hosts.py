@@ -10,6 +10,7 @@ import os
 import time
 
 from saltvirt import placement, trust
+from saltvirt.domain import tuning
 from saltvirt.errors import InvalidArgument, NotFound, VirtError
 from saltvirt.fleet import syndics
 from saltvirt.fleet.locations import Locations
@@ -305,7 +306,12 @@ def host_records(answers, errors=(), cordoned=None):
 
 
 def request(name, cpu, mem, disk=0, exclude=()):
-    """A placement request, with a clear error for non-integers."""
+    """A placement request, with a clear error for non-integers; ``cpu``/``mem`` may be the
+    classic dicts (their vCPU count and boot memory are placed)."""
+    if isinstance(cpu, dict):
+        cpu = tuning.cpu_section(cpu)[0]
+    if isinstance(mem, (dict, str)):
+        mem = tuning.mem_section(mem)[0]
     try:
         return placement.Request(name=name, cpu=int(cpu), memory_mib=int(mem), disk_mib=int(disk or 0),
                                  exclude=tuple(exclude))

@@ -129,10 +129,18 @@ def drain(fleet, host, migrate_one, check, test=False, parallel=None, shutoff="l
 # -------------------------------------------------------------------------- remember, evacuate
 
 
-def remember(fleet, host=None, name=None):
-    """Refresh the master's copy of the VMs' definitions (of ``host``, or VM ``name`` on it)."""
+def remember(fleet, host=None, name=None, definition=None):
+    """Refresh the master's copy of the VMs' definitions (of ``host``, or VM ``name`` on it);
+    with ``definition`` (what the libvirt_events engine attached to an event of ``host``), store
+    that instead of asking the hypervisor."""
     if name is not None and host is None:
         raise InvalidArgument("name= needs host=: the hypervisor whose copy of the VM to refresh")
+    if definition is not None:
+        if name is None:
+            raise InvalidArgument("definition= needs host= and name=: the VM the engine's event is about")
+        outcome = definitions_store(fleet).apply_event(fleet.exact(host)[0], name, definition)
+        saved = {host: [name] if outcome == "saved" else []}
+        return {"saved": saved, "forgotten": {host: [name] if outcome == "forgotten" else []}}, {}
     if host is not None:
         answers, errors = fleet.on(host, "virt.definitions", kwarg={"name": name} if name else None)
     else:

@@ -47,11 +47,13 @@ class Definitions:
             raise InvalidArgument(f"not a VM name: {name!r}")
         return os.path.join(self._dir(host), f"{name}.json")
 
-    def save(self, host, name, xml, state=None, autostart=False):
+    def save(self, host, name, xml, state=None, autostart=False, seen=None):
         path = self._path(host, name)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         record = {"name": name, "host": host, "state": state, "autostart": bool(autostart),
                   "saved": self.clock(), "xml": xml}
+        if seen is not None:
+            record["seen"] = float(seen)
         fileio.write_atomic(path, json.dumps(record).encode(), 0o600)
         return record
 
@@ -93,6 +95,29 @@ class Definitions:
                 for name, record in self.on_host(host).items():
                     out.setdefault(name, []).append((record.get("state") != "running", host))
         return {name: [h for _r, h in sorted(found)] for name, found in out.items()}
+
+    def apply_event(self, host, name, definition):
+        """Store what the libvirt_events engine saw of VM ``name`` on ``host`` (``{xml, state,
+        autostart, seen}``, or only ``seen`` once the VM has no definition there). An event older
+        than the copy kept (events may be handled out of order) changes nothing. ``"saved"``,
+        ``"forgotten"`` or ``"unchanged"``."""
+        if not isinstance(definition, dict) or not isinstance(definition.get("seen"), (int, float)):
+            raise InvalidArgument(f"definition of {name}: not an engine event's record (no seen time)")
+        try:
+            with open(self._path(host, name), encoding="utf-8") as fh:
+                kept = json.load(fh)
+        except (FileNotFoundError, ValueError):
+            kept = {}
+        if isinstance(kept, dict) and float(kept.get("seen") or 0) > definition["seen"]:
+            return "unchanged"
+        if not definition.get("xml"):
+            self.forget(host, name)
+            return "forgotten"
+        if not isinstance(definition["xml"], str):
+            raise InvalidArgument(f"definition of {name}: xml must be a string")
+        self.save(host, name, definition["xml"], definition.get("state"), definition.get("autostart"),
+                  seen=definition["seen"])
+        return "saved"
 
     def refresh(self, host, answer, only=None):
         """Store ``host``'s answer to ``virt.definitions`` (``{name: {xml, state, autostart}}``).

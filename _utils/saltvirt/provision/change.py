@@ -7,8 +7,9 @@ from saltvirt import provision
 from saltvirt.domain import model as dommod
 from saltvirt.domain import update as vupdate
 from saltvirt.domain import vmops
+from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import InvalidArgument
-from saltvirt.provision import profiles, sources
+from saltvirt.provision import hardware, profiles, sources
 from saltvirt.provision.vm import check_resources, graphics_devices
 
 
@@ -21,10 +22,14 @@ def _int_arg(value, what):
         raise InvalidArgument(f"{what} must be an integer, not {value!r}") from None
 
 
-def wanted(settings, spec):
-    """A :class:`~saltvirt.domain.update.Wanted` from ``spec`` (None: unmanaged)."""
-    want = vupdate.Wanted(vcpus=_int_arg(spec.cpu, "cpu"), memory_mib=_int_arg(spec.mem, "mem"),
-                          autostart=spec.autostart, live=bool(spec.live))
+def wanted(settings, spec, hw=None):
+    """A :class:`~saltvirt.domain.update.Wanted` from ``spec`` (None: unmanaged); ``hw``: its
+    :class:`~saltvirt.provision.hardware.Hardware` (cpu/mem dicts and the other XML sections)."""
+    hw = hw or hardware.Hardware()
+    cpu = _int_arg(spec.cpu, "cpu") if hw.plain_cpu else None
+    mem = (hw.mem_mib if hw.mem_mib is not None else _int_arg(spec.mem, "mem")) if hw.plain_mem else None
+    want = vupdate.Wanted(vcpus=cpu, memory_mib=mem, autostart=spec.autostart, live=bool(spec.live),
+                          sections=hw.sections)
     if spec.disk is not None or spec.disks is not None:
         disks = profiles.merge_disks(profiles.disk_profile(spec.disk or "default", settings.get("disk")), spec.disks)
         if disks and spec.enable_qcow:
@@ -80,10 +85,11 @@ def update_vm(conn, spec, settings):
     """Apply ``spec`` to the VM (or only report, with ``spec.test``); ``(changes, generated)``."""
     vm_dir = settings.vm_dir(spec.name)
     dom = vmops.lookup(conn, spec.name)
-    if spec.cpu is not None or spec.mem is not None:
-        check_resources(conn, spec.cpu if spec.cpu is not None else 1, spec.mem if spec.mem is not None else 1)
-    want = wanted(settings, spec)
     roots, formats = settings.roots(vmops.pool_targets(conn)), {}
+    hw = hardware.hardware(spec, settings, roots, conn)
+    if spec.cpu is not None or spec.mem is not None:
+        check_resources(conn, hw.vcpus or 1, hw.mem_mib or 1)
+    want = wanted(settings, spec, hw)
     with contextlib.ExitStack() as stack:
         if want.disks:
             want.disks = sources.check_disk_files(settings, conn, want.disks, roots, formats)
@@ -93,10 +99,12 @@ def update_vm(conn, spec, settings):
                                           f"{disk['volume_pool']} of block volumes yet (virt.init does): use "
                                           "a directory pool")
             stack.enter_context(sources.image_locks(settings, [d.get("image") for d in want.disks]))
-        config, running = dommod.Domain.from_xml(vmops.secure_xml(dom, inactive=True)), None
+        config_xml, running = vmops.secure_xml(dom, inactive=True), None
+        config = dommod.Domain.from_xml(config_xml)
         if dom.isActive():
             running = dommod.Domain.from_xml(vmops.secure_xml(dom))
-        changes = vupdate.diff(config, want, vm_dir, live=running, autostart=bool(dom.autostart()))
+        changes = vupdate.diff(config, want, vm_dir, live=running, autostart=bool(dom.autostart()),
+                               config_view=DomainXml.parse(config_xml))
         local = complete_new_disks(settings, roots, changes, vm_dir, spec, formats)
         if changes and not spec.test:
             return vupdate.apply(conn, dom, changes, build_disk=_disk_builder(settings, local, formats))

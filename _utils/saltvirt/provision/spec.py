@@ -64,8 +64,8 @@ class VmSpec(_FromKwargs):
     REQUIRED = ("name", "cpu", "mem")
 
     name: str
-    cpu: int
-    mem: int  # MiB
+    cpu: int | dict  # vCPUs, or the classic dict (saltvirt.domain.tuning)
+    mem: int | str | dict  # MiB, a size ('1g'), or the classic dict
     image: str | None = None
     image_hash: str | None = None
     saltenv: str = "base"
@@ -90,6 +90,12 @@ class VmSpec(_FromKwargs):
     pub_key: str | None = None
     priv_key: str | None = None
     config: dict | None = None
+    # Classic hardware arguments (saltvirt.provision.hardware); None: the defaults.
+    numatune: dict | None = None
+    serials: list | None = None
+    consoles: list | None = None
+    host_devices: list | None = None
+    cloud_init: dict | None = None  # the caller's user-data/meta-data/network-config (cidata)
     extra: dict = field(default_factory=dict, repr=False)  # set aside: connection arguments
 
 
@@ -100,8 +106,8 @@ class UpdateSpec(_FromKwargs):
     REQUIRED = ("name",)
 
     name: str
-    cpu: int | None = None
-    mem: int | None = None
+    cpu: int | dict | None = None
+    mem: int | str | dict | None = None
     disk: str | None = None
     disks: list | None = None
     nic: str | None = None
@@ -113,6 +119,11 @@ class UpdateSpec(_FromKwargs):
     live: bool = True
     test: bool = False
     saltenv: str = "base"
+    # Classic hardware arguments (saltvirt.provision.hardware); None: leave alone.
+    numatune: dict | None = None
+    serials: list | None = None
+    consoles: list | None = None
+    host_devices: list | None = None
     extra: dict = field(default_factory=dict, repr=False)
 
 

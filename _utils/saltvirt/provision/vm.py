@@ -7,7 +7,7 @@ from saltvirt import console, fileio, hypervisor, provision
 from saltvirt.domain import model as dommod
 from saltvirt.domain import vmops
 from saltvirt.errors import InvalidArgument
-from saltvirt.provision import profiles, sources
+from saltvirt.provision import hardware, profiles, sources
 from saltvirt.seeding import methods as seed_methods
 from saltvirt.storage import images
 
@@ -71,11 +71,13 @@ def console_graphics(settings, conn, name, graphics):
     return console.console_graphics(graphics, settings.address, secure)
 
 
-def domain_model(settings, spec, dom_type, gfx_devices):
-    """The :class:`~saltvirt.domain.model.Domain` of ``spec`` (disks are added by the plans)."""
+def domain_model(settings, spec, dom_type, gfx_devices, hw=None):
+    """The :class:`~saltvirt.domain.model.Domain` of ``spec`` (disks are added by the plans);
+    ``hw``: its :class:`~saltvirt.provision.hardware.Hardware` sections."""
     nics = profiles.merge_nics(profiles.nic_profile(spec.nic, settings.get("nic")), spec.interfaces)
     model = dommod.Domain(
         name=spec.name, vcpus=spec.cpu, memory=spec.mem * 1024, type=dom_type,
+        sections=hw.sections if hw else [],
         os_type=spec.os_type or "hvm", arch=spec.arch or "x86_64",
         interfaces=[
             dommod.Interface(type=n["type"], source=n["source"], model=n["model"],
@@ -83,7 +85,8 @@ def domain_model(settings, spec, dom_type, gfx_devices):
             for n in nics
         ],
         graphics=gfx_devices,
-        serials=[dommod.Serial(log=settings.serial_log(spec.name))],
+        # With serials given, a section writes them (the logged port 0 included).
+        serials=[] if spec.serials is not None else [dommod.Serial(log=settings.serial_log(spec.name))],
     )
     if isinstance(spec.boot, dict):
         model.kernel, model.initrd, model.cmdline = (spec.boot.get(k) for k in ("kernel", "initrd", "cmdline"))
@@ -125,18 +128,19 @@ def create_vm(conn, spec, settings, progress=None):
     ``progress(dict)`` receives the progress of image fetches and copies (see
     :class:`saltvirt.progress.Meter`); its failures never fail the VM."""
     dommod.validate_name(spec.name)
-    spec.cpu, spec.mem = check_resources(conn, spec.cpu, spec.mem)
+    roots = settings.roots(vmops.pool_targets(conn))
+    hw = hardware.hardware(spec, settings, roots, conn)
+    spec.cpu, spec.mem = check_resources(conn, hw.vcpus, hw.mem_mib)
     if vmops.exists(conn, spec.name):
         raise InvalidArgument(f"a domain named {spec.name!r} already exists on {settings.minion_id}")
     gfx_devices, _generated = graphics_devices(settings, spec.enable_vnc, spec.graphics)
     dom_type, type_reason = hypervisor.choose_type(spec.hypervisor, cache_path=settings.kvm_probe)
-    roots = settings.roots(vmops.pool_targets(conn))
     # Remote images stay locked until the disks are made (or rolled back).
     with sources.image_locks(settings, image_sources(settings, spec)):
         plans, local_image = plan_disks(settings, conn, spec, roots, progress)
         seeder, seed_info = seed_methods.seeder(settings, spec, roots, wanted=spec.seed and local_image is not None)
         info = provision.create(conn, provision.Request(
-            domain=domain_model(settings, spec, dom_type, gfx_devices), disks=plans, start=spec.start,
+            domain=domain_model(settings, spec, dom_type, gfx_devices, hw), disks=plans, start=spec.start,
             seeder=seeder, autostart=spec.autostart, progress=progress, copy_limits=settings.copy_limits,
         ))
     if spec.start and os.path.exists(settings.vm_file(spec.name, "seed_iso")):

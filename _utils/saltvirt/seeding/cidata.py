@@ -8,6 +8,7 @@ import pycdlib
 
 from saltvirt import fileio
 from saltvirt.errors import InvalidArgument, NotFound
+from saltvirt.seeding import cloudinit
 from saltvirt.seeding.config import check_minion_id, check_pem, dump_yaml, minion_config
 
 CIDATA_LABEL = "cidata"
@@ -18,19 +19,18 @@ _HOSTNAME_RE = re.compile(
 )
 
 
-def _user_data(minion_id, master, pub_key_pem, priv_key_pem, extra_minion_config):
-    doc = {
-        "salt_minion": {
-            "conf": minion_config(minion_id, master, extra_minion_config),
-            "public_key": check_pem(pub_key_pem, "public"),
-            "private_key": check_pem(priv_key_pem, "private"),
-        }
+def _user_data(minion_id, master, pub_key_pem, priv_key_pem, extra_minion_config, caller=None):
+    _rest, caller_conf, _extras = cloudinit.minion_extras(caller)
+    ours = {
+        "conf": minion_config(minion_id, master, {**caller_conf, **(extra_minion_config or {})}),
+        "public_key": check_pem(pub_key_pem, "public"),
+        "private_key": check_pem(priv_key_pem, "private"),
     }
-    return "#cloud-config\n" + dump_yaml(doc)
+    return "#cloud-config\n" + dump_yaml(cloudinit.merged_user_data(caller, ours))
 
 
-def _meta_data(instance_id, hostname):
-    return dump_yaml({"instance-id": instance_id, "local-hostname": hostname})
+def _meta_data(instance_id, hostname, caller=None):
+    return dump_yaml({"instance-id": instance_id, "local-hostname": hostname, **(caller or {})})
 
 
 def make_cidata(
@@ -43,6 +43,7 @@ def make_cidata(
     extra_minion_config=None,
     hostname=None,
     instance_id=None,
+    cloud_init=None,
 ):
     """Write a cloud-init NoCloud seed ISO (volume id ``cidata``) to ``dest``; return its path.
 
@@ -52,18 +53,26 @@ def make_cidata(
     ``private_key`` = the PEM pair). The file is mode 0600 (it holds a private key), written
     under a temporary name and renamed over ``dest``; nothing is left behind on failure.
     Names are ISO level 3 with Rock Ridge and Joliet, like ``genisoimage -J -r``.
+
+    ``cloud_init``: the caller's documents (:func:`saltvirt.seeding.cloudinit.normalise`),
+    merged as :mod:`saltvirt.seeding.cloudinit` describes; a ``network_config`` adds the
+    ``network-config`` file.
     """
     dest = os.path.abspath(os.fspath(dest))
-    hostname = hostname or minion_id
+    cloud_init = cloud_init or {}
+    hostname = (cloud_init.get("meta_data") or {}).get("local-hostname") or hostname or minion_id
     if not isinstance(hostname, str) or not _HOSTNAME_RE.match(hostname):
         raise InvalidArgument(f"invalid hostname {hostname!r}; pass hostname= explicitly")
-    files = (
-        ("meta-data", _meta_data(instance_id or check_minion_id(minion_id), hostname)),
+    files = [
+        ("meta-data", _meta_data(instance_id or check_minion_id(minion_id), hostname, cloud_init.get("meta_data"))),
         (
             "user-data",
-            _user_data(minion_id, master, pub_key_pem, priv_key_pem, extra_minion_config),
+            _user_data(minion_id, master, pub_key_pem, priv_key_pem, extra_minion_config,
+                       cloud_init.get("user_data")),
         ),
-    )
+    ]
+    if cloud_init.get("network_config"):
+        files.append(("network-config", dump_yaml(cloud_init["network_config"])))
     directory = os.path.dirname(dest)
     if not os.path.isdir(directory):
         raise NotFound(f"destination directory {directory} does not exist")

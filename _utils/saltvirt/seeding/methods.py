@@ -19,9 +19,10 @@ import time
 
 from saltvirt import fileio, seeding
 from saltvirt.domain import model as dommod
-from saltvirt.errors import VirtError
+from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.provision import make_dir, remove_file
 from saltvirt.provision.sources import pem
+from saltvirt.seeding import cloudinit
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,14 @@ class Seeding:
         self.master = self.minion_conf.pop("master", None) or settings.master
         # Check what can be checked before any disk is copied.
         self.install_cmd = settings.install_cmd(spec.seed_install_cmd) if self.method == "seed.apply" else None
-        seeding.minion_config(spec.name, self.master, self.minion_conf)
+        self.cloud_init = None
+        if spec.cloud_init is not None and self.method != "cidata":
+            raise InvalidArgument(f"cloud_init is written into the cidata seed ISO: it does not go with "
+                                  f"seed_cmd {self.method}")
+        if self.method == "cidata":
+            self.cloud_init = cloudinit.normalise(settings.get("cloud_init"), spec.cloud_init)
+        _rest, caller_conf, _extras = cloudinit.minion_extras((self.cloud_init or {}).get("user_data"))
+        seeding.minion_config(spec.name, self.master, {**caller_conf, **self.minion_conf})
 
     def __call__(self, plans, undo):
         # The public half next to the VM, so that the master can accept the key even when
@@ -67,8 +75,10 @@ class Seeding:
         undo.push(f"seed {iso}", remove_file, iso)
         seeding.make_cidata(
             iso, minion_id=self.spec.name, master=self.master, pub_key_pem=self.pub, priv_key_pem=self.priv,
-            extra_minion_config=self.minion_conf,
+            extra_minion_config=self.minion_conf, cloud_init=self.cloud_init,
         )
+        if self.cloud_init:
+            self.report["cloud_init"] = sorted(k for k, v in self.cloud_init.items() if v)
         self.report["seconds"] = round(time.monotonic() - started, 3)
         targets = [p.target for p in plans]
         return [dommod.Disk(target=dommod.next_disk_target(targets), source=iso, format="raw", readonly=True)]
@@ -112,6 +122,8 @@ class Seeding:
 def seeder(settings, spec, roots, wanted=True):
     """``(step for provision.create or None, report dict or None)`` for ``spec``."""
     if not wanted:
+        if spec.cloud_init is not None:
+            raise InvalidArgument("cloud_init is written into the cidata seed ISO: it needs seed=True and an image")
         return None, None
     seed = Seeding(settings, spec, roots)
     return seed, seed.report

@@ -136,6 +136,14 @@ def _qemu_info(path, backing_chain, fmt=None):
     return data if isinstance(data, list) else [data]
 
 
+def header(path, fmt):
+    """What ``qemu-img info -f <fmt>`` reads of ``path``'s header alone (no backing file opened)."""
+    try:
+        return _qemu_info(path, backing_chain=False, fmt=fmt)[0]
+    except CommandFailed as exc:
+        raise InvalidArgument(f"{path} is not a usable {fmt} image: {_short(exc.stderr)}") from exc
+
+
 QCOW2_MAGIC = b"QFI\xfb"
 
 

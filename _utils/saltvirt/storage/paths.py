@@ -61,6 +61,11 @@ def _under(path, root):
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def is_under(path, root):
+    """Whether the real path ``path`` is ``root`` or inside it (``root``'s symlinks followed)."""
+    return _under(path, root)
+
+
 class Roots:
     """The operator's roots for one hypervisor (see the module documentation)."""
 
@@ -95,6 +100,11 @@ class Roots:
         """A file attached as it is, or read (seed keys)."""
         return self._check(path, what, [*self.pools, *self.attach_roots],
                            "add its directory to virt:attach_roots in the hypervisor's config")
+
+    def readable(self, path, what="file"):
+        """A file only read (a definition to load): under any root but a VM's directory."""
+        roots = [os.path.join(self.images, BASE_DIR), *self.pools, *self.image_roots, *self.attach_roots]
+        return self._check(path, what, roots, "put it under virt:attach_roots or virt:image_roots")
 
     def disk_dir(self, path, what="pool"):
         """A directory new disks are created in."""
