@@ -193,8 +193,9 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
         mac: ...}]``) merged over it.
     disk / disks
         Disk profile name (``virt:disk``; classic name ``disk_profile``) and/or a list of disks
-        merged over it (``name``, ``size`` in MiB, ``format``, ``pool`` directory, ``image``,
-        ``overlay_image``, ``source_file``, ``device``, ``bus``).
+        merged over it (``name``, ``size`` in MiB, ``format``, ``pool`` (a directory or a
+        libvirt pool's name: ``docs/storage.rst``), ``image``, ``overlay_image``, ``source_file``,
+        ``device``, ``bus``).
     hypervisor
         ``kvm`` or ``qemu`` (classic name ``vm_type``). Default: ``kvm`` only if a probe shows it
         really runs guests, else ``qemu`` (TCG); the return says which and why.
@@ -506,7 +507,8 @@ def undefine(name, **kwargs):
 def purge(name, dirs=False, removables=False, **kwargs):
     """
     Destroy and undefine a domain and delete the disks ``virt.init`` created for it
-    (the files in ``virt:images/<name>/``). Base images, operator-supplied disks and ISOs
+    (the files in ``virt:images/<name>/``, and its ``<name>-<disk>`` volumes in libvirt
+    pools). Base images, operator-supplied disks and ISOs
     elsewhere are never deleted. If one of its own disks has become the base of another
     image (or is a disk of another domain), nothing is done and the users are named.
     The classic ``dirs`` and ``removables`` are accepted and have no effect (the VM's own

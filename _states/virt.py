@@ -4,9 +4,11 @@ States of salt-virt (``virt.*``).
 ``virt.keys`` writes the libvirt TLS files (thin glue over :mod:`saltvirt.pki.tlsfiles`). The VM
 states (``virt.defined``, ``virt.running``, ``virt.stopped``, ``virt.powered_off``,
 ``virt.rebooted``, ``virt.snapshot``, ``virt.reverted`` and the classic names ``virt.saved``,
-``virt.unpowered``) and the network states (``virt.network_defined``,
-``virt.network_running``) call the ``virt`` execution module, so that a state and the command
-it stands for behave the same, ``test=True`` included. See ``docs/states.rst``.
+``virt.unpowered``), the network states (``virt.network_defined``, ``virt.network_running``)
+and the storage states (``virt.pool_defined``, ``virt.pool_running``, ``virt.pool_deleted``,
+``virt.volume_defined``) call the ``virt`` execution module, so that a state and the command it
+stands for behave the same, ``test=True`` included. See ``docs/states.rst`` and
+``docs/storage.rst``.
 """
 
 import fnmatch
@@ -25,6 +27,7 @@ import saltvirt.pki.tlsfiles  # noqa: E402
 from saltvirt.errors import VirtError  # noqa: E402
 from saltvirt.network.spec import NetworkSpec  # noqa: E402
 from saltvirt.provision.spec import VmSpec  # noqa: E402
+from saltvirt.storage.poolxml import PoolSpec  # noqa: E402
 
 __virtualname__ = "virt"
 
@@ -686,3 +689,265 @@ def network_running(name, bridge=None, forward=None, vport=None, tag=None, ipv4_
     settings = {k: v for k, v in locals().items() if k in _NETWORK_SETTINGS}
     conn = _conn_args({"connection": connection, "username": username, "password": password})
     return _network(name, True, autostart, settings, conn, kwargs)
+
+
+# --------------------------------------------------------------------------- storage pools and volumes
+
+# Pool types whose new pools are built (directory made, disk labelled, volume group created);
+# a disk or volume group that exists already makes the build fail, which is then not an error.
+_BUILDABLE_POOLS = ("dir", "fs", "netfs", "logical", "disk", "vstorage", "zfs")
+_BUILT_ALREADY_OK = ("logical", "disk", "fs", "zfs")
+
+
+def _pool_settings(ptype, target, permissions, source):
+    """The classic states' ``source: {devices, dir, ...}`` as virt.pool_define's arguments."""
+    settings = {"ptype": ptype, "target": target, "permissions": permissions}
+    if source is not None and not isinstance(source, dict):
+        raise SaltInvocationError(f"source must be a mapping of devices, dir, hosts, ..., not {source!r}")
+    settings.update({f"source_{key}": value for key, value in (source or {}).items()})
+    return settings
+
+
+def _pool_build(name, ptype, conn, notes):
+    try:
+        __salt__["virt.pool_build"](name, **conn)
+    except CommandExecutionError as exc:
+        if ptype not in _BUILT_ALREADY_OK:
+            raise
+        notes.append(f"not built ({exc}); used as it is")
+        return False
+    return True
+
+
+def _pool_new(name, running, settings, transient, autostart, conn, test, notes):
+    change = "Pool defined" + (", marked for autostart" if autostart and not transient else "")
+    if not test:
+        __salt__["virt.pool_define"](name, transient=bool(transient), start=bool(transient), **settings, **conn)
+    try:
+        if settings["ptype"] in _BUILDABLE_POOLS and not transient:
+            if test or _pool_build(name, settings["ptype"], conn, notes):
+                change += ", built"
+        if running and not transient:
+            change += ", started"
+            if not test:
+                __salt__["virt.pool_start"](name, **conn)
+        if autostart and not transient and not test:
+            __salt__["virt.pool_set_autostart"](name, state="on", **conn)
+    except (CommandExecutionError, SaltInvocationError):
+        if not test:  # all or nothing: a pool that cannot be built or started is not left defined
+            __salt__["virt.pool_undefine"](name, **conn)
+        raise
+    return change
+
+
+def _pool_existing(name, running, settings, info, autostart, conn, test, notes):
+    res = __salt__["virt.pool_update"](name, test=test, details=True, **settings, **conn)
+    flip = bool(info["autostart"]) != bool(autostart) and info["persistent"]
+    parts = []
+    if res["changed"]:
+        parts.append("Pool updated")
+        notes.append(f"{'would be updated' if test else 'updated'} ({', '.join(sorted(res['changes']))})")
+    if flip:
+        parts.append("autostart flag changed" if parts else "Pool autostart flag changed")
+        if not test:
+            __salt__["virt.pool_set_autostart"](name, state="on" if autostart else "off", **conn)
+    is_running = info["state"] == "running"
+    if running and is_running and res["restart_needed"]:
+        parts.append("restarted")
+        if not test:
+            __salt__["virt.pool_stop"](name, **conn)
+            __salt__["virt.pool_start"](name, **conn)
+    elif running and not is_running:
+        parts.append("started" if parts else "Pool started")
+        if not test:
+            __salt__["virt.pool_start"](name, **conn)
+    elif res["restart_needed"]:
+        notes.append("it runs with its old definition until it is stopped and started again")
+    if not parts:
+        notes.append("unchanged" + ("; is running" if running else ""))
+    return ", ".join(parts) or None
+
+
+def _pool(name, running, settings, transient, autostart, conn, kwargs):
+    """virt.pool_defined / virt.pool_running, with the classic states' changes."""
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    test = _test()
+    try:
+        # Unknown arguments and bad values are refused before libvirt is asked (test=True too).
+        PoolSpec.from_kwargs(f"pool {name}", name=name, **settings, **kwargs)
+    except VirtError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    notes = []
+    try:
+        info = __salt__["virt.pool_info"](name, **conn).get(name)
+        if info:
+            change = _pool_existing(name, running, settings, info, autostart, conn, test, notes)
+        else:
+            change = _pool_new(name, running, settings, transient, autostart, conn, test, notes)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        message = str(exc)
+        ret.update(result=False, comment=message if f"pool {name}" in message else f"Pool {name}: {message}")
+        return ret
+    if change:
+        ret["changes"][name] = change
+        notes.insert(0, ("would be: " if test else "") + change[0].lower() + change[1:])
+    ret["comment"] = f"Pool {name}: " + "; ".join(notes)
+    if test and ret["changes"]:
+        ret["result"] = None
+    return ret
+
+
+def pool_defined(name, ptype=None, target=None, permissions=None, source=None, transient=False, autostart=True,
+                 connection=None, username=None, password=None, **kwargs):
+    """
+    Ensure storage pool ``name`` is defined with these settings (the arguments of
+    ``virt.pool_define``; ``source`` holds the ``source_*`` ones without the prefix:
+    ``devices``, ``dir``, ``hosts``, ``adapter``, ``auth``, ``name``, ``format``,
+    ``initiator``) and autostart flag (default True). A new pool is defined and built (its
+    directory made, its volume group created...; a device that holds one already is used as it
+    is), not started; an existing one is compared and only the settings given that differ are
+    rewritten. Changes are the classic ones (``{name: "Pool defined, marked for autostart,
+    built"}``, ``"Pool updated"``...). Host directories, devices and volume groups must be
+    allowed by the operator (``docs/storage.rst``). Unknown arguments fail the state, by name.
+
+    .. code-block:: yaml
+
+        images:
+          virt.pool_defined:
+            - ptype: dir
+            - target: /srv/pools/images
+            - permissions:
+                mode: '0755'
+    """
+    settings = _pool_settings(ptype, target, permissions, source)
+    conn = _conn_args({"connection": connection, "username": username, "password": password})
+    return _pool(name, False, settings, transient, autostart, conn, kwargs)
+
+
+def pool_running(name, ptype=None, target=None, permissions=None, source=None, transient=False, autostart=True,
+                 connection=None, username=None, password=None, **kwargs):
+    """
+    Ensure storage pool ``name`` is defined as in :func:`pool_defined` and running: a new pool
+    is defined, built and started (all or nothing: one that cannot be built or started is not
+    left defined), a stopped one started, a running one whose definition changed restarted.
+
+    .. code-block:: yaml
+
+        vms:
+          virt.pool_running:
+            - ptype: logical
+            - source:
+                devices:
+                  - path: /dev/sdb
+                name: vg_vms
+    """
+    settings = _pool_settings(ptype, target, permissions, source)
+    conn = _conn_args({"connection": connection, "username": username, "password": password})
+    return _pool(name, True, settings, transient, autostart, conn, kwargs)
+
+
+def _purge(name, info, conn, test, changes, unsupported):
+    if info["type"] in ("iscsi", "iscsi-direct", "mpath", "scsi"):
+        unsupported.append("deleting volume")
+        return
+    __salt__["virt.pool_refresh"](name, **conn)
+    for volume in __salt__["virt.pool_list_volumes"](name, **conn):
+        if test or __salt__["virt.volume_delete"](name, volume, **conn):
+            changes["deleted_volumes"].append(volume)
+
+
+def pool_deleted(name, purge=False, connection=None, username=None, password=None):
+    """
+    Ensure storage pool ``name`` is not defined: stop it and undefine it; with ``purge``, delete
+    its volumes (for ever) and its resources (directory, volume group...) first. Changes:
+    ``{stopped, deleted, undefined, deleted_volumes}`` as classic; actions a pool type does not
+    support are named in the comment.
+
+    .. code-block:: yaml
+
+        images:
+          virt.pool_deleted:
+            - purge: True
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    conn = _conn_args({"connection": connection, "username": username, "password": password})
+    test = _test()
+    try:
+        info = __salt__["virt.pool_info"](name, **conn).get(name)
+        if not info:
+            ret["comment"] = f"Storage pool could not be found: {name}"
+            return ret
+        changes = ret["changes"] = {"stopped": False, "deleted": False, "undefined": False, "deleted_volumes": []}
+        unsupported = []
+        if info["state"] == "running":
+            if purge:
+                _purge(name, info, conn, test, changes, unsupported)
+            changes["stopped"] = test or __salt__["virt.pool_stop"](name, **conn)
+        if purge and info["type"] in ("dir", "fs", "netfs", "logical", "vstorage", "zfs"):
+            changes["deleted"] = test or __salt__["virt.pool_delete"](name, **conn)
+        elif purge:
+            unsupported.append("deleting pool")
+        if info["persistent"]:
+            changes["undefined"] = test or __salt__["virt.pool_undefine"](name, **conn)
+        if unsupported:
+            ret["comment"] = f"Unsupported actions for pool of type \"{info['type']}\": {', '.join(unsupported)}"
+        else:
+            ret["comment"] = f"Storage pool {name} {'would be ' if test else ''}deleted"
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret.update(result=False, comment=f"Failed deleting pool: {exc}")
+        return ret
+    if test:
+        ret["result"] = None
+    return ret
+
+
+def volume_defined(pool, name, size, allocation=0, format=None, type=None, permissions=None,  # noqa: A002
+                   backing_store=None, nocow=False, connection=None, username=None, password=None):
+    """
+    Ensure volume ``name`` (``size`` MiB) exists in storage pool ``pool`` (the arguments of
+    ``virt.volume_define``). An existing volume with another format or backing store fails the
+    state; one of another size is left as it is (the comment says so). Changes:
+    ``{"<pool>/<name>": {old: "", new: "defined"}}``.
+
+    .. code-block:: yaml
+
+        data.qcow2:
+          virt.volume_defined:
+            - pool: images
+            - size: 8192
+            - format: qcow2
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    conn = _conn_args({"connection": connection, "username": username, "password": password})
+    test = _test()
+    try:
+        if pool not in __salt__["virt.list_pools"](**conn):
+            if not test:
+                raise SaltInvocationError(f"storage pool {pool} is not defined on this hypervisor")
+            found = None  # test=True: an earlier state of the same run may define the pool
+        else:
+            found = __salt__["virt.volume_infos"](pool, name, **conn).get(pool, {}).get(name)
+        if found:
+            same_backing = (found.get("backing_store") or {}) == (
+                {"path": backing_store.get("path"), "format": backing_store.get("format")} if backing_store else {})
+            if not same_backing or (format is not None and found.get("format") != format):
+                ret.update(result=False, comment="A volume with the same name but different backing store or "
+                                                 "format is existing")
+            elif int(found["capacity"]) != int(size) * 1024 * 1024:
+                ret["comment"] = "The capacity of the volume is different, but no resize performed"
+            else:
+                ret["comment"] = "volume is existing"
+            return ret
+        if not test:
+            __salt__["virt.volume_define"](pool, name, size, allocation=allocation, format=format, type=type,
+                                           permissions=permissions, backing_store=backing_store, nocow=nocow,
+                                           **conn)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    ret["changes"] = {f"{pool}/{name}": {"old": "", "new": "defined"}}
+    ret["comment"] = f"Volume {name} {'would be ' if test else ''}defined in pool {pool}"
+    if test:
+        ret["result"] = None
+    return ret

@@ -498,6 +498,10 @@ def prepare_hypervisor(n):
             "image_roots": ["/var/lib/libvirt/images", str(LAB_DIR / "shared-storage")],
             # A seeding function that fails (it does not return True): the tests' fault.
             "seed_cmds": ["test.arg"],
+            # Storage pools callers may define (tests/integration/test_pools.py): directories
+            # under libvirt's images, loop devices, volume groups named after this lab.
+            "pools": {"allowed_targets": ["/var/lib/libvirt/images"], "allowed_devices": ["/dev/loop*"],
+                      "allowed_source_names": [f"{NETNS}_*"]},
         },
         "grains": {"salt_virt_lab": True},
         # libvirt's domain events on the master's bus (the bundle's engine; it starts with
@@ -778,6 +782,26 @@ def _netns_pids():
     return [int(p) for p in out if p.isdigit()]
 
 
+def release_loop_devices():
+    """Volume groups and loop devices the lab's storage pools left (tests/integration/test_pools.py
+    removes its own; a test killed half-way may not): volume groups on loop devices backed by
+    files under LAB_DIR are removed, the devices detached."""
+    out = sh(["losetup", "-J", "-l"], check=False).stdout
+    try:
+        devices = json.loads(out or "{}").get("loopdevices", [])
+    except json.JSONDecodeError:
+        return
+    for dev in devices:
+        backing = dev.get("back-file") or ""
+        if not backing.startswith(str(LAB_DIR) + "/"):
+            continue
+        for vg in sh(["pvs", "--noheadings", "-o", "vg_name", dev["name"]], check=False).stdout.split():
+            sh(["vgremove", "-f", vg], check=False)
+        sh(["pvremove", "-y", dev["name"]], check=False)
+        sh(["losetup", "-d", dev["name"]], check=False)
+        log(f"down: detached {dev['name']} ({backing})")
+
+
 def down():
     pids = _netns_pids()
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -799,6 +823,7 @@ def down():
     for pidfile in (MASTER / "var" / "run" / "salt-master.pid", MASTER / "var" / "run" / "salt-syndic.pid",
                     TOP / "var" / "run" / "salt-master.pid"):
         pidfile.unlink(missing_ok=True)
+    release_loop_devices()
     log("down: no lab process or namespace left")
 
 

@@ -2,7 +2,7 @@
 
 import contextlib
 
-from saltvirt.errors import VirtError, install_hint
+from saltvirt.errors import VirtError, install_hint, libvirt_message
 
 try:
     import libvirt
@@ -48,3 +48,12 @@ def opened(uri=None, username=None, password=None):
     finally:
         with contextlib.suppress(Exception):
             conn.close()
+
+
+@contextlib.contextmanager
+def libvirt_errors(what):
+    """libvirt's errors inside the block become :class:`VirtError` ``"<what>: <libvirt's message>"``."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        raise VirtError(f"{what}: {libvirt_message(exc)}") from exc

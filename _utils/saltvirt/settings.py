@@ -113,6 +113,15 @@ class HostSettings:
             firmware_roots=self.get("domain_xml:firmware_roots", list(paths.DEFAULT_FIRMWARE_ROOTS)),
         )
 
+    @property
+    def pool_policy(self):
+        """Which storage pools callers may define (:class:`saltvirt.storage.paths.PoolPolicy`)."""
+        return paths.PoolPolicy(
+            self.images_dir, self.get("pools:allowed_targets", []), self.get("pools:allowed_devices", []),
+            self.get("pools:allowed_source_names", []),
+            self.get("pools:allowed_types", list(paths.DEFAULT_POOL_TYPES)),
+        )
+
     # -------------------------------------------------------------- libvirt
 
     def connect_args(self, kwargs=None):

@@ -79,6 +79,8 @@ def minion_opts(qemu_dir, guest_images):
             # Seeding a call may choose, never invent: what the fault tests use.
             "seed_cmds": ["test.arg"],
             "seed_install_cmds": {"no-network": "sh -c 'echo no network >&2; exit 3'"},
+            # Storage pools callers may define: under the tests' scratch directory only.
+            "pools": {"allowed_targets": [str(qemu_dir / "pools")]},
         },
     )
     for key in ("cachedir", "pki_dir", "sock_dir"):

@@ -8,18 +8,11 @@ messages that name the network and what to do.
 import contextlib
 
 from saltvirt.connection import libvirt
+from saltvirt.connection import libvirt_errors as _libvirt_errors
 from saltvirt.errors import AlreadyExists, NotFound, VirtError, libvirt_message
 from saltvirt.network import xml as netxml
 
 LEASE_TYPES = {0: "ipv4", 1: "ipv6"}  # VIR_IP_ADDR_TYPE_IPV4 / _IPV6
-
-
-@contextlib.contextmanager
-def _libvirt_errors(what):
-    try:
-        yield
-    except libvirt.libvirtError as exc:
-        raise VirtError(f"{what}: {libvirt_message(exc)}") from exc
 
 
 def lookup(conn, name):

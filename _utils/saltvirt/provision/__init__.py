@@ -15,7 +15,7 @@ from saltvirt.domain import model as dommod
 from saltvirt.domain import platform as domplatform
 from saltvirt.domain import vmops
 from saltvirt.errors import InvalidArgument, VirtError
-from saltvirt.storage import images, paths
+from saltvirt.storage import images, paths, volumes
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,13 @@ class DiskPlan:
     device: str = "disk"
     bus: str = "virtio"
     readonly: bool = False
+    volume_pool: str | None = None  # a libvirt pool of block volumes: made through libvirt
+    volume: str | None = None  # the volume's name in it (``path`` is known once it exists)
 
     def to_disk(self):
-        return dommod.Disk(
-            target=self.target, source=self.path, format=self.format, device=self.device,
-            bus=self.bus, readonly=self.readonly,
-        )
+        where = {"source_dev": self.path} if self.volume_pool else {"source": self.path}
+        return dommod.Disk(target=self.target, format=self.format, device=self.device, bus=self.bus,
+                           readonly=self.readonly, **where)
 
 
 def plan_disks(vm_name, disks, images_dir, default_image=None, enable_qcow=False, formats=None):
@@ -97,6 +98,9 @@ def plan_disks(vm_name, disks, images_dir, default_image=None, enable_qcow=False
             ))
             continue
         overlay = bool(spec.get("overlay_image", enable_qcow)) and image is not None
+        if spec.get("volume_pool"):
+            plans.append(_volume_plan(vm_name, spec, target, image, formats, overlay))
+            continue
         fmt = "qcow2" if overlay else spec.get("format")
         if image is None and not spec.get("size"):
             raise InvalidArgument(f"disk {spec['name']!r} has neither an image nor a size")
@@ -116,6 +120,19 @@ def plan_disks(vm_name, disks, images_dir, default_image=None, enable_qcow=False
             readonly=bool(spec.get("readonly", False)),
         ))
     return plans
+
+
+def _volume_plan(vm_name, spec, target, image, formats, overlay):
+    """A disk in a pool of block volumes: a raw copy of its image (no overlay on a block device)."""
+    if overlay and spec.get("overlay_image"):
+        raise InvalidArgument(f"disk {spec['name']!r}: overlay_image needs a directory pool, not the block "
+                              f"volumes of pool {spec['volume_pool']} (its image is copied in whole instead)")
+    if image is None and not spec.get("size"):
+        raise InvalidArgument(f"disk {spec['name']!r} has neither an image nor a size")
+    return DiskPlan(name=spec["name"], target=target, path="", format="raw", size=spec.get("size"), source=image,
+                    source_format=formats.get(image) if image else None, device=spec.get("device", "disk"),
+                    bus=spec.get("bus") or "virtio", readonly=bool(spec.get("readonly", False)),
+                    volume_pool=spec["volume_pool"], volume=paths.disk_stem(vm_name, spec["name"], True))
 
 
 @dataclass
@@ -165,7 +182,7 @@ def space_needed(plans, overcommit=False):
     """
     needed = {}
     for plan in plans:
-        if plan.existing:
+        if plan.existing or plan.volume_pool:  # libvirt refuses a volume its pool has no room for
             continue
         directory = os.path.dirname(plan.path)
         if plan.source and not plan.overlay:
@@ -200,10 +217,14 @@ def check_space(plans, overcommit=False, headroom_mib=1024):
             )
 
 
-def build_disks(plans, undo, progress=None, copy_limits=None):
-    """Create every planned disk (clone, overlay or blank), registering undos; full copies report
-    to ``progress`` and may take ``copy_limits`` of their size."""
+def build_disks(plans, undo, progress=None, copy_limits=None, conn=None):
+    """Create every planned disk (clone, overlay or blank; a pool's volume through ``conn``),
+    registering undos; full copies report to ``progress`` and may take ``copy_limits`` of their
+    size."""
     for plan in plans:
+        if plan.volume_pool:
+            volumes.create_disk_volume(conn, plan, undo)
+            continue
         if plan.existing:
             if not os.path.exists(plan.path):
                 raise InvalidArgument(f"disk {plan.name!r}: {plan.path} does not exist")
@@ -235,7 +256,7 @@ def create(conn, request):
         raise InvalidArgument(f"a domain named {dom_model.name!r} already exists on this host")
     undo = Undo()
     try:
-        build_disks(request.disks, undo, request.progress, request.copy_limits)
+        build_disks(request.disks, undo, request.progress, request.copy_limits, conn)
         nvram = dom_model.platform.get(domplatform.NVRAM_PATH)
         if nvram:  # libvirt makes a UEFI VM's variable store on first start, not its directory
             make_dir(os.path.dirname(nvram), undo)

@@ -95,6 +95,11 @@ def update_vm(conn, spec, settings):
     with contextlib.ExitStack() as stack:
         if want.disks:
             want.disks = sources.check_disk_files(settings, conn, want.disks, roots, formats)
+            for disk in want.disks:
+                if disk.get("volume_pool"):
+                    raise InvalidArgument(f"disk {disk['name']!r}: virt.update does not manage disks in pool "
+                                          f"{disk['volume_pool']} of block volumes yet (virt.init does): use "
+                                          "a directory pool")
             stack.enter_context(sources.image_locks(settings, [d.get("image") for d in want.disks]))
         config_xml, running = vmops.secure_xml(dom, inactive=True), None
         config = dommod.Domain.from_xml(config_xml)

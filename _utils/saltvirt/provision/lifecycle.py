@@ -13,7 +13,7 @@ from saltvirt import fileio, provision
 from saltvirt.domain import model as dommod
 from saltvirt.domain import vmops
 from saltvirt.errors import InvalidArgument
-from saltvirt.storage import bases
+from saltvirt.storage import bases, pools, volumes
 
 
 def _unlink(path):
@@ -86,16 +86,27 @@ def purge(conn, name, settings):
     """
     dom = vmops.lookup(conn, name)
     vm_dir = settings.vm_dir(name)
-    owned = vmops.owned_disks(vmops.info(conn, name), vm_dir)
-    bases.refuse_if_used(conn, owned, settings.images_dir, ignore=owned, domain=name)
+    data = vmops.info(conn, name)
+    owned = vmops.owned_disks(data, vm_dir)
+    # The volumes virt.init made in libvirt pools (<vm>-<disk>): files of directory pools are
+    # removed with the VM's own disks, block volumes through libvirt.
+    pooled = volumes.owned_volumes(conn, name, [d["file"] for d in data["disks"].values() if d.get("file")])
+    pooled_files = [v.path() for v in pooled if v.path() not in owned and os.path.isfile(v.path())]
+    bases.refuse_if_used(conn, owned + pooled_files, settings.images_dir, ignore=owned + pooled_files, domain=name)
     nvram = settings.vm_file(name, "nvram")
     had_nvram = os.path.exists(nvram)
     vmops.destroy(dom)
     vmops.undefine(dom)  # removes a UEFI variable store (ours or libvirt's) too
+    removed_volumes = []
+    for vol in pooled:
+        path = vol.path()
+        with pools.libvirt_errors(f"deleting volume {path} of {name}"):
+            vol.delete(0)
+        removed_volumes.append(path)
     # The cidata seed is not a disk any more once detached, but it is ours too, and so is the
     # console log virt.init configured (a later VM of the same name must not append to it).
     own_files = [settings.vm_file(name, what) for what in ("seed_iso", "seed_pub", "first_boot")]
-    removed = [path for path in (*owned, *own_files, settings.serial_log(name)) if _unlink(path)]
+    removed = removed_volumes + [path for path in (*owned, *own_files, settings.serial_log(name)) if _unlink(path)]
     if had_nvram and (_unlink(nvram) or not os.path.exists(nvram)):
         removed.append(nvram)
     provision.remove_tree_if_empty(vm_dir)

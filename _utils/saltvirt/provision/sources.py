@@ -16,7 +16,7 @@ import urllib.request
 from saltvirt import fileio
 from saltvirt import progress as vprogress
 from saltvirt.errors import InvalidArgument
-from saltvirt.storage import bases, images, paths
+from saltvirt.storage import bases, images, paths, volumes
 
 REMOTE = ("salt://", "http://", "https://", "ftp://")
 
@@ -197,6 +197,11 @@ def check_disk_files(settings, conn, specs, roots, formats):
     for spec in specs:
         spec = dict(spec)
         paths.validate_disk_name(spec.get("name"))
+        if spec.get("pool") and not str(spec["pool"]).startswith("/"):  # a libvirt pool's name
+            kind, where = volumes.disk_pool(conn, spec["pool"], settings.pool_policy)
+            spec["pool" if kind == "dir" else "volume_pool"] = where
+            if kind != "dir":
+                del spec["pool"]
         if spec.get("pool"):
             spec["pool"] = roots.disk_dir(spec["pool"], f"disk {spec['name']}: pool")
         if spec.get("source_file"):

@@ -19,6 +19,7 @@ Nothing under ``virt:images`` but ``base/`` is ever named by a call: the VM dire
 other VMs' disks and keys.
 """
 
+import fnmatch
 import os
 import re
 
@@ -125,3 +126,87 @@ class Roots:
         roots = [*self.firmware_roots, os.path.join(self.images, BASE_DIR), *self.pools, *self.image_roots]
         return self._check(path, what, roots, "use the distribution's firmware (e.g. /usr/share/OVMF) "
                            "or add its directory to virt:domain_xml:firmware_roots")
+
+
+#: libvirt's storage pool types; ``scsi`` and ``mpath`` hand over every LUN of a host adapter
+#: or every multipath device of the host, so callers get them only if the operator allows them.
+POOL_TYPES = ("dir", "fs", "netfs", "logical", "disk", "iscsi", "iscsi-direct", "scsi", "mpath", "rbd",
+              "sheepdog", "gluster", "zfs", "vstorage")
+DEFAULT_POOL_TYPES = tuple(t for t in POOL_TYPES if t not in ("scsi", "mpath"))
+#: Pools whose target is a directory of the host (made, mounted on or removed by libvirt).
+DIRECTORY_POOLS = ("dir", "fs", "netfs", "vstorage")
+#: Pools over host block devices, and pools naming a host volume group / zpool.
+DEVICE_POOLS = ("fs", "logical", "disk")
+NAMED_SOURCE_POOLS = ("logical", "zfs")
+VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,254}$")
+
+
+def validate_volume_name(name):
+    """A volume name is a file (or LV) name in its pool: no path, no ``..``."""
+    if not isinstance(name, str) or not VOLUME_NAME.match(name) or ".." in name:
+        raise InvalidArgument(f"volume name {name!r} is not allowed: use letters, digits and _.+- (starting "
+                              "with a letter or digit, no '..', no '/'), e.g. data.qcow2")
+    return name
+
+
+class PoolPolicy:
+    """Which storage pools a caller may define or change (``virt:pools:*`` of the hypervisor).
+
+    ``allowed_targets``: directories under which ``dir``/``fs``/``netfs``/``vstorage`` pools may
+    have their target (never under ``virt:images``); ``allowed_devices``: globs of the block
+    devices ``fs``/``logical``/``disk`` pools may use; ``allowed_source_names``: globs of the
+    volume groups (``logical``) and zpools (``zfs``) pools may name; ``allowed_types``: pool
+    types (default: all but ``scsi`` and ``mpath``). Nothing is allowed unless configured.
+    """
+
+    def __init__(self, images, allowed_targets=(), allowed_devices=(), allowed_source_names=(),
+                 allowed_types=DEFAULT_POOL_TYPES):
+        self.images = images_dir(images)
+        self.targets = list(allowed_targets or ())
+        self.devices = list(allowed_devices or ())
+        self.source_names = list(allowed_source_names or ())
+        self.types = list(allowed_types or DEFAULT_POOL_TYPES)
+        for root in self.targets:
+            if not isinstance(root, str) or not os.path.isabs(root):
+                raise InvalidArgument(f"virt:pools:allowed_targets entries must be absolute paths, not {root!r}")
+
+    def check(self, name, settings):
+        """Refuse pool ``name`` with normalised ``settings`` (see :mod:`saltvirt.storage.poolxml`)
+        if it would reach host directories, devices or volume groups the operator did not allow."""
+        ptype, source = settings["ptype"], settings.get("source") or {}
+        if ptype not in self.types:
+            raise InvalidArgument(f"pool {name}: type {ptype} is not allowed on this hypervisor (allowed: "
+                                  f"{', '.join(self.types)}; the operator sets virt:pools:allowed_types)")
+        self._target(name, ptype, settings.get("target"))
+        if ptype in DEVICE_POOLS:
+            for device in source.get("devices") or []:
+                self._device(name, device["path"])
+        if ptype in NAMED_SOURCE_POOLS:
+            group = source.get("name") or name
+            if not any(fnmatch.fnmatchcase(group, glob) for glob in self.source_names):
+                listed = ", ".join(self.source_names) or "none configured"
+                raise InvalidArgument(f"pool {name}: source name {group} (volume group or zpool) is not one of "
+                                      f"virt:pools:allowed_source_names ({listed}): refused")
+
+    def _target(self, name, ptype, target):
+        if ptype not in DIRECTORY_POOLS:
+            if target is not None and not _under(_real(target), "/dev"):
+                raise InvalidArgument(f"pool {name}: a {ptype} pool's target {target} must be under /dev")
+            return
+        if target is None:
+            raise InvalidArgument(f"pool {name}: a {ptype} pool needs a target directory")
+        real = _real(target)
+        if _under(real, self.images) or _under(self.images, real):
+            raise InvalidArgument(f"pool {name}: target {target} overlaps {self.images}, where VMs keep their "
+                                  "disks and keys: refused")
+        if not any(_under(real, root) for root in self.targets):
+            listed = ", ".join(self.targets) or "none configured"
+            raise InvalidArgument(f"pool {name}: target {target} is outside virt:pools:allowed_targets "
+                                  f"({listed}): refused; the operator adds its directory there")
+
+    def _device(self, name, path):
+        real = _real(path)
+        if not any(fnmatch.fnmatchcase(p, glob) for glob in self.devices for p in {path, real}):
+            listed = ", ".join(self.devices) or "none configured"
+            raise InvalidArgument(f"pool {name}: source device {path} is not one of virt:pools:allowed_devices "
+                                  f"({listed}): refused")
