@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -209,6 +210,100 @@ def test_postcopy_switches_over_and_the_guest_carries_on(lab, vm, shared_dir, po
     assert vm in lab.domains("hypervisor2") and vm not in lab.domains("hypervisor1")
     assert wait_beat_above(lab, "hypervisor2", vm, first) > first
     assert boots(lab, vm) == 1
+
+
+# Run inside hypervisor1's namespaces (libvirt-python on its own libvirtd): once the migration of
+# argv[1] has switched to post-copy, fail it the way libvirt documents for testing a recovery --
+# virDomainAbortJobFlags(VIR_DOMAIN_ABORT_JOB_POSTCOPY) makes QEMU pause the post-copy migration
+# (migrate-pause), both copies then wait, the guest's memory split between the hosts -- and print
+# the domain's (state, reason) on each host as it changes, for up to argv[2] seconds.
+_POSTCOPY_FAILURE = """
+import json, sys, time, libvirt
+libvirt.registerErrorHandler(lambda *_: None, None)
+name, limit = sys.argv[1], float(sys.argv[2])
+here, there = libvirt.open("qemu:///system"), libvirt.open("qemu+tls://127.0.0.3/system")
+def state(conn):
+    try:
+        return conn.lookupByName(name).state()
+    except libvirt.libvirtError as exc:
+        return str(exc)
+deadline = time.monotonic() + limit
+dom = here.lookupByName(name)
+while dom.state() != [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY]:
+    if time.monotonic() > deadline:
+        sys.exit(f"no switch-over to post-copy within {limit}s: {dom.state()}")
+    time.sleep(0.05)
+time.sleep(1)  # the target runs the guest, pulling its pages
+seen = [("switched", state(here), state(there))]
+dom.abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
+end = time.monotonic() + 20
+while time.monotonic() < end:
+    now = ("injected", state(here), state(there))
+    if now != seen[-1]:
+        seen.append(now)
+    time.sleep(0.05)
+print(json.dumps(seen))
+"""
+POSTCOPY_FAILED = [3, 13]  # paused, post-copy failed (VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+
+
+def _both_sides(lab, vm):
+    return {h: lab.run("virsh", h, "domstate", vm, "--reason", check=False, timeout=30).stdout.strip()
+            for h in ("hypervisor1", "hypervisor2")}
+
+
+def test_postcopy_failure_after_the_switch_over_is_resumed(lab, vm, shared_dir, postcopy_ready):
+    """The post-copy migration fails after the switch-over (both copies paused, the guest's
+    memory split between the hosts): virt.migrate resumes it from the source and the guest
+    carries on on the target, never rebooted. Every wait is bounded: a recovery that does not
+    happen fails the test with both hosts' view."""
+    busy = f"{vm}-dirty48"  # rewrites 48 MiB over and over: post-copy has pages left to pull
+    proc = None
+    try:
+        first = _start_on_shared_storage(lab, busy, shared_dir)
+        lab.wait_serial("hypervisor1", busy, r"SALTVIRT-MEMORY 48 MiB dirtied", timeout=120)
+        # A 1 ms downtime limit: pre-copy never converges on its own, the switch to post-copy ends
+        # it; 1 MiB/s after the switch: the pages still on the source take half a minute to pull.
+        proc = subprocess.Popen(
+            [os.path.join(BIN, "salt-run"), "virt.migrate", busy, "hypervisor2", "postcopy=True",
+             "max_bandwidth=16", "max_downtime=1", "postcopy_bandwidth=1", "--out=json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        inject = lab.hv("hypervisor1", sys.executable, "-c", _POSTCOPY_FAILURE, busy, "180", check=False,
+                        timeout=240)
+        if inject.returncode != 0:
+            if proc.poll() is None:
+                proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"no post-copy failure injected: {inject.stderr[-1500:]}; "
+                                 f"{_both_sides(lab, busy)}\n{out[-3000:]}{err}")
+        seen = json.loads(inject.stdout)
+        # The failure happened: the source's copy went paused (post-copy failed).
+        assert any(step[1] == POSTCOPY_FAILED for step in seen), seen
+        try:
+            out, err = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"virt.migrate did not return within 600s after the failure: "
+                                 f"{_both_sides(lab, busy)}; injection saw {seen}\n{out[-3000:]}{err}") from None
+        result = _last_json(out)
+        assert proc.returncode == 0 and result["result"] is True, (seen, out[-3000:], err)
+        assert result["host"] == "hypervisor2" and result["postcopy_switched"] is True, result
+        assert result["postcopy_recovery"]["attempts"][-1] == "resumed", result
+        assert "resuming it (1/3)" in out  # the progress said so while it ran
+        assert _both_sides(lab, busy)["hypervisor2"].startswith("running")
+        assert busy in lab.domains("hypervisor2") and busy not in lab.domains("hypervisor1")
+        assert wait_beat_above(lab, "hypervisor2", busy, first) > first
+        assert boots(lab, busy) == 1  # the guest never rebooted
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        lab.run("salt-run", "virt.purge", busy, check=False)
+        for host in ("hypervisor1", "hypervisor2"):  # after a failure: both copies, whatever state
+            if busy in lab.domains(host):
+                lab.run("salt", host, "virt.purge", busy, check=False)
+        lab.run("salt-key", "-y", "-d", busy, check=False)
 
 
 @pytest.fixture
