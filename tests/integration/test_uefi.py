@@ -42,7 +42,8 @@ def test_a_uefi_guest_boots_keeps_its_store_goes_back_to_bios_and_is_purged(lab,
     back = salt(lab, "virt.update", vm, "boot={efi: False}")
     assert back["changes"] == {"boot:efi": {"old": True, "new": False, "when": "next_boot"}}
     assert salt(lab, "virt.pending_changes", vm) == ["uefi True -> False"]
-    salt(lab, "virt.stop", vm)
+    # Wait for the power-off: a start while the guest is still shutting down would be refused.
+    assert salt(lab, "virt.stop", vm, "timeout=120")["stopped"] is True
     salt(lab, "virt.start", vm)
     lab.wait_serial(HV, vm, r"SALTVIRT-FIRMWARE bios", timeout=BOOT_TIMEOUT)
     assert firmware_lines(lab, vm) == ["efi", "bios"]
