@@ -442,7 +442,9 @@ def unseed(name, host=None):
 def purge(name, delete_key=True, host=None):
     """
     Destroy a VM, undefine it, delete the disks virt.init made for it, and (by default)
-    delete its minion key on the master.
+    delete its minion key on the master. Every hypervisor is asked where the VM is: a VM
+    defined on two of them (a post-copy migration that failed and was not resumed) is refused
+    until ``host=`` names the copy to purge.
 
     CLI Example:
 
@@ -450,8 +452,12 @@ def purge(name, delete_key=True, host=None):
 
         salt-run virt.purge centos1
         salt-run virt.purge centos1 delete_key=False
+        salt-run virt.purge centos1 host=hypervisor2
     """
     fleet = _fleet()
+    # Not from the location cache: a VM left on two hypervisors (a post-copy migration that failed
+    # and was not resumed) must not lose one copy and its key while the other stays.
+    host = host or fleet.find_vm(name)[0]
     result = fleet.vm_call(name, "virt.purge", host=host)
     fleet.locations.forget(name)
     result["key_deleted"], error = _provisioner(fleet).forget(name, result["host"], delete_key=delete_key)

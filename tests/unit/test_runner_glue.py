@@ -186,3 +186,20 @@ def test_a_refusal_on_the_syndic_is_an_error_of_the_call(runner, tmp_path):
     runner.__opts__["virt"]["syndics"] = {"syndic*": "hypervisor*"}
     with pytest.raises(InvalidArgument, match="virt:syndics: 'syndic\\*' must be exactly one"):
         prov.key_on_syndic("web1", "hypervisor1")
+
+
+def test_purge_searches_every_hypervisor_and_refuses_a_vm_left_on_two(runner, tmp_path, monkeypatch):
+    """A post-copy migration that failed and was not resumed leaves a copy on each side: purging
+    one of them by the cached location would leave the other without its key."""
+    runner.__opts__.update(cachedir=str(tmp_path / "cache"), pki_dir=str(tmp_path / "pki"))
+    states = {"hypervisor1": {"web1": "paused"}, "hypervisor2": {"web1": "running"}}
+    fleet, sent = _cached_fleet(runner, tmp_path, states)
+    fleet.locations.set("web1", "hypervisor2")  # where the migration was going
+    monkeypatch.setattr(runner, "_fleet", lambda: fleet)
+    ret = runner.purge("web1")
+    assert ret["result"] is False and "defined on several hypervisors" in ret["error"] and sent == []
+    assert fleet.locations.get("web1") is None  # the search saw two: no longer taken as known
+    states["hypervisor1"].clear()  # the operator purged the stale copy there (host=hypervisor1)
+    ret = runner.purge("web1", delete_key=False)
+    assert ret["host"] == "hypervisor2" and sent == [("hypervisor2", "virt.purge")]
+    assert fleet.locations.get("web1") is None
