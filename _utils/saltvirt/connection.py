@@ -2,7 +2,7 @@
 
 import contextlib
 
-from saltvirt.errors import VirtError, install_hint, libvirt_message
+from saltvirt.errors import NotFound, VirtError, install_hint, libvirt_message
 
 try:
     import libvirt
@@ -57,3 +57,26 @@ def libvirt_errors(what):
         yield
     except libvirt.libvirtError as exc:
         raise VirtError(f"{what}: {libvirt_message(exc)}") from exc
+
+
+def lookup(find, name, missing_code, missing, what):
+    """``find(name)`` (a libvirt lookup); libvirt's "no such object" (``missing_code``) becomes
+    :class:`NotFound` with the ``missing`` message, any other error a :class:`VirtError` about
+    ``what``."""
+    try:
+        return find(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == missing_code:
+            raise NotFound(missing) from None
+        raise VirtError(f"{what}: {libvirt_message(exc)}") from exc
+
+
+def inactive_xml(obj, flag):
+    """The persistent definition's XML of a network or pool (``XMLDesc(flag)``), or its one
+    definition where the driver has no such flag (libvirt's test driver)."""
+    try:
+        return obj.XMLDesc(flag)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+            raise
+        return obj.XMLDesc(0)

@@ -133,6 +133,27 @@ class XmlView:
         return ET.tostring(self.element, encoding="unicode")
 
 
+class NamedXml(XmlView):
+    """A top-level libvirt object with a ``<name>`` (a network, a storage pool): parsed from
+    its XML, or made new."""
+
+    name = XPath("name")
+    uuid = XPath("uuid")
+
+    @classmethod
+    def parse(cls, xml):
+        view = cls(parse(xml, cls.TAG))
+        if not view.name:
+            raise InvalidArgument(f"not {cls.TAG} XML: <{cls.TAG}> root without a <name>")
+        return view
+
+    @classmethod
+    def new(cls, name):
+        view = cls(ET.Element(cls.TAG))
+        view.name = name
+        return view
+
+
 class DiskXml(XmlView):
     """A ``<disk>``: file, block or network source, target, driver, flags, backing chain."""
 

@@ -7,22 +7,19 @@ messages that name the network and what to do.
 
 import contextlib
 
+from saltvirt import connection
 from saltvirt.connection import libvirt
 from saltvirt.connection import libvirt_errors as _libvirt_errors
-from saltvirt.errors import AlreadyExists, NotFound, VirtError, libvirt_message
+from saltvirt.errors import AlreadyExists, VirtError
 from saltvirt.network import xml as netxml
 
 LEASE_TYPES = {0: "ipv4", 1: "ipv6"}  # VIR_IP_ADDR_TYPE_IPV4 / _IPV6
 
 
 def lookup(conn, name):
-    try:
-        return conn.networkLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-            raise NotFound(f"network {name} is not defined on this hypervisor (virt.list_networks "
-                           "lists the networks)") from None
-        raise VirtError(f"network {name}: {libvirt_message(exc)}") from exc
+    return connection.lookup(conn.networkLookupByName, name, libvirt.VIR_ERR_NO_NETWORK,
+                             f"network {name} is not defined on this hypervisor (virt.list_networks lists "
+                             "the networks)", f"network {name}")
 
 
 def exists(conn, name):
@@ -38,13 +35,7 @@ def _definition(net):
     """The persistent definition's XML (what the network starts with next)."""
     if not net.isActive():
         return net.XMLDesc(0)
-    try:
-        return net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
-    except libvirt.libvirtError as exc:
-        # Drivers without the flag (libvirt's test driver) keep one definition only.
-        if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
-            raise
-        return net.XMLDesc(0)
+    return connection.inactive_xml(net, libvirt.VIR_NETWORK_XML_INACTIVE)
 
 
 def get_xml(conn, name, inactive=False):

@@ -12,7 +12,7 @@ every setting written.
 import ipaddress
 import xml.etree.ElementTree as ET  # noqa: S405 (libvirt's own XML, or ours)
 
-from saltvirt.domain.xmlview import XmlView, XPath, parse
+from saltvirt.domain.xmlview import NamedXml, XPath
 from saltvirt.errors import InvalidArgument
 
 #: Settings modelled here, in the order they are written (forward before what lives in it).
@@ -59,25 +59,10 @@ def _elem(tag, attrs=None, **kw):
     return elem
 
 
-class NetworkXml(XmlView):
+class NetworkXml(NamedXml):
     """A ``<network>``: the settings salt-virt models; everything else is kept as it is."""
 
     TAG = "network"
-    name = XPath("name")
-    uuid = XPath("uuid")
-
-    @classmethod
-    def parse(cls, xml):
-        view = cls(parse(xml, "network"))
-        if not view.name:
-            raise InvalidArgument("not network XML: <network> root without a <name>")
-        return view
-
-    @classmethod
-    def new(cls, name):
-        view = cls(ET.Element("network"))
-        view.name = name
-        return view
 
     # ------------------------------------------------------------------ reading
 

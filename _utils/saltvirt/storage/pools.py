@@ -12,21 +12,18 @@ import binascii
 import contextlib
 import xml.etree.ElementTree as ET  # noqa: S405 (libvirt's own XML, or ours)
 
+from saltvirt import connection
 from saltvirt.connection import libvirt, libvirt_errors
-from saltvirt.errors import AlreadyExists, InvalidArgument, NotFound, VirtError, libvirt_message
+from saltvirt.errors import AlreadyExists, InvalidArgument, VirtError
 from saltvirt.storage import poolxml
 
 STATES = ("inactive", "building", "running", "degraded", "inaccessible")
 
 
 def lookup(conn, name):
-    try:
-        return conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-            raise NotFound(f"storage pool {name} is not defined on this hypervisor (virt.list_pools lists "
-                           "the pools)") from None
-        raise VirtError(f"storage pool {name}: {libvirt_message(exc)}") from exc
+    return connection.lookup(conn.storagePoolLookupByName, name, libvirt.VIR_ERR_NO_STORAGE_POOL,
+                             f"storage pool {name} is not defined on this hypervisor (virt.list_pools lists "
+                             "the pools)", f"storage pool {name}")
 
 
 def list_names(conn):
@@ -38,13 +35,7 @@ def _definition(pool):
     """The persistent definition (what the pool starts with next), or the running one."""
     if not pool.isPersistent():
         return pool.XMLDesc(0)
-    try:
-        return pool.XMLDesc(libvirt.VIR_STORAGE_XML_INACTIVE)
-    except libvirt.libvirtError as exc:
-        # Drivers without the flag (libvirt's test driver) keep one definition only.
-        if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
-            raise
-        return pool.XMLDesc(0)
+    return connection.inactive_xml(pool, libvirt.VIR_STORAGE_XML_INACTIVE)
 
 
 def view(conn, name):

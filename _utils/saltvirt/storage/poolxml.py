@@ -17,7 +17,7 @@ import re
 import xml.etree.ElementTree as ET  # noqa: S405 (libvirt's own XML, or ours)
 from dataclasses import dataclass, field
 
-from saltvirt.domain.xmlview import XmlView, XPath, parse
+from saltvirt.domain.xmlview import NamedXml, XmlView, XPath
 from saltvirt.errors import InvalidArgument
 from saltvirt.provision.spec import _FromKwargs
 from saltvirt.storage import paths
@@ -223,27 +223,12 @@ def _elem(tag, **attrs):
     return ET.Element(tag, {k: str(v) for k, v in attrs.items() if v is not None})
 
 
-class PoolXml(XmlView):
+class PoolXml(NamedXml):
     """A ``<pool>``: the settings salt-virt models; everything else is kept as it is."""
 
     TAG = "pool"
-    name = XPath("name")
-    uuid = XPath("uuid")
     ptype = XPath(".", "type")
     target = XPath("target/path")
-
-    @classmethod
-    def parse(cls, xml):
-        view = cls(parse(xml, "pool"))
-        if not view.name:
-            raise InvalidArgument("not pool XML: <pool> root without a <name>")
-        return view
-
-    @classmethod
-    def new(cls, name):
-        view = cls(ET.Element("pool"))
-        view.name = name
-        return view
 
     # ------------------------------------------------------------------ reading
 

@@ -12,10 +12,10 @@ import contextlib
 import os
 import xml.etree.ElementTree as ET  # noqa: S405 (libvirt's own XML, or ours)
 
-from saltvirt import cmd
+from saltvirt import cmd, connection
 from saltvirt.connection import libvirt
 from saltvirt.domain.xmlview import DomainXml
-from saltvirt.errors import AlreadyExists, InvalidArgument, NotFound, VirtError
+from saltvirt.errors import AlreadyExists, InvalidArgument
 from saltvirt.storage import images, paths, pools, poolxml
 
 VOLUME_TYPES = ("file", "block", "dir", "network", "netdir", "ploop")
@@ -24,13 +24,9 @@ MIB = 1024 * 1024
 
 def lookup(pool, pool_name, name):
     paths.validate_volume_name(name)
-    try:
-        return pool.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            raise NotFound(f"volume {name} is not in storage pool {pool_name} (virt.pool_list_volumes "
-                           "lists them)") from None
-        raise VirtError(f"volume {pool_name}/{name}: {exc.get_error_message()}") from exc
+    return connection.lookup(pool.storageVolLookupByName, name, libvirt.VIR_ERR_NO_STORAGE_VOL,
+                             f"volume {name} is not in storage pool {pool_name} (virt.pool_list_volumes "
+                             "lists them)", f"volume {pool_name}/{name}")
 
 
 def _mib(value, what):
