@@ -36,7 +36,7 @@ test-unit: install
 
 # The whole suite: unit, functional (this host's libvirtd) and integration (the lab).
 test: host-libvirtd lab-up
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -ra --durations=30 $(PYTEST_ARGS)
 
 demo: host-libvirtd lab-up
 	bash lab/demo.sh
