@@ -112,8 +112,20 @@ def _text(spec, what, value):
     return str(value)
 
 
+def _merge_listed(name, value):
+    """The classic state documentation writes ``permissions`` as a list of one-key mappings
+    (``- mode: 0770``, ``- owner: 1000``): the same settings as one mapping."""
+    if not isinstance(value, list) or not all(isinstance(i, dict) and len(i) == 1 for i in value):
+        return value
+    keys = [next(iter(item)) for item in value]
+    if len(set(keys)) != len(keys):
+        raise _bad(name, "permissions", value, "names a setting twice")
+    return {key: item[key] for key, item in zip(keys, value)}
+
+
 def _permissions(name, value):
-    if value in (None, {}):
+    value = _merge_listed(name, value)
+    if value in (None, {}, []):
         return None
     if not isinstance(value, dict) or set(value) - set(PERMISSION_KEYS):
         raise _bad(name, "permissions", value, f"must be a mapping of {', '.join(PERMISSION_KEYS)}")
