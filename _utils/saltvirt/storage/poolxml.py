@@ -120,7 +120,7 @@ def _merge_listed(name, value):
     keys = [next(iter(item)) for item in value]
     if len(set(keys)) != len(keys):
         raise _bad(name, "permissions", value, "names a setting twice")
-    return {key: item[key] for key, item in zip(keys, value)}
+    return {key: item[key] for key, item in zip(keys, value, strict=True)}
 
 
 def _permissions(name, value):
