@@ -776,19 +776,26 @@ def _pool(name, running, settings, transient, autostart, conn, kwargs):
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
     test = _test()
     try:
-        # Unknown arguments and bad values are refused before libvirt is asked (test=True too).
-        PoolSpec.from_kwargs(f"pool {name}", name=name, **settings, **kwargs)
+        # Unknown arguments and bad values are refused before libvirt is asked (test=True too);
+        # without ptype (the classic bare "virt.pool_running") the pool's own type is used below.
+        if settings["ptype"] is not None or kwargs:
+            PoolSpec.from_kwargs(f"pool {name}", name=name, **settings, **kwargs)
     except VirtError as exc:
         ret.update(result=False, comment=str(exc))
         return ret
     notes = []
     try:
         info = __salt__["virt.pool_info"](name, **conn).get(name)
+        if info and settings["ptype"] is None:
+            settings = dict(settings, ptype=info["type"])
+            PoolSpec.from_kwargs(f"pool {name}", name=name, **settings)
         if info:
             change = _pool_existing(name, running, settings, info, autostart, conn, test, notes)
+        elif settings["ptype"] is None:
+            raise SaltInvocationError("it is not defined: ptype (and its settings) are needed to define it")
         else:
             change = _pool_new(name, running, settings, transient, autostart, conn, test, notes)
-    except (CommandExecutionError, SaltInvocationError) as exc:
+    except (CommandExecutionError, SaltInvocationError, VirtError) as exc:
         message = str(exc)
         ret.update(result=False, comment=message if f"pool {name}" in message else f"Pool {name}: {message}")
         return ret
