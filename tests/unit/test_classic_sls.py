@@ -14,7 +14,7 @@ import importlib.util
 import os
 
 import pytest
-import yaml
+import salt.utils.yaml
 
 from saltvirt.errors import InvalidArgument
 from saltvirt.storage import poolxml, volumes
@@ -32,8 +32,9 @@ ON_EXISTING = ("cls-memtune",)
 
 
 def load(path):
+    """The SLS as Salt's YAML renderer reads it (``mode: 0770`` is the number 770 there)."""
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        return salt.utils.yaml.safe_load(fh)
 
 
 def entries(path):
@@ -184,7 +185,8 @@ def test_volume_defined_refuses_a_bad_size_before_asking_libvirt():
 
 
 def test_permissions_as_the_classic_docs_list_them_are_one_mapping():
-    listed = [{"mode": 0o770}, {"owner": 1000}, {"group": 100}]
+    listed = load(os.path.join(DATA, "pool_defined.sls"))["cls-cifs"]["virt.pool_defined"][2]["permissions"]
+    assert listed == [{"mode": 770}, {"owner": 1000}, {"group": 100}]  # Salt's YAML: 0770 is 770
     assert poolxml._permissions("p", listed) == {"mode": "0770", "owner": "1000", "group": "100"}
     assert poolxml._permissions("p", {"mode": "0770", "owner": 1000, "group": 100}) == {
         "mode": "0770", "owner": "1000", "group": "100"}
@@ -194,3 +196,17 @@ def test_permissions_as_the_classic_docs_list_them_are_one_mapping():
         poolxml._permissions("p", [{"mode": "0770", "owner": 1000}])
     # Volumes take the same shape.
     assert "<mode>0770</mode>" in volumes.volume_xml("v.qcow2", 1, permissions=listed)
+
+
+@pytest.mark.parametrize("mode, written", [
+    (755, "0755"), (770, "0770"), ("0755", "0755"), ("755", "0755"), (0, "0000"),
+    (0o750, "0750"), (0o755, "0755"),  # numbers from Python (488, 493): an 8 or 9 in them
+])
+def test_a_mode_is_read_as_salt_writes_it(mode, written):
+    assert poolxml._permissions("p", {"mode": mode}) == {"mode": written}
+
+
+@pytest.mark.parametrize("mode", [1755, "4755", "rwx", True, -1, 0o1777])
+def test_modes_libvirt_refuses_are_refused_first(mode):
+    with pytest.raises(InvalidArgument, match="must be an octal mode like 0755"):
+        poolxml._permissions("p", {"mode": mode})
