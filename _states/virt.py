@@ -26,7 +26,8 @@ import saltvirt.coexist  # noqa: E402  (after the check above)
 import saltvirt.pki.tlsfiles  # noqa: E402
 from saltvirt.errors import VirtError  # noqa: E402
 from saltvirt.network.spec import NetworkSpec  # noqa: E402
-from saltvirt.provision.spec import VmSpec  # noqa: E402
+from saltvirt.provision.spec import VmSpec, check_values  # noqa: E402
+from saltvirt.storage import volumes  # noqa: E402
 from saltvirt.storage.poolxml import PoolSpec  # noqa: E402
 
 __virtualname__ = "virt"
@@ -169,12 +170,14 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
     notes = []
     try:
         # Unknown arguments are refused before anything is asked of the hypervisor (test=True too).
-        VmSpec.from_kwargs(f"VM {name}", name=name, cpu=cpu or 1, mem=mem or 1, **kwargs)
+        spec = VmSpec.from_kwargs(f"VM {name}", name=name, cpu=cpu or 1, mem=mem or 1, **kwargs)
     except VirtError as exc:
         ret.update(result=False, comment=str(exc))
         return ret
     try:
         exists = name in __salt__["virt.list_domains"](**conn)
+        # Values virt.init / virt.update would refuse: refused now, so test=True predicts it.
+        check_values(spec, update=exists)
         if not exists:
             if cpu is None or mem is None:
                 ret["result"] = False
@@ -219,7 +222,7 @@ def _define(name, start, cpu, mem, image, disk, disks, nic, interfaces, graphics
                     __salt__["virt.start"](name, **conn)
             if state != "running":
                 notes.append(f"{'would be ' if test else ''}{'resumed' if state == 'paused' else 'started'}")
-    except (CommandExecutionError, SaltInvocationError) as exc:
+    except (CommandExecutionError, SaltInvocationError, VirtError) as exc:
         ret["result"] = False
         ret["comment"] = f"VM {name}: {exc}"
         if ret["changes"]:
@@ -773,19 +776,26 @@ def _pool(name, running, settings, transient, autostart, conn, kwargs):
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
     test = _test()
     try:
-        # Unknown arguments and bad values are refused before libvirt is asked (test=True too).
-        PoolSpec.from_kwargs(f"pool {name}", name=name, **settings, **kwargs)
+        # Unknown arguments and bad values are refused before libvirt is asked (test=True too);
+        # without ptype (the classic bare "virt.pool_running") the pool's own type is used below.
+        if settings["ptype"] is not None or kwargs:
+            PoolSpec.from_kwargs(f"pool {name}", name=name, **settings, **kwargs)
     except VirtError as exc:
         ret.update(result=False, comment=str(exc))
         return ret
     notes = []
     try:
         info = __salt__["virt.pool_info"](name, **conn).get(name)
+        if info and settings["ptype"] is None:
+            settings = dict(settings, ptype=info["type"])
+            PoolSpec.from_kwargs(f"pool {name}", name=name, **settings)
         if info:
             change = _pool_existing(name, running, settings, info, autostart, conn, test, notes)
+        elif settings["ptype"] is None:
+            raise SaltInvocationError("it is not defined: ptype (and its settings) are needed to define it")
         else:
             change = _pool_new(name, running, settings, transient, autostart, conn, test, notes)
-    except (CommandExecutionError, SaltInvocationError) as exc:
+    except (CommandExecutionError, SaltInvocationError, VirtError) as exc:
         message = str(exc)
         ret.update(result=False, comment=message if f"pool {name}" in message else f"Pool {name}: {message}")
         return ret
@@ -921,6 +931,12 @@ def volume_defined(pool, name, size, allocation=0, format=None, type=None, permi
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     conn = _conn_args({"connection": connection, "username": username, "password": password})
     test = _test()
+    try:
+        # Bad names and values are refused before libvirt is asked, so test=True predicts it too.
+        volumes.volume_xml(name, size, allocation, format, type, permissions, backing_store, nocow)
+    except VirtError as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
     try:
         if pool not in __salt__["virt.list_pools"](**conn):
             if not test:

@@ -159,6 +159,42 @@ def test_a_flag_asked_off_is_removed_and_compared():
     assert view.find("memoryBacking/locked") is None and section.differences(view) == {}
 
 
+def test_null_removes_a_memory_setting_of_an_existing_vm():
+    """The classic virt.running example ``mem: {hard_limit: null, soft_limit: null}``."""
+    view = built(tuning.mem_section({"boot": 256, "hard_limit": "1g", "soft_limit": "512m"})[1])
+    mib, section = tuning.mem_section({"hard_limit": None, "soft_limit": None}, update=True)
+    assert mib is None  # the memory size is left alone
+    assert section.differences(view) == {"hard_limit": (1048576, None), "soft_limit": (524288, None)}
+    section.write(view)
+    assert view.find("memtune/hard_limit") is None and view.find("memtune/soft_limit") is None
+    assert view.find("memory").text == str(256 * 1024)
+    assert section.differences(view) == {}
+    # Without update (a new VM) the size is still needed, and boot cannot be removed.
+    with pytest.raises(InvalidArgument, match="give boot or current"):
+        tuning.mem_section({"hard_limit": None})
+    with pytest.raises(InvalidArgument, match="boot and current cannot be removed"):
+        tuning.mem_section({"boot": None}, update=True)
+    with pytest.raises(InvalidArgument, match="max needs boot"):
+        tuning.mem_section({"max": "2g", "slots": 2}, update=True)
+    # An attribute given as null is removed too, its element kept.
+    view = built(tuning.mem_section({"boot": 256, "source": "memfd", "access": "shared"})[1])
+    tuning.mem_section({"access": None}, update=True)[1].write(view)
+    assert view.find("memoryBacking/access") is None or view.find("memoryBacking/access").get("mode") is None
+    assert view.find("memoryBacking/source").get("type") == "memfd"
+
+
+def test_the_state_docs_single_cpu_feature_is_a_feature():
+    _count, section = tuning.cpu_section({"maximum": 1, "feature": {"policy": "optional", "name": "lahf_lm"}})
+    assert section.lists["features"] == {"lahf_lm": "optional"}
+    _count, section = tuning.cpu_section({"maximum": 1, "features": {"pcid": "require"},
+                                          "feature": {"name": "lahf_lm"}})
+    assert section.lists["features"] == {"pcid": "require", "lahf_lm": "require"}
+    with pytest.raises(InvalidArgument, match="given in both feature and features"):
+        tuning.cpu_section({"maximum": 1, "features": ["pcid"], "feature": {"name": "pcid"}})
+    with pytest.raises(InvalidArgument, match=r"cpu:feature='pcid' must be \{name, policy\}"):
+        tuning.cpu_section({"maximum": 1, "feature": "pcid"})
+
+
 # --------------------------------------------------------------------------- numatune
 
 

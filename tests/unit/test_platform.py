@@ -161,6 +161,21 @@ def test_what_is_written_reads_back_the_same():
         assert platform.differences(platform.read(DomainXml.parse(view.to_xml())), settings) == []
 
 
+@pytest.mark.parametrize("clock, libvirt_xml", [
+    ({"adjustment": 3600, "utc": False}, "<clock offset='variable' adjustment='3600' basis='localtime'/>"),
+    ({"adjustment": -60}, "<clock offset='variable' adjustment='-60' basis='utc'/>"),
+    ({"adjustment": -60}, "<clock offset='variable' adjustment='-60'/>"),  # basis defaults to utc
+])
+def test_libvirts_variable_offset_is_the_clock_asked_for(clock, libvirt_xml):
+    """libvirt stores utc/localtime with seconds as offset='variable' (the classic virt.defined
+    example ``clock: {adjustment: 3600, utc: False}``): no difference, and a real one still seen."""
+    view = DomainXml.parse(Domain("web1", type="qemu").to_xml().replace("</domain>", libvirt_xml + "</domain>"))
+    wanted = normalize(clock=clock)
+    assert platform.differences(platform.read(view), wanted) == []
+    other = normalize(clock=dict(clock, adjustment=7200))
+    assert [key for key, *_ in platform.differences(platform.read(view), other)] == ["clock"]
+
+
 def test_a_new_domain_carries_its_settings_and_its_own_variable_store():
     settings = full_settings()
     dom = Domain("web1", type="qemu", kernel=settings["boot:kernel"], cmdline=settings["boot:cmdline"],

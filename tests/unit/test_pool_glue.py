@@ -198,6 +198,27 @@ def test_pool_running_creates_then_changes_nothing(states, host):
         "st": "Pool started"}
 
 
+def test_the_classic_bare_pool_running_starts_the_pool_as_it_is_defined(states, host):
+    """The classic docs' ``pool_name: virt.pool_running``: no ptype, an existing pool."""
+    target = str(host / "pools" / "bare")
+    ret = states.pool_running("bare")
+    assert ret["result"] is False and ret["changes"] == {}
+    assert ret["comment"] == "Pool bare: it is not defined: ptype (and its settings) are needed to define it"
+    assert virt.pool_define("bare", "dir", target=target, permissions={"mode": "0750"}, start=False) is True
+    virt.pool_build("bare")
+    states.__opts__["test"] = True
+    ret = states.pool_running("bare")
+    assert ret["result"] is None and ret["changes"] == {"bare": "Pool autostart flag changed, started"}
+    assert virt.pool_info("bare")["bare"]["state"] == "inactive"
+    states.__opts__["test"] = False
+    assert states.pool_running("bare")["changes"] == {"bare": "Pool autostart flag changed, started"}
+    ret = states.pool_running("bare")
+    assert ret["result"] is True and ret["changes"] == {}
+    assert virt.pool_get_xml("bare").count("<mode>0750</mode>") == 1  # its settings kept
+    ret = states.pool_running("bare", autostrat=True)
+    assert ret["result"] is False and "autostrat" in ret["comment"]
+
+
 def test_pool_states_refuse_before_libvirt_and_leave_nothing(states, host):
     states.__opts__["test"] = True
     ret = states.pool_defined("bad", ptype="dir", target=str(host / "pools" / "bad"), source={"dri": "/x"})

@@ -185,7 +185,10 @@ def _clock(view):
         if catchup is not None:
             values.update({k: catchup.get(k) for k in CATCHUP_ATTRS if catchup.get(k) is not None})
         timers[timer.get("name")] = values
-    return {"offset": elem.get("offset", "utc"), "timezone": elem.get("timezone"),
+    offset = elem.get("offset", "utc")
+    if offset == "variable":  # libvirt's spelling of utc/localtime with a number of seconds
+        offset = elem.get("basis", "utc")
+    return {"offset": offset, "timezone": elem.get("timezone"),
             "adjustment": elem.get("adjustment"), "timers": dict(sorted(timers.items()))}
 
 

@@ -175,6 +175,13 @@ def _set(view, path, attr, kind, value):
         elif not value:
             view.remove_path(path)
         return
+    if value is None:  # the classic "null": remove the setting
+        elem = view.find(path)
+        if elem is not None and attr:
+            elem.attrib.pop(attr, None)
+        elif elem is not None:
+            view.remove_path(path)
+        return
     elem = view.make(path)
     if attr:
         elem.set(attr, str(value))
@@ -304,6 +311,7 @@ def cpu_section(cpu):
         if count < 1 or isinstance(cpu, bool):
             raise InvalidArgument(f"cpu must be at least 1, not {cpu!r}")
         return count, None
+    cpu = _classic_feature(cpu)
     _refuse_unknown(cpu, ("placement", "cpuset", "current", "maximum", "mode", "match", "check", "model",
                           "vendor", "topology", "cache", "features", "numa", "iothreads"), CPU_REFUSED, "cpu")
     want, lists = {}, {}
@@ -364,6 +372,21 @@ def _vcpu_count(want):
     return maximum
 
 
+def _classic_feature(cpu):
+    """The classic state documentation writes one feature as ``feature: {name, policy}``: the
+    same as ``features: {name: policy}``."""
+    if "feature" not in cpu:
+        return cpu
+    one = cpu["feature"]
+    if not isinstance(one, dict) or "name" not in one or set(one) - {"name", "policy"}:
+        raise InvalidArgument(f"cpu:feature={one!r} must be {{name, policy}} (or give features: {{name: policy}})")
+    features = _features(cpu.get("features") or {})
+    if str(one["name"]) in features:
+        raise InvalidArgument(f"cpu: feature {one['name']} given in both feature and features: give it once")
+    features[str(one["name"])] = one.get("policy") or "require"
+    return {**{k: v for k, v in cpu.items() if k != "feature"}, "features": features}
+
+
 def _features(features):
     if isinstance(features, (list, tuple)):  # [pcid, ...]: required
         features = {name: "require" for name in features}
@@ -399,17 +422,50 @@ def _cells(numa):
     return cells
 
 
-def mem_section(mem):
-    """``(MiB at boot, Section or None)`` for ``mem``: a size (bare number: MiB), or the classic dict."""
+def mem_section(mem, update=False):
+    """``(MiB at boot, Section or None)`` for ``mem``: a size (bare number: MiB), or the classic dict.
+
+    ``update``: the dict changes an existing domain, as the classic ``virt.update``: a key given
+    as None (``null``) removes that setting, and without ``boot``/``current`` the memory size
+    stays as it is (the MiB returned are None)."""
     if not isinstance(mem, dict):
         if isinstance(mem, (int, float)) and not isinstance(mem, bool) and mem < 1:
             raise InvalidArgument(f"mem must be a positive number of MiB, not {mem!r}")
         return kib(mem, "mem") // 1024, None
     _refuse_unknown(mem, tuple(MEM_FIELDS) + ("hugepages",), {}, "mem")
+    if any(key in mem and mem[key] is None for key in ("boot", "current")):
+        raise InvalidArgument("mem: boot and current cannot be removed (null): give a size")
+    want, lists = _mem_values(mem, update)
+    if mem.get("hugepages") is not None:
+        lists["hugepages"] = _pages(mem["hugepages"])
+    if update and want.get("boot") is None and want.get("current") is None:
+        if want.get("max") is not None:
+            raise InvalidArgument("mem: max needs boot (or current) given with it")
+        return None, Section("mem", MEM_FIELDS, {k: v for k, v in want.items() if k not in ("boot", "current")},
+                             lists)
+    want.setdefault("boot", want.get("current"))
+    want.setdefault("current", want.get("boot"))
+    if want["boot"] is None or want["current"] is None:
+        raise InvalidArgument("mem: give boot or current: the memory of the VM is not known")
+    if want["current"] > want["boot"]:
+        raise InvalidArgument(f"mem: current {want['current']} KiB exceeds boot {want['boot']} KiB")
+    if ("max" in want) != ("slots" in want):
+        raise InvalidArgument("mem: max and slots go together (memory hot-plug)")
+    if (want.get("max") or want["boot"]) < want["boot"]:
+        raise InvalidArgument("mem: max must be at least boot")
+    if want["boot"] < 1024:
+        raise InvalidArgument("mem: at least 1 MiB")
+    return want["boot"] // 1024, Section("mem", MEM_FIELDS, want, lists)
+
+
+def _mem_values(mem, update):
+    """The flat values of a ``mem`` dict; with ``update`` a None value is kept: remove it."""
     want, lists = {}, {}
     for key, (_path, _attr, kind) in MEM_FIELDS.items():
         value = mem.get(key)
         if value is None:
+            if update and key in mem:
+                want[key] = False if kind == "flag" else None
             continue
         if kind == "size":
             want[key] = kib(value, f"mem:{key}")
@@ -419,21 +475,7 @@ def mem_section(mem):
             want[key] = bool(value)
         else:
             want[key] = _choice(key, str(value), f"mem:{key}")
-    if mem.get("hugepages") is not None:
-        lists["hugepages"] = _pages(mem["hugepages"])
-    want.setdefault("boot", want.get("current"))
-    want.setdefault("current", want.get("boot"))
-    if want["boot"] is None:
-        raise InvalidArgument("mem: give boot or current: the memory of the VM is not known")
-    if want["current"] > want["boot"]:
-        raise InvalidArgument(f"mem: current {want['current']} KiB exceeds boot {want['boot']} KiB")
-    if ("max" in want) != ("slots" in want):
-        raise InvalidArgument("mem: max and slots go together (memory hot-plug)")
-    if want.get("max", want["boot"]) < want["boot"]:
-        raise InvalidArgument("mem: max must be at least boot")
-    if want["boot"] < 1024:
-        raise InvalidArgument("mem: at least 1 MiB")
-    return want["boot"] // 1024, Section("mem", MEM_FIELDS, want, lists)
+    return want, lists
 
 
 def _pages(pages):

@@ -128,6 +128,9 @@ def _forward(spec):
 def _device(spec, what, value):
     if value is None or value == "":
         return None
+    if isinstance(value, str) and PCI_RE.match(value):
+        # The classic documentation's hostdev example wrote PCI addresses under interfaces.
+        raise _bad(spec, what, value, "is a PCI address: give PCI devices as addresses")
     if not isinstance(value, str) or not DEVICE_RE.match(value):
         raise _bad(spec, what, value, "is not a host interface name (at most 15 letters, digits or _.+-)")
     return value

@@ -87,7 +87,7 @@ def update_vm(conn, spec, settings):
     vm_dir = settings.vm_dir(spec.name)
     dom = vmops.lookup(conn, spec.name)
     roots, formats = settings.roots(vmops.pool_targets(conn)), {}
-    hw = hardware.hardware(spec, settings, roots, conn)
+    hw = hardware.hardware(spec, settings, roots, conn, update=True)
     if spec.cpu is not None or spec.mem is not None:
         check_resources(conn, hw.vcpus or 1, hw.mem_mib or 1)
     want = wanted(settings, spec, hw)

@@ -22,16 +22,17 @@ class Hardware:
     plain_mem: bool = True
 
 
-def hardware(spec, settings, roots, conn=None):
+def hardware(spec, settings, roots, conn=None, update=False):
     """The :class:`Hardware` of ``spec`` (a VmSpec or UpdateSpec); ``conn`` resolves host devices.
-    Without ``serials`` a new VM keeps its basic logged serial port and an existing one its serials."""
+    Without ``serials`` a new VM keeps its basic logged serial port and an existing one its serials.
+    ``update``: ``spec`` changes an existing VM (a ``mem`` dict may then remove settings)."""
     out = Hardware()
     if spec.cpu is not None:
         out.vcpus, section = tuning.cpu_section(spec.cpu)
         out.plain_cpu = section is None
         out.sections += [section] if section else []
     if spec.mem is not None:
-        out.mem_mib, section = tuning.mem_section(spec.mem)
+        out.mem_mib, section = tuning.mem_section(spec.mem, update)
         out.plain_mem = section is None
         out.sections += [section] if section else []
     numatune = tuning.numatune_section(spec.numatune)

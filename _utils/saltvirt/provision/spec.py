@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 
-from saltvirt.domain import platform
+from saltvirt.domain import platform, tuning
 from saltvirt.errors import InvalidArgument
 
 #: Classic names of Salt 3001-3007 ``virt`` and the name used here.
@@ -154,3 +154,19 @@ def platform_settings(spec, roots, nvram_path):
     return platform.normalize(boot=spec.boot, boot_dev=spec.boot_dev, stop_on_reboot=spec.stop_on_reboot,
                               clock=spec.clock, hypervisor_features=spec.hypervisor_features, roots=roots,
                               nvram_path=nvram_path)
+
+
+def check_values(spec, update=False):
+    """Refuse now, without the hypervisor, the values ``virt.init`` would refuse later: the
+    classic ``cpu``/``mem`` dictionaries, ``numatune``, ``clock``, ``boot_dev`` and
+    ``hypervisor_features`` (so that a state's ``test=True`` predicts the refusal).
+    ``update``: ``spec`` changes an existing VM (see :func:`~saltvirt.domain.tuning.mem_section`)."""
+    if isinstance(spec.cpu, dict):
+        tuning.cpu_section(spec.cpu)
+    if isinstance(spec.mem, dict):
+        tuning.mem_section(spec.mem, update)
+    tuning.numatune_section(spec.numatune)
+    settings = platform.normalize(boot_dev=spec.boot_dev, stop_on_reboot=spec.stop_on_reboot, clock=spec.clock,
+                                  hypervisor_features=spec.hypervisor_features)
+    cpu_mode = spec.cpu.get("mode") if isinstance(spec.cpu, dict) else None
+    platform.check(settings, f"VM {spec.name}", cpu_mode)

@@ -112,8 +112,35 @@ def _text(spec, what, value):
     return str(value)
 
 
+def _merge_listed(name, value):
+    """The classic state documentation writes ``permissions`` as a list of one-key mappings
+    (``- mode: 0770``, ``- owner: 1000``): the same settings as one mapping."""
+    if not isinstance(value, list) or not all(isinstance(i, dict) and len(i) == 1 for i in value):
+        return value
+    keys = [next(iter(item)) for item in value]
+    if len(set(keys)) != len(keys):
+        raise _bad(name, "permissions", value, "names a setting twice")
+    return {key: item[key] for key, item in zip(keys, value, strict=True)}
+
+
+def _mode(item):
+    """A mode as written: ``"0755"``, or a number. Salt's YAML reads ``mode: 0755`` as the number
+    755, whose digits are the octal mode (the classic module wrote them as they are); a number
+    with an 8 or a 9 can only be the mode's value itself (0o750 from Python is 488)."""
+    if isinstance(item, bool):
+        return -1
+    digits = str(item)
+    if isinstance(item, int) and not set(digits) <= set("01234567"):
+        return item
+    try:
+        return int(digits, 8)
+    except ValueError:
+        return -1
+
+
 def _permissions(name, value):
-    if value in (None, {}):
+    value = _merge_listed(name, value)
+    if value in (None, {}, []):
         return None
     if not isinstance(value, dict) or set(value) - set(PERMISSION_KEYS):
         raise _bad(name, "permissions", value, f"must be a mapping of {', '.join(PERMISSION_KEYS)}")
@@ -122,12 +149,9 @@ def _permissions(name, value):
         if item is None:
             continue
         if key == "mode":
-            try:  # YAML reads 0755 as the number 493: either is the same mode
-                mode = item if isinstance(item, int) and not isinstance(item, bool) else int(str(item), 8)
-            except ValueError:
-                mode = -1
-            if not 0 <= mode <= 0o7777:
-                raise _bad(name, "permissions mode", item, "must be an octal mode like 0755")
+            mode = _mode(item)
+            if not 0 <= mode <= 0o777:  # libvirt takes no setuid/setgid/sticky bits here
+                raise _bad(name, "permissions mode", item, "must be an octal mode like 0755 (at most 0777)")
             out["mode"] = f"{mode:04o}"
         elif key in ("owner", "group"):
             if not str(item).lstrip("-").isdigit():
