@@ -47,7 +47,7 @@ try:
     from saltvirt import progress as vprogress
     from saltvirt import settings as vsettings
     from saltvirt.domain import definexml, snapshots, stats, vmops
-    from saltvirt.domain import update as vupdate
+    from saltvirt.domain import pending as vpending
     from saltvirt.errors import InvalidArgument, NotFound, VirtError
     from saltvirt.host import capabilities as hostcaps
     from saltvirt.host import devices as hostdevices
@@ -649,7 +649,7 @@ def pending_changes(name, **kwargs):
         salt hypervisor1 virt.pending_changes centos1
     """
 
-    return _with_conn(kwargs, lambda conn: vupdate.pending_of(vmops.lookup(conn, name)))
+    return _with_conn(kwargs, lambda conn: vpending.pending_of(vmops.lookup(conn, name)))
 
 
 def snapshot(domain, name=None, suffix=None, **kwargs):

@@ -4,7 +4,7 @@
 import libvirt
 import pytest
 
-from saltvirt.domain import chardev, hostdev, tuning
+from saltvirt.domain import chardev, hostdev, pending, tuning
 from saltvirt.domain import update as upd
 from saltvirt.domain.model import Domain, Serial
 from saltvirt.domain.xmlview import DomainXml
@@ -460,19 +460,19 @@ def test_apply_rewrites_the_definition_and_keeps_what_it_does_not_manage():
 def test_pending_hardware_is_what_the_running_guest_does_not_have_yet():
     topology = tuning.cpu_section({"topology": {"sockets": 2, "cores": 1, "threads": 1}})[1]
     live = built(topology, vcpus=2)
-    assert upd.pending_hardware(live, built(topology, vcpus=2)) == []
+    assert pending.pending_hardware(live, built(topology, vcpus=2)) == []
     config = built(tuning.cpu_section({"topology": {"sockets": 1, "cores": 2, "threads": 1}})[1],
                    tuning.mem_section({"boot": 512, "soft_limit": "1g"})[1],
                    chardev.Serials(chardev.serial_entries([{"type": "pty"}, {"type": "pty"}], LOG, ROOTS)),
                    hostdev.HostDevices([("pci", 0, 1, 2, 0)]), vcpus=2, serials=[])
-    assert upd.pending_hardware(live, config) == [
+    assert pending.pending_hardware(live, config) == [
         "cpu sockets: 2 -> 1", "cpu cores: 1 -> 2", "mem soft_limit: None -> 1048576", "serials/consoles",
         "host_devices"]
     # libvirt expands a host-model CPU into a model in the live XML: that is not pending.
     host_model = tuning.cpu_section({"current": 1, "mode": "host-model"})[1]
     expanded = built(tuning.cpu_section({"current": 1, "mode": "custom", "model": "Skylake-Client"})[1])
-    assert upd.pending_hardware(expanded, built(host_model)) == []
-    assert upd.pending_hardware(expanded, built(tuning.cpu_section({"current": 1, "model": "qemu64",
+    assert pending.pending_hardware(expanded, built(host_model)) == []
+    assert pending.pending_hardware(expanded, built(tuning.cpu_section({"current": 1, "model": "qemu64",
                                                                     "mode": "custom"})[1])) == [
         "cpu model: Skylake-Client -> qemu64"]
 
@@ -490,9 +490,9 @@ def test_pending_of_a_stopped_domain_is_empty_and_a_running_one_compares_both_de
 
     live = built(vcpus=1).to_xml()
     config = built(tuning.cpu_section({"topology": {"sockets": 1, "cores": 2, "threads": 1}})[1], vcpus=2).to_xml()
-    assert upd.pending_of(Dom(False, live, config)) == []
-    assert upd.pending_of(Dom(True, live, config)) == ["cpu 1 -> 2", "cpu sockets: None -> 1", "cpu cores: None -> 2",
-                                                       "cpu threads: None -> 1"]
+    assert pending.pending_of(Dom(False, live, config)) == []
+    assert pending.pending_of(Dom(True, live, config)) == [
+        "cpu 1 -> 2", "cpu sockets: None -> 1", "cpu cores: None -> 2", "cpu threads: None -> 1"]
 
 
 def test_placement_counts_the_vcpus_and_boot_memory_of_the_dicts():

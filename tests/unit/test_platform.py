@@ -6,7 +6,7 @@ import os
 import libvirt
 import pytest
 
-from saltvirt.domain import platform, xmlpolicy
+from saltvirt.domain import pending, platform, xmlpolicy
 from saltvirt.domain import update as upd
 from saltvirt.domain.model import Disk, Domain
 from saltvirt.domain.xmlview import DomainXml
@@ -244,8 +244,8 @@ def test_pending_ignores_how_libvirt_spells_the_firmware_it_picked():
     loader = live_view.make("os/loader")
     loader.text, loader.attrib["type"] = "/usr/share/OVMF/OVMF_CODE_4M.fd", "pflash"
     live = Domain.from_xml(live_view.to_xml())
-    assert upd.pending(live, config) == []
-    assert upd.pending(live, domain()) == ["uefi True -> False"]
+    assert pending.pending(live, config) == []
+    assert pending.pending(live, domain()) == ["uefi True -> False"]
 
 
 class FakeDom:

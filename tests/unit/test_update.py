@@ -5,6 +5,7 @@ import os
 import libvirt
 import pytest
 
+from saltvirt.domain import pending
 from saltvirt.domain import update as upd
 from saltvirt.domain.model import Disk, Domain, Graphics, Interface
 from saltvirt.errors import InvalidArgument, VirtError
@@ -318,13 +319,13 @@ def test_report_groups_disks_and_nics_and_describe_says_when():
 
 def test_pending_sees_what_the_guest_does_not_run_with():
     live = make_domain(graphics=[vnc(port=5900, autoport=True)])
-    assert upd.pending(live, make_domain(graphics=[vnc()])) == []
+    assert pending.pending(live, make_domain(graphics=[vnc()])) == []
     # A balloon change (current memory) is not pending.
-    assert upd.pending(live, make_domain(current_memory=128 * 1024, graphics=[vnc()])) == []
+    assert pending.pending(live, make_domain(current_memory=128 * 1024, graphics=[vnc()])) == []
     config = make_domain(vcpus=2, memory=512 * 1024)
     config.disks.append(Disk(target="vdc", source=f"{VM_DIR}/data.qcow2", format="qcow2"))
     config.interfaces[0].model = "e1000"
-    found = upd.pending(live, config)
+    found = pending.pending(live, config)
     assert found[:2] == ["cpu 1 -> 2", "max memory 256 -> 512 MiB"]
     assert any(f.startswith("disk vdc:") for f in found)
     assert any(f.startswith(f"nic {MAC0}") for f in found)
