@@ -39,6 +39,10 @@ sys.path.insert(0, str(REPO / "_utils"))
 LAB_DIR = Path(os.environ.get("LAB_DIR", "/var/lib/svlab"))
 NETNS = os.environ.get("LAB_NETNS", "svlab")
 VENV = Path(os.environ.get("VENV", REPO / ".venv"))
+# libvirtd under a reaper of its own: this machine's PID 1 reaps an exited QEMU only every ~2 s,
+# and libvirt reports a domain off only once it is reaped (scripts/subreaper.py says more).
+LIBVIRTD = ["python3", str(REPO / "scripts" / "subreaper.py"), "libvirtd", "-d", "-l", "-p",
+            "/run/libvirt/libvirtd.pid"]
 COUNT = int(os.environ.get("LAB_HYPERVISORS", "2"))
 # Extra minions that look like hypervisors but drive libvirt's test:/// driver (for scale
 # benchmarks of the runner: many hosts without many daemons).
@@ -679,7 +683,7 @@ def apply_formula(ids):
 def start_libvirtd(n):
     holder = holder_pid(n)
     enter = ["nsenter", "-t", str(holder), "-m", "-n", "-u"]
-    sh([*enter, "libvirtd", "-d", "-l", "-p", "/run/libvirt/libvirtd.pid"])
+    sh([*enter, *LIBVIRTD])
     for _ in range(200):
         if sh([*enter, "virsh", "-q", "-c", "qemu:///system", "uri"], check=False).returncode == 0:
             return

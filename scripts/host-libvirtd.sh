@@ -11,7 +11,8 @@ grep -q '^cgroup_controllers' /etc/libvirt/qemu.conf || echo 'cgroup_controllers
 rm -f /etc/libvirt/qemu/networks/autostart/default.xml
 mkdir -p /run/libvirt
 pgrep -f '^virtlogd -d$' >/dev/null || virtlogd -d
-libvirtd -d
+# Under a reaper: this machine's PID 1 reaps an exited QEMU only every ~2 s (scripts/subreaper.py).
+python3 "$(dirname "$0")/subreaper.py" libvirtd -d
 for _ in $(seq 100); do
   virsh -q -c qemu:///system version >/dev/null 2>&1 && { echo "host libvirtd: running"; exit 0; }
   sleep 0.1

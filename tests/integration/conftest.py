@@ -52,6 +52,11 @@ class Lab:
     def hv(self, hypervisor, *cmd, check=True, timeout=120):
         return self.run("hv-exec", hypervisor, *cmd, check=check, timeout=timeout)
 
+    def start_libvirtd(self, hypervisor):
+        """Start a hypervisor's libvirtd again, as the lab starts it (lab/labctl.py LIBVIRTD)."""
+        return self.hv(hypervisor, "python3", os.path.join(REPO, "scripts", "subreaper.py"), "libvirtd", "-d",
+                       "-l", "-p", "/run/libvirt/libvirtd.pid")
+
     def serial_log(self, hypervisor, vm):
         return self.hv(hypervisor, "cat", f"/var/log/libvirt/qemu/{vm}-serial.log", check=False).stdout
 

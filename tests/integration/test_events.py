@@ -132,7 +132,7 @@ def test_engine_reconnects_when_libvirtd_restarts(three_hypervisors, vm, bus):
     assert lost["data"]["uri"] == "qemu:///system"
     while lab.hv("hypervisor3", "test", "-e", f"/proc/{pid}", check=False).returncode == 0:
         time.sleep(0.1)
-    lab.hv("hypervisor3", "libvirtd", "-d", "-l", "-p", "/run/libvirt/libvirtd.pid")
+    lab.start_libvirtd("hypervisor3")
     opened = bus.wait(re.escape(f"{PREFIX}/connection/open"), "hypervisor3", timeout=60)
     assert opened["data"]["reconnected"] is True
     # Events flow again on the new connection.

@@ -365,7 +365,7 @@ def test_killing_the_target_libvirtd_keeps_the_vm_on_the_source(lab, vm):
         lab.hv("hypervisor2", "kill", pid)
         while lab.hv("hypervisor2", "test", "-e", f"/proc/{pid}", check=False).returncode == 0:
             time.sleep(0.1)
-        lab.hv("hypervisor2", "libvirtd", "-d", "-l", "-p", "/run/libvirt/libvirtd.pid")
+        lab.start_libvirtd("hypervisor2")
         out, err = proc.communicate(timeout=150)
     finally:
         if proc.poll() is None:
