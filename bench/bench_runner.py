@@ -16,7 +16,8 @@ Four set-ups, one after the other, on a throw-away lab (``BENCH_LAB_DIR``, defau
   every hypervisor a minion of the syndic's master), at 2 and at 50.
 
 The per-VM commands act on a real VM (the lab's busybox image) on hypervisor1: start boots it,
-stop asks it to power off, force_off destroys it. ``virt.init`` makes a seeded qcow2 overlay with
+stop asks it to power off, force_off destroys it; ``virsh start``/``destroy`` of the same VM
+through the same TLS listener give libvirt's own time for reference. ``virt.init`` makes a seeded qcow2 overlay with
 ``start=False`` on hypervisor1 (``host=``: placement still asks every hypervisor) and the VM is
 purged, untimed, after each round. Prints figures; asserts nothing about speed.
 
@@ -51,6 +52,13 @@ PER_VM = [
     (f"virt.stop {VM}", ["salt-run", "virt.stop", VM, "--out=json"], ARG[0]),
     (f"virt.force_off {VM}", ["salt-run", "virt.force_off", VM, "--out=json"], ARG[0]),
 ]
+# libvirt alone, for reference: virsh in the hypervisor's namespace over the same TLS listener
+# (its own process and connection, as each salt-run has). Run after force_off, in this order,
+# so that the VM is off again at the end of the round.
+LIBVIRT_ALONE = [
+    (f"virsh start {VM} (libvirt alone)", ["virsh", "hypervisor1", "start", VM], ARG[0]),
+    (f"virsh destroy {VM} (libvirt alone)", ["virsh", "hypervisor1", "destroy", VM], ARG[0]),
+]
 FANOUT = [
     ("virt.query", ["salt-run", "virt.query", "--out=json"], PING[0]),
     ("virt.list", ["salt-run", "virt.list", "--out=json"], PING[0]),
@@ -78,7 +86,7 @@ def timed(argv):
 
 def measure(setup):
     """{label: [seconds per round]} for one set-up."""
-    commands = [ARG, PING, *PER_VM, *FANOUT]
+    commands = [ARG, PING, *PER_VM, *LIBVIRT_ALONE, *FANOUT]
     times = {label: [] for label, _argv, _base in commands}
     times[INIT_LABEL] = []
     for n in range(ROUNDS):
@@ -118,7 +126,7 @@ def report(results):
     width = 48
     print()
     print(f"{'median of ' + str(ROUNDS) + ' whole processes':{width}}" + "".join(f"{s:>22}" for s in setups))
-    rows = [ARG, PING, *PER_VM, (INIT_LABEL, None, ARG[0]), *FANOUT]
+    rows = [ARG, PING, *PER_VM, *LIBVIRT_ALONE, (INIT_LABEL, None, ARG[0]), *FANOUT]
     for label, _argv, base in rows:
         cells = []
         for setup in setups:
@@ -129,6 +137,12 @@ def report(results):
                 ratio = median / statistics.median(results[setup][base])
                 cells.append(f"{median:6.2f} s ({ratio:4.2f}x)")
         print(f"{label:{width}}" + "".join(f"{c:>22}" for c in cells))
+    for setup in setups:
+        own = {cmd: statistics.median(results[setup][cmd]) - statistics.median(results[setup][alone])
+               for cmd, alone in ((PER_VM[1][0], LIBVIRT_ALONE[0][0]), (PER_VM[3][0], LIBVIRT_ALONE[1][0]))}
+        base = statistics.median(results[setup][ARG[0]])
+        parts = [f"{cmd} less libvirt alone: {t:.2f} s ({t / base:.2f}x)" for cmd, t in own.items()]
+        print(f"{setup}: " + ", ".join(parts))
     print("\nratios: per-VM commands and virt.init over salt-run test.arg; virt.query/list/host_info over "
           "salt 'hypervisor*' test.ping, in the same set-up and rounds")
 
