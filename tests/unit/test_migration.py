@@ -410,3 +410,46 @@ def test_the_source_facts_carry_an_existing_store_only(tmp_path):
     assert facts["target"] == "nvram" and facts["path"] == str(store) and facts["size"] == 4096
     assert facts["nvram"] is True and facts["dir"] == str(tmp_path)
     assert _nvram_facts(DomainXml.parse("<domain><name>vm</name><os><type>hvm</type></os></domain>")) is None
+
+
+class _FakeSource:
+    """The source's libvirt for :func:`fetch_file`: one volume with ``data``."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def storageVolLookupByPath(self, _path):
+        class Vol:
+            def download(self, _stream, _offset, _length, _flags):
+                return None
+
+        return Vol()
+
+    def newStream(self, _flags):
+        data = self.data
+
+        class Stream:
+            def recvAll(self, handler, opaque):
+                handler(self, data, opaque)
+
+            def finish(self):
+                return None
+
+        return Stream()
+
+
+def test_a_fetched_uefi_store_is_journaled_and_gone_when_the_preparation_fails(tmp_path):
+    vm_dir = tmp_path / "vm"
+    store = str(vm_dir / "nvram.fd")
+    source = _FakeSource(b"VARS" * 1024)
+    ok = migration.prepare_disks([{"path": store, "kind": "fetch", "format": "raw", "size": 4096, "nvram": True}],
+                                 str(tmp_path / "ok.json"), source, name="vm")
+    assert ok["created"] == [store] and open(store, "rb").read() == b"VARS" * 1024
+    os.unlink(store)
+    # Whole or nothing: a later item that fails takes the fetched store with it.
+    (vm_dir / "data.raw").write_text("someone's data")
+    create = [{"path": store, "kind": "fetch", "format": "raw", "size": 4096, "nvram": True},
+              {"path": str(vm_dir / "data.raw"), "kind": "blank", "format": "raw", "virtual_size": 1 << 20}]
+    with pytest.raises(InvalidArgument, match="already exists"):
+        migration.prepare_disks(create, str(tmp_path / "t.json"), source, name="vm")
+    assert sorted(os.listdir(vm_dir)) == ["data.raw"]
