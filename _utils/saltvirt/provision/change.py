@@ -119,8 +119,9 @@ def report(spec, changes, generated):
         "name": spec.name,
         "test": bool(spec.test),
         "changes": vupdate.report(changes),
-        "live": [c.key for c in changes if c.when == vupdate.LIVE],
-        "next_boot": [c.key for c in changes if c.when == vupdate.NEXT_BOOT],
+        # A mem dict may be applied in parts, some live (saltvirt.domain.memlive): its key once.
+        "live": list(dict.fromkeys(c.key for c in changes if c.when == vupdate.LIVE)),
+        "next_boot": list(dict.fromkeys(c.key for c in changes if c.when == vupdate.NEXT_BOOT)),
         "comment": "; ".join(vupdate.describe(changes)) or f"{spec.name} is up to date",
     }
     if generated:
