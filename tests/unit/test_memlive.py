@@ -127,3 +127,18 @@ def test_current_alone_keeps_the_boot_memory_and_may_not_exceed_it():
         _changes({"current": "768m"})
     # With boot given, the new boot size holds it: both for the next boot.
     assert [c.when for c in _changes({"boot": "1g", "current": "768m"})] == ["next_boot"]
+
+
+def test_without_a_memory_cgroup_the_limits_are_predicted_for_the_next_boot():
+    class NoCgroup:
+        def getMemoryParameters(self, _flags):  # noqa: N802
+            raise libvirt.libvirtError("Requested operation is not valid: cgroup memory controller is not mounted")
+
+    class Cgroup:
+        def getMemoryParameters(self, _flags):  # noqa: N802
+            return {"soft_limit": 9007199254740991}
+
+    assert memlive.limits_settable(Cgroup()) is True and memlive.limits_settable(NoCgroup()) is False
+    found = {"current": (512 * MIB, 384 * MIB), "soft_limit": (None, 256 * MIB)}
+    assert memlive.split(found, 512 * MIB, limits=False) == [(["current"], True), (["soft_limit"], False)]
+    assert memlive.split(found, 512 * MIB) == [(["current"], True), (["soft_limit"], True)]

@@ -32,11 +32,21 @@ LIVE_GROUPS = (("current",), ("soft_limit",), ("hard_limit", "swap_hard_limit"))
 _LIMITS = ("soft_limit", "hard_limit", "swap_hard_limit")
 
 
-def _live_ok(key, new, live_max_kib):
+def _live_ok(key, new, live_max_kib, limits):
     if new is None:
         return False  # removing a limit: libvirt has no "unset" for a running guest
     if key == "current":
         return new <= live_max_kib  # the balloon never inflates past the boot memory
+    return limits
+
+
+def limits_settable(dom):
+    """Whether the running ``dom`` has memory limits libvirt can change (its memory cgroup):
+    without one every limit waits for the next boot, which ``test=True`` then predicts."""
+    try:
+        dom.getMemoryParameters(0)
+    except libvirt.libvirtError:
+        return False
     return True
 
 
@@ -58,13 +68,13 @@ def check(section, view):
                               "give boot too (applied on next boot)")
 
 
-def split(found, live_max_kib):
+def split(found, live_max_kib, limits=True):
     """``[(keys, live)]``: the differences ``found`` (``{key: (old, new)}`` of a ``mem``
     section) in parts, those a running guest of ``live_max_kib`` KiB takes first (``live``
-    True), then the rest (``live`` False), if any."""
+    True), then the rest (``live`` False), if any. ``limits``: see :func:`limits_settable`."""
     left, parts = dict(found), []
     for group in LIVE_GROUPS:
-        keys = [k for k in group if k in left and _live_ok(k, left[k][1], live_max_kib)]
+        keys = [k for k in group if k in left and _live_ok(k, left[k][1], live_max_kib, limits)]
         if keys:
             parts.append((keys, True))
             for key in keys:

@@ -129,7 +129,7 @@ def _disk_info(disk, size=None):
 # --------------------------------------------------------------------------- diff
 
 
-def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None):
+def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None, memory_limits=True):
     """The :class:`Change` list that turns domain ``config`` into ``wanted``.
 
     config
@@ -141,6 +141,9 @@ def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None):
         The domain's current autostart flag.
     config_view
         :class:`DomainXml` of the persistent definition: what ``wanted.sections`` compare.
+    memory_limits
+        Whether the running domain's memory limits can change live
+        (:func:`~saltvirt.domain.memlive.limits_settable`).
     vm_dir
         The domain's own image directory (``virt:images/<name>``): where its disks are.
     """
@@ -160,11 +163,11 @@ def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None):
     if wanted.autostart is not None and autostart is not None and bool(wanted.autostart) != bool(autostart):
         changes.append(Change("autostart", "autostart", bool(autostart), bool(wanted.autostart), LIVE))
     if wanted.sections and config_view is not None:
-        changes += diff_sections(config_view, wanted.sections, live.memory if can_live else None)
+        changes += diff_sections(config_view, wanted.sections, live.memory if can_live else None, memory_limits)
     return changes
 
 
-def diff_sections(view, sections, live_max_kib=None):
+def diff_sections(view, sections, live_max_kib=None, memory_limits=True):
     """One ``section`` change (``next_boot``: the definition is rewritten) per section that
     ``view`` does not have as asked for; old and new hold the differing keys only.
     ``live_max_kib``: the memory a running guest was started with (None: not running, or not
@@ -179,7 +182,7 @@ def diff_sections(view, sections, live_max_kib=None):
             continue
         parts = [(list(found), False)] if found else []
         if found and section.name == "mem" and live_max_kib:
-            parts = memlive.split(found, live_max_kib)
+            parts = memlive.split(found, live_max_kib, memory_limits)
         for keys, live in parts:
             whole = parts == [(list(found), False)]
             changes.append(Change("section", section.name, {k: found[k][0] for k in keys},
