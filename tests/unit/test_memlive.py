@@ -131,11 +131,11 @@ def test_current_alone_keeps_the_boot_memory_and_may_not_exceed_it():
 
 def test_without_a_memory_cgroup_the_limits_are_predicted_for_the_next_boot():
     class NoCgroup:
-        def getMemoryParameters(self, _flags):  # noqa: N802
+        def memoryParameters(self, _flags):  # noqa: N802
             raise libvirt.libvirtError("Requested operation is not valid: cgroup memory controller is not mounted")
 
     class Cgroup:
-        def getMemoryParameters(self, _flags):  # noqa: N802
+        def memoryParameters(self, _flags):  # noqa: N802
             return {"soft_limit": 9007199254740991}
 
     assert memlive.limits_settable(Cgroup()) is True and memlive.limits_settable(NoCgroup()) is False

@@ -44,7 +44,7 @@ def limits_settable(dom):
     """Whether the running ``dom`` has memory limits libvirt can change (its memory cgroup):
     without one every limit waits for the next boot, which ``test=True`` then predicts."""
     try:
-        dom.getMemoryParameters(0)
+        dom.memoryParameters(0)
     except libvirt.libvirtError:
         return False
     return True
