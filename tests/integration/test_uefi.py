@@ -116,6 +116,15 @@ def test_a_uefi_guest_migrates_with_its_variable_store(lab, vm):
     assert report["ok"] is True, report
     assert {d["target"]: d["action"] for d in report["storage"]["disks"]} == {"vda": "copy", "nvram": "fetch"}
 
+    # A migration that fails once the store is fetched (the target's QEMU cannot listen on an
+    # address it does not have) leaves no store on the target; the source's stays as it was.
+    proc, failed = lab.run_json("virt.migrate", vm, "hypervisor2", "migration_uri=tcp://192.0.2.1:49160",
+                                check=False)
+    assert proc.returncode != 0 and failed["result"] is False, failed
+    assert nvram in json.dumps(failed["recovery"]), failed  # fetched, then removed by the journal
+    assert lab.hv("hypervisor2", "test", "-e", nvram, check=False).returncode == 1
+    assert vm not in lab.domains("hypervisor2") and lab.hv(HV, "sha256sum", nvram).stdout.split()[0] == digest
+
     _p, moved = lab.run_json("virt.migrate", vm, "hypervisor2")
     assert moved["result"] is True, moved
     assert moved["storage"] == {"vda": "copy", "nvram": "fetch"}
