@@ -85,7 +85,8 @@ class Wanted:
     platform: dict | None = None  # saltvirt.domain.platform settings; keys not there: unmanaged
     live: bool = True  # False: never touch the running guest, only the definition
     # XML sections (cpu/mem dicts, numatune, serials, consoles, host devices: see
-    # saltvirt.provision.hardware), each compared on what it asks for and written on next boot.
+    # saltvirt.provision.hardware), each compared on what it asks for and written on next boot
+    # (a running guest's balloon target and memory limits at once: saltvirt.domain.memlive).
     sections: list | None = None
 
 
