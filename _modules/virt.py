@@ -585,7 +585,9 @@ def update(name, cpu=None, mem=None, disk=None, disks=None, nic=None, interfaces
 
     cpu / mem
         vCPUs; memory in MiB (or a size); or the classic dicts of ``virt.init``, compared on
-        the keys given and applied on next boot.
+        the keys given and applied on next boot, except a ``mem`` dict's ``current`` and
+        memory limits, which a running guest takes at once (``when: partly live`` names the
+        keys of each part).
     numatune / serials / consoles / host_devices
         As for ``virt.init``, applied on next boot. ``serials``, ``consoles`` and
         ``host_devices`` are the whole lists (``[]``: none besides the logged serial port 0).

@@ -87,9 +87,12 @@ def test_cpu_and_mem_dicts_boot_and_the_states_converge(lab, sls, name):
         assert ret["result"] is True and ret["changes"] == {}, ret
         assert "up to date" in ret["comment"]
 
-    # Another topology and a memory limit: changes for the next boot, then nothing again.
+    # Another topology, a smaller balloon target and a memory limit: the topology for the next
+    # boot, the balloon target at once (under the memory the guest started with); the limit live
+    # where the guest has a memory cgroup, and this lab's libvirtds run without one
+    # (cgroup_controllers = [ ]): there it waits for the next boot, as predicted. Then nothing again.
     changed = dict(pillar, state="defined", cpu=dict(CPU, topology={"sockets": 1, "cores": 2, "threads": 1}),
-                   mem=dict(MEM, soft_limit="1g"))
+                   mem=dict(MEM, current="160m", soft_limit="1g"))
     predicted = apply(lab, sls, changed, test=True)
     assert predicted["result"] is None and set(predicted["changes"]) == {"cpu", "mem"}, predicted
     assert domain_xml(lab, name, inactive=True).find("cpu/topology").get("cores") == "1"  # nothing done
@@ -98,9 +101,11 @@ def test_cpu_and_mem_dicts_boot_and_the_states_converge(lab, sls, name):
     assert ret["result"] is True, ret
     assert ret["changes"]["cpu"] == {"old": {"sockets": 2, "cores": 1}, "new": {"sockets": 1, "cores": 2},
                                      "when": "next_boot"}
-    assert ret["changes"]["mem"] == {"old": {"soft_limit": None}, "new": {"soft_limit": 1048576},
-                                     "when": "next_boot"}
+    assert ret["changes"]["mem"] == {"old": {"current": 192 * 1024, "soft_limit": None},
+                                     "new": {"current": 160 * 1024, "soft_limit": 1048576},
+                                     "when": "partly live", "live": ["current"], "next_boot": ["soft_limit"]}
     inactive = domain_xml(lab, name, inactive=True)
+    assert int(inactive.find("currentMemory").text) == 160 * 1024 and inactive.find("memtune/soft_limit") is not None
     assert inactive.find("cpu/topology").get("cores") == "2"
     assert domain_xml(lab, name).find("cpu/topology").get("cores") == "1"  # the running guest keeps its own
     pending = lab.salt_json(HOST, "virt.pending_changes", name)[HOST]

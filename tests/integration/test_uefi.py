@@ -100,3 +100,36 @@ def test_boot_files_outside_the_roots_are_refused_and_leave_nothing(lab, vm):
     assert "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>" in xml
     assert (f"<nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/srv/salt-images/{vm}/nvram.fd</nvram>"
             in xml)
+
+
+def test_a_uefi_guest_migrates_with_its_variable_store(lab, vm):
+    """libvirt 9.0 moves the firmware, never the VM's variable store: on storage the target does
+    not share, the target fetches it from the source first; the source's copy goes afterwards."""
+    salt(lab, "virt.init", vm, 1, 256, f"image={IMAGES}/centos.qcow2", "enable_qcow=True", "seed=False",
+         f"boot={json.dumps(dict(KERNEL_BOOT, efi=True))}")
+    nvram = f"/srv/salt-images/{vm}/nvram.fd"
+    lab.wait_serial(HV, vm, r"SALTVIRT-FIRMWARE efi", timeout=BOOT_TIMEOUT)
+    lab.wait_serial(HV, vm, r"SALTVIRT-HEARTBEAT 2", timeout=60)
+    digest = lab.hv(HV, "sha256sum", nvram).stdout.split()[0]
+
+    _p, report = lab.run_json("virt.migrate", vm, "hypervisor2", "test=True")
+    assert report["ok"] is True, report
+    assert {d["target"]: d["action"] for d in report["storage"]["disks"]} == {"vda": "copy", "nvram": "fetch"}
+
+    # A migration that fails once the store is fetched (the target's QEMU cannot listen on an
+    # address it does not have) leaves no store on the target; the source's stays as it was.
+    proc, failed = lab.run_json("virt.migrate", vm, "hypervisor2", "migration_uri=tcp://192.0.2.1:49160",
+                                check=False)
+    assert proc.returncode != 0 and failed["result"] is False, failed
+    assert nvram in json.dumps(failed["recovery"]), failed  # fetched, then removed by the journal
+    assert lab.hv("hypervisor2", "test", "-e", nvram, check=False).returncode == 1
+    assert vm not in lab.domains("hypervisor2") and lab.hv(HV, "sha256sum", nvram).stdout.split()[0] == digest
+
+    _p, moved = lab.run_json("virt.migrate", vm, "hypervisor2")
+    assert moved["result"] is True, moved
+    assert moved["storage"] == {"vda": "copy", "nvram": "fetch"}
+    assert lab.hv("hypervisor2", "sha256sum", nvram).stdout.split()[0] == digest
+    lab.wait_serial("hypervisor2", vm, r"SALTVIRT-HEARTBEAT \d+", timeout=60)
+    assert lab.run("virsh", "hypervisor2", "domstate", vm).stdout.strip() == "running"
+    assert nvram in moved["source_cleanup"]["stale"]["removed"]
+    assert lab.hv(HV, "test", "-e", nvram, check=False).returncode == 1

@@ -369,3 +369,87 @@ def test_cleanup_without_libvirt_keeps_the_files(tmp_path):
     result = migration.cleanup(None, journal, name="vm")
     assert result["kept"] == [str(tmp_path / "vm" / "system.qcow2")] and "unreachable" in result["error"]
     assert os.path.exists(tmp_path / "vm" / "system.qcow2")
+
+
+# ------------------------------------------------------------------------- UEFI variable store
+
+
+def nvram(path="/srv/salt-images/vm/nvram.fd", size=540672):
+    return {"target": "nvram", "type": "file", "device": "nvram", "path": path, "format": "raw",
+            "readonly": False, "nvram": True, "dir": os.path.dirname(path), "fs_type": "ext4", "size": size}
+
+
+def test_a_uefi_store_the_target_lacks_is_fetched_first_never_copied_by_qemu():
+    out = storage_plan([disk(), nvram()], {"vda": {"exists": False, "bases": []}, "nvram": {"exists": False}})
+    assert [(d["target"], d["action"]) for d in out["disks"]] == [("vda", "copy"), ("nvram", "fetch")]
+    assert out["migrate_disks"] == ["vda"] and out["errors"] == []  # libvirt has no copy of it to make
+    assert out["create"][0] == {"target": "nvram", "path": "/srv/salt-images/vm/nvram.fd", "kind": "fetch",
+                                "format": "raw", "size": 540672, "nvram": True}
+    # Offline too (no QEMU runs on either side).
+    offline = storage_plan([nvram()], {"nvram": {"exists": False}}, offline=True)
+    assert [c["path"] for c in offline["create"]] == ["/srv/salt-images/vm/nvram.fd"]
+
+
+def test_a_shared_uefi_store_stays_and_a_foreign_one_is_never_overwritten():
+    shared = storage_plan([nvram()], {"nvram": {"probe": True, "exists": True}})
+    assert shared["disks"][0]["action"] == "shared" and shared["create"] == [] and shared["unsafe"] is False
+    clash = storage_plan([nvram()], {"nvram": {"probe": False, "exists": True, "size": 540672}})
+    assert clash["disks"][0]["action"] == "error" and clash["create"] == []
+    assert "UEFI variable store /srv/salt-images/vm/nvram.fd exists on the target" in clash["errors"][0]
+
+
+def test_the_source_facts_carry_an_existing_store_only(tmp_path):
+    from saltvirt.domain.xmlview import DomainXml
+    from saltvirt.migration.facts import _nvram_facts
+
+    store = tmp_path / "nvram.fd"
+    xml = f"<domain type='qemu'><name>vm</name><os><type>hvm</type><nvram>{store}</nvram></os></domain>"
+    assert _nvram_facts(DomainXml.parse(xml)) is None  # never started: libvirt makes it from the template
+    store.write_bytes(b"\0" * 4096)
+    facts = _nvram_facts(DomainXml.parse(xml))
+    assert facts["target"] == "nvram" and facts["path"] == str(store) and facts["size"] == 4096
+    assert facts["nvram"] is True and facts["dir"] == str(tmp_path)
+    assert _nvram_facts(DomainXml.parse("<domain><name>vm</name><os><type>hvm</type></os></domain>")) is None
+
+
+class _FakeSource:
+    """The source's libvirt for :func:`fetch_file`: one volume with ``data``."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def storageVolLookupByPath(self, _path):
+        class Vol:
+            def download(self, _stream, _offset, _length, _flags):
+                return None
+
+        return Vol()
+
+    def newStream(self, _flags):
+        data = self.data
+
+        class Stream:
+            def recvAll(self, handler, opaque):
+                handler(self, data, opaque)
+
+            def finish(self):
+                return None
+
+        return Stream()
+
+
+def test_a_fetched_uefi_store_is_journaled_and_gone_when_the_preparation_fails(tmp_path):
+    vm_dir = tmp_path / "vm"
+    store = str(vm_dir / "nvram.fd")
+    source = _FakeSource(b"VARS" * 1024)
+    ok = migration.prepare_disks([{"path": store, "kind": "fetch", "format": "raw", "size": 4096, "nvram": True}],
+                                 str(tmp_path / "ok.json"), source, name="vm")
+    assert ok["created"] == [store] and open(store, "rb").read() == b"VARS" * 1024
+    os.unlink(store)
+    # Whole or nothing: a later item that fails takes the fetched store with it.
+    (vm_dir / "data.raw").write_text("someone's data")
+    create = [{"path": store, "kind": "fetch", "format": "raw", "size": 4096, "nvram": True},
+              {"path": str(vm_dir / "data.raw"), "kind": "blank", "format": "raw", "virtual_size": 1 << 20}]
+    with pytest.raises(InvalidArgument, match="already exists"):
+        migration.prepare_disks(create, str(tmp_path / "t.json"), source, name="vm")
+    assert sorted(os.listdir(vm_dir)) == ["data.raw"]

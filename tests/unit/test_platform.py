@@ -289,3 +289,39 @@ def test_boot_loaders_and_caller_xml_share_one_firmware_setting(tmp_path):
     with pytest.raises(InvalidArgument, match="add its directory to virt:domain_xml:firmware_roots"):
         roots.firmware("/usr/share/OVMF/OVMF_CODE_4M.fd")
     assert xmlpolicy.DEFAULT_FIRMWARE_ROOTS == paths.DEFAULT_FIRMWARE_ROOTS
+
+
+def test_kvm_hint_dedicated_reads_the_cpu_dicts_mode_too():
+    """Issue #16: ``cpu: {mode: host-passthrough}`` counts like the plain cpu_mode; another mode
+    in the dict is still refused with the message naming the fix."""
+    from saltvirt.domain import tuning
+
+    def dom(mode):
+        _count, section = tuning.cpu_section({"mode": mode, "maximum": 2})
+        return Domain("web1", platform={"hypervisor_features:kvm-hint-dedicated": True}, sections=[section])
+
+    xml = dom("host-passthrough").to_xml()
+    assert '<cpu mode="host-passthrough"' in xml and "<hint-dedicated state=\"on\" />" in xml
+    with pytest.raises(InvalidArgument, match="kvm-hint-dedicated needs the host-passthrough CPU mode"):
+        dom("host-model").to_xml()
+    # The dict's mode wins over a plain cpu_mode, both ways.
+    refused = dom("host-model")
+    refused.cpu_mode = "host-passthrough"
+    with pytest.raises(InvalidArgument, match="kvm-hint-dedicated needs the host-passthrough"):
+        refused.check()
+
+
+def test_the_state_prediction_reads_the_cpu_dicts_mode():
+    from saltvirt.provision.spec import check_values
+    features = {"kvm-hint-dedicated": True}
+
+    def spec(cpu):
+        return VmSpec(name="web1", cpu=cpu, mem=512, hypervisor_features=features)
+
+    check_values(spec({"mode": "host-passthrough", "maximum": 2}))
+    with pytest.raises(InvalidArgument, match="VM web1: hypervisor_features kvm-hint-dedicated needs the host-pass"):
+        check_values(spec({"mode": "host-model", "maximum": 2}))
+    with pytest.raises(InvalidArgument, match="kvm-hint-dedicated needs the host-passthrough"):
+        check_values(spec(2))
+    # An existing VM whose cpu argument names no mode keeps its own: no refusal predicted.
+    check_values(UpdateSpec(name="web1", cpu=2, hypervisor_features=features), update=True)

@@ -390,7 +390,15 @@ class Domain:
             _require(not dupes, f"{name}: duplicate {kind} {', '.join(dupes)}")
         for device in (*self.disks, *self.interfaces, *self.graphics, *self.serials):
             device.check()
-        domplatform.check(self.platform, name, self.cpu_mode)
+        domplatform.check(self.platform, name, self.effective_cpu_mode())
+
+    def effective_cpu_mode(self):
+        """The CPU mode the XML gets: a ``cpu`` dict's ``mode`` (a section, written last) wins
+        over the plain :attr:`cpu_mode`."""
+        for section in self.sections:
+            if getattr(section, "name", None) == "cpu" and "mode" in getattr(section, "want", {}):
+                return section.want["mode"]
+        return self.cpu_mode
 
     def to_xml(self):
         """Checked libvirt domain XML for defining this domain."""

@@ -426,8 +426,8 @@ def mem_section(mem, update=False):
     """``(MiB at boot, Section or None)`` for ``mem``: a size (bare number: MiB), or the classic dict.
 
     ``update``: the dict changes an existing domain, as the classic ``virt.update``: a key given
-    as None (``null``) removes that setting, and without ``boot``/``current`` the memory size
-    stays as it is (the MiB returned are None)."""
+    as None (``null``) removes that setting, and without ``boot`` the memory size stays as it is
+    (the MiB returned are None; ``current`` alone is the new balloon target)."""
     if not isinstance(mem, dict):
         if isinstance(mem, (int, float)) and not isinstance(mem, bool) and mem < 1:
             raise InvalidArgument(f"mem must be a positive number of MiB, not {mem!r}")
@@ -438,11 +438,12 @@ def mem_section(mem, update=False):
     want, lists = _mem_values(mem, update)
     if mem.get("hugepages") is not None:
         lists["hugepages"] = _pages(mem["hugepages"])
-    if update and want.get("boot") is None and want.get("current") is None:
+    if update and want.get("boot") is None:
+        # An existing VM keeps its boot memory; current alone moves only the balloon target
+        # (as the classic virt.update), which a running guest takes at once (domain.memlive).
         if want.get("max") is not None:
-            raise InvalidArgument("mem: max needs boot (or current) given with it")
-        return None, Section("mem", MEM_FIELDS, {k: v for k, v in want.items() if k not in ("boot", "current")},
-                             lists)
+            raise InvalidArgument("mem: max needs boot given with it")
+        return None, Section("mem", MEM_FIELDS, {k: v for k, v in want.items() if k != "boot"}, lists)
     want.setdefault("boot", want.get("current"))
     want.setdefault("current", want.get("boot"))
     if want["boot"] is None or want["current"] is None:

@@ -43,8 +43,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from saltvirt.domain import memlive
 from saltvirt.domain import model as dommod
 from saltvirt.domain import platform as domplatform
+from saltvirt.domain.memlive import LIVE, NEXT_BOOT, PARTLY_LIVE  # noqa: F401 (PARTLY_LIVE: re-exported)
 from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.errors import libvirt_message as _err
@@ -55,8 +57,6 @@ try:
 except ImportError:  # the pure part (diff, pending) works without it
     libvirt = None
 
-LIVE = "live"
-NEXT_BOOT = "next_boot"
 #: Buses whose disks QEMU can hot-plug into a running guest.
 HOTPLUG_BUSES = ("virtio", "scsi", "usb")
 _DISK_EXTENSIONS = {"qcow2": ".qcow2", "raw": ".img"}
@@ -85,7 +85,8 @@ class Wanted:
     platform: dict | None = None  # saltvirt.domain.platform settings; keys not there: unmanaged
     live: bool = True  # False: never touch the running guest, only the definition
     # XML sections (cpu/mem dicts, numatune, serials, consoles, host devices: see
-    # saltvirt.provision.hardware), each compared on what it asks for and written on next boot.
+    # saltvirt.provision.hardware), each compared on what it asks for and written on next boot
+    # (a running guest's balloon target and memory limits at once: saltvirt.domain.memlive).
     sections: list | None = None
 
 
@@ -129,7 +130,7 @@ def _disk_info(disk, size=None):
 # --------------------------------------------------------------------------- diff
 
 
-def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None):
+def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None, memory_limits=True):
     """The :class:`Change` list that turns domain ``config`` into ``wanted``.
 
     config
@@ -141,6 +142,9 @@ def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None):
         The domain's current autostart flag.
     config_view
         :class:`DomainXml` of the persistent definition: what ``wanted.sections`` compare.
+    memory_limits
+        Whether the running domain's memory limits can change live
+        (:func:`~saltvirt.domain.memlive.limits_settable`).
     vm_dir
         The domain's own image directory (``virt:images/<name>``): where its disks are.
     """
@@ -160,21 +164,31 @@ def diff(config, wanted, vm_dir, live=None, autostart=None, config_view=None):
     if wanted.autostart is not None and autostart is not None and bool(wanted.autostart) != bool(autostart):
         changes.append(Change("autostart", "autostart", bool(autostart), bool(wanted.autostart), LIVE))
     if wanted.sections and config_view is not None:
-        changes += diff_sections(config_view, wanted.sections)
+        changes += diff_sections(config_view, wanted.sections, live.memory if can_live else None, memory_limits)
     return changes
 
 
-def diff_sections(view, sections):
+def diff_sections(view, sections, live_max_kib=None, memory_limits=True):
     """One ``section`` change (``next_boot``: the definition is rewritten) per section that
-    ``view`` does not have as asked for; old and new hold the differing keys only."""
+    ``view`` does not have as asked for; old and new hold the differing keys only.
+    ``live_max_kib``: the memory a running guest was started with (None: not running, or not
+    to be touched); then the part of a ``mem`` section libvirt changes live comes first, as
+    ``live`` changes of their own (:mod:`saltvirt.domain.memlive`)."""
     changes = []
     for section in sections:
+        memlive.check(section, view)
         found = section.differences(view)
         if list(found) == [section.name]:  # serials, consoles, host_devices: one list
             changes.append(Change("section", section.name, *found[section.name], NEXT_BOOT, device=section))
-        elif found:
-            changes.append(Change("section", section.name, {k: old for k, (old, _new) in found.items()},
-                                  {k: new for k, (_old, new) in found.items()}, NEXT_BOOT, device=section))
+            continue
+        parts = [(list(found), False)] if found else []
+        if found and section.name == "mem" and live_max_kib:
+            parts = memlive.split(found, live_max_kib, memory_limits)
+        for keys, live in parts:
+            whole = parts == [(list(found), False)]
+            changes.append(Change("section", section.name, {k: found[k][0] for k in keys},
+                                  {k: found[k][1] for k in keys}, LIVE if live else NEXT_BOOT,
+                                  device=section if whole else memlive.subsection(section, keys)))
     return changes
 
 
@@ -455,6 +469,16 @@ def _apply_section(conn, dom, change):
     conn.defineXML(view.to_xml())
 
 
+def _apply_live_section(conn, dom, change):
+    # A mem part libvirt changes on a running guest; refused there (no memory cgroup, a hard
+    # limit under locked memory...): the definition only, for the next boot.
+    try:
+        memlive.apply(dom, change.device)
+    except libvirt.libvirtError:
+        change.when = NEXT_BOOT
+        _apply_section(conn, dom, change)
+
+
 def _apply_platform(conn, dom, change):
     flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
     view = DomainXml.parse(dom.XMLDesc(flags))
@@ -508,6 +532,8 @@ def apply(conn, dom, changes, build_disk=None):
                 _apply_platform(conn, dom, change)
             elif change.kind == "autostart":
                 dom.setAutostart(1 if change.new else 0)
+            elif change.kind == "section" and change.when == LIVE:
+                _apply_live_section(conn, dom, change)
             elif change.kind == "section":
                 _apply_section(conn, dom, change)
         except (libvirt.libvirtError, VirtError) as exc:
@@ -524,6 +550,8 @@ def report(changes):
     for change in changes:
         if change.kind in ("disk", "nic"):
             out.setdefault(change.kind + "s", {})[change.key] = dict(change.summary(), action=change.action)
+        elif change.key in out:  # a mem section in parts (memlive): one entry saying which part is when
+            out[change.key] = memlive.merged(out[change.key], change.old, change.new, change.when)
         else:
             out[change.key] = change.summary()
     return out

@@ -41,6 +41,27 @@ def _disk_facts(view):
         }
 
 
+#: The pseudo disk target of a UEFI VM's variable store in the facts and the storage plan.
+NVRAM_TARGET = "nvram"
+
+
+def _nvram_facts(view):
+    """A UEFI VM's own variable store as a pseudo disk (``nvram: True``), or None.
+
+    libvirt 9.0 migrates the firmware code, never the store: on storage the target does not
+    share, the store must be carried like a read-only disk. A store that does not exist yet (a
+    VM never started) has nothing to carry: libvirt makes it from its template on first start.
+    """
+    elem = view.find("os/nvram")
+    path = (elem.text or "").strip() if elem is not None else ""
+    if not path.startswith("/") or not os.path.isfile(path):
+        return None
+    return {"target": NVRAM_TARGET, "type": "file", "device": "nvram", "path": path, "format": "raw",
+            "readonly": False, "shareable": False, "cache": None, "nvram": True,
+            "dir": os.path.dirname(path), "fs_type": fs_type(os.path.dirname(path)),
+            "size": os.path.getsize(path)}
+
+
 def fs_type(path, mountinfo="/proc/self/mountinfo"):
     """The filesystem type holding ``path`` in this mount namespace (longest mount-point match)."""
     path = os.path.realpath(path)
@@ -165,6 +186,9 @@ def source_facts(conn, name, probe=True):
         if disk["type"] == "file" and disk["path"]:
             _disk_details(disk)
         facts["disks"].append(disk)
+    nvram = _nvram_facts(view)
+    if nvram:
+        facts["disks"].append(nvram)
     if probe:
         token = secrets.token_hex(8)
         dirs = [d["dir"] for d in facts["disks"] if d.get("dir")]

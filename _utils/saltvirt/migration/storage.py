@@ -50,6 +50,8 @@ def _placed(disk, obs, entry, out, offline, unsafe_fs):
     dev, path = disk["target"], disk.get("path")
     if not path:
         entry.update(action="skip", reason="no medium")
+    elif disk.get("nvram"):
+        _nvram_file(disk, obs, entry, out)
     elif disk.get("type") == "network":
         entry.update(action="shared", reason="network disk")
     elif disk.get("type") == "block":
@@ -85,6 +87,21 @@ def _shared_file(disk, entry, out, offline, unsafe_fs):
                 "salt-virt knows as neither networked nor local: migrating it needs VIR_MIGRATE_UNSAFE; if its "
                 f"page cache is coherent between the hosts, add {fs_type!r} to virt:migration:unsafe_fs "
                 "on the hypervisors, else copy the disk (copy_storage=all)")
+
+
+def _nvram_file(disk, obs, entry, out):
+    """A UEFI VM's variable store (never copied by QEMU or libvirt): shared, else downloaded from
+    the source before the migration (the target's QEMU then writes the guest's flash back into it)."""
+    path = disk["path"]
+    if obs.get("probe"):
+        entry.update(action="shared", reason="UEFI variable store: the target sees the source's probe file")
+    elif obs.get("exists"):
+        _refuse(entry, out, f"UEFI variable store {path} exists on the target but is not the same file (no "
+                            "shared storage there); refusing to overwrite it: remove it or migrate elsewhere")
+    else:
+        entry.update(action="fetch", reason="UEFI variable store: downloaded from the source first")
+        out["create"].append({"target": disk["target"], "path": path, "kind": "fetch", "format": "raw",
+                              "size": disk.get("size"), "nvram": True})
 
 
 def _readonly_file(disk, obs, entry, out):

@@ -4,9 +4,9 @@
 import contextlib
 
 from saltvirt import provision
+from saltvirt.domain import memlive, vmops
 from saltvirt.domain import model as dommod
 from saltvirt.domain import update as vupdate
-from saltvirt.domain import vmops
 from saltvirt.domain.xmlview import DomainXml
 from saltvirt.errors import InvalidArgument
 from saltvirt.provision import hardware, profiles, sources
@@ -106,7 +106,8 @@ def update_vm(conn, spec, settings):
         if dom.isActive():
             running = dommod.Domain.from_xml(vmops.secure_xml(dom))
         changes = vupdate.diff(config, want, vm_dir, live=running, autostart=bool(dom.autostart()),
-                               config_view=DomainXml.parse(config_xml))
+                               config_view=DomainXml.parse(config_xml),
+                               memory_limits=running is not None and memlive.limits_settable(dom))
         local = complete_new_disks(settings, roots, changes, vm_dir, spec, formats)
         if changes and not spec.test:
             return vupdate.apply(conn, dom, changes, build_disk=_disk_builder(settings, local, formats))
@@ -119,8 +120,9 @@ def report(spec, changes, generated):
         "name": spec.name,
         "test": bool(spec.test),
         "changes": vupdate.report(changes),
-        "live": [c.key for c in changes if c.when == vupdate.LIVE],
-        "next_boot": [c.key for c in changes if c.when == vupdate.NEXT_BOOT],
+        # A mem dict may be applied in parts, some live (saltvirt.domain.memlive): its key once.
+        "live": list(dict.fromkeys(c.key for c in changes if c.when == vupdate.LIVE)),
+        "next_boot": list(dict.fromkeys(c.key for c in changes if c.when == vupdate.NEXT_BOOT)),
         "comment": "; ".join(vupdate.describe(changes)) or f"{spec.name} is up to date",
     }
     if generated:

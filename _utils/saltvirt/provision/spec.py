@@ -169,4 +169,5 @@ def check_values(spec, update=False):
     settings = platform.normalize(boot_dev=spec.boot_dev, stop_on_reboot=spec.stop_on_reboot, clock=spec.clock,
                                   hypervisor_features=spec.hypervisor_features)
     cpu_mode = spec.cpu.get("mode") if isinstance(spec.cpu, dict) else None
-    platform.check(settings, f"VM {spec.name}", cpu_mode)
+    if not (update and cpu_mode is None):  # an existing VM keeps its own CPU mode: libvirt judges it
+        platform.check(settings, f"VM {spec.name}", cpu_mode)
