@@ -481,7 +481,7 @@ def define_vol_xml_path(path, pool=None, **kwargs):
     """
     Create a volume from the libvirt XML file ``path`` on the hypervisor, checked as for
     :func:`define_vol_xml_str`, in storage pool ``pool`` (same default). The file must lie
-    where :func:`virt.define_xml_path <define_xml_path>` reads files (``virt:attach_roots``,
+    where ``virt.define_xml_path`` reads files (``virt:attach_roots``,
     ``virt:image_roots``, a pool's directory, ``<virt:images>/base``), be a regular file of at
     most 1 MiB; errors never quote its content. Returns True.
 
