@@ -73,6 +73,9 @@ def test_virsh_vol_dumpxml_output_can_be_fed_back(host, dir_pool, roots):
     (vol("<source><extent start='0' end='1'/></source>"), "<volume/source>: a volume's <source> lists host"),
     (vol("<foo/>"), "<volume> child foo: not accepted in a volume definition"),
     (vol("<x:cmd xmlns:x='urn:x'/>"), r"<volume> child \{urn:x\}cmd: not accepted"),
+    (vol("<backingStore><path>{g}/base.qcow2</path><path>/etc/shadow</path><format type='raw'/></backingStore>"),
+     "<volume/backingStore/path>: given twice"),
+    (vol("", name="a.img</name><name>../b"), "<volume/name>: given twice"),
 ])
 def test_each_refusal_names_its_element(host, dir_pool, roots, xml, message):
     with pytest.raises(volxml.Refused, match=message):

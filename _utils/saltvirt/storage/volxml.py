@@ -90,9 +90,13 @@ def _walk(elem, where, problems):
     for attr in elem.attrib:
         if attr not in ELEMENTS.get(where, ()):
             problems.append(Problem(f"<{where}> attribute", attr, "not accepted in a volume definition"))
+    seen = set()
     for child in elem:
         tag = _local(child.tag)
         path = f"{where}/{tag}" if tag else None
+        if path in seen:  # every element of a volume is single: which copy libvirt reads is not ours to guess
+            problems.append(Problem(f"<{path}>", "", "given twice: give it once"))
+        seen.add(path)
         if path in REFUSED and (path != "volume/source" or len(child)):
             problems.append(Problem(f"<{path}>", "", REFUSED[path]))
         elif path not in ELEMENTS:
