@@ -4,7 +4,8 @@ the same names, arguments and returns (``docs/upgrading.rst`` lists the differen
 ``docs/storage.rst`` the guide).
 
 One file of the ``virt`` execution module (Salt merges the files that share the
-``__virtualname__``); the work is in ``saltvirt.storage`` (``poolxml``, ``pools``, ``volumes``).
+``__virtualname__``); the work is in ``saltvirt.storage`` (``poolxml``, ``pools``, ``volumes``,
+``volxml``).
 Callers granted ``virt.*`` are not trusted: pools reach host directories, devices and volume
 groups only where the operator allows it (``virt:pools:allowed_targets``,
 ``virt:pools:allowed_devices``, ``virt:pools:allowed_source_names``, ``virt:pools:allowed_types``).
@@ -23,6 +24,7 @@ try:
     from saltvirt.domain import vmops
     from saltvirt.storage import pools as poolops
     from saltvirt.storage import volumes as volops
+    from saltvirt.storage import volxml
     from saltvirt.storage.poolxml import PoolSpec
 
     HAS_SALTVIRT = True
@@ -443,3 +445,51 @@ def volume_resize(pool, volume, size, **kwargs):
         salt hypervisor1 virt.volume_resize images data.qcow2 16384
     """
     return _guarded(_conn_kwargs("virt.volume_resize", kwargs), volops.resize, pool, volume, size)
+
+
+def _xml_pool(pool):
+    """The pool of ``define_vol_xml_*``: the argument, else ``virt:storagepool``, else ``default``."""
+    with saltglue.salt_errors():
+        return pool or _settings().get("storagepool", "default") or "default"
+
+
+def define_vol_xml_str(xml, pool=None, **kwargs):
+    """
+    Create a volume from its libvirt XML in storage pool ``pool``. Returns True.
+
+    pool
+        The storage pool (default: ``virt:storagepool`` of the hypervisor's config, else
+        ``default``). It must be running and pass the checks of :func:`pool_define`.
+
+    The XML is checked before libvirt sees it, with the limits of :func:`volume_define`: the
+    name has no ``/`` or ``..``, a ``<target><path>`` lies in the pool's directory, a
+    ``<backingStore>`` has a ``<format>`` and its ``<path>`` lies under the image roots;
+    ``<encryption>``, ``<source>`` extents and elements outside libvirt's volume schema are
+    refused (``docs/storage.rst``). A refusal names every problem and creates nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.define_vol_xml_str "$(cat data.xml)" pool=images
+    """
+    pool = _xml_pool(pool)
+    return _guarded(_conn_kwargs("virt.define_vol_xml_str", kwargs), volxml.define, pool, xml, roots=True)
+
+
+def define_vol_xml_path(path, pool=None, **kwargs):
+    """
+    Create a volume from the libvirt XML file ``path`` on the hypervisor, checked as for
+    :func:`define_vol_xml_str`, in storage pool ``pool`` (same default). The file must lie
+    where ``virt.define_xml_path`` reads files (``virt:attach_roots``,
+    ``virt:image_roots``, a pool's directory, ``<virt:images>/base``), be a regular file of at
+    most 1 MiB; errors never quote its content. Returns True.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt hypervisor1 virt.define_vol_xml_path /srv/volumes/data.xml pool=images
+    """
+    pool = _xml_pool(pool)
+    return _guarded(_conn_kwargs("virt.define_vol_xml_path", kwargs), volxml.define_file, pool, path, roots=True)

@@ -590,7 +590,11 @@ def _network(name, running, autostart, settings, conn, kwargs):
             ret["changes"][name] = change
             ret["comment"] = f"Network {name} {'would be ' if test else ''}{change[len('Network '):]}"
         else:
-            res = __salt__["virt.network_update"](name, test=test, details=True, **settings, **conn)
+            # A bare state (no setting given) takes the network as it is: it would otherwise
+            # reset it to an isolated network, the settings' defaults.
+            bare = all(value is None for value in settings.values())
+            res = {"changed": False} if bare else __salt__["virt.network_update"](name, test=test, details=True,
+                                                                                  **settings, **conn)
             flip = bool(info["autostart"]) != bool(autostart)
             if flip and not test:
                 __salt__["virt.network_set_autostart"](name, state="on" if autostart else "off", **conn)
@@ -606,7 +610,7 @@ def _network(name, running, autostart, settings, conn, kwargs):
                 notes.append(f"autostart flag {'would be ' if test else ''}{'set' if autostart else 'unset'}")
             else:
                 change = None
-                notes.append("unchanged")
+                notes.append("settings not given, left as they are" if bare else "unchanged")
             if running and not info["active"]:
                 change = f"{change} and started" if change else "Network started"
                 notes.append("would be started" if test else "started")
@@ -640,6 +644,11 @@ def network_defined(name, bridge=None, forward=None, vport=None, tag=None, ipv4_
     ones (``{name: "Network defined, marked for autostart"}``, ``"Network updated"``...);
     the comment names the settings that changed. ``test=True`` reports and changes nothing.
     Unknown arguments fail the state, by name.
+
+    With no setting at all (only ``name``, maybe ``autostart``), an existing network is taken
+    as it is: only its autostart flag (and, for :func:`network_running`, its running state)
+    is ensured; its settings are never reset (a missing one is defined isolated, as before).
+    Give any setting and the network is compared with all of them, as above.
 
     .. code-block:: yaml
 

@@ -5,6 +5,7 @@ real daemon leave nothing behind."""
 
 import hashlib
 import os
+import subprocess
 import uuid
 
 import pytest
@@ -155,3 +156,37 @@ def test_a_password_becomes_the_pools_own_secret_and_goes_with_it(virt, libvirt_
             libvirt_conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage).undefine()
         except libvirt.libvirtError:
             pass
+
+
+def test_volumes_from_caller_xml_on_the_real_daemon(virt, pool, qemu_dir):
+    name, target = pool
+    assert virt.pool_define(name, "dir", target=target, start=False) is True
+    assert virt.pool_build(name) is True and virt.pool_start(name) is True
+    base = qemu_dir / f"{name}-base.qcow2"  # under the image roots
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(base), "8M"], check=True, capture_output=True)
+    overlay = ("<volume><name>overlay.qcow2</name><capacity unit='MiB'>8</capacity><target><format type='qcow2'/>"
+               f"<permissions><mode>0640</mode></permissions></target><backingStore><path>{base}</path>"
+               "<format type='qcow2'/></backingStore></volume>")
+    assert virt.define_vol_xml_str(overlay, pool=name) is True
+    info = virt.volume_infos(name, "overlay.qcow2")[name]["overlay.qcow2"]
+    assert info["format"] == "qcow2" and info["backing_store"] == {"path": str(base), "format": "qcow2"}
+    assert oct(os.stat(os.path.join(target, "overlay.qcow2")).st_mode & 0o777) == "0o640"
+    xml_file = qemu_dir / f"{name}-vol.xml"
+    xml_file.write_text("<volume><name>plain.img</name><capacity unit='MiB'>4</capacity>"
+                        "<target><format type='raw'/></target></volume>")
+    assert virt.define_vol_xml_path(str(xml_file), pool=name) is True
+    assert os.path.getsize(os.path.join(target, "plain.img")) == 4 * 1024 * 1024
+    # Refused before libvirt: a backing store outside the roots, a target outside the pool.
+    for inner, message in (("<backingStore><path>/etc/shadow</path><format type='raw'/></backingStore>",
+                            "must lie under the image roots"),
+                           ("<target><path>/var/tmp/escape.img</path></target>", "pool's own directory")):
+        with pytest.raises(SaltInvocationError, match=message):
+            virt.define_vol_xml_str(f"<volume><name>bad.img</name><capacity>1</capacity>{inner}</volume>",
+                                    pool=name)
+    assert virt.pool_list_volumes(name) == ["overlay.qcow2", "plain.img"]
+    assert not os.path.exists("/var/tmp/escape.img")
+    # libvirt's own refusal (an unknown format) is reported with the pool and volume named.
+    with pytest.raises(CommandExecutionError, match=f"libvirt refused volume {name}/odd.img"):
+        virt.define_vol_xml_str("<volume><name>odd.img</name><capacity>1</capacity><target>"
+                                "<format type='nosuchformat'/></target></volume>", pool=name)
+    assert virt.pool_list_volumes(name) == ["overlay.qcow2", "plain.img"]

@@ -6,7 +6,9 @@ import os
 import re
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 
+import libvirt
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -269,3 +271,34 @@ def test_forced_hypervisor_type_and_bad_type(virt, vm_name):
     virt.purge(vm_name)
     with pytest.raises(SaltInvocationError, match="hypervisor must be one of kvm, qemu"):
         virt.init(vm_name, 1, 128, image="salt://centos.qcow2", seed=False, hypervisor="xen")
+
+
+def test_cpu_nulls_remove_settings_libvirt_keeps_and_update_is_then_idempotent(virt, vm_name, libvirt_conn):
+    cpu = {"maximum": 2, "placement": "static", "cpuset": "0", "topology": {"sockets": 1, "cores": 2, "threads": 1},
+           "mode": "custom", "model": {"name": "qemu64", "fallback": "forbid"}, "features": {"pcid": "disable"},
+           "iothreads": 1}
+    virt.init(vm_name, cpu, 128, image="salt://centos.qcow2", enable_qcow=True, seed=False, start=False)
+    try:
+        def config():
+            return ET.fromstring(libvirt_conn.lookupByName(vm_name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+        assert config().find("cpu/topology") is not None and config().find("vcpu").get("cpuset") == "0"
+        nulls = {"placement": None, "cpuset": None, "topology": None, "features": None, "iothreads": None,
+                 "model": {"fallback": None}}
+        before = libvirt_conn.lookupByName(vm_name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        predicted = virt.update(vm_name, cpu=nulls, test=True)
+        assert predicted["test"] and set(predicted["changes"]) == {"cpu"}
+        assert libvirt_conn.lookupByName(vm_name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) == before
+        ret = virt.update(vm_name, cpu=nulls)
+        assert set(ret["changes"]) == {"cpu"} and ret["changes"] == predicted["changes"]
+        root = config()
+        for path in ("cpu/topology", "cpu/feature", "iothreads"):
+            assert root.find(path) is None, path
+        assert root.find("vcpu").get("cpuset") is None and root.findtext("vcpu") == "2"
+        # libvirt's defaults written back: they satisfy the nulls.
+        assert root.find("vcpu").get("placement") == "static" and root.find("cpu/model").get("fallback") == "allow"
+        assert virt.update(vm_name, cpu=nulls)["changes"] == {}  # the second run: nothing
+        with pytest.raises(SaltInvocationError, match="cpu:model cannot be removed"):
+            virt.update(vm_name, cpu={"model": None}, test=True)
+    finally:
+        virt.purge(vm_name)

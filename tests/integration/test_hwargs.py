@@ -113,6 +113,20 @@ def test_cpu_and_mem_dicts_boot_and_the_states_converge(lab, sls, name):
     ret = apply(lab, sls, changed)
     assert ret["result"] is True and ret["changes"] == {}, ret
 
+    # null removes a setting, as for mem (the vCPU count stays): predicted, made, then nothing.
+    nulls = dict(changed, cpu=dict(CPU, topology=None), mem=dict(MEM, soft_limit=None))
+    predicted = apply(lab, sls, nulls, test=True)
+    assert predicted["result"] is None and predicted["changes"]["cpu"] == {
+        "old": {"topology": {"sockets": "1", "dies": "1", "cores": "2", "threads": "1"}}, "new": {"topology": None},
+        "when": "next_boot"}, predicted
+    ret = apply(lab, sls, nulls)
+    assert ret["result"] is True and ret["changes"] == predicted["changes"], ret
+    inactive = domain_xml(lab, name, inactive=True)
+    assert inactive.find("cpu/topology") is None and inactive.find("vcpu").text == "2"
+    assert inactive.find("cpu/model").text == "qemu64" and inactive.find("memtune/soft_limit") is None
+    ret = apply(lab, sls, nulls)
+    assert ret["result"] is True and ret["changes"] == {}, ret
+
 
 def _allow_host_devices(lab, host, allowed):
     """Pillar for ``host`` with virt:host_devices:allowed (None: back to the lab's own pillar)."""

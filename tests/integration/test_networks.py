@@ -199,6 +199,38 @@ CLASSIC_SLS = """\
 """
 
 
+def _bare(lab, name, test=False):
+    """``virt.network_running`` with only ``name`` (the classic documentation's bare form)."""
+    args = [HOST, "state.single", "virt.network_running", f"name={name}", "--out=json", "--static"]
+    out = json.loads(lab.run("salt", *args, *(["test=True"] if test else []), check=False, timeout=300).stdout)[HOST]
+    assert isinstance(out, dict), out
+    (ret,) = out.values()
+    return ret
+
+
+def test_a_bare_network_running_keeps_an_existing_networks_settings(lab, sls, net):
+    """Only ``name``: an existing NAT network is left as it is (not reset to an isolated
+    network); a stopped one is started, its settings intact."""
+    assert _apply(lab, sls, net)["result"] is True
+    name = net["name"]
+    xml = _call(lab, "virt.network_get_xml", name, "inactive=True")
+    assert "<forward mode='nat'" in xml
+    for test in (True, False):
+        ret = _bare(lab, name, test=test)
+        assert (ret["result"], ret["changes"]) == (True, {}), ret
+        assert "settings not given, left as they are" in ret["comment"], ret
+    assert _call(lab, "virt.network_get_xml", name, "inactive=True") == xml
+    assert _call(lab, "virt.network_stop", name) is True
+    predicted = _bare(lab, name, test=True)
+    assert (predicted["result"], predicted["changes"]) == (None, {name: "Network started"}), predicted
+    ret = _bare(lab, name)
+    assert (ret["result"], ret["changes"]) == (True, {name: "Network started"}), ret
+    info = _call(lab, "virt.network_info", name)[name]
+    assert info["active"] is True and info["bridge"] == net["bridge"], info
+    assert _call(lab, "virt.network_get_xml", name, "inactive=True") == xml
+    assert _bare(lab, name)["changes"] == {}
+
+
 @pytest.fixture
 def classic(lab):
     path = _write_sls("saltvirt_net_classic", CLASSIC_SLS)

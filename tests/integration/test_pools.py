@@ -259,3 +259,50 @@ def test_pools_outside_the_operators_choice_are_refused(lab, sls, loop_device):
         lab.run("salt", HOST, "virt.pool_stop", files, check=False)
         lab.run("salt", HOST, "virt.pool_delete", files, check=False)
         _remove_pool(lab, files)
+
+
+def test_volumes_from_caller_xml_through_the_master(lab, dir_pool):
+    """``virt.define_vol_xml_str`` / ``define_vol_xml_path`` (the classic functions): a volume
+    made from XML lands in the pool, listed and deleted as any; a refused one leaves nothing,
+    and a file's content is never echoed back."""
+    name, target = dir_pool["name"], dir_pool["target"]
+    assert _call(lab, "virt.pool_define", name, "dir", f"target={target}", "start=False") is True
+    _call(lab, "virt.pool_build", name)
+    _call(lab, "virt.pool_start", name)
+    xml = ("<volume><name>{}</name><capacity unit='MiB'>8</capacity><target><format type='qcow2'/></target>{}"
+           "</volume>")
+    assert _call(lab, "virt.define_vol_xml_str", xml.format("fromxml.qcow2", ""), f"pool={name}") is True
+    assert _call(lab, "virt.pool_list_volumes", name) == ["fromxml.qcow2"]
+    info = _call(lab, "virt.volume_infos", name, "fromxml.qcow2")[name]["fromxml.qcow2"]
+    assert (info["format"], info["capacity"], info["path"]) == ("qcow2", 8 * 2**20, f"{target}/fromxml.qcow2")
+
+    refused = {"<backingStore><path> /etc/shadow: must lie under the image roots":
+               xml.format("bad.qcow2", "<backingStore><path>/etc/shadow</path><format type='raw'/></backingStore>"),
+               "<name> ../bad: a volume name is a file name": xml.format("../bad", ""),
+               "encryption uses a libvirt secret": xml.format("bad.qcow2", "").replace(
+                   "</target>", "<encryption format='luks'/></target>")}
+    for message, document in refused.items():
+        proc = lab.run("salt", HOST, "virt.define_vol_xml_str", document, f"pool={name}", check=False)
+        assert proc.returncode != 0 and message in proc.stdout, (message, proc.stdout)
+    assert _call(lab, "virt.pool_list_volumes", name) == ["fromxml.qcow2"]
+    assert lab.hv(HOST, "ls", target).stdout.split() == ["fromxml.qcow2"]
+
+    # From a file on the hypervisor (under the image roots, beside the pool's directory); a
+    # refused file's content is not quoted, and a file outside the roots is not read.
+    good, bad = f"{target}.vol.xml", f"{target}.bad.xml"
+    try:
+        lab.hv(HOST, "sh", "-c", f"printf '%s' \"{xml.format('fromfile.qcow2', '')}\" > {good}")
+        assert _call(lab, "virt.define_vol_xml_path", good, f"pool={name}") is True
+        lab.hv(HOST, "sh", "-c", f"printf '%s' \"{xml.format('SECRETNAME/x', '')}\" > {bad}")
+        proc = lab.run("salt", HOST, "virt.define_vol_xml_path", bad, f"pool={name}", check=False)
+        assert proc.returncode != 0 and "volume XML refused" in proc.stdout, proc.stdout
+        assert "SECRETNAME" not in proc.stdout, proc.stdout
+    finally:
+        lab.hv(HOST, "rm", "-f", good, bad)
+    proc = lab.run("salt", HOST, "virt.define_vol_xml_path", "/etc/shadow", f"pool={name}", check=False)
+    assert proc.returncode != 0 and "/etc/shadow is outside the allowed directories" in proc.stdout, proc.stdout
+    _call(lab, "virt.pool_refresh", name)
+    assert _call(lab, "virt.pool_list_volumes", name) == ["fromfile.qcow2", "fromxml.qcow2"]
+    for volume in ("fromxml.qcow2", "fromfile.qcow2"):
+        assert _call(lab, "virt.volume_delete", name, volume) is True
+    assert _call(lab, "virt.pool_list_volumes", name) == []

@@ -183,6 +183,86 @@ def test_null_removes_a_memory_setting_of_an_existing_vm():
     assert view.find("memoryBacking/source").get("type") == "memfd"
 
 
+FULL_CPU = {"maximum": 2, "current": 1, "placement": "auto", "cpuset": "0-1", "mode": "host-model", "match": "minimum",
+            "model": {"name": "qemu64", "fallback": "forbid"}, "vendor": "Intel",
+            "topology": {"sockets": 1, "cores": 2, "threads": 1}, "cache": {"mode": "emulate", "level": 3},
+            "features": {"pcid": "require"}, "numa": {0: {"cpus": "0-1", "memory": "256m"}}, "iothreads": 2}
+
+
+def test_null_removes_a_cpu_setting_of_an_existing_vm():
+    """``cpu: {placement: null, topology: null, ...}`` as ``mem``'s nulls: removed, then idempotent."""
+    view = built(tuning.cpu_section(FULL_CPU)[1], vcpus=2)
+    nulls = {key: None for key in FULL_CPU if key not in ("maximum", "model")}
+    nulls["model"] = {"fallback": None}
+    count, section = tuning.cpu_section(nulls, update=True)
+    assert count is None  # the vCPU count is left alone
+    assert section.differences(view) == {
+        "current": (1, None), "placement": ("auto", None), "cpuset": ("0-1", None), "mode": ("host-model", None),
+        "match": ("minimum", None), "model_fallback": ("forbid", None),
+        "vendor": ("Intel", None), "topology": ({"sockets": "1", "cores": "2", "threads": "1"}, None),
+        "cache": ({"level": "3", "mode": "emulate"}, None), "iothreads": (2, None),
+        "features": ({"pcid": "require"}, None), "numa": ([{"id": 0, "cpus": "0-1", "memory": 262144}], None),
+    }
+    section.write(view)
+    for path in ("cpu/vendor", "cpu/topology", "cpu/cache", "cpu/feature", "cpu/numa", "iothreads"):
+        assert view.find(path) is None, path
+    vcpu = view.find("vcpu")
+    assert vcpu.text == "2" and vcpu.attrib == {}
+    assert view.find("cpu").attrib == {} and view.find("cpu/model").attrib == {}
+    assert section.differences(view) == {}  # the second run: nothing
+    # What libvirt writes back when a setting is removed satisfies the null (idempotent on
+    # libvirt's own XML): placement static, a custom CPU matched exactly, a model that may fall back.
+    view.find("vcpu").set("placement", "static")
+    view.find("cpu").attrib.update(mode="custom", match="exact", check="none")
+    view.find("cpu/model").set("fallback", "allow")
+    assert section.differences(view) == {}
+    # One at a time, the others kept.
+    view = built(tuning.cpu_section(FULL_CPU)[1], vcpus=2)
+    view.find("cpu/topology").set("dies", "1")  # what libvirt adds: removed with the element
+    tuning.cpu_section({"placement": None, "topology": None}, update=True)[1].write(view)
+    assert view.find("vcpu").get("placement") is None and view.find("vcpu").get("cpuset") == "0-1"
+    assert view.find("cpu/topology") is None and view.element.findtext("cpu/model") == "qemu64"
+    assert view.find("cpu/numa/cell") is not None and view.find("cpu/feature").get("name") == "pcid"
+    assert view.find("cpu/model").get("fallback") == "forbid"
+    # A count given with nulls: both.
+    count, section = tuning.cpu_section({"maximum": 2, "current": None}, update=True)
+    assert count == 2 and section.want == {"maximum": 2, "current": None}
+
+
+@pytest.mark.parametrize(("cpu", "update", "message"), [
+    ({"maximum": None}, True, "maximum cannot be removed"),
+    ({"model": None}, True, "cpu:model cannot be removed"),
+    ({"model": {"name": None}}, True, "cpu:model cannot be removed"),
+    ({"maximum": None, "current": 1}, False, "maximum cannot be removed"),
+    ({"topology": {"sockets": None, "cores": 2, "threads": 1}}, True, "cpu:topology: a single key cannot be removed"),
+    ({"cache": {"mode": None}}, True, "cpu:cache: a single key cannot be removed"),
+    ({"placement": None}, False, "give maximum, current or topology"),  # a new VM: nulls ignored
+])
+def test_cpu_nulls_that_cannot_be_honoured_are_refused(cpu, update, message):
+    with pytest.raises(InvalidArgument, match=message):
+        tuning.cpu_section(cpu, update=update)
+    # A new VM ignores nulls next to a count, as before.
+    assert tuning.cpu_section({"maximum": 2, "placement": None, "topology": None})[1].want == {"maximum": 2}
+
+
+def test_cpu_nulls_are_predicted_and_refused_before_the_hypervisor():
+    view = built(tuning.cpu_section(FULL_CPU)[1], vcpus=2)
+    spec = UpdateSpec.from_kwargs("virt.update", name="vm1", cpu={"placement": None, "topology": None})
+    hw = hardware.hardware(spec, settings(), ROOTS, update=True)
+    assert hw.vcpus is None and not hw.plain_cpu
+    changes = upd.diff(Domain.from_xml(view.to_xml()), upd.Wanted(sections=hw.sections), "/srv/salt-images/vm1",
+                       config_view=view)
+    assert [c.key for c in changes] == ["cpu"]
+    assert changes[0].summary() == {"old": {"placement": "auto", "topology": {"sockets": "1", "cores": "2",
+                                                                                "threads": "1"}},
+                                    "new": {"placement": None, "topology": None}, "when": "next_boot"}
+    from saltvirt.provision.spec import check_values  # noqa: PLC0415
+    check_values(spec, update=True)  # the states' test=True check: accepted for an existing VM
+    with pytest.raises(InvalidArgument, match="a single key cannot be removed"):
+        check_values(UpdateSpec.from_kwargs("virt.update", name="vm1", cpu={"topology": {"sockets": None}}),
+                     update=True)
+
+
 def test_the_state_docs_single_cpu_feature_is_a_feature():
     _count, section = tuning.cpu_section({"maximum": 1, "feature": {"policy": "optional", "name": "lahf_lm"}})
     assert section.lists["features"] == {"lahf_lm": "optional"}

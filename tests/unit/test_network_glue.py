@@ -155,3 +155,35 @@ def test_states_refuse_unknown_and_bad_arguments_before_libvirt(states):
     assert virt.network_info("refused1") == {}
     # The legitimate path right after: accepted.
     assert states.network_running("refused1", **NATTED)["result"] is True
+
+
+def test_a_bare_state_keeps_an_existing_networks_settings(states):
+    """Only ``name`` (and ``autostart``): the network is taken as it is; the settings' defaults
+    (an isolated network) are not applied to it."""
+    assert states.network_running("bare", **NATTED)["result"] is True
+    xml = virt.network_get_xml("bare", inactive=True)
+    assert "<forward mode='nat'" in xml
+    for test in (True, False):
+        states.__opts__["test"] = test
+        ret = states.network_running("bare")
+        assert ret == {"name": "bare", "result": True, "changes": {},
+                       "comment": "Network bare settings not given, left as they are; is running"}, ret
+    assert virt.network_get_xml("bare", inactive=True) == xml
+    # Stopped, with autostart off: the bare state starts it and sets the flag, nothing else.
+    virt.network_stop("bare")
+    virt.network_set_autostart("bare", "off")
+    states.__opts__["test"] = True
+    ret = states.network_running("bare", autostart=True)
+    assert ret["result"] is None and ret["changes"] == {"bare": "Network autostart flag changed and started"}
+    assert virt.network_info("bare")["bare"]["active"] is False
+    states.__opts__["test"] = False
+    ret = states.network_running("bare", autostart=True)
+    assert ret["result"] is True and ret["changes"] == {"bare": "Network autostart flag changed and started"}
+    info = virt.network_info("bare")["bare"]
+    assert info["active"] and info["autostart"] and virt.network_get_xml("bare", inactive=True) == xml
+    assert states.network_defined("bare")["changes"] == {}
+    # One setting given: compared as before (the others' defaults apply: an isolated network).
+    virt.network_stop("bare")
+    ret = states.network_defined("bare", bridge=NATTED["bridge"])
+    assert ret["changes"] == {"bare": "Network updated"} and "updated (forward, ipv4_config)" in ret["comment"]
+    assert "<forward" not in virt.network_get_xml("bare")

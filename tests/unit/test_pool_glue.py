@@ -320,3 +320,63 @@ def test_virt_update_refuses_disks_in_a_pool_of_block_volumes(conn, host):
     with pytest.raises(Exception, match="virt.update does not manage disks in pool lvm of block volumes yet"):
         change.update_vm(conn, spec, virt._settings())
     assert virt.pool_list_volumes("lvm") == []
+
+
+def test_define_vol_xml_str_creates_in_the_pool_it_may_fill_and_refusals_leave_nothing(conn, host, monkeypatch):
+    virt.pool_define("px", "dir", target=str(host / "pools" / "px"))
+    xml = ("<volume><name>{}</name><capacity unit='MiB'>8</capacity><target><format type='qcow2'/></target>"
+           "{}</volume>")
+    assert virt.define_vol_xml_str(xml.format("a.qcow2", ""), pool="px") is True
+    assert virt.pool_list_volumes("px") == ["a.qcow2"]
+    refused = [(xml.format("../a", ""), "volume name is a file name|<name> ../a"),
+               (xml.format("b.qcow2", "<backingStore><path>/etc/shadow</path><format type='raw'/></backingStore>"),
+                "<backingStore><path> /etc/shadow: must lie under the image roots"),
+               (xml.format("a.qcow2", ""), "a volume a.qcow2 is already in storage pool px")]
+    for document, message in refused:
+        with pytest.raises(SaltInvocationError, match=message):
+            virt.define_vol_xml_str(document, pool="px")
+    assert virt.pool_list_volumes("px") == ["a.qcow2"]
+    # The pool must exist, run and pass the operator's policy, like volume_define's.
+    conn.storagePoolCreateXML("<pool type='dir'><name>host</name><target><path>/var/tmp</path></target></pool>")
+    for pool, message in (("host", "target /var/tmp is outside virt:pools:allowed_targets"),
+                          ("nosuch", "storage pool nosuch is not defined")):
+        with pytest.raises(SaltInvocationError, match=message):
+            virt.define_vol_xml_str(xml.format("c.qcow2", ""), pool=pool)
+    virt.pool_stop("px")
+    with pytest.raises(SaltInvocationError, match="storage pool px is not running"):
+        virt.define_vol_xml_str(xml.format("c.qcow2", ""), pool="px")
+    with pytest.raises(SaltInvocationError, match="define_vol_xml_str: unknown argument.*pol"):
+        virt.define_vol_xml_str(xml.format("c.qcow2", ""), pol="px")
+    # Classic default: virt:storagepool, else the pool named default.
+    virt.pool_define("default", "dir", target=str(host / "pools" / "default"))
+    assert virt.define_vol_xml_str(xml.format("d.qcow2", "")) is True
+    assert virt.pool_list_volumes("default") == ["d.qcow2"]
+    settings = vsettings.from_dict({"virt": {"storagepool": "px2", "images": str(host / "images"),
+                                             "pools": {"allowed_targets": [str(host / "pools")]}}})
+    monkeypatch.setattr(virt, "_settings", lambda: settings)
+    virt.pool_define("px2", "dir", target=str(host / "pools" / "px2"))
+    assert virt.define_vol_xml_str(xml.format("e.qcow2", "")) is True
+    assert virt.pool_list_volumes("px2") == ["e.qcow2"] and virt.pool_list_volumes("default") == ["d.qcow2"]
+
+
+def test_define_vol_xml_path_reads_only_under_the_roots_and_never_quotes_the_file(conn, host):
+    virt.pool_define("py", "dir", target=str(host / "pools" / "py"))
+    good = host / "golden" / "v.xml"
+    good.write_text("<volume><name>v.img</name><capacity unit='MiB'>1</capacity></volume>")
+    assert virt.define_vol_xml_path(str(good), pool="py") is True
+    assert virt.pool_list_volumes("py") == ["v.img"]
+    for path, message in (("/etc/passwd", "volume XML file /etc/passwd is outside the allowed directories"),
+                          (str(host / "golden" / "missing.xml"), "cannot open volume XML file .*missing.xml"),
+                          (str(host / "golden"), "is not a regular file")):
+        with pytest.raises(SaltInvocationError, match=message):
+            virt.define_vol_xml_path(path, pool="py")
+    secret = "s3cr3t-in-the-file"
+    bad = host / "golden" / "bad.xml"
+    for content in (f"<volume><name>{secret}/x</name><capacity>1</capacity></volume>",
+                    f"<volume><name>w</name><capacity>1</capacity><backingStore><path>/etc/{secret}</path>"
+                    "<format type='raw'/></backingStore></volume>", f"{secret}<"):
+        bad.write_text(content)
+        with pytest.raises(SaltInvocationError) as info:
+            virt.define_vol_xml_path(str(bad), pool="py")
+        assert secret not in str(info.value)
+    assert virt.pool_list_volumes("py") == ["v.img"]

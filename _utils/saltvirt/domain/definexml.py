@@ -84,25 +84,26 @@ def apply(conn, settings, xml, transient=False, quote=True, where=None):
     return True
 
 
-def read(path, roots):
+def read(path, roots, what="domain XML file"):
     """The content of XML file ``path``: under the roots (attach, image roots, base), a regular
-    file of at most 1 MiB. Errors never quote the file."""
-    real = roots.readable(path, "domain XML file")
+    file of at most 1 MiB. Errors never quote the file (``what`` names it in them)."""
+    real = roots.readable(path, what)
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
-        raise InvalidArgument(f"cannot open domain XML file {path}: {exc.strerror}") from None
+        raise InvalidArgument(f"cannot open {what} {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # checked before fdopen, which fails on a directory
+        os.close(fd)
+        raise InvalidArgument(f"{what} {path} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidArgument(f"domain XML file {path} is not a regular file")
         if info.st_size > MAX_XML_BYTES:
-            raise InvalidArgument(f"domain XML file {path} is larger than {MAX_XML_BYTES} bytes")
+            raise InvalidArgument(f"{what} {path} is larger than {MAX_XML_BYTES} bytes")
         data = handle.read(MAX_XML_BYTES + 1)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidArgument(f"domain XML file {path} is not UTF-8 text") from None
+        raise InvalidArgument(f"{what} {path} is not UTF-8 text") from None
 
 
 def apply_file(conn, settings, path, transient=False):

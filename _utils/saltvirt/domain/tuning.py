@@ -120,7 +120,7 @@ class Section:
     def read(self, view):
         """The section's keys as ``view`` has them (only the keys this section manages)."""
         have = {key: _get(view, *self.fields[key]) for key in self.want}
-        if "current" in have and have["current"] is None and self.name == "cpu":
+        if "current" in have and have["current"] is None and self.name == "cpu" and self.want["current"] is not None:
             have["current"] = _get(view, *self.fields["maximum"])  # libvirt drops current == maximum
         for key in self.lists:
             have[key] = _LIST_IO[key][0](view)
@@ -132,17 +132,25 @@ class Section:
             _set(view, *self.fields[key], value)
         for key, value in self.lists.items():
             _LIST_IO[key][1](view, value)
+        cpu = view.find("cpu") if self.name == "cpu" else None
+        if cpu is not None and not (cpu.attrib or len(cpu)):
+            view.remove_path("cpu")  # all its settings removed: libvirt's default CPU
 
     def differences(self, view):
         """``{key: (have, want)}`` for each key ``view`` does not have as asked for."""
         have, out = self.read(view), {}
+        defaults = CPU_NULL_DEFAULTS if self.name == "cpu" else {}
         for key, value in {**self.want, **self.lists}.items():
+            if value is None and have.get(key) in defaults.get(key, ()):
+                continue  # removed, and libvirt wrote its default back
             if not _same(key, have.get(key), value):
                 out[key] = (have.get(key), value)
         return out
 
 
 def _same(key, have, want):
+    if want is None and key in _LIST_IO:  # a list given as null: none left
+        return not have
     if key == "features":  # only the features asked for; libvirt may list more
         return all((have or {}).get(name) == policy for name, policy in want.items())
     if key == "numa":
@@ -179,8 +187,8 @@ def _set(view, path, attr, kind, value):
         elem = view.find(path)
         if elem is not None and attr:
             elem.attrib.pop(attr, None)
-        elif elem is not None:
-            view.remove_path(path)
+        if elem is not None and (not attr or not (elem.attrib or len(elem) or (elem.text or "").strip())):
+            view.remove_path(path)  # an element left empty (<topology/>) would mean something else
         return
     elem = view.make(path)
     if attr:
@@ -196,6 +204,10 @@ def _read_features(view):
 
 
 def _write_features(view, features):
+    if features is None:  # features: null removes them all
+        for elem in view.element.findall("cpu/feature"):
+            view.element.find("cpu").remove(elem)
+        return
     cpu = view.make("cpu")
     existing = {f.get("name"): f for f in cpu.findall("feature")}
     for name, policy in features.items():
@@ -220,6 +232,9 @@ def _read_cells(view):
 
 
 def _write_cells(view, cells):
+    if cells is None:  # numa: null
+        view.remove_path("cpu/numa")
+        return
     numa = view.make("cpu/numa")
     for old in numa.findall("cell"):
         numa.remove(old)
@@ -275,7 +290,22 @@ def _child(parent, tag, before=()):
     return elem
 
 
+def _element_io(path):
+    """Read/write of an element removed as a whole (``topology: null``): libvirt may add
+    attributes of its own (``dies``, ``clusters``) that a key-by-key removal would leave."""
+    def read(view):
+        elem = view.find(path)
+        return None if elem is None else dict(elem.attrib)
+
+    def write(view, value):
+        if value is None:
+            view.remove_path(path)
+    return read, write
+
+
 _LIST_IO = {
+    "topology": _element_io("cpu/topology"),
+    "cache": _element_io("cpu/cache"),
     "features": (_read_features, _write_features),
     "numa": (_read_cells, _write_cells),
     "hugepages": (_read_pages, _write_pages),
@@ -301,8 +331,14 @@ def _choice(key, value, what):
     return value
 
 
-def cpu_section(cpu):
-    """``(vCPU count, Section or None)`` for ``cpu``: a number of vCPUs, or the classic dict."""
+def cpu_section(cpu, update=False):
+    """``(vCPU count, Section or None)`` for ``cpu``: a number of vCPUs, or the classic dict.
+
+    ``update``: the dict changes an existing domain, as :func:`mem_section`'s: a key given as
+    None (``null``) removes that setting (``topology``, ``cache``, ``features`` and ``numa`` as a
+    whole; what libvirt then writes back, :data:`CPU_NULL_DEFAULTS`, satisfies it; the model's
+    name cannot be removed), and without ``maximum``/``current``/``topology`` the vCPU count stays
+    as it is (the count returned is None). A new domain ignores null keys, as before."""
     if not isinstance(cpu, dict):
         try:
             count = int(cpu)
@@ -314,7 +350,13 @@ def cpu_section(cpu):
     cpu = _classic_feature(cpu)
     _refuse_unknown(cpu, ("placement", "cpuset", "current", "maximum", "mode", "match", "check", "model",
                           "vendor", "topology", "cache", "features", "numa", "iothreads"), CPU_REFUSED, "cpu")
-    want, lists = {}, {}
+    if "maximum" in cpu and cpu["maximum"] is None:
+        raise InvalidArgument("cpu: maximum cannot be removed (null): give a number of vCPUs")
+    if "model" in cpu and (cpu["model"] is None or (isinstance(cpu["model"], dict) and "name" in cpu["model"]
+                                                    and cpu["model"]["name"] is None)):
+        raise InvalidArgument("cpu:model cannot be removed (null): libvirt gives a CPU without a model its default "
+                              "model; give the model wanted, or mode: host-model / host-passthrough")
+    want, lists = _cpu_removals(cpu) if update else ({}, {})
     for key in ("placement", "mode", "match", "check", "vendor"):
         if cpu.get(key) is not None:
             want[key] = _choice(key, str(cpu[key]), f"cpu:{key}")
@@ -330,6 +372,8 @@ def cpu_section(cpu):
         for key, flat in (("name", "model"), ("fallback", "model_fallback"), ("vendor_id", "model_vendor_id")):
             if model.get(key) is not None:
                 want[flat] = _choice(flat, str(model[key]), f"cpu:model:{key}")
+            elif update and key in model:
+                want[flat] = None
     _sub_dict(cpu, "topology", ("sockets", "cores", "threads"), want, lambda k, v: _int(v, f"cpu:topology:{k}"))
     _sub_dict(cpu, "cache", ("level", "mode"), want,
               lambda k, v: _int(v, "cpu:cache:level") if k == "level" else _choice("cache_mode", v, "cpu:cache:mode"),
@@ -338,7 +382,32 @@ def cpu_section(cpu):
         lists["features"] = _features(cpu["features"])
     if cpu.get("numa"):
         lists["numa"] = _cells(cpu["numa"])
+    if update and all(cpu.get(key) is None for key in ("maximum", "current", "topology")):
+        return None, Section("cpu", CPU_FIELDS, want, lists)  # the vCPU count stays as it is
     return _vcpu_count(want), Section("cpu", CPU_FIELDS, want, lists)
+
+
+#: What libvirt writes back for a ``cpu`` setting removed (null): a null is then satisfied.
+CPU_NULL_DEFAULTS = {"placement": ("static",), "mode": ("custom",), "match": ("exact",), "check": ("none", "partial"),
+                     "model_fallback": ("allow",)}
+
+#: What a ``cpu`` key given as null removes (an existing domain).
+_CPU_NULLS = ("placement", "cpuset", "current", "mode", "match", "check", "vendor", "iothreads")
+
+
+def _cpu_removals(cpu):
+    """``(want, lists)`` removing what ``cpu`` gives as null; null inside ``topology`` or
+    ``cache`` is refused (libvirt needs their attributes together: remove the whole)."""
+    want, lists = {}, {}
+    for key, value in cpu.items():
+        if value is None and key in _CPU_NULLS:
+            want[key] = None
+        elif value is None and key in ("topology", "cache", "features", "numa"):
+            lists[key] = None
+        elif key in ("topology", "cache") and isinstance(value, dict) and None in value.values():
+            raise InvalidArgument(f"cpu:{key}: a single key cannot be removed (null): give {key}: null to remove "
+                                  f"the {key}, or all its values")
+    return want, lists
 
 
 def _sub_dict(parent, name, keys, want, convert, prefix=""):
@@ -366,7 +435,7 @@ def _vcpu_count(want):
     if product is not None and product != maximum:
         raise InvalidArgument(f"cpu: topology gives {product} vCPUs (sockets x cores x threads), maximum {maximum}: "
                               "make them agree")
-    if want.get("current", maximum) > maximum:
+    if (want.get("current") or maximum) > maximum:
         raise InvalidArgument(f"cpu: current {want['current']} exceeds maximum {maximum}")
     want["maximum"] = maximum
     return maximum

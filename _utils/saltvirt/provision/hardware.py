@@ -25,10 +25,10 @@ class Hardware:
 def hardware(spec, settings, roots, conn=None, update=False):
     """The :class:`Hardware` of ``spec`` (a VmSpec or UpdateSpec); ``conn`` resolves host devices.
     Without ``serials`` a new VM keeps its basic logged serial port and an existing one its serials.
-    ``update``: ``spec`` changes an existing VM (a ``mem`` dict may then remove settings)."""
+    ``update``: ``spec`` changes an existing VM (a ``cpu`` or ``mem`` dict may then remove settings)."""
     out = Hardware()
     if spec.cpu is not None:
-        out.vcpus, section = tuning.cpu_section(spec.cpu)
+        out.vcpus, section = tuning.cpu_section(spec.cpu, update)
         out.plain_cpu = section is None
         out.sections += [section] if section else []
     if spec.mem is not None:

@@ -160,9 +160,10 @@ def check_values(spec, update=False):
     """Refuse now, without the hypervisor, the values ``virt.init`` would refuse later: the
     classic ``cpu``/``mem`` dictionaries, ``numatune``, ``clock``, ``boot_dev`` and
     ``hypervisor_features`` (so that a state's ``test=True`` predicts the refusal).
-    ``update``: ``spec`` changes an existing VM (see :func:`~saltvirt.domain.tuning.mem_section`)."""
+    ``update``: ``spec`` changes an existing VM (see :func:`~saltvirt.domain.tuning.mem_section`,
+    :func:`~saltvirt.domain.tuning.cpu_section`)."""
     if isinstance(spec.cpu, dict):
-        tuning.cpu_section(spec.cpu)
+        tuning.cpu_section(spec.cpu, update)
     if isinstance(spec.mem, dict):
         tuning.mem_section(spec.mem, update)
     tuning.numatune_section(spec.numatune)
