@@ -272,7 +272,7 @@ def test_console_runner_gives_a_tunnel_and_a_web_url(lab, vms):
     assert data["web"]["ttl"] == 300
     # The URL was printed for the caller, never returned: not in the job cache either.
     token = url.split("token%3D")[1]
-    cached = subprocess.run(["grep", "-rlF", token, os.path.join(LAB_DIR, "master/var/cache/salt/master/jobs")],
+    cached = subprocess.run(["grep", "-rlF", "-e", token, os.path.join(LAB_DIR, "master/var/cache/salt/master/jobs")],
                             capture_output=True, text=True)
     assert cached.returncode == 1 and cached.stdout == "", cached.stdout
     # started on demand, listening on the master's loopback only
