@@ -76,13 +76,14 @@ class Problem:
 class Refused(InvalidArgument):
     """The XML was refused; ``redacted()`` says why without quoting the document."""
 
+    head = "domain XML refused, nothing defined: "
+
     def __init__(self, problems, quote=True):
         self.problems = problems
         super().__init__(self._message(quote))
 
     def _message(self, quote):
-        head = "domain XML refused, nothing defined: "
-        return head + "; ".join(p.text(quote) for p in self.problems)
+        return self.head + "; ".join(p.text(quote) for p in self.problems)
 
     def redacted(self):
         return self._message(False)

@@ -24,9 +24,9 @@ problems are reported at once; for a file (``quote=False``) no message quotes it
 
 import os
 import xml.etree.ElementTree as ET  # noqa: S405 (parsed without entities: refused before)
-from dataclasses import dataclass
 
-from saltvirt.domain import definexml, xmlview
+from saltvirt.domain import definexml, xmlpolicy, xmlview
+from saltvirt.domain.xmlpolicy import Problem
 from saltvirt.errors import AlreadyExists, InvalidArgument, VirtError
 from saltvirt.errors import libvirt_message as _err
 from saltvirt.storage import paths, pools, poolxml
@@ -62,23 +62,10 @@ REFUSED = {
 }
 
 
-@dataclass
-class Problem:
-    where: str
-    value: str
-    fix: str
-
-    def text(self, quote=True):
-        shown = f" {self.value}" if quote and self.value else ""
-        return f"{self.where}{shown}: {self.fix}"
-
-
-class Refused(InvalidArgument):
+class Refused(xmlpolicy.Refused):
     """The volume XML was refused (every problem at once)."""
 
-    def __init__(self, problems, quote=True):
-        self.problems = problems
-        super().__init__("volume XML refused, nothing created: " + "; ".join(p.text(quote) for p in problems))
+    head = "volume XML refused, nothing created: "
 
 
 def _local(tag):
