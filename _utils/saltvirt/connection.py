@@ -59,6 +59,14 @@ def libvirt_errors(what):
         raise VirtError(f"{what}: {libvirt_message(exc)}") from exc
 
 
+def act(what, call, *args):
+    """``call(*args)`` (a libvirt object's method: ``net.create``, ``pool.destroy``...), libvirt's
+    errors a :class:`VirtError` about ``what``; True, the classic answer of such an action."""
+    with libvirt_errors(what):
+        call(*args)
+    return True
+
+
 def lookup(find, name, missing_code, missing, what):
     """``find(name)`` (a libvirt lookup); libvirt's "no such object" (``missing_code``) becomes
     :class:`NotFound` with the ``missing`` message, any other error a :class:`VirtError` about

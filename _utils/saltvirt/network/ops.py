@@ -129,29 +129,17 @@ def update(conn, spec, test=False):
 
 
 def start(conn, name):
-    net = lookup(conn, name)
-    with _libvirt_errors(f"starting network {name}"):
-        net.create()
-    return True
+    return connection.act(f"starting network {name}", lookup(conn, name).create)
 
 
 def stop(conn, name):
-    net = lookup(conn, name)
-    with _libvirt_errors(f"stopping network {name}"):
-        net.destroy()
-    return True
+    return connection.act(f"stopping network {name}", lookup(conn, name).destroy)
 
 
 def undefine(conn, name):
     """Remove the definition (a running network keeps running until stopped, as in libvirt)."""
-    net = lookup(conn, name)
-    with _libvirt_errors(f"undefining network {name}"):
-        net.undefine()
-    return True
+    return connection.act(f"undefining network {name}", lookup(conn, name).undefine)
 
 
 def set_autostart(conn, name, on):
-    net = lookup(conn, name)
-    with _libvirt_errors(f"network {name}"):
-        net.setAutostart(1 if on else 0)
-    return True
+    return connection.act(f"network {name}", lookup(conn, name).setAutostart, 1 if on else 0)

@@ -177,55 +177,38 @@ def update(conn, spec, test=False, *, policy):
 def build(conn, name, *, policy):
     """Build the pool (make its directory, format its disk, create its volume group)."""
     pool, _found = checked(conn, name, policy)
-    with libvirt_errors(f"building storage pool {name}"):
-        pool.build(0)
-    return True
+    return connection.act(f"building storage pool {name}", pool.build, 0)
 
 
 def start(conn, name):
-    pool = lookup(conn, name)
-    with libvirt_errors(f"starting storage pool {name}"):
-        pool.create(0)
-    return True
+    return connection.act(f"starting storage pool {name}", lookup(conn, name).create, 0)
 
 
 def stop(conn, name):
-    pool = lookup(conn, name)
-    with libvirt_errors(f"stopping storage pool {name}"):
-        pool.destroy()
-    return True
+    return connection.act(f"stopping storage pool {name}", lookup(conn, name).destroy)
 
 
 def delete(conn, name, *, policy):
     """Delete the pool's resources (its directory, volume group...): libvirt refuses while it
     runs or, for a directory, while it holds files."""
     pool, _found = checked(conn, name, policy)
-    with libvirt_errors(f"deleting storage pool {name}"):
-        pool.delete(libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
-    return True
+    return connection.act(f"deleting storage pool {name}", pool.delete, libvirt.VIR_STORAGE_POOL_DELETE_NORMAL)
 
 
 def undefine(conn, name):
     """Remove the definition, and the secret salt-virt made for its ``source_auth`` password."""
     pool, found = view(conn, name)
-    with libvirt_errors(f"undefining storage pool {name}"):
-        pool.undefine()
+    connection.act(f"undefining storage pool {name}", pool.undefine)
     _remove_secret(conn, name, found.settings()["source"].get("auth"))
     return True
 
 
 def refresh(conn, name):
-    pool = lookup(conn, name)
-    with libvirt_errors(f"refreshing storage pool {name}"):
-        pool.refresh(0)
-    return True
+    return connection.act(f"refreshing storage pool {name}", lookup(conn, name).refresh, 0)
 
 
 def set_autostart(conn, name, on):
-    pool = lookup(conn, name)
-    with libvirt_errors(f"storage pool {name}"):
-        pool.setAutostart(1 if on else 0)
-    return True
+    return connection.act(f"storage pool {name}", lookup(conn, name).setAutostart, 1 if on else 0)
 
 
 def list_volumes(conn, name):
