@@ -28,6 +28,8 @@ PERMISSION_KEYS = ("mode", "owner", "group", "label")
 SOURCE_KEYS = ("hosts", "devices", "dir", "adapter", "name", "format", "auth", "initiator")
 ADAPTER_KEYS = ("type", "name", "parent", "managed", "parent_wwnn", "parent_wwpn", "parent_fabric_wwn", "wwnn",
                 "wwpn")
+#: The ``source_*`` settings that are one attribute of one element: ``(path, attribute)``.
+_SOURCE_ATTRS = {"dir": ("dir", "path"), "format": ("format", "type"), "initiator": ("initiator/iqn", "name")}
 PCI_KEYS = ("domain", "bus", "slot", "function")
 #: Secret usage types by pool type, for ``source_auth: {username, password}``.
 SECRET_TYPES = {"rbd": "ceph", "iscsi": "chap", "iscsi-direct": "chap"}
@@ -267,9 +269,15 @@ class PoolXml(NamedXml):
         source = self.find("source")
         found = {}
         if source is not None:
-            found = {key: getattr(self, f"_read_{key}")(source) for key in SOURCE_KEYS}
+            found = {key: self._read(key, source) for key in SOURCE_KEYS}
         return {"ptype": self.ptype, "target": self.target, "permissions": permissions or None,
                 "source": {k: v for k, v in found.items() if v not in (None, [], {})}}
+
+    @staticmethod
+    def _read(key, source):
+        if key in _SOURCE_ATTRS:
+            return XPath(*_SOURCE_ATTRS[key]).__get__(XmlView(source))
+        return getattr(PoolXml, f"_read_{key}")(source)
 
     @staticmethod
     def _read_hosts(source):
@@ -285,10 +293,6 @@ class PoolXml(NamedXml):
                 entry["part_separator"] = dev.get("part_separator") == "yes"
             out.append(entry)
         return out
-
-    @staticmethod
-    def _read_dir(source):
-        return XPath("dir", "path").__get__(XmlView(source))
 
     @staticmethod
     def _read_adapter(source):
@@ -310,10 +314,6 @@ class PoolXml(NamedXml):
         return (source.findtext("name") or "").strip() or None
 
     @staticmethod
-    def _read_format(source):
-        return XPath("format", "type").__get__(XmlView(source))
-
-    @staticmethod
     def _read_auth(source):
         auth = source.find("auth")
         if auth is None:
@@ -322,10 +322,6 @@ class PoolXml(NamedXml):
         kind = "uuid" if secret is not None and secret.get("uuid") else "usage"
         return {"type": auth.get("type"), "username": auth.get("username"),
                 "secret": {"type": kind, "value": secret.get(kind) if secret is not None else None}}
-
-    @staticmethod
-    def _read_initiator(source):
-        return XPath("initiator/iqn", "name").__get__(XmlView(source))
 
     # ------------------------------------------------------------------ writing
 
