@@ -13,14 +13,13 @@ import re
 from dataclasses import dataclass, field
 
 from saltvirt.errors import InvalidArgument
-from saltvirt.provision.spec import _FromKwargs
+from saltvirt.provision.spec import _FromKwargs, check_name
 
 #: Forward modes of libvirt's network XML; None (or "none"/"isolated") is a network without one.
 FORWARD_MODES = ("nat", "route", "open", "bridge", "private", "vepa", "passthrough", "hostdev")
 ISOLATED = (None, "", "none", "None", "isolated")
 #: Modes in which libvirt creates the bridge itself (and names it when no bridge is given).
 OWN_BRIDGE_MODES = (None, "nat", "route", "open")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 # Linux interface names: at most 15 bytes, no '/', ':' or whitespace.
 DEVICE_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,15}$")
 PCI_RE = re.compile(r"^(?:0x)?([0-9a-fA-F]{1,4}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$")
@@ -83,9 +82,7 @@ def _bad(spec, what, value, fix):
 
 
 def _settings(spec):
-    if not isinstance(spec.name, str) or not NAME_RE.match(spec.name):
-        raise InvalidArgument(f"network name {spec.name!r} is not valid: use letters, digits and _.+- "
-                              "(at most 64 characters, starting with a letter or digit)")
+    check_name("network", spec.name)
     forward = _forward(spec)
     out = {
         "bridge": _device(spec, "bridge", spec.bridge),

@@ -9,6 +9,7 @@ that names it, instead of being dropped silently.
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 
 from saltvirt.domain import platform, tuning
@@ -18,6 +19,15 @@ from saltvirt.errors import InvalidArgument
 ALIASES = {"vm_": "name", "disk_profile": "disk", "nic_profile": "nic", "vm_type": "hypervisor"}
 #: How to reach libvirt: consumed by the glue, not part of the VM.
 CONNECTION_ARGS = ("connection", "username", "password")
+#: Names salt-virt gives libvirt networks and pools.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+def check_name(kind, name):
+    """Refuse a ``kind`` (``network``, ``pool``) name outside :data:`NAME_RE`."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidArgument(f"{kind} name {name!r} is not valid: use letters, digits and _.+- "
+                              "(at most 64 characters, starting with a letter or digit)")
 
 
 class _FromKwargs:

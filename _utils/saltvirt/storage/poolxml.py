@@ -13,16 +13,14 @@ caller gives is compared: libvirt fills in defaults (a logical pool's target and
 running pool's permissions), which are not differences.
 """
 
-import re
 import xml.etree.ElementTree as ET  # noqa: S405 (libvirt's own XML, or ours)
 from dataclasses import dataclass, field
 
 from saltvirt.domain.xmlview import NamedXml, XmlView, XPath
 from saltvirt.errors import InvalidArgument
-from saltvirt.provision.spec import _FromKwargs
+from saltvirt.provision.spec import _FromKwargs, check_name
 from saltvirt.storage import paths
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 PERMISSION_KEYS = ("mode", "owner", "group", "label")
 #: The ``source_*`` arguments, in the order libvirt writes ``<source>``'s children.
 SOURCE_KEYS = ("hosts", "devices", "dir", "adapter", "name", "format", "auth", "initiator")
@@ -79,9 +77,7 @@ def _bad(name, what, value, fix):
 
 
 def _settings(spec):
-    if not isinstance(spec.name, str) or not NAME_RE.match(spec.name):
-        raise InvalidArgument(f"pool name {spec.name!r} is not valid: use letters, digits and _.+- "
-                              "(at most 64 characters, starting with a letter or digit)")
+    check_name("pool", spec.name)
     if spec.ptype not in paths.POOL_TYPES:
         raise _bad(spec.name, "ptype", spec.ptype, f"is not a libvirt pool type: use one of "
                    f"{', '.join(paths.POOL_TYPES)}")
