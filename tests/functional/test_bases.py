@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from saltvirt.errors import InvalidArgument, NotFound
-from saltvirt.storage import bases
+from saltvirt.storage import bases, images
 
 
 def qemu_io(path, command, readonly=False, fmt="qcow2"):
@@ -50,6 +50,18 @@ def test_users_direct_and_indirect(tree):
     assert users["indirect"] == [tree["c"]]
     assert users["domains"] == {}
     assert bases.find_users(None, tree["a"], tree["dir"])["direct"] == [tree["c"]]
+
+
+def test_backing_files_nearest_first_and_none_for_what_cannot_be_read(tree, tmp_path):
+    assert images.backing_files(tree["c"]) == [tree["a"], tree["base"]]
+    assert images.backing_files(tree["base"]) == []
+    assert images.backing_files(str(tmp_path / "missing.qcow2")) == []
+    orphan = tmp_path / "orphan.qcow2"  # its backing file is gone: qemu-img cannot open the chain
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-u", "-b", str(tmp_path / "gone.qcow2"),
+                    str(orphan), "16M"], check=True)
+    with pytest.raises(InvalidArgument):
+        images.info(str(orphan))
+    assert images.backing_files(str(orphan)) == []
 
 
 def test_remove_refuses_a_base_in_use_and_names_the_users(tree):

@@ -213,15 +213,8 @@ def info(conn, name):
         disk["size"] = _disk_capacity(dom, target, disk)
         if not active and not disk["backing"] and disk["format"] == "qcow2" and disk.get("file"):
             # Only a running domain's XML carries <backingStore>; ask the image itself.
-            disk["backing"] = _backing_files(disk["file"])
+            disk["backing"] = images.backing_files(disk["file"])
     return data
-
-
-def _backing_files(path):
-    try:
-        return [item["filename"] for item in images.info(path)["backing_chain"]]
-    except VirtError:
-        return []
 
 
 def _disk_capacity(dom, target, disk):

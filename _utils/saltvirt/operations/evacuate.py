@@ -110,14 +110,7 @@ def report(host, results, fenced, test=False):
     return out
 
 
-def _backing(path):
-    try:
-        return [item["filename"] for item in images.info(path)["backing_chain"]]
-    except VirtError:
-        return []
-
-
-def restart_here(conn, name, xml, listen=None, start=True, exists=os.path.exists, backing=_backing):
+def restart_here(conn, name, xml, listen=None, start=True, exists=os.path.exists, backing=images.backing_files):
     """Define (and start) ``name`` from the master's ``xml`` on this hypervisor.
 
     Refused, leaving nothing, when a VM of that name is already defined here or a writable

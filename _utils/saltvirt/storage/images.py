@@ -229,6 +229,15 @@ def info(path, fmt=None):
     return result
 
 
+def backing_files(path):
+    """The backing files of ``path`` (nearest first) as :func:`info` finds them; ``[]`` when
+    the image cannot be read (missing, or not an image qemu-img opens)."""
+    try:
+        return [item["filename"] for item in info(path)["backing_chain"]]
+    except VirtError:
+        return []
+
+
 def _raw_signature(path):
     """Name of the first disk/filesystem signature found in ``path``, or None."""
     with open(path, "rb") as handle:
