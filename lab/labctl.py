@@ -433,6 +433,9 @@ def start_syndic_minion():
 def start_master():
     if master_pid():
         return
+    # After a crash the old pid may still be a zombie: salt-master's own "already running"
+    # check counts zombies as running and would exit.
+    (MASTER / "var" / "run" / "salt-master.pid").unlink(missing_ok=True)
     write_master_config()
     # Modules synced by an earlier run shadow the repository's runner_dirs/utils_dirs, and the
     # reactor would keep the old runner until the next restart: start from the repository's.
