@@ -15,7 +15,8 @@ and the VMs' keys stay with the syndic's master; ``lab/bin/salt`` and ``salt-run
 master. The choice is kept in the state directory (``LAB_SYNDIC=0`` on a stopped lab drops it).
 
 Usage: ``labctl.py up|down|status|env|start-master``, ``labctl.py crash hypervisorN`` (kill all
-its processes at once, as a power loss; ``up`` brings it back), and ``labctl.py minion hypervisorN [VENV]``
+its processes at once, as a power loss; ``up`` brings it back), ``labctl.py libvirtd hypervisorN`` (start
+its libvirtd again, as ``up`` does, after a test stopped it) and ``labctl.py minion hypervisorN [VENV]``
 to restart one hypervisor's salt-minion from another Python environment (default: the lab's own),
 e.g. one with only Salt in it. ``LAB_HYPERVISORS`` (default 2) sets the count, ``LAB_DIR`` (default
 /var/lib/svlab) the state directory, ``LAB_NETNS`` (default svlab) the network namespace,
@@ -860,14 +861,20 @@ def status():
     return 0 if ok else 1
 
 
+def running_hypervisor(name):
+    """The number of running hypervisor ``name`` (``hypervisorN``)."""
+    n = int(name.removeprefix("hypervisor")) if name.removeprefix("hypervisor").isdigit() else 0
+    if not (n and holder_pid(n)):
+        raise LabError(f"{name} is not running")
+    return n
+
+
 def crash(name):
     """Kill every process of hypervisor ``name`` at once, as a power loss would (its guests,
     libvirtd, virtlockd, salt-minion); ``labctl.py up`` brings it back, with the domain
     definitions it had on disk."""
-    n = int(name.removeprefix("hypervisor")) if name.removeprefix("hypervisor").isdigit() else 0
-    holder = holder_pid(n) if n else None
-    if not holder:
-        raise LabError(f"{name} is not running")
+    n = running_hypervisor(name)
+    holder = holder_pid(n)
     mnt = os.readlink(f"/proc/{holder}/ns/mnt")
     # libvirtd starts each QEMU in a mount namespace of its own: found by its pid file.
     guests = [read_pid(f) for f in (hv_dir(n) / "run-libvirt" / "qemu").glob("*.pid")]
@@ -931,6 +938,8 @@ def main(argv):
             wait_for_minions([hv_name(n) for n in existing_hypervisors()], timeout=180)
         elif cmd == "crash" and len(argv) == 3:  # evacuation tests: a hypervisor loses power
             crash(argv[2])
+        elif cmd == "libvirtd" and len(argv) == 3:  # after a test stopped it: as up starts it
+            start_libvirtd(running_hypervisor(argv[2]))
         elif cmd == "minion" and len(argv) in (3, 4):
             restart_minion(argv[2], argv[3] if len(argv) == 4 else None)
         else:

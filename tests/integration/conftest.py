@@ -53,9 +53,10 @@ class Lab:
         return self.run("hv-exec", hypervisor, *cmd, check=check, timeout=timeout)
 
     def start_libvirtd(self, hypervisor):
-        """Start a hypervisor's libvirtd again, as the lab starts it (lab/labctl.py LIBVIRTD)."""
-        return self.hv(hypervisor, "python3", os.path.join(REPO, "scripts", "subreaper.py"), "libvirtd", "-d",
-                       "-l", "-p", "/run/libvirt/libvirtd.pid")
+        """Start a hypervisor's libvirtd again, as the lab starts it; once it answers."""
+        return subprocess.run([os.path.join(REPO, ".venv", "bin", "python"), os.path.join(REPO, "lab", "labctl.py"),
+                               "libvirtd", hypervisor], check=True, capture_output=True, text=True, timeout=120,
+                              env=self.env)
 
     def serial_log(self, hypervisor, vm):
         return self.hv(hypervisor, "cat", f"/var/log/libvirt/qemu/{vm}-serial.log", check=False).stdout
