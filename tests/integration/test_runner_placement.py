@@ -118,8 +118,9 @@ def test_stopped_hypervisor_minion_does_not_hang_the_runner(lab, names):
         assert proc.returncode != 0 and listing["retcode"] == 1  # scripts notice the missing host
         assert "did not answer" in listing["hypervisor2"]["error"]
         assert vm in listing["hypervisor1"]["shutoff"]
-        # Bounded by the timeout + gather_job_timeout (30 s in the lab), not a hang.
-        assert elapsed < 60, elapsed
+        # Bounded by the timeout and Salt's check on the silent minion, which the caller's timeout
+        # bounds too (the lab's gather_job_timeout of 30 s alone took this past 35 s).
+        assert elapsed < 30, elapsed
         # Per-VM commands still work for VMs on the hypervisors that answer.
         _p, started_vm = lab.run_json("virt.start", vm)
         assert started_vm["started"] is True

@@ -203,3 +203,25 @@ def test_purge_searches_every_hypervisor_and_refuses_a_vm_left_on_two(runner, tm
     ret = runner.purge("web1", delete_key=False)
     assert ret["host"] == "hypervisor2" and sent == [("hypervisor2", "virt.purge")]
     assert fleet.locations.get("web1") is None
+
+
+@pytest.mark.parametrize(("timeout", "gather", "waited"), [(5, 30, 5), (60, 30, 30), (2, 30, 5), (None, None, 10)])
+def test_a_fanouts_timeout_bounds_salts_check_on_silent_minions(timeout, gather, waited):
+    """``virt.list timeout=5`` with a stopped minion: Salt's find_job check on it waits at most
+    the caller's timeout (never under 5 s), not the master's gather_job_timeout (30 s in the lab)."""
+    sent = {}
+
+    class Client:
+        def cmd(self, tgt, fun, **kwargs):
+            sent.update(kwargs)
+            return {"hypervisor1": {"ret": True, "retcode": 0}}
+
+    opts = {"virt": {"hypervisors": "hypervisor*"}}
+    if gather is not None:
+        opts["gather_job_timeout"] = gather
+    fleet = hosts.Fleet(opts, client_factory=None, check_minions=lambda *_a: ["hypervisor1", "hypervisor2"])
+    fleet._client = Client()
+    answers, errors = fleet.fanout("test.ping", timeout=timeout)
+    assert sent["gather_job_timeout"] == waited
+    assert sent["timeout"] == (timeout or 10)
+    assert answers == {"hypervisor1": True} and "hypervisor2" in errors

@@ -117,9 +117,13 @@ class Fleet:
             expected = set(tgt)
         else:
             expected = set(self._check_minions(tgt, tgt_type))
+        # Salt asks the silent minions whether they still run the job and waits gather_job_timeout
+        # for that answer: a caller's shorter timeout bounds it too (a stopped minion costs about
+        # twice the timeout, not the timeout plus the master's 30 s).
+        gather = max(5, min(timeout, self.opts.get("gather_job_timeout", 10)))
         with self.session():
             raw = self._client.cmd(tgt, fun, arg=list(arg), kwarg=kwarg or None, timeout=timeout,
-                                   tgt_type=tgt_type, full_return=True, jid=jid or "")
+                                   tgt_type=tgt_type, full_return=True, jid=jid or "", gather_job_timeout=gather)
         answers, errors = sort_returns(fun, raw or {}, timeout)
         explicit = tgt_type == "list" or (tgt_type == "glob" and not any(c in str(tgt) for c in "*?["))
         if explicit or tgt != "*":
