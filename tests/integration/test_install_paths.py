@@ -83,7 +83,7 @@ def bare_hypervisor(lab):
     venv = os.path.join(LAB_DIR, f"bare-python-{uuid.uuid4().hex[:6]}")
     _run([sys.executable, "-m", "venv", venv])
     python = os.path.join(venv, "bin", "python3")
-    _run([python, "-m", "pip", "install", "-q", f"salt=={salt.version.__version__}"])
+    _run([python, "-m", "pip", "install", "-q", "--no-compile", f"salt=={salt.version.__version__}"])
     _run([python, "-m", "pip", "download", "-q", "-d", WHEELHOUSE, "--no-binary", "libvirt-python",
           LIBVIRT_PYTHON, "pycdlib", "cryptography", "setuptools", "wheel"])
     _run([sys.executable, LABCTL, "minion", "hypervisor2", venv], timeout=300)

@@ -27,10 +27,15 @@ def names(lab):
         return name
 
     yield make
-    for name in made:
+
+    def remove(name):
         lab.run("salt-run", "virt.purge", name, check=False)  # also drops its reservation
         lab.run("salt", "hypervisor*", "virt.purge", name, check=False)
         lab.run("salt-key", "-y", "-d", name, check=False)
+
+    # A few at a time: twenty names one after the other took about a minute.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(remove, made))
 
 
 def test_too_big_for_hypervisor1_lands_on_hypervisor2(lab, names):
@@ -125,9 +130,19 @@ def test_stopped_hypervisor_minion_does_not_hang_the_runner(lab, names):
         _p, started_vm = lab.run_json("virt.start", vm)
         assert started_vm["started"] is True
     finally:
+        # Pinged only once it says it is ready: a ping that reaches no minion waits the master's
+        # gather_job_timeout (30 s in the lab) before it fails.
+        minion_log = f"{LAB_DIR}/hv2/minion/var/log/salt/minion"
+        offset = os.path.getsize(minion_log)
         lab.hv("hypervisor2", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__)))), ".venv", "bin", "salt-minion"), "-c", conf, "-d")
         deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with open(minion_log) as fh:
+                fh.seek(offset)
+                if "Minion is ready to receive requests" in fh.read():
+                    break
+            time.sleep(0.5)
         while time.monotonic() < deadline:
             if lab.run("salt", "hypervisor2", "test.ping", "-t", "5", check=False).returncode == 0:
                 break
