@@ -606,10 +606,8 @@ def restart_minion(name, venv=None):
     that runs Salt changes. A test runs a hypervisor from a virtualenv with nothing but Salt in
     it, to see the formula make it usable (tests/integration/test_install_paths.py).
     """
-    n = int(name.removeprefix("hypervisor")) if name.removeprefix("hypervisor").isdigit() else 0
-    holder = holder_pid(n) if n else None
-    if not holder:
-        raise LabError(f"{name} is not running (labctl.py up)")
+    n = running_hypervisor(name)
+    holder = holder_pid(n)
     venv = Path(venv) if venv else VENV
     if not (venv / "bin" / "salt-minion").exists():
         raise LabError(f"no salt-minion in {venv}")
@@ -865,7 +863,7 @@ def running_hypervisor(name):
     """The number of running hypervisor ``name`` (``hypervisorN``)."""
     n = int(name.removeprefix("hypervisor")) if name.removeprefix("hypervisor").isdigit() else 0
     if not (n and holder_pid(n)):
-        raise LabError(f"{name} is not running")
+        raise LabError(f"{name} is not running (labctl.py up)")
     return n
 
 

@@ -52,11 +52,16 @@ class Lab:
     def hv(self, hypervisor, *cmd, check=True, timeout=120):
         return self.run("hv-exec", hypervisor, *cmd, check=check, timeout=timeout)
 
+    def labctl(self, *args, timeout=300):
+        """``lab/labctl.py`` on this lab (its start and restart commands wait until the daemon answers)."""
+        proc = subprocess.run([os.path.join(REPO, ".venv", "bin", "python"), os.path.join(REPO, "lab", "labctl.py"),
+                               *args], capture_output=True, text=True, timeout=timeout, env=self.env)
+        assert proc.returncode == 0, f"labctl {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
     def start_libvirtd(self, hypervisor):
         """Start a hypervisor's libvirtd again, as the lab starts it; once it answers."""
-        return subprocess.run([os.path.join(REPO, ".venv", "bin", "python"), os.path.join(REPO, "lab", "labctl.py"),
-                               "libvirtd", hypervisor], check=True, capture_output=True, text=True, timeout=120,
-                              env=self.env)
+        return self.labctl("libvirtd", hypervisor, timeout=120)
 
     def serial_log(self, hypervisor, vm):
         return self.hv(hypervisor, "cat", f"/var/log/libvirt/qemu/{vm}-serial.log", check=False).stdout
