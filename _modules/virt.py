@@ -986,20 +986,37 @@ def full_info(**kwargs):
     return _with_conn(kwargs, _full)
 
 
+def capacity(**kwargs):
+    """
+    What placement needs of this hypervisor, and nothing more: node info, free memory, CPUs and
+    space for new disks, and each domain's name, state, vCPUs and memory (``usage``). The survey
+    of ``salt-run virt.init`` and ``virt.drain``; cheaper than :func:`full_info`, which also
+    describes every domain.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'hypervisor*' virt.capacity
+    """
+    return _with_conn(kwargs, _capacity)
+
+
 def _capacity(conn):
     """What placement needs of this host (see :func:`saltvirt.placement.place`)."""
     images_dir = _images_dir()
     probe_dir = images_dir
     while not os.path.isdir(probe_dir):
         probe_dir = os.path.dirname(probe_dir)
+    node, usage = vmops.node_info(conn), vmops.domain_usage(conn)
     return {
-        "node_info": vmops.node_info(conn),
-        "freemem": vmops.freemem(conn),
-        "freecpu": vmops.freecpu(conn),
+        "node_info": node,
+        "freemem": vmops.freemem(conn, usage),
+        "freecpu": vmops.freecpu(conn, usage),
         "address": _host_address(),
         "images": images_dir,
         "disk_free": images.free_space_mib(probe_dir),
-        "usage": vmops.domain_usage(conn),
+        "usage": usage,
     }
 
 

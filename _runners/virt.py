@@ -154,9 +154,8 @@ def host_info(host=None):
         salt-run virt.host_info host=hypervisor1
     """
     fleet = _fleet()
-    answers, errors = fleet.full_info(host)
-    data = {minion: {k: v for k, v in info.items() if k != "vm_info"} for minion, info in answers.items()}
-    return _with_errors(fleet.with_cordons(data), errors)
+    answers, errors = fleet.capacity(host)
+    return _with_errors(fleet.with_cordons(dict(answers)), errors)
 
 
 @_clean_errors
@@ -254,7 +253,7 @@ def next_host(cpu=1, mem=512, disk=0, explain=False, name="new-vm"):
         salt-run virt.next_host cpu=4 mem=8192 explain=True
     """
     fleet = _fleet()
-    answers, errors = fleet.full_info()
+    answers, errors = fleet.capacity()
     records = fleet.records(answers, errors)
     result = placement.place(records, fleet_hosts.request(name, cpu, mem, disk), fleet.policy())
     if explain:

@@ -1,8 +1,11 @@
 """Runner glue without a master: secrets reach the caller's terminal only, fan-out errors set
 the exit status, and host=/names are checked before anything is published."""
 
+import contextlib
+import contextvars
 import importlib.util
 import os
+import time
 
 import pytest
 
@@ -46,7 +49,7 @@ class _Fleet(hosts.Fleet):
     """The hypervisors as the runner's library sees them, answering from a table, without a master."""
 
     def __init__(self, runner, answers=None):
-        super().__init__(runner.__opts__, client_factory=None, check_minions=lambda *_a: [],
+        super().__init__(runner.__opts__, client_factory=lambda: contextlib.nullcontext(), check_minions=lambda *_a: [],
                          progress=lambda *_a, **_k: None)
         self.calls, self.answers = [], answers or {}
 
@@ -75,7 +78,7 @@ def test_names_and_hosts_are_refused_before_anything_runs(runner, tmp_path, monk
     assert fleet.calls == []  # nothing was asked of any hypervisor
     # The legitimate path goes on to ask the hypervisors (none answer here: a clean error).
     ret = runner.init("web2", 1, 128, image="salt://x.qcow2")
-    assert fleet.calls == ["virt.full_info"] and "no hypervisor answered" in ret["error"]
+    assert fleet.calls == ["virt.capacity"] and "no hypervisor answered" in ret["error"]
     with pytest.raises(InvalidArgument, match="must be exactly one hypervisor's minion id"):
         runner._exact("hyper*")
     assert runner._exact("hypervisor2") == ["hypervisor2"]
@@ -225,3 +228,19 @@ def test_a_fanouts_timeout_bounds_salts_check_on_silent_minions(timeout, gather,
     assert sent["gather_job_timeout"] == waited
     assert sent["timeout"] == (timeout or 10)
     assert answers == {"hypervisor1": True} and "hypervisor2" in errors
+
+
+def test_a_slow_step_says_what_it_waits_for_and_a_quick_one_prints_nothing():
+    seen, who = [], contextvars.ContextVar("who", default="nobody")
+
+    def progress(message, **data):
+        seen.append((message, who.get(), data))  # the caller's context, as the runner's __jid_event__
+
+    fleet = hosts.Fleet({}, client_factory=None, check_minions=lambda *_a: [], progress=progress)
+    who.set("runner")
+    with fleet.progress_after(0.2, "quick"):
+        pass
+    with fleet.progress_after(0.05, "slow", host="hypervisor1"):
+        time.sleep(0.4)
+    time.sleep(0.3)  # a cancelled message never comes late
+    assert seen == [("slow", "runner", {"host": "hypervisor1"})]

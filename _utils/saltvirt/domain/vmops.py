@@ -272,17 +272,19 @@ def domain_usage(conn):
     return usage
 
 
-def freemem(conn):
-    """MiB of host memory not given to running domains."""
+def freemem(conn, usage=None):
+    """MiB of host memory not given to running domains (``usage``: :func:`domain_usage`, when known)."""
     total = conn.getInfo()[1]
-    used = sum(d["memory"] for d in domain_usage(conn) if d["state"] in ("running", "paused", "blocked"))
+    usage = domain_usage(conn) if usage is None else usage
+    used = sum(d["memory"] for d in usage if d["state"] in ("running", "paused", "blocked"))
     return total - used
 
 
-def freecpu(conn):
+def freecpu(conn, usage=None):
     """Host CPUs not given to running domains (may be negative when over-committed)."""
     cpus = conn.getInfo()[2]
-    used = sum(d["cpu"] for d in domain_usage(conn) if d["state"] in ("running", "paused", "blocked"))
+    usage = domain_usage(conn) if usage is None else usage
+    used = sum(d["cpu"] for d in usage if d["state"] in ("running", "paused", "blocked"))
     return cpus - used
 
 

@@ -5,8 +5,10 @@ builds them from the master's opts), so the logic here is testable with fakes.
 """
 
 import contextlib
+import contextvars
 import logging
 import os
+import threading
 import time
 
 from saltvirt import placement, trust
@@ -40,6 +42,21 @@ class Fleet:
         self._check_minions = check_minions
         self._master_event = master_event
         self.progress = progress or (lambda message, **data: log.info("virt: %s", message))
+
+    @contextlib.contextmanager
+    def progress_after(self, delay, message, **data):
+        """``message`` as progress only if the body is still running after ``delay`` seconds: a
+        step that is usually quick (a survey of two hypervisors) prints nothing, a slow one (fifty)
+        says what it waits for. Each progress line costs the ``salt-run`` process ~20 ms."""
+        # In the caller's context: Salt's loader keeps the runner's __jid_event__ in a context variable.
+        timer = threading.Timer(delay, contextvars.copy_context().run, args=(self.progress, message), kwargs=data)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            timer.join()  # a message being sent ends before the next one
 
     # -------------------------------------------------------------- configuration
 
@@ -162,6 +179,14 @@ class Fleet:
     def full_info(self, host=None):
         answers, errors = self.on(host, "virt.full_info") if host else self.fanout("virt.full_info")
         self.seen({h: list(i.get("vm_info") or {}) for h, i in answers.items() if isinstance(i, dict)}, errors)
+        return answers, errors
+
+    def capacity(self, host=None):
+        """``virt.capacity`` of every hypervisor (or ``host``): what placement needs, the domains'
+        names included (recorded as locations)."""
+        answers, errors = self.on(host, "virt.capacity") if host else self.fanout("virt.capacity")
+        self.seen({h: [u["name"] for u in i.get("usage") or ()] for h, i in answers.items() if isinstance(i, dict)},
+                  errors)
         return answers, errors
 
     def find_vm(self, name):
@@ -293,7 +318,8 @@ def describe_errors(errors):
 
 
 def host_records(answers, errors=(), cordoned=None):
-    """Placement's view of the hypervisors from their ``virt.full_info`` (down ones included);
+    """Placement's view of the hypervisors from their ``virt.capacity`` (or ``virt.full_info``;
+    down ones included);
     ``cordoned``: :meth:`saltvirt.operations.cordons.Cordons.all`."""
     cordoned = cordoned or {}
     records = [{

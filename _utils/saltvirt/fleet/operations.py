@@ -49,7 +49,7 @@ def _drain_records(fleet, host, settle):
     ``settle`` seconds; and the names still in flight then."""
     deadline = time.monotonic() + settle
     while True:
-        answers, errors = fleet.full_info()
+        answers, errors = fleet.capacity()
         if host not in answers:
             raise VirtError(
                 f"{host} does not answer ({errors.get(host) or 'not a hypervisor'}): a drain moves VMs off a "
@@ -163,9 +163,9 @@ def _evacuation_hosts(fleet, host):
     alive, silent = fleet.ping(float(fleet.conf("evacuate_timeout", 10)))
     if host in alive:
         raise VirtError(f"{host} answers: it is not dead; move its VMs with `salt-run virt.drain {host}` instead")
-    answers, errors = fleet.fanout("virt.full_info", tgt=sorted(alive), tgt_type="list") if alive else ({}, {})
+    answers, errors = fleet.fanout("virt.capacity", tgt=sorted(alive), tgt_type="list") if alive else ({}, {})
     hosts = fleet.records(answers, {m: r for m, r in {**errors, **silent}.items() if m != host})
-    return hosts, {n for info in answers.values() for n in (info.get("vm_info") or {})}, silent
+    return hosts, {u["name"] for info in answers.values() for u in (info.get("usage") or ())}, silent
 
 
 def _evacuate_one(fleet, store, hosts, host, name, record, want_start, test):

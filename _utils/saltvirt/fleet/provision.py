@@ -72,11 +72,11 @@ class Provisioner:
 
     def place(self, name, cpu, mem, host, kwargs):
         """Reserve room for the VM on ``host`` or where placement puts it; the host."""
-        answers, errors = self.fleet.full_info()
+        answers, errors = self.fleet.capacity()
         if not answers:
             raise VirtError(f"no hypervisor answered: {describe_errors(errors) or 'none matched'}")
         for minion, info in answers.items():
-            if name in (info.get("vm_info") or {}):
+            if name in {u["name"] for u in info.get("usage") or ()}:
                 raise InvalidArgument(f"a VM named {name} already exists on {minion}")
         if host is not None and host not in answers:
             known = ", ".join(sorted(answers))
@@ -93,9 +93,10 @@ class Provisioner:
         self.check_new_name(name, kwargs, cpu, mem)
         if host is not None:
             self.fleet.exact(host)
-        self.fleet.progress(f"Searching for hypervisors for {name}")
-        host = self.place(name, cpu, mem, host, kwargs)
-        return self.init_on(host, name, cpu, mem, kwargs, timeout)
+        with self.fleet.session():  # one Salt client for the survey and the job (~60 ms each)
+            with self.fleet.progress_after(1.0, f"Searching for hypervisors for {name}"):
+                host = self.place(name, cpu, mem, host, kwargs)
+            return self.init_on(host, name, cpu, mem, kwargs, timeout)
 
     def init_on(self, host, name, cpu, mem, kwargs, timeout=None):
         jid = self.gen_jid()
@@ -141,8 +142,7 @@ class Provisioner:
         if seeded is not None:
             seeded["key_accepted"] = True
             self.fleet.progress(f"Minion key of {name} accepted on the master", host=host)
-        self.fleet.progress(f"VM {name} is {result.get('state')} on {host}", host=host)
-        return result
+        return result  # its state and host are in the result: no progress line for them
 
     def complete(self, host, name, pub):
         """The VM exists on ``host``: accept its key, turn the reservation into it, end the intent."""

@@ -119,8 +119,9 @@ def fetch(settings, image, saltenv, progress=None):
     # A file already cached is what the fetch almost always keeps: its size spares asking the
     # master (a round trip on every init); a changed file only makes the percentages approximate.
     total = os.path.getsize(dest) if os.path.isfile(dest) else settings.salt.remote_size(image, saltenv)
+    # No 0 % report: a fetch that moves bytes is reported by the watcher within half a second,
+    # one that finds the cache current (the usual case) only by its final line.
     meter = vprogress.Meter(progress, vprogress.FETCH, what=vprogress.shown(image), total=total)
-    meter.start()
     with vprogress.watching(written_since(dest, time.time()), meter):
         local = settings.salt.fetch(image, saltenv)
     if local:
