@@ -252,6 +252,10 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
         Start the domain when the hypervisor boots.
     saltenv / image_hash
         The file server environment of ``salt://`` images; ``sha256=<digest>`` of the image.
+    master_hash
+        ``sha256=<digest>`` of a ``salt://`` image as the master's file server has it (``salt-run
+        virt.init`` passes it): an overlay whose base this hypervisor made from exactly that
+        version uses the base without asking the master again. Anything else fetches as usual.
     progress_tag
         The event tag of the progress reports of image fetches and copies (step, bytes,
         percent, MiB/s, about once a second) sent to the master's bus; default

@@ -34,14 +34,28 @@ def conf(opts, key, default=None):
 class Fleet:
     """The hypervisors named by ``virt:hypervisors``, reached through one Salt client."""
 
-    def __init__(self, opts, client_factory, check_minions, master_event=None, progress=None, locations=None):
+    def __init__(self, opts, client_factory, check_minions, master_event=None, progress=None, locations=None,
+                 file_hash=None):
         self.opts = opts
         self.locations = locations
+        self._file_hash = file_hash
         self._client_factory = client_factory
         self._client = None
         self._check_minions = check_minions
         self._master_event = master_event
         self.progress = progress or (lambda message, **data: log.info("virt: %s", message))
+
+    def master_hash(self, image, saltenv="base"):
+        """``sha256=<digest>`` of ``salt://`` ``image`` on this master's file server, or None (not
+        salt://, not found, another hash type, or a master of masters: the hypervisors under a
+        syndic fetch from the syndic's master)."""
+        if self._file_hash is None or not str(image).startswith("salt://") or self.opts.get("order_masters"):
+            return None
+        try:
+            return self._file_hash(str(image), saltenv)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            log.debug("no master hash of %s: %s", image, exc)  # only a shortcut is lost
+            return None
 
     @contextlib.contextmanager
     def progress_after(self, delay, message, **data):
@@ -365,4 +379,17 @@ def from_opts(opts, progress=None):
         master_event=lambda: salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True),
         progress=progress,
         locations=Locations(os.path.join(opts["cachedir"], "saltvirt", "vm-locations.json")),
+        file_hash=lambda url, saltenv: _file_server_hash(opts, url, saltenv),
     )
+
+
+def _file_server_hash(opts, url, saltenv):
+    """What the master's file server says of ``url``'s content (its hash cache makes it cheap)."""
+    import salt.fileserver  # noqa: PLC0415
+    import salt.utils.url  # noqa: PLC0415
+
+    path, env = salt.utils.url.parse(url)
+    found = salt.fileserver.Fileserver(opts).file_hash({"path": path, "saltenv": env or saltenv})
+    if isinstance(found, dict) and found.get("hash_type") == "sha256" and found.get("hsum"):
+        return f"sha256={found['hsum']}"
+    return None

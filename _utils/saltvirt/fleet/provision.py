@@ -96,6 +96,10 @@ class Provisioner:
         with self.fleet.session():  # one Salt client for the survey and the job (~60 ms each)
             with self.fleet.progress_after(1.0, f"Searching for hypervisors for {name}"):
                 host = self.place(name, cpu, mem, host, kwargs)
+            if kwargs.get("enable_qcow") and not kwargs.get("image_hash"):
+                # Lets the hypervisor use its base of this exact version without asking the master.
+                hint = self.fleet.master_hash(kwargs.get("image"), kwargs.get("saltenv") or "base")
+                kwargs = dict(kwargs, master_hash=hint) if hint else kwargs
             return self.init_on(host, name, cpu, mem, kwargs, timeout)
 
     def init_on(self, host, name, cpu, mem, kwargs, timeout=None):

@@ -8,7 +8,9 @@ says otherwise (``virt:image_policy``).
 
 import contextlib
 import hashlib
+import json
 import os
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -168,22 +170,61 @@ def resolve(settings, roots, image, saltenv="base", image_hash=None, progress=No
     return local, found["format"]
 
 
-def base_for_overlay(settings, image, cached, fmt=None, progress=None):
+def base_for_overlay(settings, image, cached, fmt=None, progress=None, saltenv="base"):
     """Overlays of a file-server image use a read-only copy under ``virt:images/base``.
 
     The cache may be replaced when the master's file changes; overlays must keep the exact
-    bytes they were built on, so they get their own content-addressed copy.
+    bytes they were built on, so they get their own content-addressed copy. The copy made (or
+    found) for a ``salt://`` image is recorded as that image's last version (:func:`known_base`).
     """
     if not is_remote(image):
         return cached
-    digest = file_hash(cached)[:16]
+    sha256 = file_hash(cached)
     base_dir = os.path.join(settings.images_dir, "base")
     name, ext = os.path.splitext(os.path.basename(cached))
-    base = os.path.join(base_dir, f"{name}-{digest}{ext}")
+    base = os.path.join(base_dir, f"{name}-{sha256[:16]}{ext}")
     os.makedirs(base_dir, mode=0o755, exist_ok=True)
     # World-readable: a shared base holds no VM's secrets and every QEMU must read it.
-    return images.shared_base(cached, base, source_format=fmt, progress=progress,
+    base = images.shared_base(cached, base, source_format=fmt, progress=progress,
                               copy_limits=settings.copy_limits)["filename"]
+    if str(image).startswith("salt://"):
+        record = _base_record(settings, image, saltenv)
+        os.makedirs(os.path.dirname(record), mode=0o700, exist_ok=True)
+        fileio.write_json(record, {"image": str(image), "saltenv": saltenv, "sha256": sha256, "base": base})
+    return base
+
+
+def _base_record(settings, image, saltenv):
+    key = hashlib.sha256(f"{saltenv}\0{image}".encode()).hexdigest()[:32]
+    return os.path.join(settings.images_dir, "base", ".sources", f"{key}.json")
+
+
+def known_base(settings, image, saltenv, master_hash):
+    """The shared base of ``salt://`` ``image`` without asking the master, or None.
+
+    ``master_hash`` (``sha256=<digest>``) is the master's hash of the file as ``salt-run
+    virt.init`` read it from the file server. When the last version of ``image`` this hypervisor
+    fetched has that digest and its base is still there, the base is that version: the fetch
+    (a round trip to the master and a hash of the cached file) is skipped. Any other hint,
+    from anyone, only means a normal fetch: a caller can never select a version other than the
+    last one fetched here.
+    """
+    if not master_hash or not str(image).startswith("salt://"):
+        return None
+    algo, _, digest = str(master_hash).partition("=")
+    if algo.lower() != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", digest.lower()):
+        return None
+    try:
+        with open(_base_record(settings, image, saltenv), encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    base = record.get("base") if isinstance(record, dict) else None
+    if (record.get("image"), record.get("saltenv"), record.get("sha256")) != (str(image), saltenv, digest.lower()) \
+            or not isinstance(base, str) or os.path.dirname(base) != os.path.join(settings.images_dir, "base") \
+            or not os.path.isfile(base):
+        return None
+    return base
 
 
 def check_disk_files(settings, conn, specs, roots, formats):
@@ -222,7 +263,7 @@ def disk_image(settings, roots, spec, saltenv, formats, progress=None):
     """The local, inspected image of a disk spec's own ``image`` (a base for overlays)."""
     local, fmt = resolve(settings, roots, spec["image"], saltenv, spec.get("image_hash"), progress)
     if spec.get("overlay_image"):
-        local = base_for_overlay(settings, spec["image"], local, fmt, progress)
+        local = base_for_overlay(settings, spec["image"], local, fmt, progress, saltenv)
     formats[local] = fmt
     return local
 

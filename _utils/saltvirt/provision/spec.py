@@ -79,6 +79,7 @@ class VmSpec(_FromKwargs):
     mem: int | str | dict  # MiB, a size ('1g'), or the classic dict
     image: str | None = None
     image_hash: str | None = None
+    master_hash: str | None = None  # the master's sha256 of a salt:// image (sources.known_base)
     saltenv: str = "base"
     hypervisor: str | None = None  # kvm | qemu | None (probe)
     start: bool = True

@@ -103,12 +103,21 @@ def plan_disks(settings, conn, spec, roots, progress=None):
     space checked. Call it inside :func:`saltvirt.provision.sources.image_locks`. ``progress``
     receives the fetches' (and shared bases' copies') progress."""
     disk_specs = profiles.merge_disks(profiles.disk_profile(spec.disk, settings.get("disk")), spec.disks)
-    local_image, image_format = sources.resolve(settings, roots, spec.image, spec.saltenv, spec.image_hash,
-                                                progress)
-    if local_image is not None:
+    known = sources.known_base(settings, spec.image, spec.saltenv, spec.master_hash) \
+        if spec.enable_qcow and not spec.image_hash else None
+    if known:
+        # The base was inspected when it was made; the image policy may have changed since.
+        policy = settings.image_policy
+        local_image = known
+        image_format = images.inspect_untrusted(known, policy["allow_backing"], policy["max_virtual_size"])["format"]
+    else:
+        local_image, image_format = sources.resolve(settings, roots, spec.image, spec.saltenv, spec.image_hash,
+                                                    progress)
+    if local_image is not None and not known:
         images.check_source(local_image, fmt=image_format)
         if spec.enable_qcow:
-            local_image = sources.base_for_overlay(settings, spec.image, local_image, image_format, progress)
+            local_image = sources.base_for_overlay(settings, spec.image, local_image, image_format, progress,
+                                                   spec.saltenv)
     formats = {local_image: image_format}
     disk_specs = sources.check_disk_files(settings, conn, disk_specs, roots, formats)
     for disk in disk_specs:
