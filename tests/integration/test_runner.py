@@ -2,6 +2,9 @@
 
 import os
 import re
+import shutil
+import subprocess
+import uuid
 
 from salt.utils.crypt import pem_finger
 
@@ -108,3 +111,28 @@ def test_a_hypervisor_that_does_not_answer_fails_the_fanout(lab):
     # and with every hypervisor answering, it exits 0
     proc, data = lab.run_json("virt.list")
     assert proc.returncode == 0 and "hypervisor-ghost" not in data and "retcode" not in data
+
+
+def test_a_base_the_hypervisor_holds_is_used_without_a_fetch_until_the_image_changes(lab):
+    """salt-run virt.init tells the hypervisor the master's hash of a salt:// image: the base of
+    that version is used as it is; once the master's file changes, it is fetched again."""
+    tag = uuid.uuid4().hex[:6]
+    source = os.path.join(LAB_DIR, "images", "tests", f"kb-{tag}.qcow2")
+    os.makedirs(os.path.dirname(source), exist_ok=True)
+    shutil.copyfile(os.path.join(LAB_DIR, "images", "centos.qcow2"), source)
+    names = [f"it-{tag}{n}" for n in range(3)]
+    args = [f"salt://tests/kb-{tag}.qcow2", "enable_qcow=True", "start=False", "seed=False", "host=hypervisor1"]
+    try:
+        made = []
+        for n, name in enumerate(names):
+            if n == 2:  # the operator replaces the image on the master
+                subprocess.run(["qemu-img", "resize", "-q", "-f", "qcow2", source, "+16M"], check=True)
+            proc, result = lab.run_json("virt.init", name, "1", "128", *args)
+            made.append((f"Fetching salt://tests/kb-{tag}.qcow2" in proc.stdout, result["disks"]["vda"]["backing"][0]))
+        (fetched1, base1), (fetched2, base2), (fetched3, base3) = made
+        assert fetched1 and not fetched2 and base2 == base1, made
+        assert fetched3 and base3 != base1, made
+    finally:
+        for name in names:
+            lab.run("salt-run", "virt.purge", name, check=False)
+        os.unlink(source)
