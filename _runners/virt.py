@@ -38,6 +38,7 @@ hypervisors are named by minion id and no VM may take a name in that set (see
 """
 
 import functools
+import importlib
 import logging
 import threading
 
@@ -46,14 +47,11 @@ from salt.exceptions import SaltInvocationError, SaltRunnerError
 try:
     import salt.utils.jid
 
-    from saltvirt import coexist, pki, placement
+    from saltvirt import coexist, placement
     from saltvirt.errors import InvalidArgument, VirtError
-    from saltvirt.fleet import consoles
     from saltvirt.fleet import hosts as fleet_hosts
-    from saltvirt.fleet import migrate as fleet_migrate
     from saltvirt.fleet import operations as fleet_ops
     from saltvirt.fleet.provision import Provisioner
-    from saltvirt.migration import migrator
 
     HAS_SALTVIRT = True
 except ImportError as _exc:
@@ -92,6 +90,12 @@ def _clean_errors(func):
             return {"result": False, "error": str(exc), "retcode": 1}
 
     return wrapper
+
+
+def _lib(name):
+    """``saltvirt.<name>``, imported on first use: migrations, consoles and the PKI pull in
+    libvirt-python and cryptography's X.509 (~40 ms), which most runner calls never need."""
+    return importlib.import_module(f"saltvirt.{name}")
 
 
 def _progress(message, **data):
@@ -507,6 +511,7 @@ def rebase(base, new_base=None, host=None, live_pull=False, safe=True):
         salt-run virt.rebase /var/lib/libvirt/images/centos.qcow2
         salt-run virt.rebase /srv/salt-images/base/centos-1f2e.qcow2 host=hypervisor1 live_pull=True
     """
+    fleet_migrate = _lib("fleet.migrate")
     return _failed_if(fleet_migrate.rebase(_fleet(), base, host=host, new_base=new_base, live_pull=live_pull,
                                            safe=safe))
 
@@ -535,7 +540,7 @@ def operator_pki():
     options.setdefault("ca_dir", f"{__opts__['pki_dir']}/libvirt")
     options.pop("minions", None)
     try:
-        result = pki.operator_pki(options)
+        result = _lib("pki").operator_pki(options)
     except VirtError as exc:  # InvalidArgument included
         raise SaltRunnerError(f"operator certificate: {exc}") from exc
     result["uri_example"] = f"qemu+tls://<hypervisor>/system?pkipath={result['pkipath']}"
@@ -582,6 +587,7 @@ def console(name, host=None, local_port=5901, web=True, ttl=None, show_password=
         salt-run virt.console centos1 local_port=5911 web=False
         salt-run virt.console centos1 show_password=True
     """
+    consoles = _lib("fleet.consoles")
     access = consoles.console_access(_fleet(), name, host=host, local_port=local_port, web=web, ttl=ttl,
                                      show_password=show_password)
     if access.secrets and not _to_caller(name, access.secrets):
@@ -603,6 +609,7 @@ def console_proxy(action="status"):
         salt-run virt.console_proxy stop
     """
     try:
+        consoles = _lib("fleet.consoles")
         return consoles.proxy_action(consoles.proxy_from(_fleet()), action)
     except InvalidArgument as exc:
         raise SaltInvocationError(str(exc)) from exc
@@ -656,7 +663,8 @@ def migrate(name, target=None, test=False, copy_storage=None, tunnel=None, offli
     """
     fleet = _fleet()
     opts = {k: v for k, v in kwargs.items() if not k.startswith("__")}
-    migrator.check_options(opts, copy_storage)
+    fleet_migrate = _lib("fleet.migrate")
+    _lib("migration.migrator").check_options(opts, copy_storage)
     if target is not None:
         fleet.exact(target)
     tunnel = bool(fleet.conf("tunnel", False)) if tunnel is None else tunnel
@@ -669,8 +677,9 @@ def _migrate_options(fleet, name, target=None, test=False, offline=None):
     """``virt.migrate`` with the master's defaults, as a drain runs it for each VM; a refusal is
     a return with ``result: False``, as ``salt-run virt.migrate`` gives it."""
     try:
-        return fleet_migrate.migrate(fleet, name, target, test, copy_storage=None, offline=offline,
-                                     tunnel=bool(fleet.conf("tunnel", False)), keep_source_disks=False, opts={})
+        return _lib("fleet.migrate").migrate(fleet, name, target, test, copy_storage=None, offline=offline,
+                                             tunnel=bool(fleet.conf("tunnel", False)), keep_source_disks=False,
+                                             opts={})
     except VirtError as exc:
         return {"result": False, "error": str(exc), "retcode": 1}
 
