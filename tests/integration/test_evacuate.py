@@ -13,12 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
-from .conftest import REPO
+from .conftest import Lab
 from .test_migration import wait_beat_above
 
 LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
@@ -27,12 +26,9 @@ DEFINITIONS = os.path.join(LAB_DIR, "master", "var", "cache", "salt", "master", 
 HOSTS = ("hypervisor1", "hypervisor2", "hypervisor3")
 
 
-def labctl(*args, timeout=300):
-    env = dict(os.environ, LAB_HYPERVISORS="3")
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "lab", "labctl.py"), *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+def labctl(*args):
+    """``labctl.py`` on the lab grown to three hypervisors (``up`` keeps the third)."""
+    return Lab(dict(os.environ, LAB_HYPERVISORS="3")).labctl(*args).stdout
 
 
 def lease_held(path):

@@ -8,20 +8,15 @@ import subprocess
 
 import pytest
 
-from tests.integration.conftest import _last_json
+from tests.integration.conftest import Lab, _last_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, LAB_NETNS="svlabt", LAB_DIR="/var/lib/svlab-lifecycle", LAB_HYPERVISORS="1")
 
 
 def labctl(*args, check=True, env=None):
-    proc = subprocess.run(
-        [os.path.join(REPO, ".venv", "bin", "python"), os.path.join(REPO, "lab", "labctl.py"), *args],
-        capture_output=True, text=True, env=dict(ENV, **(env or {})), timeout=600,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
+    """``labctl.py`` on this test's own lab (``env``: more LAB_* variables)."""
+    return Lab(dict(ENV, **(env or {}))).labctl(*args, check=check, timeout=600)
 
 
 @pytest.fixture(autouse=True, scope="module")

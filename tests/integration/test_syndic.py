@@ -25,7 +25,6 @@ from tests.integration.conftest import (
     BIN,
     LAB_DIR,
     LAB_NETNS,
-    REPO,
     START_TIMEOUT,
     Lab,
     _last_json,
@@ -44,18 +43,11 @@ def _syndic_env():
     return env, True
 
 
-def _labctl(env, *args):
-    proc = subprocess.run([os.path.join(REPO, ".venv", "bin", "python"), os.path.join(REPO, "lab", "labctl.py"),
-                           *args], capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, f"labctl {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture(scope="module")
 def slab():
     env, own = _syndic_env()
     if own:
-        _labctl(env, "up")
+        Lab(env).labctl("up", timeout=900)
     lab = Lab(env)
     try:
         lab.run("salt", "hypervisor*", "saltutil.sync_all", timeout=300)
@@ -67,7 +59,7 @@ def slab():
         yield lab
     finally:
         if own:
-            _labctl(env, "down")
+            Lab(env).labctl("down", timeout=900)
 
 
 def _keys(lab, conf_dir):
