@@ -277,7 +277,8 @@ def test_a_listed_job_on_a_master_of_masters_ends_at_the_listed_answers():
             raise AssertionError("LocalClient.cmd would wait syndic_wait")
 
     answer = {"id": "hypervisor1", "return": {"web1": "running"}, "retcode": 0}
-    bus = _Bus([{"tag": "salt/job/20261201/new", "data": {}}, {"tag": "salt/job/20261201/ret/hypervisor1", "data": answer}])
+    bus = _Bus([{"tag": "salt/job/20261201/new", "data": {}},
+                {"tag": "salt/job/20261201/ret/hypervisor1", "data": answer}])
     fleet = _mom_fleet(Client(), bus)
     fleet._client = Client()
     answers, errors = fleet.on("hypervisor1", "virt.vm_info", ["web1"])
