@@ -244,3 +244,67 @@ def test_a_slow_step_says_what_it_waits_for_and_a_quick_one_prints_nothing():
         time.sleep(0.4)
     time.sleep(0.3)  # a cancelled message never comes late
     assert seen == [("slow", "runner", {"host": "hypervisor1"})]
+
+
+class _Bus:
+    """The master's event bus as the runner reads it: the queued events, then nothing."""
+
+    def __init__(self, events):
+        self.events, self.destroyed = list(events), False
+
+    def get_event(self, wait=None, full=False, tag=None):
+        return self.events.pop(0) if self.events else None
+
+    def destroy(self):
+        self.destroyed = True
+
+
+def _mom_fleet(client, bus):
+    opts = {"virt": {"hypervisors": "hypervisor*"}, "order_masters": True, "syndic_wait": 1}
+    return hosts.Fleet(opts, client_factory=None, check_minions=lambda *_a: [], master_event=lambda: bus)
+
+
+def test_a_listed_job_on_a_master_of_masters_ends_at_the_listed_answers():
+    """Salt's client would wait syndic_wait after the answer; the runner stops at it."""
+    calls = []
+
+    class Client:
+        def run_job(self, tgt, fun, **kwargs):
+            calls.append((tgt, fun))
+            return {"jid": "20261201", "minions": []}
+
+        def cmd(self, *_a, **_k):
+            raise AssertionError("LocalClient.cmd would wait syndic_wait")
+
+    answer = {"id": "hypervisor1", "return": {"web1": "running"}, "retcode": 0}
+    bus = _Bus([{"tag": "salt/job/20261201/new", "data": {}},
+                {"tag": "salt/job/20261201/ret/hypervisor1", "data": answer}])
+    fleet = _mom_fleet(Client(), bus)
+    fleet._client = Client()
+    answers, errors = fleet.on("hypervisor1", "virt.vm_info", ["web1"])
+    assert answers == {"hypervisor1": {"web1": "running"}} and errors == {}
+    assert calls == [(["hypervisor1"], "virt.vm_info")] and bus.destroyed
+
+
+def test_a_listed_job_that_fails_or_gets_no_answer_on_a_master_of_masters():
+    class Client:
+        asked = []
+
+        def run_job(self, tgt, fun, **kwargs):
+            return {"jid": "77", "minions": []}
+
+        def cmd(self, tgt, fun, arg, tgt_type, timeout):
+            self.asked.append((tgt, fun, arg))
+            return {}  # nobody runs it any more
+
+    failed = {"tag": "salt/job/77/ret/hypervisor1",
+              "data": {"id": "hypervisor1", "return": "no domain named 'web1'", "retcode": 1}}
+    other_job = {"tag": "salt/job/78/ret/hypervisor2", "data": {"id": "hypervisor2", "return": {}, "retcode": 0}}
+    fleet = _mom_fleet(Client(), _Bus([other_job, failed]))
+    fleet._client = client = Client()
+    answers, errors = fleet.fanout("virt.vm_info", ["web1"], tgt=["hypervisor1", "hypervisor2"], tgt_type="list",
+                                   timeout=0.2)
+    assert answers == {}
+    assert errors["hypervisor1"] == "no domain named 'web1'"
+    assert errors["hypervisor2"] == "hypervisor2 did not answer within 0.2s (minion down?)"
+    assert client.asked == [(["hypervisor2"], "saltutil.find_job", ["77"])]

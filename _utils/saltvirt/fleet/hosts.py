@@ -152,6 +152,8 @@ class Fleet:
         # for that answer: a caller's shorter timeout bounds it too (a stopped minion costs about
         # twice the timeout, not the timeout plus the master's 30 s).
         gather = max(5, min(timeout, self.opts.get("gather_job_timeout", 10)))
+        if tgt_type == "list" and self.opts.get("order_masters") and self._master_event is not None:
+            return self._listed(list(tgt), fun, arg, kwarg, timeout, gather, jid)
         with self.session():
             raw = self._client.cmd(tgt, fun, arg=list(arg), kwarg=kwarg or None, timeout=timeout,
                                    tgt_type=tgt_type, full_return=True, jid=jid or "", gather_job_timeout=gather)
@@ -161,6 +163,48 @@ class Fleet:
             for minion in sorted(expected - set(raw or {})):
                 errors[minion] = f"{minion} did not answer within {timeout}s (minion down?)"
         return answers, errors
+
+    def _listed(self, hosts, fun, arg, kwarg, timeout, gather, jid=None):
+        """``fanout`` of a job on exactly ``hosts`` from a master of masters, done when they answered.
+
+        Salt's client there waits ``syndic_wait`` after each publish for the syndics' lists of the
+        minions they reached, even once every listed minion has answered; the runner knows whom it
+        asked and stops at their returns (a per-VM command is one such job). A host silent for
+        ``timeout`` seconds that no longer runs the job is reported as not answering, as there.
+        """
+        event = self._master_event()
+        raw = {}
+        try:
+            with self.session():
+                pub = self._client.run_job(hosts, fun, arg=list(arg), kwarg=kwarg, tgt_type="list", jid=jid or "")
+                jid = (pub or {}).get("jid")
+                if not jid:
+                    return {}, {h: f"could not start {fun} on {h}" for h in hosts}
+                prefix = f"salt/job/{jid}/ret/"
+                deadline = time.monotonic() + timeout
+                while len(raw) < len(hosts):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        if not self._running([h for h in hosts if h not in raw], jid, gather):
+                            break
+                        deadline = time.monotonic() + timeout
+                        continue
+                    ev = event.get_event(wait=min(1, left), full=True)
+                    data = (ev or {}).get("data") or {}
+                    if str((ev or {}).get("tag", "")).startswith(prefix) and data.get("id") in hosts:
+                        raw[data["id"]] = {"ret": data.get("return"), "retcode": data.get("retcode", 0)}
+        finally:
+            event.destroy()
+        answers, errors = sort_returns(fun, raw, timeout)
+        for host in hosts:
+            if host not in raw:
+                errors[host] = f"{host} did not answer within {timeout}s (minion down?)"
+        return answers, errors
+
+    def _running(self, hosts, jid, gather):
+        """Whether one of ``hosts`` still runs job ``jid`` (Salt's find_job)."""
+        found = self._client.cmd(hosts, "saltutil.find_job", [jid], tgt_type="list", timeout=gather) or {}
+        return any(found.get(h) for h in hosts)
 
     def on(self, host, fun, arg=(), kwarg=None, timeout=None):
         """``(answers, errors)`` of ``fun`` on exactly ``host``."""
