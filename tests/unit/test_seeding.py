@@ -13,6 +13,8 @@ import yaml
 
 from saltvirt import seeding
 from saltvirt.errors import InvalidArgument, NotFound
+from saltvirt.provision.spec import VmSpec
+from saltvirt.seeding import methods
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +226,13 @@ def test_gen_minion_keys_sizes():
     for bad in (1024, "2048", True):
         with pytest.raises(InvalidArgument):
             seeding.gen_minion_keys(bad)
+
+
+def test_the_key_pair_is_made_ahead_only_when_the_vm_is_seeded_with_a_new_one():
+    future = methods.key_pair_ahead(VmSpec(name="web1", cpu=1, mem=128, image="salt://centos.qcow2"))
+    priv, pub = future.result(timeout=30)
+    assert priv.startswith("-----BEGIN RSA PRIVATE KEY-----") and pub.startswith("-----BEGIN PUBLIC KEY-----")
+    for spec in (VmSpec(name="web1", cpu=1, mem=128, image="salt://centos.qcow2", seed=False),
+                 VmSpec(name="web1", cpu=1, mem=128),  # no image: nothing to seed
+                 VmSpec(name="web1", cpu=1, mem=128, image="salt://centos.qcow2", pub_key="p", priv_key="k")):
+        assert methods.key_pair_ahead(spec) is None

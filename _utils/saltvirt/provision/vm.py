@@ -148,10 +148,12 @@ def create_vm(conn, spec, settings, progress=None):
     gfx_devices, _generated = graphics_devices(settings, spec.enable_vnc, spec.graphics)
     dom_type, type_reason = hypervisor.choose_type(spec.hypervisor, cache_path=settings.kvm_probe)
     model = domain_model(settings, spec, dom_type, gfx_devices, roots, hw)  # bad settings: refused before any work
+    key_pair = seed_methods.key_pair_ahead(spec)
     # Remote images stay locked until the disks are made (or rolled back).
     with sources.image_locks(settings, image_sources(settings, spec)):
         plans, local_image = plan_disks(settings, conn, spec, roots, progress)
-        seeder, seed_info = seed_methods.seeder(settings, spec, roots, wanted=spec.seed and local_image is not None)
+        seeder, seed_info = seed_methods.seeder(settings, spec, roots, wanted=spec.seed and local_image is not None,
+                                                key_pair=key_pair)
         info = provision.create(conn, provision.Request(
             domain=model, disks=plans, start=spec.start,
             seeder=seeder, autostart=spec.autostart, progress=progress, copy_limits=settings.copy_limits,

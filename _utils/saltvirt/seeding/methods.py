@@ -13,8 +13,10 @@ Whatever the method, a failure raises (the caller rolls the disks back) and no g
 of the disk is left behind.
 """
 
+import concurrent.futures
 import logging
 import os
+import threading
 import time
 
 from saltvirt import fileio, seeding
@@ -32,7 +34,7 @@ BUILTIN = ("cidata", "seed.apply")
 class Seeding:
     """What a seeding step needs: the VM's identity, its key pair and minion configuration."""
 
-    def __init__(self, settings, spec, roots):
+    def __init__(self, settings, spec, roots, key_pair=None):
         self.settings, self.spec = settings, spec
         self.method = settings.seed_method(spec.seed_cmd, BUILTIN)
         self.report = {"method": self.method}
@@ -40,7 +42,7 @@ class Seeding:
             self.pub, self.priv = pem(spec.pub_key, roots), pem(spec.priv_key, roots)
             self.report["preseeded"] = True
         else:
-            self.priv, self.pub = seeding.gen_minion_keys()
+            self.priv, self.pub = key_pair.result() if key_pair is not None else seeding.gen_minion_keys()
             self.report["preseeded"] = False
         self.report["minion_pub"] = self.pub
         self.minion_conf = dict(spec.config or {})
@@ -119,11 +121,30 @@ class Seeding:
         return []
 
 
-def seeder(settings, spec, roots, wanted=True):
-    """``(step for provision.create or None, report dict or None)`` for ``spec``."""
+def seeder(settings, spec, roots, wanted=True, key_pair=None):
+    """``(step for provision.create or None, report dict or None)`` for ``spec``; ``key_pair``:
+    :func:`key_pair_ahead`'s future, when one was started."""
     if not wanted:
         if spec.cloud_init is not None:
             raise InvalidArgument("cloud_init is written into the cidata seed ISO: it needs seed=True and an image")
         return None, None
-    seed = Seeding(settings, spec, roots)
+    seed = Seeding(settings, spec, roots, key_pair)
     return seed, seed.report
+
+
+def key_pair_ahead(spec):
+    """A future of the new VM's minion key pair, made in a thread while the disks are planned:
+    RSA key generation (~50 ms, at random) releases the GIL, so it overlaps with the images'
+    ``qemu-img`` runs. None when ``spec`` brings its own pair or seeds nothing."""
+    if not (spec.seed and spec.image) or (spec.pub_key and spec.priv_key):
+        return None
+    future = concurrent.futures.Future()
+
+    def work():
+        try:
+            future.set_result(seeding.gen_minion_keys())
+        except BaseException as exc:  # pylint: disable=broad-exception-caught  # handed to the caller
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="minion-keys", daemon=True).start()
+    return future
