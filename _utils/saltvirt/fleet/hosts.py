@@ -376,9 +376,8 @@ def describe_errors(errors):
 
 
 def host_records(answers, errors=(), cordoned=None):
-    """Placement's view of the hypervisors from their ``virt.capacity`` (or ``virt.full_info``;
-    down ones included);
-    ``cordoned``: :meth:`saltvirt.operations.cordons.Cordons.all`."""
+    """Placement's view of the hypervisors from their ``virt.capacity`` (or ``virt.full_info``),
+    down ones included; ``cordoned``: :meth:`saltvirt.operations.cordons.Cordons.all`."""
     cordoned = cordoned or {}
     records = [{
         "id": minion,
