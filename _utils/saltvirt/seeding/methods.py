@@ -39,12 +39,12 @@ class Seeding:
         self.method = settings.seed_method(spec.seed_cmd, BUILTIN)
         self.report = {"method": self.method}
         if spec.pub_key and spec.priv_key:
-            self.pub, self.priv = pem(spec.pub_key, roots), pem(spec.priv_key, roots)
+            self._keys = (pem(spec.priv_key, roots), pem(spec.pub_key, roots))
             self.report["preseeded"] = True
         else:
-            self.priv, self.pub = key_pair.result() if key_pair is not None else seeding.gen_minion_keys()
+            # Waited for only when the seed is written, after the disks are made.
+            self._keys = key_pair if key_pair is not None else seeding.gen_minion_keys()
             self.report["preseeded"] = False
-        self.report["minion_pub"] = self.pub
         self.minion_conf = dict(spec.config or {})
         self.master = self.minion_conf.pop("master", None) or settings.master
         # Check what can be checked before any disk is copied.
@@ -58,7 +58,21 @@ class Seeding:
         _rest, caller_conf, _extras = cloudinit.minion_extras((self.cloud_init or {}).get("user_data"))
         seeding.minion_config(spec.name, self.master, {**caller_conf, **self.minion_conf})
 
+    @property
+    def priv(self):
+        return self._pair()[0]
+
+    @property
+    def pub(self):
+        return self._pair()[1]
+
+    def _pair(self):
+        if not isinstance(self._keys, tuple):
+            self._keys = self._keys.result()
+        return self._keys
+
     def __call__(self, plans, undo):
+        self.report["minion_pub"] = self.pub
         # The public half next to the VM, so that the master can accept the key even when
         # the runner that started this init is gone (salt-run virt.reconcile).
         pub_file = self.settings.vm_file(self.spec.name, "seed_pub")
