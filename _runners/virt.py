@@ -50,7 +50,6 @@ try:
     from saltvirt import coexist, placement
     from saltvirt.errors import InvalidArgument, VirtError
     from saltvirt.fleet import hosts as fleet_hosts
-    from saltvirt.fleet import operations as fleet_ops
     from saltvirt.fleet.provision import Provisioner
 
     HAS_SALTVIRT = True
@@ -93,8 +92,8 @@ def _clean_errors(func):
 
 
 def _lib(name):
-    """``saltvirt.<name>``, imported on first use: migrations, consoles and the PKI pull in
-    libvirt-python and cryptography's X.509 (~40 ms), which most runner calls never need."""
+    """``saltvirt.<name>``, imported on first use: migrations, operations, consoles and the PKI
+    pull in libvirt-python and cryptography's X.509 (~40 ms), which most runner calls never need."""
     return importlib.import_module(f"saltvirt.{name}")
 
 
@@ -700,7 +699,7 @@ def cordon(host, reason="cordoned by the operator"):
 
         salt-run virt.cordon hypervisor1 reason="disk replacement"
     """
-    return fleet_ops.cordon(_fleet(), host, reason)
+    return _lib("fleet.operations").cordon(_fleet(), host, reason)
 
 
 @_clean_errors
@@ -715,7 +714,7 @@ def uncordon(host):
 
         salt-run virt.uncordon hypervisor1
     """
-    return fleet_ops.uncordon(_fleet(), host)
+    return _lib("fleet.operations").uncordon(_fleet(), host)
 
 
 class _SerializedEvents:
@@ -766,7 +765,7 @@ def drain(host, test=False, parallel=None, shutoff="leave", settle=None):
     if real is not None:
         globals()["__jid_event__"] = _SerializedEvents(real)
     try:
-        out = fleet_ops.drain(
+        out = _lib("fleet.operations").drain(
             _fleet(), host,
             # One fleet (one Salt client) per migration: the drain runs them in threads.
             migrate_one=lambda vm, offline: _migrate_options(_fleet(), vm, offline=offline),
@@ -799,7 +798,7 @@ def remember(host=None, name=None, definition=None):
         salt-run virt.remember
         salt-run virt.remember host=hypervisor1 name=web1
     """
-    out, errors = fleet_ops.remember(_fleet(), host, name, definition)
+    out, errors = _lib("fleet.operations").remember(_fleet(), host, name, definition)
     return _with_errors(out, errors)
 
 
@@ -828,4 +827,4 @@ def evacuate(host, fenced=False, test=False, start=True):
         salt-run virt.evacuate hypervisor1 test=True
         salt-run virt.evacuate hypervisor1 fenced=True
     """
-    return _failed_if(fleet_ops.evacuate(_fleet(), host, fenced=fenced, test=test, start=start))
+    return _failed_if(_lib("fleet.operations").evacuate(_fleet(), host, fenced=fenced, test=test, start=start))
