@@ -50,7 +50,6 @@ try:
     from saltvirt import coexist, placement
     from saltvirt.errors import InvalidArgument, VirtError
     from saltvirt.fleet import hosts as fleet_hosts
-    from saltvirt.fleet.provision import Provisioner
 
     HAS_SALTVIRT = True
 except ImportError as _exc:
@@ -92,8 +91,9 @@ def _clean_errors(func):
 
 
 def _lib(name):
-    """``saltvirt.<name>``, imported on first use: migrations, operations, consoles and the PKI
-    pull in libvirt-python and cryptography's X.509 (~40 ms), which most runner calls never need."""
+    """``saltvirt.<name>``, imported on first use: creating VMs, migrations, operations, consoles
+    and the PKI pull in libvirt-python and cryptography's X.509 (~40 ms), which the listings and
+    per-VM commands never need."""
     return importlib.import_module(f"saltvirt.{name}")
 
 
@@ -111,7 +111,7 @@ def _fleet():
 
 
 def _provisioner(fleet=None):
-    return Provisioner(fleet or _fleet(), lambda: salt.utils.jid.gen_jid(__opts__))
+    return _lib("fleet.provision").Provisioner(fleet or _fleet(), lambda: salt.utils.jid.gen_jid(__opts__))
 
 
 def _exact(host):
