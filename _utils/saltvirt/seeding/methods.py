@@ -147,9 +147,9 @@ def seeder(settings, spec, roots, wanted=True, key_pair=None):
 
 
 def key_pair_ahead(spec):
-    """A future of the new VM's minion key pair, made in a thread while the disks are planned:
-    RSA key generation (~50 ms, at random) releases the GIL, so it overlaps with the images'
-    ``qemu-img`` runs. None when ``spec`` brings its own pair or seeds nothing."""
+    """A future of the new VM's minion key pair, made in a thread while the disks are planned
+    and made: RSA key generation (~50 ms, at random) releases the GIL, so it overlaps with the
+    images' ``qemu-img`` runs. None when ``spec`` brings its own pair or seeds nothing."""
     if not (spec.seed and spec.image) or (spec.pub_key and spec.priv_key):
         return None
     future = concurrent.futures.Future()
