@@ -126,10 +126,10 @@ def main():
     os.makedirs(SHARED, mode=0o755, exist_ok=True)
     runner_runs, raw_runs, local_runs = [], [], []
     try:
-        run("salt", "hypervisor*", "saltutil.sync_all", "--out=quiet")
+        run("salt", "hypervisor*", "saltutil.sync_all", "--out=json")
         # seed=False: a seed ISO is a local disk (virt:images), which the raw path cannot migrate.
         run("salt-run", "virt.init", shared_vm, 1, MEMORY, "salt://centos.qcow2", "host=hypervisor1",
-            "disks=" + json.dumps([{"name": "system", "pool": pool}]), "seed=False", "--out=quiet")
+            "disks=" + json.dumps([{"name": "system", "pool": pool}]), "seed=False", "--out=json")
         beat = wait_heartbeat("hypervisor1", shared_vm)
         if FILL:
             log = run("hv-exec", "hypervisor1", "cat", f"/var/log/libvirt/qemu/{shared_vm}-serial.log")
@@ -148,7 +148,7 @@ def main():
             beat = wait_heartbeat("hypervisor1", shared_vm, beat)
         # Started only now: a second TCG guest would take CPU from the comparison above.
         run("salt-run", "virt.init", local_vm, 1, 256, "/var/lib/libvirt/images/centos.qcow2",
-            "enable_qcow=True", "host=hypervisor1", "--out=quiet")
+            "enable_qcow=True", "host=hypervisor1", "--out=json")
         wait_heartbeat("hypervisor1", local_vm)
         for target in ("hypervisor2", "hypervisor1"):
             local_runs.append(runner_migrate(local_vm, target))

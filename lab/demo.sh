@@ -17,7 +17,7 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 say "Load the bundle's current code on the hypervisors"
-step salt 'hypervisor*' saltutil.sync_all --out=quiet
+step salt 'hypervisor*' saltutil.sync_all --out=txt
 
 say "Hypervisor facts: CPUs, memory, free resources"
 step salt-run virt.host_info
