@@ -46,9 +46,9 @@ def _syndic_env():
 @pytest.fixture(scope="module")
 def slab():
     env, own = _syndic_env()
-    if own:
-        Lab(env).labctl("up", timeout=900)
     lab = Lab(env)
+    if own:
+        lab.labctl("up", timeout=900)
     try:
         lab.run("salt", "hypervisor*", "saltutil.sync_all", timeout=300)
         lab.run("salt-run", "saltutil.sync_all", timeout=300)  # the top master's runner
@@ -59,7 +59,7 @@ def slab():
         yield lab
     finally:
         if own:
-            Lab(env).labctl("down", timeout=900)
+            lab.labctl("down", timeout=900)
 
 
 def _keys(lab, conf_dir):

@@ -260,8 +260,11 @@ class _Bus:
 
 
 def _mom_fleet(client, bus):
+    """A master of masters' fleet whose Salt client is ``client`` and whose bus is ``bus``."""
     opts = {"virt": {"hypervisors": "hypervisor*"}, "order_masters": True, "syndic_wait": 1}
-    return hosts.Fleet(opts, client_factory=None, check_minions=lambda *_a: [], master_event=lambda: bus)
+    fleet = hosts.Fleet(opts, client_factory=None, check_minions=lambda *_a: [], master_event=lambda: bus)
+    fleet._client = client
+    return fleet
 
 
 def test_a_listed_job_on_a_master_of_masters_ends_at_the_listed_answers():
@@ -280,7 +283,6 @@ def test_a_listed_job_on_a_master_of_masters_ends_at_the_listed_answers():
     bus = _Bus([{"tag": "salt/job/20261201/new", "data": {}},
                 {"tag": "salt/job/20261201/ret/hypervisor1", "data": answer}])
     fleet = _mom_fleet(Client(), bus)
-    fleet._client = Client()
     answers, errors = fleet.on("hypervisor1", "virt.vm_info", ["web1"])
     assert answers == {"hypervisor1": {"web1": "running"}} and errors == {}
     assert calls == [(["hypervisor1"], "virt.vm_info")] and bus.destroyed
@@ -300,8 +302,8 @@ def test_a_listed_job_that_fails_or_gets_no_answer_on_a_master_of_masters():
     failed = {"tag": "salt/job/77/ret/hypervisor1",
               "data": {"id": "hypervisor1", "return": "no domain named 'web1'", "retcode": 1}}
     other_job = {"tag": "salt/job/78/ret/hypervisor2", "data": {"id": "hypervisor2", "return": {}, "retcode": 0}}
-    fleet = _mom_fleet(Client(), _Bus([other_job, failed]))
-    fleet._client = client = Client()
+    client = Client()
+    fleet = _mom_fleet(client, _Bus([other_job, failed]))
     answers, errors = fleet.fanout("virt.vm_info", ["web1"], tgt=["hypervisor1", "hypervisor2"], tgt_type="list",
                                    timeout=0.2)
     assert answers == {}

@@ -227,25 +227,24 @@ class Fleet:
         if self.locations is not None:
             self.locations.saw(vms_by_host, complete=not errors)
 
-    def vm_states(self, host=None, timeout=None):
-        """``virt.vm_state`` of every hypervisor (or ``host``), recorded as locations."""
-        answers, errors = self.on(host, "virt.vm_state", timeout=timeout) if host else self.fanout(
-            "virt.vm_state", timeout=timeout)
-        self.seen({h: list(s) for h, s in answers.items() if isinstance(s, dict)}, errors)
+    def _survey(self, fun, host, vms_of, timeout=None):
+        """``fun`` on every hypervisor (or ``host``); the VMs each answer names (``vms_of``)
+        recorded as locations."""
+        answers, errors = self.on(host, fun, timeout=timeout) if host else self.fanout(fun, timeout=timeout)
+        self.seen({h: vms_of(a) for h, a in answers.items() if isinstance(a, dict)}, errors)
         return answers, errors
 
+    def vm_states(self, host=None, timeout=None):
+        """``virt.vm_state`` of every hypervisor (or ``host``), recorded as locations."""
+        return self._survey("virt.vm_state", host, list, timeout)
+
     def full_info(self, host=None):
-        answers, errors = self.on(host, "virt.full_info") if host else self.fanout("virt.full_info")
-        self.seen({h: list(i.get("vm_info") or {}) for h, i in answers.items() if isinstance(i, dict)}, errors)
-        return answers, errors
+        return self._survey("virt.full_info", host, lambda info: list(info.get("vm_info") or {}))
 
     def capacity(self, host=None):
         """``virt.capacity`` of every hypervisor (or ``host``): what placement needs, the domains'
         names included (recorded as locations)."""
-        answers, errors = self.on(host, "virt.capacity") if host else self.fanout("virt.capacity")
-        self.seen({h: [u["name"] for u in i.get("usage") or ()] for h, i in answers.items() if isinstance(i, dict)},
-                  errors)
-        return answers, errors
+        return self._survey("virt.capacity", host, vm_names)
 
     def find_vm(self, name):
         """``(host, state)`` of domain ``name``; clear errors for missing or duplicate VMs."""
@@ -369,6 +368,11 @@ def sort_returns(fun, raw, timeout):
         else:
             answers[minion] = value
     return answers, errors
+
+
+def vm_names(capacity):
+    """The domains a ``virt.capacity`` answer lists."""
+    return [u["name"] for u in capacity.get("usage") or ()]
 
 
 def describe_errors(errors):

@@ -14,7 +14,7 @@ import time
 
 from saltvirt import placement
 from saltvirt.errors import InvalidArgument, VirtError
-from saltvirt.fleet.hosts import request
+from saltvirt.fleet.hosts import request, vm_names
 from saltvirt.migration import migrator
 from saltvirt.operations import cordons as opcordons
 from saltvirt.operations import definitions as opdefs
@@ -165,7 +165,7 @@ def _evacuation_hosts(fleet, host):
         raise VirtError(f"{host} answers: it is not dead; move its VMs with `salt-run virt.drain {host}` instead")
     answers, errors = fleet.fanout("virt.capacity", tgt=sorted(alive), tgt_type="list") if alive else ({}, {})
     hosts = fleet.records(answers, {m: r for m, r in {**errors, **silent}.items() if m != host})
-    return hosts, {u["name"] for info in answers.values() for u in (info.get("usage") or ())}, silent
+    return hosts, {n for info in answers.values() for n in vm_names(info)}, silent
 
 
 def _evacuate_one(fleet, store, hosts, host, name, record, want_start, test):

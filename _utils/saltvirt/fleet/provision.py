@@ -13,7 +13,7 @@ import os
 from saltvirt import placement, progress, trust, units
 from saltvirt.domain import model as dommod
 from saltvirt.errors import InvalidArgument, VirtError
-from saltvirt.fleet.hosts import describe_errors, request
+from saltvirt.fleet.hosts import describe_errors, request, vm_names
 from saltvirt.fleet.keys import MinionKeys
 from saltvirt.placement import intents as vintents
 from saltvirt.placement import reservations
@@ -76,7 +76,7 @@ class Provisioner:
         if not answers:
             raise VirtError(f"no hypervisor answered: {describe_errors(errors) or 'none matched'}")
         for minion, info in answers.items():
-            if name in {u["name"] for u in info.get("usage") or ()}:
+            if name in vm_names(info):
                 raise InvalidArgument(f"a VM named {name} already exists on {minion}")
         if host is not None and host not in answers:
             known = ", ".join(sorted(answers))

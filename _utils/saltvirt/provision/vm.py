@@ -113,11 +113,11 @@ def plan_disks(settings, conn, spec, roots, progress=None):
     else:
         local_image, image_format = sources.resolve(settings, roots, spec.image, spec.saltenv, spec.image_hash,
                                                     progress)
-    if local_image is not None and not known:
-        images.check_source(local_image, fmt=image_format)
-        if spec.enable_qcow:
-            local_image = sources.base_for_overlay(settings, spec.image, local_image, image_format, progress,
-                                                   spec.saltenv)
+        if local_image is not None:
+            images.check_source(local_image, fmt=image_format)
+            if spec.enable_qcow:
+                local_image = sources.base_for_overlay(settings, spec.image, local_image, image_format, progress,
+                                                       spec.saltenv)
     formats = {local_image: image_format}
     disk_specs = sources.check_disk_files(settings, conn, disk_specs, roots, formats)
     for disk in disk_specs:
