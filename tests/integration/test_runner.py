@@ -136,3 +136,61 @@ def test_a_base_the_hypervisor_holds_is_used_without_a_fetch_until_the_image_cha
         for name in names:
             lab.run("salt-run", "virt.purge", name, check=False)
         os.unlink(source)
+
+
+COPY = os.path.join(LAB_DIR, "master", "var", "cache", "salt", "master", "saltvirt", "capacities.json")
+
+
+def _capacity_jobs(lab):
+    """The jids of every ``virt.capacity`` job in the master's job cache (a survey each)."""
+    _p, jobs = lab.run_json("jobs.list_jobs")  # (its search_function fails in Salt 3008)
+    return {jid for jid, job in jobs.items() if job.get("Function") == "virt.capacity"}
+
+
+def _in_copy(host, name):
+    import json
+
+    try:
+        with open(COPY) as fh:
+            usage = json.load(fh)["hosts"][host]["usage"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return any(vm["name"] == name for vm in usage)
+
+
+def test_init_places_from_the_masters_copy_which_events_keep_true(lab):
+    import time
+
+    made, behind = f"copy-{uuid.uuid4().hex[:5]}", f"behind-{uuid.uuid4().hex[:5]}"
+    base = "image=/var/lib/libvirt/images/centos.qcow2"
+    try:
+        lab.run_json("virt.host_info")  # a survey of every hypervisor: the copy serves virt.init for 60 s
+        surveys = _capacity_jobs(lab)
+        assert surveys  # host_info's own survey is there: the count can see one
+        _p, result = lab.run_json("virt.init", made, "1", "64", "salt://centos.qcow2", "enable_qcow=True",
+                                  "start=False", "seed=False")
+        assert _capacity_jobs(lab) == surveys  # placed without asking the hypervisors again
+        assert _in_copy(result["host"], made)  # and counted at once for the next placement
+        # A VM made behind the runner's back, with the module on hypervisor2: the libvirt_events
+        # engine's event (through the remember reactor) puts it in the copy.
+        lab.run("salt", "hypervisor2", "virt.init", behind, "1", "64", base, "enable_qcow=True",
+                "start=False", "seed=False")
+        deadline = time.monotonic() + 60
+        while not _in_copy("hypervisor2", behind) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _in_copy("hypervisor2", behind)
+        proc, refused = lab.run_json("virt.init", behind, "1", "64", "salt://centos.qcow2", "enable_qcow=True",
+                                     "start=False", "seed=False", check=False)
+        assert proc.returncode != 0 and f"a VM named {behind} already exists on hypervisor2" in refused["error"]
+        assert behind not in lab.domains("hypervisor1") and _capacity_jobs(lab) == surveys
+        # Its removal reaches the copy the same way; the runner's purge of the other VM too.
+        lab.run("salt", "hypervisor2", "virt.purge", behind)
+        deadline = time.monotonic() + 60
+        while _in_copy("hypervisor2", behind) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _in_copy("hypervisor2", behind)
+        lab.run_json("virt.purge", made)
+        assert not _in_copy(result["host"], made)
+    finally:
+        lab.run("salt", "hypervisor*", "virt.purge", made, check=False)
+        lab.run("salt", "hypervisor*", "virt.purge", behind, check=False)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from saltvirt.errors import InvalidArgument, VirtError
-from saltvirt.fleet import hosts, locations
+from saltvirt.fleet import capacities, hosts, locations
 from saltvirt.fleet.provision import Provisioner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -310,3 +310,27 @@ def test_a_listed_job_that_fails_or_gets_no_answer_on_a_master_of_masters():
     assert errors["hypervisor1"] == "no domain named 'web1'"
     assert errors["hypervisor2"] == "hypervisor2 did not answer within 0.2s (minion down?)"
     assert client.asked == [(["hypervisor2"], "saltutil.find_job", ["77"])]
+
+
+def test_placement_uses_the_masters_copy_while_it_is_fresh(runner, tmp_path):
+    runner.__opts__.update(cachedir=str(tmp_path / "cache"), pki_dir=str(tmp_path / "pki"))
+    capacity = {"node_info": {"cpus": 2, "phymemory": 4096}, "disk_free": 10000,
+                "usage": [{"name": "web1", "cpu": 1, "memory": 1024, "state": "running"}]}
+    fleet = _Fleet(runner, {"virt.capacity": ({"hypervisor1": capacity}, {})})
+    fleet.capacities = capacities.Capacities(str(tmp_path / "capacities.json"), ttl=60)
+    prov = Provisioner(fleet, lambda: "20261201000000000000")
+    assert prov.place("web2", 1, 512, None, {}) == "hypervisor1"
+    assert fleet.calls == ["virt.capacity"]  # the first placement asks every hypervisor
+    prov.store.release("web2")
+    assert prov.place("web3", 1, 512, None, {}) == "hypervisor1"
+    assert fleet.calls == ["virt.capacity"]  # the next one within the TTL asks none
+    with pytest.raises(InvalidArgument, match="a VM named web1 already exists on hypervisor1"):
+        prov.place("web1", 1, 512, None, {})  # names are checked against the copy too
+    prov.store.release("web3")
+    # A VM the runner created counts at once: 3 GiB left, so 3.5 GiB does not fit any more.
+    fleet.capacities.defined("hypervisor1", {"name": "web4", "cpu": 1, "memory": 512, "state": "running"})
+    with pytest.raises(VirtError, match="web5"):
+        prov.place("web5", 1, 3000, None, {})
+    fleet.capacities.discard()  # e.g. a failed virt.init: the next placement asks again
+    prov.place("web5", 1, 256, None, {})
+    assert fleet.calls == ["virt.capacity", "virt.capacity"]

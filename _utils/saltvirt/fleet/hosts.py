@@ -15,6 +15,7 @@ from saltvirt import placement, trust
 from saltvirt.domain import tuning
 from saltvirt.errors import InvalidArgument, NotFound, VirtError
 from saltvirt.fleet import syndics
+from saltvirt.fleet.capacities import DEFAULT_TTL, Capacities
 from saltvirt.fleet.locations import Locations
 from saltvirt.operations import cordons
 
@@ -35,9 +36,10 @@ class Fleet:
     """The hypervisors named by ``virt:hypervisors``, reached through one Salt client."""
 
     def __init__(self, opts, client_factory, check_minions, master_event=None, progress=None, locations=None,
-                 file_hash=None):
+                 file_hash=None, capacities=None):
         self.opts = opts
         self.locations = locations
+        self.capacities = capacities
         self._file_hash = file_hash
         self._client_factory = client_factory
         self._client = None
@@ -243,8 +245,25 @@ class Fleet:
 
     def capacity(self, host=None):
         """``virt.capacity`` of every hypervisor (or ``host``): what placement needs, the domains'
-        names included (recorded as locations)."""
-        return self._survey("virt.capacity", host, vm_names)
+        names included (recorded as locations, and as the master's copy of the capacities)."""
+        answers, errors = self._survey("virt.capacity", host, vm_names)
+        self.saw_capacity(answers, errors, host)
+        return answers, errors
+
+    def saw_capacity(self, answers, errors, host=None):
+        """Keep a survey (of every hypervisor, or of ``host``) as :mod:`saltvirt.fleet.capacities`."""
+        if self.capacities is None:
+            return
+        if host is None:
+            self.capacities.saw(answers, errors)
+        elif host in answers:
+            self.capacities.saw_host(host, answers[host])
+
+    def placement_capacity(self):
+        """The hypervisors' capacity for placing a new VM: the master's copy while it is fresh
+        (``virt:capacity_ttl``), else a survey of every hypervisor."""
+        kept = self.capacities.current() if self.capacities is not None else None
+        return kept if kept is not None else self.capacity()
 
     def find_vm(self, name):
         """``(host, state)`` of domain ``name``; clear errors for missing or duplicate VMs."""
@@ -272,6 +291,7 @@ class Fleet:
             if cached:
                 answers, errors = self.on(cached, fun, [name], kwarg)
                 if cached in answers:
+                    self._changed(fun, cached, name)
                     ret = answers[cached]
                     return dict(ret, host=cached) if isinstance(ret, dict) else ret
                 if f"no domain named {name!r}" not in str(errors.get(cached)):
@@ -280,7 +300,19 @@ class Fleet:
         if host is None:
             host, _state = self.find_vm(name)
         ret = self.call(host, fun, [name], kwarg)
+        self._changed(fun, host, name)
         return dict(ret, host=host) if isinstance(ret, dict) else ret
+
+    def _changed(self, fun, host, name):
+        """Keep the capacities' copy true after ``fun`` succeeded on VM ``name``: a started VM
+        takes its memory and vCPUs (a stopped one keeps counting until the engine's event or the
+        next survey says otherwise: placement errs on the safe side); a purged one is gone."""
+        if self.capacities is None:
+            return
+        if fun in ("virt.start", "virt.resume"):
+            self.capacities.state(host, name, "running")
+        elif fun == "virt.purge":
+            self.capacities.undefined(host, name)
 
     # -------------------------------------------------------------- jobs
 
@@ -410,6 +442,19 @@ def request(name, cpu, mem, disk=0, exclude=()):
         raise InvalidArgument(f"cpu, mem and disk must be integers: {exc}") from exc
 
 
+def capacity_ttl(opts):
+    """``virt:capacity_ttl``: seconds a survey of the hypervisors serves ``virt.init``'s placement."""
+    value = conf(opts, "capacity_ttl", DEFAULT_TTL)
+    try:
+        ttl = float(value)
+    except (TypeError, ValueError):
+        ttl = -1
+    if isinstance(value, bool) or ttl < 0:
+        raise InvalidArgument(f"master config virt:capacity_ttl: {value!r} is not a number of seconds "
+                              f"(0 disables the copy; default {DEFAULT_TTL})")
+    return ttl
+
+
 def from_opts(opts, progress=None):
     """A :class:`Fleet` over Salt's LocalClient, minion matching and master event bus."""
     import salt.client  # noqa: PLC0415 - the library stays importable without Salt
@@ -426,6 +471,8 @@ def from_opts(opts, progress=None):
         master_event=lambda: salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True),
         progress=progress,
         locations=Locations(os.path.join(opts["cachedir"], "saltvirt", "vm-locations.json")),
+        capacities=Capacities(os.path.join(opts["cachedir"], "saltvirt", "capacities.json"),
+                              lambda: capacity_ttl(opts)),
         file_hash=lambda url, saltenv: _file_server_hash(opts, url, saltenv),
     )
 

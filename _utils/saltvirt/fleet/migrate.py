@@ -86,6 +86,9 @@ def migrate(fleet, name, target=None, test=False, **options):
     with migration_lock(fleet, name), fleet.session():
         fleet.progress(f"Looking for {name}")
         answers, errors = fleet.fanout("virt.migrate_survey", arg=[name])
+        # Each answer is a virt.capacity answer too: kept for virt.init's placement.
+        fleet.saw_capacity({h: {k: v for k, v in a.items() if k != "migrate_source"}
+                            for h, a in answers.items() if isinstance(a, dict)}, errors)
         try:
             source = migrator.locate(name, answers, errors)
         except VirtError:
@@ -105,6 +108,8 @@ def migrate(fleet, name, target=None, test=False, **options):
             store.release(reserved)
         if fleet.locations is not None:
             fleet.locations.set(name, result.get("host") or source)
+        if fleet.capacities is not None:
+            fleet.capacities.moved(name, source, result.get("host") or source)
     result["duration_s"] = round(time.monotonic() - started, 2)
     return result
 

@@ -139,6 +139,7 @@ def remember(fleet, host=None, name=None, definition=None):
         if name is None:
             raise InvalidArgument("definition= needs host= and name=: the VM the engine's event is about")
         outcome = definitions_store(fleet).apply_event(fleet.exact(host)[0], name, definition)
+        _follow_capacity(fleet, host, name, definition, outcome)
         saved = {host: [name] if outcome == "saved" else []}
         return {"saved": saved, "forgotten": {host: [name] if outcome == "forgotten" else []}}, {}
     if host is not None:
@@ -155,6 +156,22 @@ def remember(fleet, host=None, name=None, definition=None):
             continue
         out["saved"][minion], out["forgotten"][minion] = saved, forgotten
     return out, errors
+
+
+def _follow_capacity(fleet, host, name, definition, outcome):
+    """An engine event changes the master's copy of the capacities (``virt.init``'s placement)."""
+    if fleet.capacities is None:
+        return
+    if outcome == "forgotten":
+        fleet.capacities.undefined(host, name)
+    elif outcome == "saved":
+        try:
+            cpu, mem = opevacuate.request_of(name, definition["xml"])
+        except Exception:  # pylint: disable=broad-exception-caught
+            fleet.capacities.discard()  # its claims unknown: the next placement asks the hypervisors
+            return
+        fleet.capacities.defined(host, {"name": name, "cpu": cpu, "memory": mem,
+                                        "state": definition.get("state") or "running"})
 
 
 def _evacuation_hosts(fleet, host):
@@ -215,6 +232,8 @@ def evacuate(fleet, host, fenced=False, test=False, start=True):
         want_start = bool(start) and records[name].get("state") == "running"
         results[name] = _evacuate_one(fleet, store, hosts, host, name, records[name], want_start, test)
     out = opevacuate.report(host, results, fenced, test)
+    if not test and fleet.capacities is not None:
+        fleet.capacities.discard()  # VMs were defined elsewhere: the next placement asks again
     if not out["result"]:
         out["retcode"] = 1
     return out

@@ -72,7 +72,7 @@ class Provisioner:
 
     def place(self, name, cpu, mem, host, kwargs):
         """Reserve room for the VM on ``host`` or where placement puts it; the host."""
-        answers, errors = self.fleet.capacity()
+        answers, errors = self.fleet.placement_capacity()
         if not answers:
             raise VirtError(f"no hypervisor answered: {describe_errors(errors) or 'none matched'}")
         for minion, info in answers.items():
@@ -127,6 +127,7 @@ class Provisioner:
         except VirtError as exc:
             # No answer in time, or the job vanished: it may still create the VM. The intent and the
             # reservation stay for virt.reconcile (or the next attempt) to finish or undo.
+            self._forget_capacities()  # the hypervisor may be gone: the next placement asks them all
             raise InitFailed(
                 f"virt.init of {name} on {host}: {exc}; it may still complete: `salt-run virt.reconcile` "
                 "accepts its key when it does, or removes what is left"
@@ -139,14 +140,28 @@ class Provisioner:
         if not done.get("success", True) or done.get("retcode"):
             self.store.release(name)  # the hypervisor failed and rolled back: nothing to keep
             self.intents.end(name)
+            self._forget_capacities()  # placed from a copy the hypervisor may not match
             raise InitFailed(f"virt.init of {name} on {host} failed: {done.get('return')}")
         result = done.get("return")
         seeded = result.get("seeded") if isinstance(result.get("seeded"), dict) else None
-        self.complete(host, name, seeded.pop("minion_pub", None) if seeded else None)
+        if self.fleet.capacities is not None:  # before its reservation ends: always counted once
+            req = request(name, cpu, mem, disk_mib(kwargs.get("disks")))
+            state = result.get("state") if isinstance(result.get("state"), str) else "running"
+            self.fleet.capacities.defined(
+                host, {"name": name, "cpu": req.cpu, "memory": req.memory_mib, "state": state}, req.disk_mib)
+        try:
+            self.complete(host, name, seeded.pop("minion_pub", None) if seeded else None)
+        except BaseException:
+            self._forget_capacities()  # rolled back (or not): the copy no longer says
+            raise
         if seeded is not None:
             seeded["key_accepted"] = True
             self.fleet.progress(f"Minion key of {name} accepted on the master", host=host)
         return result  # its state and host are in the result: no progress line for them
+
+    def _forget_capacities(self):
+        if self.fleet.capacities is not None:
+            self.fleet.capacities.discard()
 
     def complete(self, host, name, pub):
         """The VM exists on ``host``: accept its key, turn the reservation into it, end the intent."""
