@@ -121,3 +121,40 @@ def test_the_ttl_setting():
     assert hosts.capacity_ttl({}) == capacities.DEFAULT_TTL
     assert hosts.capacity_ttl({"virt": {"capacity_ttl": 0}}) == 0
     assert hosts.capacity_ttl({"virt": {"capacity_ttl": "30"}}) == 30
+
+
+def _fleet(tmp_path, view):
+    opts = {"virt": {"hypervisors": "hypervisor*"}, "cachedir": str(tmp_path / "cache")}
+    return hosts.Fleet(opts, client_factory=None, check_minions=lambda *_a: [], capacities=view)
+
+
+XML = "<domain type='qemu'><name>web1</name><memory unit='KiB'>1048576</memory><vcpu>2</vcpu></domain>"
+
+
+def test_the_engines_events_keep_the_copy_true(tmp_path, view):
+    from saltvirt.fleet import operations
+
+    fleet = _fleet(tmp_path, view)
+    view.saw({"hypervisor1": _answer(), "hypervisor2": _answer()}, {})
+    operations.remember(fleet, "hypervisor1", "web1", {"xml": XML, "state": "running", "seen": 10.0})
+    hv1 = view.current()[0]["hypervisor1"]
+    assert hv1["usage"] == [{"name": "web1", "cpu": 2, "memory": 1024, "state": "running"}]
+    assert hv1["freemem"] == 8192 - 1024
+    # An older event handled late (the reactor runs them in parallel) changes nothing.
+    operations.remember(fleet, "hypervisor1", "web1", {"xml": XML, "state": "shutoff", "seen": 5.0})
+    assert view.current()[0]["hypervisor1"]["usage"][0]["state"] == "running"
+    operations.remember(fleet, "hypervisor1", "web1", {"seen": 11.0})  # undefined there
+    assert view.current()[0]["hypervisor1"]["usage"] == []
+    # An event from a minion that is not a hypervisor is refused before it reaches the copy.
+    with pytest.raises(InvalidArgument):
+        operations.remember(fleet, "web1", "web2", {"xml": XML, "state": "running", "seen": 12.0})
+    assert view.current()[0]["hypervisor1"]["usage"] == []
+
+
+def test_an_event_whose_definition_cannot_be_read_discards_the_copy(tmp_path, view):
+    from saltvirt.fleet import operations
+
+    fleet = _fleet(tmp_path, view)
+    view.saw({"hypervisor1": _answer()}, {})
+    operations.remember(fleet, "hypervisor1", "web1", {"xml": "<domain", "state": "running", "seen": 1.0})
+    assert view.current() is None

@@ -155,6 +155,9 @@ def remember(fleet, host=None, name=None, definition=None):
             errors[minion] = str(exc)
             continue
         out["saved"][minion], out["forgotten"][minion] = saved, forgotten
+        if name is not None:  # an engine event without a definition (definitions: False)
+            found = (answer or {}).get(name)
+            _follow_capacity(fleet, minion, name, found, "saved" if isinstance(found, dict) else "forgotten")
     return out, errors
 
 
@@ -166,7 +169,7 @@ def _follow_capacity(fleet, host, name, definition, outcome):
         fleet.capacities.undefined(host, name)
     elif outcome == "saved":
         try:
-            cpu, mem = opevacuate.request_of(name, definition["xml"])
+            cpu, mem = opevacuate.request_of(name, definition.get("xml"))
         except Exception:  # pylint: disable=broad-exception-caught
             fleet.capacities.discard()  # its claims unknown: the next placement asks the hypervisors
             return
