@@ -4,6 +4,7 @@
 a skip. Every domain a test creates is named ``svtest-*`` and removed afterwards.
 """
 
+import copy
 import os
 import pathlib
 import shutil
@@ -96,6 +97,27 @@ def loaders(minion_opts):
 @pytest.fixture
 def virt(loaders):
     return loaders.modules.virt
+
+
+@pytest.fixture
+def virt_with(minion_opts, tmp_path):
+    """``virt_with(**settings)``: the virt module of a hypervisor whose ``virt:`` configuration
+    has ``settings`` too, with a cache directory of its own: a loader empties its cache
+    directory when it starts, and the session's one holds the synced modules and the KVM probe's
+    answer (given to it: the probe runs once a session, not per loader)."""
+
+    def make(**settings):
+        opts = copy.deepcopy(minion_opts)
+        opts["virt"].update(settings)
+        opts["cachedir"] = str(tmp_path / f"cache-{uuid.uuid4().hex[:6]}")
+        loaders = Loaders(opts)
+        probe = os.path.join(minion_opts["cachedir"], "saltvirt", "kvm-probe.json")
+        if os.path.exists(probe):
+            os.makedirs(os.path.join(opts["cachedir"], "saltvirt"), exist_ok=True)
+            shutil.copyfile(probe, os.path.join(opts["cachedir"], "saltvirt", "kvm-probe.json"))
+        return loaders.modules.virt
+
+    return make
 
 
 @pytest.fixture

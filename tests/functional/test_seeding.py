@@ -5,14 +5,12 @@ The mount tests boot the libguestfs appliance under TCG (25-40 s each); the faul
 can fail before it (no filesystem, read-only image, bad seeding command) take milliseconds.
 """
 
-import copy
 import os
 import shutil
 import subprocess
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-from saltfactories.utils.functional import Loaders
 
 from saltvirt import seeding
 
@@ -121,13 +119,11 @@ def fake_minion_ext4(tmp_path_factory):
 # --------------------------------------------------------------------------- cidata
 
 
-def test_cidata_per_call_and_by_config(before, virt, vm_name, minion_opts, keys, purge):
+def test_cidata_per_call_and_by_config(before, virt, vm_name, minion_opts, keys, purge, virt_with):
     priv, pub = keys
     # The configured default is used when seed_cmd is not given (a loader of its own: the
     # session's shared opts must not change under other tests)...
-    opts = copy.deepcopy(minion_opts)
-    opts["virt"]["seed_cmd"] = "test.arg"
-    configured = Loaders(opts).modules.virt
+    configured = virt_with(seed_cmd="test.arg")
     with pytest.raises(CommandExecutionError, match="test.arg failed: it returned dict"):
         configured.init(vm_name, 1, 128, image="salt://centos.qcow2", start=False, pub_key=pub,
                         priv_key=priv)
@@ -152,7 +148,7 @@ def test_unknown_seed_cmd_is_refused_before_any_disk(before, virt, vm_name, mini
 # --------------------------------------------------------------------------- mount seeder
 
 
-def test_seed_apply_installs_only_when_missing(before, virt, vm_name, minion_opts, keys, purge, tmp_path):
+def test_seed_apply_installs_only_when_missing(before, virt, vm_name, minion_opts, keys, purge, tmp_path, virt_with):
     """seed.apply on the lab image (FAT, no salt-minion): the install command runs once,
     then config and keys are written; the disk is released for the domain to start."""
     priv, pub = keys
@@ -161,9 +157,7 @@ def test_seed_apply_installs_only_when_missing(before, virt, vm_name, minion_opt
                'printf "#!/bin/sh\\n" > "$1/usr/bin/salt-minion"', "sh", "{root}"]
     purge(vm_name)
     # The command comes from the hypervisor's configuration; the call names it.
-    opts = copy.deepcopy(minion_opts)
-    opts["virt"]["seed_install_cmds"] = {"fake-minion": install}
-    virt = Loaders(opts).modules.virt
+    virt = virt_with(seed_install_cmds={"fake-minion": install})
     ret = virt.init(vm_name, 1, 128, image="salt://centos.img", seed_cmd="seed.apply",
                     seed_install_cmd="fake-minion", pub_key=pub, priv_key=priv,
                     config={"master": "10.0.2.2", "multiprocessing": False}, start=False)

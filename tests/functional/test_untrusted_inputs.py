@@ -2,13 +2,11 @@
 arguments naming host paths or commands. Each refusal names the value and leaves nothing:
 no domain, no file under ``virt:images``. The legitimate path next to each refusal works."""
 
-import copy
 import os
 import subprocess
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-from saltfactories.utils.functional import Loaders
 
 from saltvirt.errors import InvalidArgument
 from saltvirt.storage import images
@@ -77,10 +75,8 @@ def test_format_is_never_probed_beyond_raw_and_qcow2(qemu_dir, secret):
         images.check_source(str(descriptor), fmt="raw")
 
 
-def test_virtual_size_limit(minion_opts, vm_name, libvirt_conn, unchanged):
-    opts = copy.deepcopy(minion_opts)
-    opts["virt"]["image_policy"] = {"max_virtual_size": "1M"}
-    limited = Loaders(opts).modules.virt
+def test_virtual_size_limit(minion_opts, vm_name, libvirt_conn, unchanged, virt_with):
+    limited = virt_with(image_policy={"max_virtual_size": "1M"})
     with pytest.raises(SaltInvocationError, match=r"virtual size of \d+ bytes, more than virt:image_policy"):
         limited.init(vm_name, 1, 128, image="salt://centos.qcow2", seed=False, start=False)
 
@@ -148,11 +144,9 @@ def test_remove_image_only_where_base_images_live(virt, qemu_dir):
     assert virt.remove_image(str(base)) == {"path": str(base), "removed": True}
 
 
-def test_relative_images_dir_is_refused(minion_opts):
-    opts = copy.deepcopy(minion_opts)
-    opts["virt"]["images"] = "relative/images"
+def test_relative_images_dir_is_refused(minion_opts, virt_with):
     with pytest.raises((SaltInvocationError, CommandExecutionError), match=r"virt:images is 'relative/images'"):
-        Loaders(opts).modules.virt.full_info()
+        virt_with(images="relative/images").full_info()
 
 
 def test_stop_without_timeout_only_requests(virt, vm_name):
@@ -164,15 +158,13 @@ def test_stop_without_timeout_only_requests(virt, vm_name):
         virt.purge(vm_name)
 
 
-def test_a_thin_disk_that_could_not_fill_is_refused(virt, vm_name, minion_opts, unchanged):
+def test_a_thin_disk_that_could_not_fill_is_refused(virt, vm_name, minion_opts, unchanged, virt_with):
     with pytest.raises(SaltInvocationError, match=r"not enough space in .*: the new disks need \d+ MiB \(thin disks "
                                                   r"counted at their virtual size"):
         virt.init(vm_name, 1, 128, image="salt://centos.qcow2", enable_qcow=True, seed=False, start=False,
                   disks=[{"name": "system", "size": "100T"}])
     # with the operator's over-commit, the same thin disk is made
-    opts = copy.deepcopy(minion_opts)
-    opts["virt"]["disk_overcommit"] = True
-    overcommit = Loaders(opts).modules.virt
+    overcommit = virt_with(disk_overcommit=True)
     ret = overcommit.init(vm_name, 1, 128, image="salt://centos.qcow2", enable_qcow=True, seed=False, start=False,
                           disks=[{"name": "system", "size": "100T"}])
     try:

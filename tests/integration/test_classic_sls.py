@@ -90,19 +90,11 @@ POOLS = ("cls-default", "cls-gone", "cls-cifs")
 CLIENT_CERT = "/etc/pki/libvirt/clientcert.pem"
 
 
-def _multi(lab, function, names):
-    """``function name`` for each of ``names`` in one job (Salt's compound call), errors ignored."""
-    if names:
-        lab.run("salt", HOST, ",".join([function] * len(names)), ",".join(names), check=False, timeout=400)
-
-
 def _cleanup(lab):
     vms = [name for name in lab.domains(HOST) if name.startswith("cls-")]
-    _multi(lab, "virt.purge", vms)
-    _multi(lab, "virt.network_stop", NETWORKS)
-    _multi(lab, "virt.network_undefine", NETWORKS)
-    _multi(lab, "virt.pool_stop", POOLS)
-    _multi(lab, "virt.pool_undefine", POOLS)
+    lab.calls(HOST, [("virt.purge", n) for n in vms]
+              + [(f, n) for n in NETWORKS for f in ("virt.network_stop", "virt.network_undefine")]
+              + [(f, n) for n in POOLS for f in ("virt.pool_stop", "virt.pool_undefine")])
     lab.hv(HOST, "rm", "-rf", *(f"{IMAGES}/{pool}" for pool in POOLS), check=False)
     lab.run("salt-key", "-y", "-d", "cls-*", check=False)
     if lab.hv(HOST, "test", "-e", CLIENT_CERT, check=False).returncode != 0:

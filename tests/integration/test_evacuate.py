@@ -18,7 +18,7 @@ import time
 import pytest
 
 from .conftest import Lab
-from .test_migration import wait_beat_above
+from .test_migration import master_virt_config, wait_beat_above
 
 LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
 SHARED = os.path.join(LAB_DIR, "shared-storage")
@@ -108,33 +108,37 @@ def test_a_dead_hypervisors_shared_storage_vm_restarts_elsewhere_and_never_twice
         proc = lab.run("salt-run", "virt.evacuate", "hypervisor1", "fenced=True", check=False)
         assert proc.returncode != 0 and "hypervisor1 answers: it is not dead" in proc.stdout, proc.stdout
 
-        labctl("crash", "hypervisor1")
-        assert not lease_held(disk)  # its virtlockd died with it: the lease is free
+        # Every evacuation from here on pings the dead host and waits virt:evacuate_timeout for it
+        # (then Salt's job check): 3 s instead of the default 10 for these runs.
+        with master_virt_config(evacuate_timeout=3):
+            labctl("crash", "hypervisor1")
+            assert not lease_held(disk)  # its virtlockd died with it: the lease is free
 
-        # Not without the operator's word that the host is fenced.
-        proc = lab.run("salt-run", "virt.evacuate", "hypervisor1", check=False)
-        assert proc.returncode != 0 and "confirm with fenced=True" in proc.stdout, proc.stdout
-        assert all(vm not in lab.domains(h) for h in ("hypervisor2", "hypervisor3"))
+            # Not without the operator's word that the host is fenced.
+            proc = lab.run("salt-run", "virt.evacuate", "hypervisor1", check=False)
+            assert proc.returncode != 0 and "confirm with fenced=True" in proc.stdout, proc.stdout
+            assert "hypervisor1 did not answer a ping within 3s" in proc.stdout  # the setting above is read
+            assert all(vm not in lab.domains(h) for h in ("hypervisor2", "hypervisor3"))
 
-        _p, plan = lab.run_json("virt.evacuate", "hypervisor1", "test=True")
-        assert plan["vms"][vm]["action"] == "would_start" and plan["vms"][vm]["target"] in HOSTS[1:], plan
+            _p, plan = lab.run_json("virt.evacuate", "hypervisor1", "test=True")
+            assert plan["vms"][vm]["action"] == "would_start" and plan["vms"][vm]["target"] in HOSTS[1:], plan
 
-        proc, done = lab.run_json("virt.evacuate", "hypervisor1", "fenced=True", check=False)
-        assert proc.returncode != 0 and done["result"] is False, done  # the local-disk VM cannot move
-        moved = done["vms"][vm]
-        assert moved["action"] == "started" and moved["state"] == "running", done
-        assert moved["dropped"] == []  # no seed ISO: nothing left out
-        assert done["vms"][local]["action"] == "failed"
-        assert "not on storage this hypervisor sees" in done["vms"][local]["reason"]
-        assert f"/srv/salt-images/{local}/system.qcow2" in done["vms"][local]["reason"]
-        target = moved["target"]
-        assert lab.domains(target).count(vm) == 1 and local not in lab.domains(target)
-        # A new boot on the new host, from the same shared disk.
-        lab.wait_serial(target, vm, r"SALTVIRT-HEARTBEAT 2\b", timeout=90)
-        assert lease_held(disk)
-        # Evacuated again (the operator re-runs it): nothing doubles.
-        _p, again = lab.run_json("virt.evacuate", "hypervisor1", "fenced=True", check=False)
-        assert again["vms"][vm]["action"] == "skipped", again
+            proc, done = lab.run_json("virt.evacuate", "hypervisor1", "fenced=True", check=False)
+            assert proc.returncode != 0 and done["result"] is False, done  # the local-disk VM cannot move
+            moved = done["vms"][vm]
+            assert moved["action"] == "started" and moved["state"] == "running", done
+            assert moved["dropped"] == []  # no seed ISO: nothing left out
+            assert done["vms"][local]["action"] == "failed"
+            assert "not on storage this hypervisor sees" in done["vms"][local]["reason"]
+            assert f"/srv/salt-images/{local}/system.qcow2" in done["vms"][local]["reason"]
+            target = moved["target"]
+            assert lab.domains(target).count(vm) == 1 and local not in lab.domains(target)
+            # A new boot on the new host, from the same shared disk.
+            lab.wait_serial(target, vm, r"SALTVIRT-HEARTBEAT 2\b", timeout=90)
+            assert lease_held(disk)
+            # Evacuated again (the operator re-runs it): nothing doubles.
+            _p, again = lab.run_json("virt.evacuate", "hypervisor1", "fenced=True", check=False)
+            assert again["vms"][vm]["action"] == "skipped", again
 
         # hypervisor1 comes back with its stale copy: libvirt refuses to start it.
         labctl("up")

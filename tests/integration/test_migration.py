@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -21,7 +22,7 @@ from .conftest import BIN, _last_json
 LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
 # Storage both hypervisors see: the lab only makes /srv/salt-images, /var/lib/libvirt... private.
 SHARED = os.path.join(LAB_DIR, "shared-storage")
-TUNNEL_CONF = os.path.join(LAB_DIR, "master", "etc", "salt", "master.d", "zz-test-migration-tunnel.conf")
+MASTER_CONF = os.path.join(LAB_DIR, "master", "etc", "salt", "master")
 
 
 def beats(lab, host, vm):
@@ -75,19 +76,21 @@ def assert_heartbeat_log(lab, host, vm, disk, before):
 
 
 @contextlib.contextmanager
-def tunnel_config():
-    """Master config virt:tunnel: True (salt-run reads master.d at each start: no restart).
+def master_virt_config(**settings):
+    """Master config ``virt:<key>: <value>`` for each of ``settings`` while the body runs, through
+    a master.d file removed afterwards (salt-run reads master.d at each start: no restart).
 
     An included file replaces a top-level key whole: it carries the rest of ``virt`` too."""
-    with open(os.path.join(LAB_DIR, "master", "etc", "salt", "master")) as fh:
+    with open(MASTER_CONF) as fh:
         virt = json.load(fh)["virt"]
-    os.makedirs(os.path.dirname(TUNNEL_CONF), exist_ok=True)
-    with open(TUNNEL_CONF, "w") as fh:
-        json.dump({"virt": dict(virt, tunnel=True)}, fh)
+    path = os.path.join(f"{MASTER_CONF}.d", f"zz-test-virt-{'-'.join(sorted(settings))}.conf")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump({"virt": dict(virt, **settings)}, fh)
     try:
         yield
     finally:
-        os.unlink(TUNNEL_CONF)
+        os.unlink(path)
 
 
 @pytest.fixture
@@ -104,7 +107,7 @@ def test_shared_storage_there_and_back_with_tunnel(lab, vm, shared_dir):
                                f"disks={disks}")
     # a pool directory is shared: the disk file carries the VM's name
     assert created["disks"]["vda"]["file"] == f"{shared_dir}/{vm}-system.qcow2"
-    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+    first = wait_beat_above(lab, "hypervisor1", vm, 1)
 
     # The lab's hypervisors see the same directory: detected as shared, nothing is copied.
     _p, report = lab.run_json("virt.migrate", vm, "hypervisor2", "test=True")
@@ -120,7 +123,7 @@ def test_shared_storage_there_and_back_with_tunnel(lab, vm, shared_dir):
     assert vm in lab.domains("hypervisor2") and vm not in lab.domains("hypervisor1")
     moved = wait_beat_above(lab, "hypervisor2", vm, first)
 
-    with tunnel_config():
+    with master_virt_config(tunnel=True):
         back = migrate(lab, vm)  # no target: placement picks the only other hypervisor
     assert back["host"] == "hypervisor1" and back["mode"] == "tunnelled"
     assert {"PEER2PEER", "TUNNELLED"} <= set(back["flags"])
@@ -135,7 +138,7 @@ def test_local_disks_are_copied_there_and_back(lab, vm):
                                "enable_qcow=True", "host=hypervisor1")
     disk = f"/srv/salt-images/{vm}/system.qcow2"
     assert created["disks"]["vda"]["file"] == disk
-    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+    first = wait_beat_above(lab, "hypervisor1", vm, 1)
 
     there = migrate(lab, vm, "hypervisor2")
     # The overlay goes on top of the target's own copy of its base; the seed ISO is fetched.
@@ -147,7 +150,7 @@ def test_local_disks_are_copied_there_and_back(lab, vm):
     assert lab.hv("hypervisor1", "test", "-e", f"/srv/salt-images/{vm}", check=False).returncode != 0
     moved = wait_beat_above(lab, "hypervisor2", vm, first)
 
-    with tunnel_config():
+    with master_virt_config(tunnel=True):
         back = migrate(lab, vm, "hypervisor1")
     # libvirt 9.0 cannot tunnel a disk copy: peer-to-peer + TLS instead, and the return says so.
     assert back["mode"] == "peer2peer+tls" and "TUNNELLED" not in back["flags"] and "TLS" in back["flags"]
@@ -181,12 +184,13 @@ def _start_on_shared_storage(lab, vm, shared_dir):
     os.makedirs(SHARED, mode=0o755, exist_ok=True)
     disks = json.dumps([{"name": "system", "pool": shared_dir}])
     lab.run_json("virt.init", vm, "1", "256", "salt://centos.qcow2", "host=hypervisor1", f"disks={disks}")
-    return wait_beat_above(lab, "hypervisor1", vm, 2)
+    return wait_beat_above(lab, "hypervisor1", vm, 1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postcopy_ready(lab):
-    """The formula's virt.postcopy applied on the hypervisors."""
+    """The formula's virt.postcopy applied on the hypervisors (once for the module: no_userfaultfd
+    puts back the value it found, this one's)."""
     had_conf = os.path.exists(POSTCOPY_CONF)
     with _userfaultfd_restored():
         try:
@@ -216,7 +220,8 @@ def test_postcopy_switches_over_and_the_guest_carries_on(lab, vm, shared_dir, po
 # argv[1] has switched to post-copy, fail it the way libvirt documents for testing a recovery --
 # virDomainAbortJobFlags(VIR_DOMAIN_ABORT_JOB_POSTCOPY) makes QEMU pause the post-copy migration
 # (migrate-pause), both copies then wait, the guest's memory split between the hosts -- and print
-# the domain's (state, reason) on each host as it changes, for up to argv[2] seconds.
+# the domain's (state, reason) on each host as it changes, until the source's copy shows the
+# failure (paused, post-copy failed; 20 s at most: a missed injection then fails the test).
 _POSTCOPY_FAILURE = """
 import json, sys, time, libvirt
 libvirt.registerErrorHandler(lambda *_: None, None)
@@ -236,8 +241,9 @@ while dom.state() != [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTC
 time.sleep(1)  # the target runs the guest, pulling its pages
 seen = [("switched", state(here), state(there))]
 dom.abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
+failed = [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
 end = time.monotonic() + 20
-while time.monotonic() < end:
+while time.monotonic() < end and seen[-1][1] != failed:
     now = ("injected", state(here), state(there))
     if now != seen[-1]:
         seen.append(now)
@@ -263,10 +269,12 @@ def test_postcopy_failure_after_the_switch_over_is_resumed(lab, vm, shared_dir, 
         first = _start_on_shared_storage(lab, busy, shared_dir)
         lab.wait_serial("hypervisor1", busy, r"SALTVIRT-MEMORY 48 MiB dirtied", timeout=120)
         # A 1 ms downtime limit: pre-copy never converges on its own, the switch to post-copy ends
-        # it; 1 MiB/s after the switch: the pages still on the source take half a minute to pull.
+        # it; 4 MiB/s after the switch: the ~48 MiB the guest keeps dirtying, still on the source,
+        # take about 12 s to pull, so the failure injected 1 s after the switch lands in post-copy
+        # (the resume pulls the rest at the same rate).
         proc = subprocess.Popen(
             [os.path.join(BIN, "salt-run"), "virt.migrate", busy, "hypervisor2", "postcopy=True",
-             "max_bandwidth=16", "max_downtime=1", "postcopy_bandwidth=1", "--out=json"],
+             "max_bandwidth=16", "max_downtime=1", "postcopy_bandwidth=4", "--out=json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         inject = lab.hv("hypervisor1", sys.executable, "-c", _POSTCOPY_FAILURE, busy, "180", check=False,
                         timeout=240)
@@ -355,10 +363,40 @@ def _libvirtd_pid(lab, host):
     return lab.hv(host, "cat", "/run/libvirt/libvirtd.pid").stdout.strip()
 
 
+# Each hypervisor's libvirtd log (its /var/log/libvirt, warnings and errors: the lab's pillar).
+LIBVIRTD_LOGS = {h: os.path.join(LAB_DIR, f"hv{h[-1]}", "log-libvirt", "libvirtd.log")
+                 for h in ("hypervisor1", "hypervisor2")}
+# libvirt's keepalive giving up on a connection: its error (libvirt 9.0), its warning (older).
+KEEPALIVE_GAVE_UP = re.compile(rb"connection closed due to keepalive timeout|after \d+ keepalive messages")
+
+
+def _log_sizes():
+    return {h: os.path.getsize(p) if os.path.exists(p) else 0 for h, p in LIBVIRTD_LOGS.items()}
+
+
+def wait_keepalive_gave_up(since, timeout=60):
+    """Wait until a hypervisor's libvirtd logs, after ``since`` (``_log_sizes()``), that libvirt's
+    keepalive gave up on a connection; return that hypervisor."""
+    deadline = time.monotonic() + timeout
+    new = {}
+    while True:
+        for host, path in LIBVIRTD_LOGS.items():
+            with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size >= since[host]:  # (else: a new file, read whole)
+                    fh.seek(since[host])
+                new[host] = fh.read()
+            if KEEPALIVE_GAVE_UP.search(new.get(host, b"")):
+                return host
+        if time.monotonic() > deadline:
+            raise AssertionError(f"libvirt's keepalive never gave up within {timeout}s; libvirtd logs since: "
+                                 + "; ".join(f"{h}: {t[-1500:]!r}" for h, t in new.items()))
+        time.sleep(0.5)
+
+
 def test_killing_the_target_libvirtd_keeps_the_vm_on_the_source(lab, vm):
     lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
                  "host=hypervisor1")
-    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+    first = wait_beat_above(lab, "hypervisor1", vm, 1)
     proc = _start_slow_migration(lab, vm)
     try:
         pid = _libvirtd_pid(lab, "hypervisor2")
@@ -382,18 +420,21 @@ def test_killing_the_target_libvirtd_keeps_the_vm_on_the_source(lab, vm):
 def test_a_network_outage_to_the_target_keeps_the_vm_on_the_source(lab, vm):
     lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
                  "host=hypervisor1")
-    first = wait_beat_above(lab, "hypervisor1", vm, 2)
+    first = wait_beat_above(lab, "hypervisor1", vm, 1)
     # Everything sent to hypervisor2's address (libvirt's TLS port, QEMU's memory and disk
     # streams) is silently dropped, inside the lab's network namespace (the minions reach the
-    # master on 127.0.0.1), for longer than libvirt's keepalive (5 s x 5) takes to give up.
+    # master on 127.0.0.1), until libvirt's keepalive (5 s x 5) gives up on the migration's
+    # connection and a libvirtd logs it (likely hypervisor2's: its pings still reach hypervisor1,
+    # whose answers do not come back).
     # Then the network comes back: QEMU's blocked disk-mirror socket learns its peer is gone
     # (without that, only the kernel's TCP retransmission timeout would end the wait).
     rule = ["INPUT", "-d", "127.0.0.3", "-p", "tcp", "-j", "DROP"]
     netns = ["nsenter", f"--net=/run/netns/{os.environ.get('LAB_NETNS', 'svlab')}", "iptables"]
     proc = _start_slow_migration(lab, vm)
     try:
+        logged = _log_sizes()
         subprocess.run([*netns, "-I", *rule], check=True)
-        time.sleep(45)
+        wait_keepalive_gave_up(logged, timeout=60)
         assert vm in lab.domains("hypervisor1")
         subprocess.run([*netns, "-D", *rule], check=True)
         out, err = proc.communicate(timeout=180)
@@ -404,50 +445,6 @@ def test_a_network_outage_to_the_target_keeps_the_vm_on_the_source(lab, vm):
     assert proc.returncode != 0, out + err
     result = _last_json(out)
     assert result["result"] is False and result["host"] == "hypervisor1", result
-    _assert_only_on_source(lab, vm, first)
-
-
-def test_a_full_target_disk_is_refused_before_anything_moves(lab, vm):
-    lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
-                 "host=hypervisor1")
-    first = wait_beat_above(lab, "hypervisor1", vm, 2)
-    # hypervisor2's virt:images filled up: a 64 KiB tmpfs over the VM's directory-to-be.
-    target_dir = f"/srv/salt-images/{vm}"
-    lab.hv("hypervisor2", "mkdir", target_dir)
-    lab.hv("hypervisor2", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", target_dir)
-    try:
-        proc = lab.run("salt-run", "virt.migrate", vm, "hypervisor2", "--out=json", check=False)
-        listing = lab.hv("hypervisor2", "ls", "-A", target_dir).stdout.split()
-    finally:
-        lab.hv("hypervisor2", "umount", target_dir, check=False)
-        lab.hv("hypervisor2", "rmdir", target_dir, check=False)
-    assert proc.returncode != 0
-    result = _last_json(proc.stdout)
-    assert f"space in {target_dir}" in result["error"] and "MiB needed" in result["error"], result
-    assert listing == []  # nothing was written there
-    _assert_only_on_source(lab, vm, first)
-
-
-def test_a_target_that_cannot_reach_the_source_refuses_cleanly(lab, vm):
-    """The target pulls the VM: it must reach the source's libvirt too (TLS port 16514)."""
-    lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
-                 "host=hypervisor1")
-    first = wait_beat_above(lab, "hypervisor1", vm, 2)
-    # Connections to hypervisor1's libvirtd are refused; hypervisor1's own connection to
-    # hypervisor2 (the migration itself) would still work.
-    rule = ["INPUT", "-d", "127.0.0.2", "-p", "tcp", "--dport", "16514", "-j", "REJECT",
-            "--reject-with", "tcp-reset"]
-    netns = ["nsenter", f"--net=/run/netns/{os.environ.get('LAB_NETNS', 'svlab')}", "iptables"]
-    subprocess.run([*netns, "-I", *rule], check=True)
-    try:
-        proc = lab.run("salt-run", "virt.migrate", vm, "hypervisor2", "--out=json", check=False)
-    finally:
-        subprocess.run([*netns, "-D", *rule], check=False, capture_output=True)
-    assert proc.returncode != 0
-    assert "reaches the source" in proc.stdout and "127.0.0.2" in proc.stdout, proc.stdout
-    # The source's probe file (its disk is local: the target never saw it) is gone too.
-    listing = lab.hv("hypervisor1", "ls", "-A", f"/srv/salt-images/{vm}").stdout.split()
-    assert not [f for f in listing if f.startswith(".saltvirt")], listing
     _assert_only_on_source(lab, vm, first)
 
 
@@ -490,7 +487,7 @@ def test_base_only_on_the_source_is_fetched_by_the_target(lab, vm):
         bases = [os.path.join(LAB_DIR, f"hv{n}", "salt-images", os.path.relpath(base, "/srv/salt-images"))
                  for n in (1, 2)]
         assert os.path.exists(bases[0]) and not os.path.exists(bases[1])
-        first = wait_beat_above(lab, "hypervisor1", vm, 2)
+        first = wait_beat_above(lab, "hypervisor1", vm, 1)
         _p, report = lab.run_json("virt.migrate", vm, "hypervisor2", "test=True")
         assert report["ok"] is True, report
         assert any(f"base image {base} is fetched from the source first" in n for n in report["storage"]["notes"])
@@ -505,3 +502,74 @@ def test_base_only_on_the_source_is_fetched_by_the_target(lab, vm):
             if os.path.exists(path):
                 os.chmod(path, 0o644)
                 os.unlink(path)
+
+
+# The two refusals below leave their VM untouched: they share one (last in the module, so that it
+# is purged as soon as they are done), and each first checks that it still runs on hypervisor1 only.
+
+
+@pytest.fixture(scope="module")
+def idle_vm(lab):
+    """``(name, first beat)`` of a local-disk VM running on hypervisor1; purged afterwards."""
+    name = f"it-{uuid.uuid4().hex[:6]}"
+    try:
+        lab.run_json("virt.init", name, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
+                     "host=hypervisor1")
+        yield name, wait_beat_above(lab, "hypervisor1", name, 1)
+    finally:
+        lab.run("salt-run", "virt.purge", name, check=False)
+        for host in ("hypervisor1", "hypervisor2"):
+            if name in lab.domains(host):
+                lab.run("salt", host, "virt.purge", name, check=False)
+        if any(os.path.exists(os.path.join(LAB_DIR, "master/etc/salt/pki/master", d, name))
+               for d in ("minions", "minions_pre", "minions_rejected", "minions_denied")):
+            lab.run("salt-key", "-y", "-d", name, check=False)
+
+
+def _assert_untouched(lab, vm, first):
+    """The shared VM as the refusals leave it: only on hypervisor1, no probe file left there."""
+    _assert_only_on_source(lab, vm, first)
+    listing = lab.hv("hypervisor1", "ls", "-A", f"/srv/salt-images/{vm}").stdout.split()
+    assert not [f for f in listing if f.startswith(".saltvirt")], listing
+
+
+def test_a_full_target_disk_is_refused_before_anything_moves(lab, idle_vm):
+    vm, first = idle_vm
+    _assert_untouched(lab, vm, first)
+    # hypervisor2's virt:images filled up: a 64 KiB tmpfs over the VM's directory-to-be.
+    target_dir = f"/srv/salt-images/{vm}"
+    lab.hv("hypervisor2", "mkdir", target_dir)
+    lab.hv("hypervisor2", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", target_dir)
+    try:
+        proc = lab.run("salt-run", "virt.migrate", vm, "hypervisor2", "--out=json", check=False)
+        listing = lab.hv("hypervisor2", "ls", "-A", target_dir).stdout.split()
+    finally:
+        lab.hv("hypervisor2", "umount", target_dir, check=False)
+        lab.hv("hypervisor2", "rmdir", target_dir, check=False)
+    assert proc.returncode != 0
+    result = _last_json(proc.stdout)
+    assert f"space in {target_dir}" in result["error"] and "MiB needed" in result["error"], result
+    assert listing == []  # nothing was written there
+    _assert_untouched(lab, vm, first)
+
+
+def test_a_target_that_cannot_reach_the_source_refuses_cleanly(lab, idle_vm):
+    """The target pulls the VM: it must reach the source's libvirt too (TLS port 16514)."""
+    vm, first = idle_vm
+    _assert_untouched(lab, vm, first)
+    # Connections to hypervisor1's libvirtd are refused; hypervisor1's own connection to
+    # hypervisor2 (the migration itself) would still work.
+    rule = ["INPUT", "-d", "127.0.0.2", "-p", "tcp", "--dport", "16514", "-j", "REJECT",
+            "--reject-with", "tcp-reset"]
+    netns = ["nsenter", f"--net=/run/netns/{os.environ.get('LAB_NETNS', 'svlab')}", "iptables"]
+    subprocess.run([*netns, "-I", *rule], check=True)
+    try:
+        proc = lab.run("salt-run", "virt.migrate", vm, "hypervisor2", "--out=json", check=False)
+    finally:
+        subprocess.run([*netns, "-D", *rule], check=False, capture_output=True)
+    assert proc.returncode != 0
+    assert "reaches the source" in proc.stdout and "127.0.0.2" in proc.stdout, proc.stdout
+    # The source's probe file (its disk is local: the target never saw it) is gone too.
+    listing = lab.hv("hypervisor1", "ls", "-A", f"/srv/salt-images/{vm}").stdout.split()
+    assert not [f for f in listing if f.startswith(".saltvirt")], listing
+    _assert_only_on_source(lab, vm, first)

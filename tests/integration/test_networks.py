@@ -65,9 +65,8 @@ def net(lab):
     network = {"name": f"itnet-{tag}", "bridge": f"svn{tag}", "cidr": f"10.232.{third}.0/24",
                "start": f"10.232.{third}.100", "end": f"10.232.{third}.150"}
     yield network
-    for name in (network["name"], f"{network['name']}-bad"):
-        lab.run("salt", HOST, "virt.network_stop", name, check=False)
-        lab.run("salt", HOST, "virt.network_undefine", name, check=False)
+    lab.calls(HOST, [(f, n) for n in (network["name"], f"{network['name']}-bad")
+                     for f in ("virt.network_stop", "virt.network_undefine")])
     assert network["name"] not in _call(lab, "virt.list_networks")
 
 
@@ -239,9 +238,8 @@ def classic(lab):
               "natted": f"itnat-{tag}", "nat_bridge": f"svn{tag}", "prefix": f"10.232.{int(tag, 16) % 250 + 1}"}
     yield "tests.saltvirt_net_classic", pillar
     os.unlink(path)
-    for name in (pillar["bare"], pillar["ovs"], pillar["natted"]):
-        lab.run("salt", HOST, "virt.network_stop", name, check=False)
-        lab.run("salt", HOST, "virt.network_undefine", name, check=False)
+    lab.calls(HOST, [(f, n) for n in (pillar["bare"], pillar["ovs"], pillar["natted"])
+                     for f in ("virt.network_stop", "virt.network_undefine")])
     left = _call(lab, "virt.list_networks")
     assert not {pillar["bare"], pillar["ovs"], pillar["natted"]} & set(left), left
 
