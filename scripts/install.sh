@@ -15,6 +15,18 @@ APT_PACKAGES=(
   novnc chromium ovmf
 )
 
+stamp=$VENV/.salt-virt-installed
+req=$here/requirements-dev.txt
+pip_log=
+if [ ! -f "$stamp" ] || [ "$req" -nt "$stamp" ]; then
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  # Everything but libvirt-python (built against libvirt-dev, from apt) installs while apt works.
+  pip_log=$(mktemp)
+  ( "$VENV/bin/pip" install -q --upgrade pip &&
+    grep -v '^libvirt-python' "$req" | "$VENV/bin/pip" install -q -r /dev/stdin ) > "$pip_log" 2>&1 &
+  pip_pid=$!
+fi
+
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,12 +41,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-stamp=$VENV/.salt-virt-installed
-req=$here/requirements-dev.txt
-if [ ! -f "$stamp" ] || [ "$req" -nt "$stamp" ]; then
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  # pip's warnings about unreachable local mirrors are noise here.
-  "$VENV/bin/pip" install -q --upgrade pip 2> >(grep -v 'is ignored' >&2)
+if [ -n "$pip_log" ]; then
+  if ! wait "$pip_pid"; then
+    grep -v 'is ignored' "$pip_log" >&2  # (pip's warnings about unreachable local mirrors: noise)
+    echo "install: pip install -r $req failed" >&2
+    exit 1
+  fi
+  rm -f "$pip_log"
   "$VENV/bin/pip" install -q -r "$req" 2> >(grep -v 'is ignored' >&2)
   touch "$stamp"
 fi

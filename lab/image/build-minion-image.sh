@@ -100,7 +100,8 @@ ROOTFS_KEY=$(printf '%s\n' "$SUITE" "$PACKAGES" "$SALT_VERSION" "$SALTVIRT_DEBIA
     "$(sed -n '/^# --- rootfs stage/,/^# --- end rootfs stage/p' "$SCRIPT")" |
     sha256sum | cut -c1-16)
 ROOTFS_TAR=$CACHE/rootfs-$SUITE-salt$SALT_VERSION-$ROOTFS_KEY.tar
-MANIFEST=$(echo "kver $KVER"; echo "rootfs $ROOTFS_KEY"; sha256sum "$SCRIPT"
+# (the script's content, not its path: the image of one checkout serves any other)
+MANIFEST=$(echo "kver $KVER"; echo "rootfs $ROOTFS_KEY"; sha256sum < "$SCRIPT"
            stat -L -c '%n %s %Y' "$KERNEL" "$INITRD" "$MBR_BIN" $EXTRA_MODULES)
 if [ "${SALTVIRT_IMAGE_FORCE:-0}" != 1 ] && [ -f "$QCOW" ] && [ -f "$STAMP" ] &&
    [ "$(cat "$STAMP")" = "$MANIFEST" ]; then

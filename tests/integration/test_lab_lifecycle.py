@@ -94,9 +94,9 @@ def test_up_twice_grow_repair_then_down_leaves_nothing():
         # (its daemons live on).
         os.kill(int(holder), signal.SIGKILL)
         assert labctl("status", check=False, env=two).returncode != 0
-        repaired = labctl("up", env=two)
-        assert "stale" in repaired.stdout
-        assert labctl("status", env=two).returncode == 0
+        repaired = labctl("up")  # (the repair starts from nothing: one hypervisor is enough to show it)
+        assert "stale" in repaired.stdout and "hypervisor1 up" in repaired.stdout
+        assert labctl("status").returncode == 0
         inode = netns_inode()
     finally:
         labctl("down")

@@ -269,9 +269,9 @@ def test_postcopy_failure_after_the_switch_over_is_resumed(lab, vm, shared_dir, 
         first = _start_on_shared_storage(lab, busy, shared_dir)
         lab.wait_serial("hypervisor1", busy, r"SALTVIRT-MEMORY 48 MiB dirtied", timeout=120)
         # A 1 ms downtime limit: pre-copy never converges on its own, the switch to post-copy ends
-        # it; 4 MiB/s after the switch: the ~48 MiB the guest keeps dirtying, still on the source,
-        # take about 12 s to pull, so the failure injected 1 s after the switch lands in post-copy
-        # (the resume pulls the rest at the same rate).
+        # it; 4 MiB/s after the switch: the pages still on the source (most of the 48 MiB the guest
+        # keeps rewriting) take several seconds to pull, so the failure injected 1 s after the
+        # switch lands in post-copy (the resume pulls the rest at the same rate).
         proc = subprocess.Popen(
             [os.path.join(BIN, "salt-run"), "virt.migrate", busy, "hypervisor2", "postcopy=True",
              "max_bandwidth=16", "max_downtime=1", "postcopy_bandwidth=4", "--out=json"],
