@@ -14,16 +14,25 @@ syndic's master (the runner accepts VM keys there, see docs/scale.rst). The hype
 and the VMs' keys stay with the syndic's master; ``lab/bin/salt`` and ``salt-run`` talk to the top
 master. The choice is kept in the state directory (``LAB_SYNDIC=0`` on a stopped lab drops it).
 
-Usage: ``labctl.py up|down|status|env|start-master``, ``labctl.py crash hypervisorN`` (kill all
-its processes at once, as a power loss; ``up`` brings it back), ``labctl.py libvirtd hypervisorN`` (start
-its libvirtd again, as ``up`` does, after a test stopped it) and ``labctl.py minion hypervisorN [VENV]``
-to restart one hypervisor's salt-minion from another Python environment (default: the lab's own),
-e.g. one with only Salt in it. ``LAB_HYPERVISORS`` (default 2) sets the count, ``LAB_DIR`` (default
+``labctl.py syndic-attach [TARGET]`` puts the same top master, salt-syndic and minion ``syndic1``
+above a running one-master lab for a while, without restarting its master and without the
+syndic mark: ``LAB_MASTER=top lab/bin/salt`` (and ``salt-run``, ``salt-cp``) then talk to the top
+master, whose ``virt:hypervisors`` is ``TARGET`` (a glob, default ``hypervisor*``).
+``labctl.py syndic-detach`` stops the three, deletes ``syndic1``'s key on the lab's master and
+removes what the attachment wrote: the lab is the one-master lab it was (``down`` does it too).
+
+Usage: ``labctl.py up|down|status|env|start-master|syndic-attach [TARGET]|syndic-detach``,
+``labctl.py crash hypervisorN`` (kill all its processes at once, as a power loss; ``up`` brings it
+back), ``labctl.py libvirtd hypervisorN`` (start its libvirtd again, as ``up`` does, after a test
+stopped it) and ``labctl.py minion hypervisorN [VENV]`` to restart one hypervisor's salt-minion
+from another Python environment (default: the lab's own), e.g. one with only Salt in it.
+``LAB_HYPERVISORS`` (default 2) sets the count, ``LAB_DIR`` (default
 /var/lib/svlab) the state directory, ``LAB_NETNS`` (default svlab) the network namespace,
 ``LAB_FAKE_HYPERVISORS`` the number of extra test:/// hypervisor minions (exactly: more are
 stopped and their keys deleted).
 """
 
+import fnmatch
 import json
 import os
 import shutil
@@ -66,8 +75,16 @@ TOP = LAB_DIR / "top"
 TOP_CONF = TOP / "etc" / "salt"
 TOP_PUBLISH_PORT, TOP_RET_PORT = 4515, 4516
 SYNDIC_ID = "syndic1"
-# salt-syndic reads the syndic master's config and a minion config (its id and key) from one dir.
-SYNDIC_CONF = MASTER / "syndic" / "etc" / "salt"
+# salt-syndic reads a master config (the syndic's master's, plus the syndic_* options) and a
+# minion config (its id and key) from one dir of its own.
+SYNDIC_DIR = MASTER / "syndic"
+SYNDIC_CONF = SYNDIC_DIR / "etc" / "salt"
+# What salt-syndic itself makes under its master's root_dir (its minion-side sock_dir and
+# extension_modules, log, pid file): nothing of the master's own.
+SYNDIC_PIDFILE = MASTER / "var" / "run" / "salt-syndic.pid"
+SYNDIC_LOG = MASTER / "var" / "log" / "salt" / "syndic"
+SYNDIC_LEFTOVERS = (MASTER / "var" / "run" / "salt" / "minion", MASTER / "var" / "cache" / "salt" / "minion",
+                    SYNDIC_LOG, SYNDIC_PIDFILE)
 # The salt-minion on the syndic's host (a minion of the syndic's master).
 SYNDIC_MINION = LAB_DIR / "syndic-minion"
 # Seconds the top master waits for syndics to report which minions a job reached.
@@ -301,17 +318,22 @@ def write_master_config():
         },
     }
     if syndic_mode():
-        conf.update({
-            # This master's salt-syndic daemon (syndic_* options are read by salt-syndic only).
-            "syndic_master": "127.0.0.1",
-            "syndic_master_port": TOP_RET_PORT,
-            "syndic_pidfile": str(MASTER / "var" / "run" / "salt-syndic.pid"),
-            "syndic_log_file": str(MASTER / "var" / "log" / "salt" / "syndic"),
-            # The syndic sends its master's job returns up in batches, every this many seconds
-            # (Salt's default 0.5): each command through it waits half of that on average.
-            "syndic_event_forward_timeout": 0.1,
-        })
+        conf.update(syndic_options())
     (MASTER_CONF / "master").write_text(json.dumps(conf, indent=2) + "\n")
+
+
+def syndic_options():
+    """This master's salt-syndic daemon (syndic_* options are read by salt-syndic only: the
+    master itself needs none of them, nor ``order_masters``, which only the top master sets)."""
+    return {
+        "syndic_master": "127.0.0.1",
+        "syndic_master_port": TOP_RET_PORT,
+        "syndic_pidfile": str(SYNDIC_PIDFILE),
+        "syndic_log_file": str(SYNDIC_LOG),
+        # The syndic sends its master's job returns up in batches, every this many seconds
+        # (Salt's default 0.5): each command through it waits half of that on average.
+        "syndic_event_forward_timeout": 0.1,
+    }
 
 
 # ---------------------------------------------------------------------------- syndic topology
@@ -336,6 +358,7 @@ def choose_topology():
         SYNDIC_MARK.write_text("top master + syndic: see docs/scale.rst\n")
     else:
         SYNDIC_MARK.unlink()
+        clear_attachment()  # the top master's and syndic's state, syndic1's key: a one-master lab
 
 
 def top_pid():
@@ -343,14 +366,14 @@ def top_pid():
 
 
 def syndic_pid():
-    return read_pid(MASTER / "var" / "run" / "salt-syndic.pid")
+    return read_pid(SYNDIC_PIDFILE)
 
 
 def syndic_minion_pid():
     return read_pid(SYNDIC_MINION / "var" / "run" / "salt-minion.pid")
 
 
-def write_top_config():
+def write_top_config(hypervisors="hypervisor*"):
     TOP_CONF.mkdir(parents=True, exist_ok=True)
     conf = {
         "root_dir": str(TOP),
@@ -371,20 +394,20 @@ def write_top_config():
         "keep_jobs_seconds": 3600,
         "gather_job_timeout": 30,
         "virt": {
-            "hypervisors": "hypervisor*",
+            "hypervisors": hypervisors,
             "timeout": 30,
             # The hypervisors hang off syndic1, whose host runs the minion syndic1: VM keys are
             # accepted on that syndic's master, through that minion.
-            "syndics": {SYNDIC_ID: "hypervisor*"},
+            "syndics": {SYNDIC_ID: hypervisors},
         },
     }
     (TOP_CONF / "master").write_text(json.dumps(conf, indent=2) + "\n")
 
 
-def start_top():
+def start_top(hypervisors="hypervisor*"):
     if top_pid():
         return
-    write_top_config()
+    write_top_config(hypervisors)
     sh(in_netns([VENV / "bin" / "salt-master", "-c", TOP_CONF, "-d"]))
     for _ in range(100):
         if top_pid():
@@ -398,9 +421,16 @@ def start_syndic():
     if syndic_pid():
         return
     SYNDIC_CONF.mkdir(parents=True, exist_ok=True)
-    link = SYNDIC_CONF / "master"
-    if not link.is_symlink():
-        link.symlink_to(MASTER_CONF / "master")
+    # Its own copy of the master's config with the syndic_* options (its LocalClient reads this
+    # file too): a master running without them needs no restart to get a syndic.
+    try:
+        conf = json.loads((MASTER_CONF / "master").read_text())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"cannot read the lab master's config {MASTER_CONF / 'master'}: {exc}") from None
+    conf.update(syndic_options())
+    master_conf = SYNDIC_CONF / "master"
+    master_conf.unlink(missing_ok=True)  # (labs made before: a symlink to the master's config)
+    master_conf.write_text(json.dumps(conf, indent=2) + "\n")
     (SYNDIC_CONF / "minion").write_text(json.dumps({
         # salt-syndic prefixes its paths with this root_dir: the master's, so that the
         # syndic_* paths and sock_dir of the master config stay as they are.
@@ -843,11 +873,168 @@ def down():
     for n in existing_hypervisors():
         (hv_dir(n) / "holder.pid").unlink(missing_ok=True)
         (hv_dir(n) / "ready").unlink(missing_ok=True)
-    for pidfile in (MASTER / "var" / "run" / "salt-master.pid", MASTER / "var" / "run" / "salt-syndic.pid",
-                    TOP / "var" / "run" / "salt-master.pid"):
+    for pidfile in (MASTER / "var" / "run" / "salt-master.pid", SYNDIC_PIDFILE,
+                    TOP / "var" / "run" / "salt-master.pid", SYNDIC_MINION / "var" / "run" / "salt-minion.pid"):
         pidfile.unlink(missing_ok=True)
+    if attached():
+        # A syndic-attach whose detach never ran (its daemons died with the namespace above).
+        clear_attachment()
+        log("down: removed a syndic attachment")
     release_loop_devices()
     log("down: no lab process or namespace left")
+
+
+# ---------------------------------------------------------------------------- syndic attachment
+
+
+def attached():
+    """True when ``syndic-attach`` left a top master, syndic or minion syndic1 (or their state)
+    on this one-master lab."""
+    return not syndic_mode() and any(p.exists() for p in (TOP, SYNDIC_DIR, SYNDIC_MINION))
+
+
+def _tail(path, lines=15):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def syndic_attach(hypervisors="hypervisor*"):
+    """A top master (``virt:hypervisors`` = ``hypervisors``), salt-syndic ``syndic1`` and the minion
+    ``syndic1`` above this running one-master lab, as ``LAB_SYNDIC=1`` has them; its master keeps
+    running as it is (salt-syndic has a config of its own) and the lab stays a one-master lab
+    (no mark in LAB_DIR: ``LAB_MASTER=top`` selects the top master for lab/bin)."""
+    if syndic_mode():
+        raise LabError("this lab runs a syndic already (LAB_SYNDIC=1): nothing to attach")
+    if not (netns_exists() and master_pid()):
+        raise LabError("the lab is not running: labctl.py up first")
+    hosts = [hv_name(n) for n in existing_hypervisors()
+             if holder_pid(n) and fnmatch.fnmatchcase(hv_name(n), hypervisors)]
+    if not hosts:
+        raise LabError(f"no running hypervisor matches {hypervisors!r}")
+    t0 = time.monotonic()
+    syndic_detach(quiet=True)  # what an earlier attachment left: start from nothing
+    try:
+        start_top(hypervisors)
+        start_syndic_minion()
+        start_syndic()
+        # A ping published before the minion is connected costs the master's gather_job_timeout.
+        _wait_for_line(SYNDIC_MINION / "var" / "log" / "salt" / "minion", b"Minion is ready to receive requests")
+        wait_for_minions([SYNDIC_ID])
+        # Through the top master: the hypervisors and syndic1 answer by way of the syndic.
+        wait_for_minions([*hosts, SYNDIC_ID], conf=TOP_CONF)
+    except (LabError, subprocess.TimeoutExpired):
+        for what, path in (("top master", TOP / "var" / "log" / "salt" / "master"), ("salt-syndic", SYNDIC_LOG),
+                           (f"minion {SYNDIC_ID}", SYNDIC_MINION / "var" / "log" / "salt" / "minion")):
+            print(f"lab: {what} log ({path}), last lines:\n{_tail(path)}", file=sys.stderr)
+        raise
+    log(f"syndic attached in {time.monotonic() - t0:.1f}s: top master on 127.0.0.1:{TOP_RET_PORT} "
+        f"(LAB_MASTER=top), salt-syndic {SYNDIC_ID}, virt:hypervisors {hypervisors!r} ({', '.join(hosts)})")
+
+
+def _wait_for_line(path, needle, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if needle in Path(path).read_bytes():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise LabError(f"{needle.decode()!r} not in {path} after {timeout}s")
+
+
+def syndic_detach(quiet=False):
+    """Undo ``syndic_attach``: stop the top master, salt-syndic and minion syndic1 (and whatever
+    they started), delete syndic1's key on the lab's master, remove what the attachment wrote.
+    Idempotent; the lab's master and hypervisors are not touched."""
+    if syndic_mode():
+        raise LabError("this lab runs the syndic topology (LAB_SYNDIC=1): it has no attachment to remove")
+    stop_daemons([(SYNDIC_MINION / "var" / "run" / "salt-minion.pid", SYNDIC_MINION / "etc" / "salt"),
+                  (SYNDIC_PIDFILE, SYNDIC_CONF),
+                  (TOP / "var" / "run" / "salt-master.pid", TOP_CONF)])
+    found = attached() or any(p.exists() for p in SYNDIC_LEFTOVERS)
+    clear_attachment()
+    if found and not quiet:
+        log("syndic detached: top master, salt-syndic and minion syndic1 stopped, syndic1's key deleted")
+
+
+def clear_attachment():
+    """The state of a stopped attachment: syndic1's key on the lab's master, the top master's
+    and the syndic's directories, what salt-syndic made under the master's root."""
+    pki = MASTER_CONF / "pki" / "master"
+    keys = [pki / d / SYNDIC_ID for d in ("minions", "minions_pre", "minions_rejected", "minions_denied")]
+    if any(k.exists() for k in keys) and (VENV / "bin" / "salt-key").exists():
+        # As an operator deletes a key: salt-key also drops the master's cache of that minion.
+        argv = [VENV / "bin" / "salt-key", "-c", MASTER_CONF, "-y", "-d", SYNDIC_ID]
+        sh(in_netns(argv) if netns_exists() else argv, check=False, timeout=60)
+    for key in keys:
+        key.unlink(missing_ok=True)
+    for path in (TOP, SYNDIC_DIR, SYNDIC_MINION, *SYNDIC_LEFTOVERS):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _naming(conf_dirs):
+    """Live processes whose command line names one of ``conf_dirs`` (``-c DIR``): a daemon started
+    with it and every process it forked (its title keeps the command line), and CLI calls on it."""
+    markers = [f" {d} " for d in map(str, conf_dirs)]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            cmd = f" {_cmdline(entry.name)} "
+            if any(m in cmd for m in markers) and read_pid_state(entry.name):
+                found.append(int(entry.name))
+    return found
+
+
+def _signal(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_daemons(daemons, timeout=20):
+    """Stop Salt daemons started with ``-c DIR -d`` by their pid files, then whatever else still
+    names their config dirs (their forks, CLI calls on them); ``daemons`` is ``[(pid file, DIR)]``.
+    The pid files are removed. A pid file's pid that does not name its DIR is left alone."""
+    conf_dirs = [conf_dir for _pidfile, conf_dir in daemons]
+    ours = set(_naming(conf_dirs))
+    leaders = [pid for pid in (read_pid(pidfile) for pidfile, _dir in daemons) if pid in ours]
+    # The daemon itself first: it stops its own processes (and would restart one killed alone).
+    _signal(leaders, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(read_pid_state(pid) for pid in leaders) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    rest = _naming(conf_dirs)
+    _signal(rest, signal.SIGTERM)
+    for _ in range(20):
+        if not rest:
+            break
+        time.sleep(0.1)
+        rest = _naming(conf_dirs)
+    for _ in range(50):
+        if not rest:
+            break
+        _signal(rest, signal.SIGKILL)
+        time.sleep(0.1)
+        rest = _naming(conf_dirs)
+    if rest:
+        raise LabError(f"processes survived SIGKILL: {rest}")
+    for pidfile, _dir in daemons:
+        Path(pidfile).unlink(missing_ok=True)
 
 
 def status():
@@ -861,6 +1048,10 @@ def status():
     for what, pid in daemons:
         print(f"{what}: {f'running pid {pid}' if pid else 'stopped'}")
         ok &= bool(pid)
+    if attached():  # (syndic-attach: not part of the lab's health)
+        for what, pid in (("attached top salt-master", top_pid()), (f"attached salt-syndic {SYNDIC_ID}", syndic_pid()),
+                          (f"attached salt-minion {SYNDIC_ID}", syndic_minion_pid())):
+            print(f"{what}: {f'running pid {pid}' if pid else 'stopped'}")
     for n in existing_hypervisors() or range(1, COUNT + 1):
         hp = holder_pid(n)
         line = f"{hv_name(n)}: "
@@ -933,7 +1124,7 @@ def read_pid_state(pid):
 def env():
     """Shell variables for the lab/bin wrappers."""
     print(f"LAB_DIR={LAB_DIR}\nLAB_NETNS={NETNS}\nVENV={VENV}\nMASTER_CONF={MASTER_CONF}")
-    if syndic_mode():
+    if syndic_mode() or attached():
         print(f"TOP_CONF={TOP_CONF}")
 
 
@@ -951,6 +1142,10 @@ def main(argv):
         elif cmd == "start-master":  # after a crash test: only the master, hypervisors untouched
             start_master()
             wait_for_minions([hv_name(n) for n in existing_hypervisors()], timeout=180)
+        elif cmd == "syndic-attach" and len(argv) in (2, 3):  # a top master + syndic over this lab
+            syndic_attach(argv[2] if len(argv) == 3 else "hypervisor*")
+        elif cmd == "syndic-detach" and len(argv) == 2:
+            syndic_detach()
         elif cmd == "crash" and len(argv) == 3:  # evacuation tests: a hypervisor loses power
             crash(argv[2])
         elif cmd == "libvirtd" and len(argv) == 3:  # after a test stopped it: as up starts it

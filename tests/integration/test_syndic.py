@@ -7,10 +7,12 @@ br0) and whose key the runner has the syndic's master accept; the guest's minion
 the top master, is live-migrated between the two hypervisors and still answers; ``virt.purge``
 deletes its key on the syndic's master again.
 
-One flow on one lab, run once per suite: if the session's lab already runs the syndic topology
-(``LAB_SYNDIC=1 make lab-up``) it is used; otherwise a throw-away syndic lab is started next to
-it (``$LAB_DIR-syndic``, netns ``${LAB_NETNS}y``) and taken down afterwards. Deselect with
-``-m 'not syndic'``.
+One flow on the session's lab, run once per suite: if it runs the syndic topology already
+(``LAB_SYNDIC=1 make lab-up``) it is used as it is; otherwise ``labctl.py syndic-attach`` puts a
+top master, salt-syndic and the minion ``syndic1`` above its running master (which keeps serving
+its hypervisors, no restart) for this module, and ``syndic-detach`` removes them afterwards
+(syndic1's key included): the lab is the one-master lab it was for the tests that follow.
+Deselect with ``-m 'not syndic'``.
 """
 
 import json
@@ -24,7 +26,6 @@ import pytest
 from tests.integration.conftest import (
     BIN,
     LAB_DIR,
-    LAB_NETNS,
     START_TIMEOUT,
     Lab,
     _last_json,
@@ -35,31 +36,32 @@ from tests.integration.conftest import (
 pytestmark = [pytest.mark.integration, pytest.mark.syndic]
 
 
-def _syndic_env():
-    if os.path.exists(os.path.join(LAB_DIR, "syndic")):
-        return dict(os.environ), False
-    env = dict(os.environ, LAB_DIR=f"{LAB_DIR}-syndic", LAB_NETNS=f"{LAB_NETNS}y", LAB_SYNDIC="1",
-               LAB_HYPERVISORS="2", LAB_FAKE_HYPERVISORS="0")
-    return env, True
+# The top master attached to a one-master lab runs the runner over the two real hypervisors only:
+# the session's lab may have grown a third (three_hypervisors) or have test:/// ones.
+ATTACH_HYPERVISORS = "hypervisor[12]"
 
 
 @pytest.fixture(scope="module")
-def slab():
-    env, own = _syndic_env()
-    lab = Lab(env)
-    if own:
-        lab.labctl("up", timeout=900)
+def slab(lab):
+    """The session's lab behind a top master: ``.run``/``.salt_json`` go to the top master,
+    ``.syndic`` to the syndic's master (the session's), ``.lab_dir`` is its state directory.
+    (The session fixture ``lab`` synced the hypervisors and the lab master's runner, or on a
+    syndic lab the top master's.)"""
+    syndic = Lab(dict(os.environ, LAB_MASTER="syndic"))
+    attach = not os.path.exists(os.path.join(LAB_DIR, "syndic"))
+    top = Lab(dict(os.environ, LAB_MASTER="top"))
     try:
-        lab.run("salt", "hypervisor*", "saltutil.sync_all", timeout=300)
-        lab.run("salt-run", "saltutil.sync_all", timeout=300)  # the top master's runner
-        syndic = Lab(dict(env, LAB_MASTER="syndic"))
-        syndic.run("salt-run", "saltutil.sync_all", timeout=300)  # the syndic master's runner (sync_key)
-        lab.syndic = syndic
-        lab.lab_dir = env["LAB_DIR"]
-        yield lab
+        if attach:
+            # A fresh top master (nothing synced into its cache: it runs the tree's runner).
+            top.labctl("syndic-attach", ATTACH_HYPERVISORS, timeout=300)
+        else:
+            syndic.run("salt-run", "saltutil.sync_all", timeout=300)  # the syndic master's runner (sync_key)
+        top.syndic = syndic
+        top.lab_dir = LAB_DIR
+        yield top
     finally:
-        if own:
-            lab.labctl("down", timeout=900)
+        if attach:
+            top.labctl("syndic-detach", timeout=300)
 
 
 def _keys(lab, conf_dir):

@@ -8,11 +8,15 @@ commanded as root (through its own minion, which is what root in the guest contr
     job cache;
 (d) ``virt.init`` with its minion id, or with a name the hypervisor target would match, is
     refused and changes nothing.
+
+The guest is test_seeding_e2e's cidata case too: its first test makes that test's assertions on
+how the guest booted (recorded while it booted, whatever the tests after it do).
 """
 
 import datetime
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -22,40 +26,36 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from tests.integration.conftest import BIN, LAB_DIR, START_TIMEOUT, mac_for
+from tests.integration.conftest import BIN, LAB_DIR
 from tests.integration.test_isolation import HYPERVISORS, MASTER_PKI, virsh_list
+from tests.integration.test_seeding_e2e import boot_minion_vm, check_minion_vm
 
 JOBS_DIR = os.path.join(LAB_DIR, "master/var/cache/salt/master/jobs")
 
 
 @pytest.fixture(scope="module")
-def tenant(lab, minion_image):
-    """A running guest whose minion answers; purged (and its key deleted) afterwards."""
+def tenant_boot(lab, minion_image):
+    """The tenant's guest, booted as test_seeding_e2e boots its guests (``boot_minion_vm``, with
+    cidata: what it saw is this record); purged (and its key deleted) afterwards."""
     name = f"tenant-{uuid.uuid4().hex[:6]}"
-    listener = subprocess.Popen(
-        [os.path.join(BIN, "salt-run"), "state.event", f"salt/minion/{name}/start", "count=1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
     try:
-        time.sleep(3)
-        _proc, ret = lab.run_json(
-            "virt.init", name, 1, 1024, minion_image, "config=" + json.dumps({"master": "10.231.0.1"}),
-            "interfaces=" + json.dumps([{"name": "eth0", "type": "bridge", "source": "br0", "mac": mac_for(name)}]),
-            timeout=900,
-        )
-        assert ret["seeded"]["key_accepted"] is True and "minion_pub" not in ret["seeded"]
-        try:
-            listener.wait(timeout=START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{name} sent no start event; console:\n{lab.serial_log(ret['host'], name)[-3000:]}")
-        assert lab.salt_json(name, "test.ping", "-t", "120", timeout=200) == {name: True}
-        yield name
+        boot = boot_minion_vm(lab, name, minion_image, "cidata")
+        # The tests command the guest through its minion: it started and answered (with what,
+        # test_vm_minion_answers_with_preaccepted_key_cidata checks).
+        assert boot.ret["seeded"]["key_accepted"] is True
+        if boot.t_start is None:
+            pytest.fail(f"{name} sent no start event; console:\n{boot.console[-3000:]}")
+        assert re.fullmatch(r"[0-9.]+", str(boot.answer.get(name))), boot.answer
+        yield boot
     finally:
-        if listener.poll() is None:
-            listener.kill()
-            listener.wait()
         lab.run("salt-run", "virt.purge", name, check=False)
         lab.run("salt-key", "-y", "-d", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def tenant(tenant_boot):
+    """The guest's minion id (its name)."""
+    return tenant_boot.name
 
 
 def in_guest(lab, name, command, timeout=240):
@@ -63,6 +63,13 @@ def in_guest(lab, name, command, timeout=240):
     out = lab.salt_json(name, "cmd.run", command, "python_shell=True", "-t", str(timeout),
                         timeout=timeout + 60)
     return out[name]
+
+
+def test_vm_minion_answers_with_preaccepted_key_cidata(tenant_boot):
+    """test_seeding_e2e's test_vm_minion_answers_with_preaccepted_key[cidata] on this guest (one
+    TCG boot fewer): its assertions on what booting it recorded, before any test here ran."""
+    assert "minion_pub" not in tenant_boot.ret["seeded"]
+    check_minion_vm(tenant_boot)
 
 
 def test_guest_pillar_holds_no_key_material(lab, tenant):
