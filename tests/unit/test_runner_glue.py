@@ -334,3 +334,8 @@ def test_placement_uses_the_masters_copy_while_it_is_fresh(runner, tmp_path):
     fleet.capacities.discard()  # e.g. a failed virt.init: the next placement asks again
     prov.place("web5", 1, 256, None, {})
     assert fleet.calls == ["virt.capacity", "virt.capacity"]
+    prov.store.release("web5")
+    # A hypervisor the caller names that the copy lacks (down at the survey, back since?) is asked.
+    fleet.answers["virt.capacity"] = ({"hypervisor1": capacity, "hypervisor2": capacity}, {})
+    assert prov.place("web6", 1, 256, "hypervisor2", {}) == "hypervisor2"
+    assert fleet.calls == ["virt.capacity"] * 3

@@ -259,11 +259,14 @@ class Fleet:
         elif host in answers:
             self.capacities.saw_host(host, answers[host])
 
-    def placement_capacity(self):
+    def placement_capacity(self, host=None):
         """The hypervisors' capacity for placing a new VM: the master's copy while it is fresh
-        (``virt:capacity_ttl``), else a survey of every hypervisor."""
+        (``virt:capacity_ttl``), else a survey of every hypervisor; also a survey when the copy
+        lacks ``host``, the hypervisor the caller named (it may have come back since)."""
         kept = self.capacities.current() if self.capacities is not None else None
-        return kept if kept is not None else self.capacity()
+        if kept is None or (host is not None and host not in kept[0]):
+            return self.capacity()
+        return kept
 
     def find_vm(self, name):
         """``(host, state)`` of domain ``name``; clear errors for missing or duplicate VMs."""

@@ -72,7 +72,7 @@ class Provisioner:
 
     def place(self, name, cpu, mem, host, kwargs):
         """Reserve room for the VM on ``host`` or where placement puts it; the host."""
-        answers, errors = self.fleet.placement_capacity()
+        answers, errors = self.fleet.placement_capacity(host)
         if not answers:
             raise VirtError(f"no hypervisor answered: {describe_errors(errors) or 'none matched'}")
         for minion, info in answers.items():
