@@ -38,6 +38,28 @@ def write_json(path, data, mode=0o600):
     write_atomic(path, json.dumps(data).encode(), mode)
 
 
+def read_json_object(path, valid=None):
+    """The JSON object (a dict) in ``path``; ``{}`` when it is missing, unreadable, not an
+    object, or ``valid(data)`` is false."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and (valid is None or valid(data)) else {}
+
+
+@contextlib.contextmanager
+def changing_json_object(path, valid=None):
+    """:func:`read_json_object` of ``path`` changed in the block under a lock (``path.lock``) and
+    written back (0600; a missing directory is made 0700)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with locked(path + ".lock"):
+        data = read_json_object(path, valid)
+        yield data
+        write_json(path, data)
+
+
 @contextlib.contextmanager
 def locked(path, timeout=None):
     """Hold an exclusive ``flock`` on ``path`` (created 0600) for the ``with`` block.

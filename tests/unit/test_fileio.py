@@ -87,3 +87,18 @@ def test_locked_refuses_a_symlink(tmp_path):
         with fileio.locked(str(tmp_path / "x.lock")):
             pass
     assert not target.exists()
+
+
+def test_a_json_object_changed_under_its_lock(tmp_path):
+    path = str(tmp_path / "state" / "doc.json")
+    assert fileio.read_json_object(path) == {}  # missing
+    with fileio.changing_json_object(path) as data:
+        data["a"] = 1
+    assert fileio.read_json_object(path) == {"a": 1}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    assert fileio.read_json_object(path, valid=lambda d: "b" in d) == {}  # not what the caller keeps
+    with open(path, "w") as fh:
+        fh.write("[1, 2]")  # not an object
+    with fileio.changing_json_object(path) as data:
+        assert data == {}

@@ -19,9 +19,6 @@ and disks that do not fit, and the master's reservations still cover concurrent 
 calls.
 """
 
-import contextlib
-import json
-import os
 import time
 
 from saltvirt import fileio
@@ -43,20 +40,10 @@ class Capacities:
         return float(self._ttl() if callable(self._ttl) else self._ttl)
 
     def _read(self):
-        try:
-            with open(self.path) as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) and isinstance(data.get("hosts"), dict) else {}
+        return fileio.read_json_object(self.path, _valid)
 
-    @contextlib.contextmanager
     def _changing(self):
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        with fileio.locked(self.path + ".lock"):
-            data = self._read()
-            yield data
-            fileio.write_json(self.path, data)
+        return fileio.changing_json_object(self.path, _valid)
 
     # -------------------------------------------------------------- reading
 
@@ -139,6 +126,10 @@ class Capacities:
             self.discard()
         elif target != source:
             self.defined(target, vm)
+
+
+def _valid(data):
+    return isinstance(data.get("hosts"), dict)
 
 
 def _vm(data, host, name):

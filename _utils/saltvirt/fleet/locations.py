@@ -7,9 +7,6 @@ or was removed behind the master's back) the runner searches all hypervisors as 
 seen on two hypervisors is never cached: the search then refuses to choose, as it always did.
 """
 
-import contextlib
-import json
-import os
 import time
 
 from saltvirt import fileio
@@ -24,20 +21,10 @@ class Locations:
         self.path = path
 
     def _read(self):
-        try:
-            with open(self.path) as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return fileio.read_json_object(self.path)
 
-    @contextlib.contextmanager
     def _changing(self):
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        with fileio.locked(self.path + ".lock"):
-            data = self._read()
-            yield data
-            fileio.write_json(self.path, data)
+        return fileio.changing_json_object(self.path)
 
     def get(self, name):
         """The hypervisor VM ``name`` was last seen on, or None (unknown or ambiguous)."""
