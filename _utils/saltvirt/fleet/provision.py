@@ -134,6 +134,7 @@ class Provisioner:
             ) from exc
         except BaseException:
             # Ctrl-C or the master going away: the same, said in the master's log.
+            self._forget_capacities()
             log.warning("virt.init of %s on %s interrupted; salt-run virt.reconcile completes or removes it",
                         name, host)
             raise
