@@ -34,15 +34,18 @@ minion-image: install
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# The whole suite: unit, functional (this host's libvirtd) and integration (the lab). The
-# minion image (~2 min on a fresh machine) builds meanwhile in the background; the first test
-# that needs it waits for the build's lock (and builds it itself if the build failed: its log
-# is $(MINION_IMAGE_DIR)/build.log).
+# The whole suite: unit, functional (this host's libvirtd) and integration (the lab). Two
+# things start in the background while the functional tests run: the lab (the integration
+# tests wait for it: LAB_UP_STATUS, see tests/integration/conftest.py) and the minion image
+# (~2 min on a fresh machine; the first test that needs it waits for the build's lock, and
+# builds it itself if the build failed: its log is $(MINION_IMAGE_DIR)/build.log).
+LAB_UP_LOG ?= $(CURDIR)/.lab-up.log
 test: install
-	@mkdir -p $(MINION_IMAGE_DIR); \
+	@mkdir -p $(MINION_IMAGE_DIR); rm -f $(LAB_UP_LOG).rc; \
 	bash lab/image/build-minion-image.sh $(MINION_IMAGE_DIR) > $(MINION_IMAGE_DIR)/build.log 2>&1 & \
-	$(MAKE) --no-print-directory host-libvirtd lab-up && $(PY) -m pytest -ra --durations=30 $(PYTEST_ARGS); \
-	rc=$$?; wait; exit $$rc
+	{ $(PY) lab/labctl.py up > $(LAB_UP_LOG) 2>&1; echo $$? > $(LAB_UP_LOG).rc; } & \
+	bash scripts/host-libvirtd.sh && LAB_UP_STATUS=$(LAB_UP_LOG) $(PY) -m pytest -ra --durations=30 $(PYTEST_ARGS); \
+	rc=$$?; wait; cat $(LAB_UP_LOG); exit $$rc
 
 demo: host-libvirtd lab-up
 	bash lab/demo.sh

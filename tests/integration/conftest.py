@@ -102,8 +102,27 @@ def _last_json(text):
     raise AssertionError(f"no JSON in salt-run output:\n{text}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _lab_started():
+    """``make test`` starts the lab in the background while the functional tests run
+    (``LAB_UP_STATUS``: its log; ``<log>.rc`` its exit status once done): wait for it."""
+    log = os.environ.get("LAB_UP_STATUS")
+    if not log:
+        return
+    deadline = time.monotonic() + 1200
+    while not os.path.exists(f"{log}.rc"):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the lab did not come up within 20 minutes; see {log}")
+        time.sleep(0.5)
+    with open(f"{log}.rc") as fh:
+        rc = fh.read().strip()
+    if rc != "0":
+        with open(log) as fh:
+            pytest.fail(f"the lab did not come up (labctl up exited {rc}):\n{fh.read()[-3000:]}")
+
+
 @pytest.fixture(scope="session")
-def lab():
+def lab(_lab_started):
     if not os.path.exists(f"/run/netns/{LAB_NETNS}"):
         pytest.fail("the lab is not running: `make lab-up` (make test does it)")
     lab = Lab()
