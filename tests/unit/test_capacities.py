@@ -79,6 +79,8 @@ def test_start_purge_and_migration_follow_the_vm(view):
     view.saw({"hv1": _answer(("web1", 1, 1024, "shutoff")), "hv2": _answer()}, {})
     view.state("hv1", "web1", "running")
     assert view.current()[0]["hv1"]["freemem"] == 8192 - 1024
+    view.moved("web1", "hv1", "hv1")  # a migration that left it where it was
+    assert hosts.vm_names(view.current()[0]["hv1"]) == ["web1"]
     view.moved("web1", "hv1", "hv2")
     answers = view.current()[0]
     assert hosts.vm_names(answers["hv1"]) == [] and answers["hv1"]["freemem"] == 8192

@@ -120,11 +120,13 @@ class Capacities:
             return vm
 
     def moved(self, name, source, target):
-        """VM ``name`` migrated from ``source`` to ``target``."""
+        """VM ``name`` migrated from ``source`` to ``target`` (the same host: nothing moved)."""
+        if target == source:
+            return
         vm = self.undefined(source, name)
         if vm is None:
             self.discard()
-        elif target != source:
+        else:
             self.defined(target, vm)
 
 
