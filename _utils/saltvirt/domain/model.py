@@ -21,6 +21,9 @@ NAME_CHARS = "A-Za-z0-9_.+-"
 DISK_BUSES = {"virtio": "vd", "sata": "sd", "scsi": "sd", "usb": "sd", "ide": "hd"}
 DISK_CACHES = ("default", "none", "writethrough", "writeback", "directsync", "unsafe")
 BOOT_DEVICES = ("hd", "cdrom", "network", "fd")
+# States (virsh's words) in which a domain holds its memory and vCPUs on its host: what placement
+# counts as taken, on the hypervisor (vmops.freemem) and in the master's copy (fleet.capacities).
+CLAIMING_STATES = ("running", "paused", "blocked")
 CPU_MODES = ("host-passthrough", "host-model", "maximum", "custom")
 DIRECT_MODES = ("vepa", "bridge", "private", "passthrough")
 _ACTIONS = ("destroy", "restart", "preserve", "rename-restart")

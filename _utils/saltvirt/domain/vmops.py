@@ -276,7 +276,7 @@ def freemem(conn, usage=None):
     """MiB of host memory not given to running domains (``usage``: :func:`domain_usage`, when known)."""
     total = conn.getInfo()[1]
     usage = domain_usage(conn) if usage is None else usage
-    used = sum(d["memory"] for d in usage if d["state"] in ("running", "paused", "blocked"))
+    used = sum(d["memory"] for d in usage if d["state"] in dommod.CLAIMING_STATES)
     return total - used
 
 
@@ -284,7 +284,7 @@ def freecpu(conn, usage=None):
     """Host CPUs not given to running domains (may be negative when over-committed)."""
     cpus = conn.getInfo()[2]
     usage = domain_usage(conn) if usage is None else usage
-    used = sum(d["cpu"] for d in usage if d["state"] in ("running", "paused", "blocked"))
+    used = sum(d["cpu"] for d in usage if d["state"] in dommod.CLAIMING_STATES)
     return cpus - used
 
 

@@ -22,9 +22,9 @@ calls.
 import time
 
 from saltvirt import fileio
+from saltvirt.domain.model import CLAIMING_STATES
 
 DEFAULT_TTL = 60
-RUNNING = ("running", "paused", "blocked")  # states whose memory and vCPUs are taken (as vmops.freemem)
 
 
 class Capacities:
@@ -145,7 +145,7 @@ def _vm(data, host, name):
 def _totals(info):
     """``freemem``/``freecpu`` again from the node and its domains (as the hypervisor counts them)."""
     node = info.get("node_info") or {}
-    running = [u for u in info.get("usage") or () if u.get("state") in RUNNING]
+    running = [u for u in info.get("usage") or () if u.get("state") in CLAIMING_STATES]
     if "phymemory" in node:
         info["freemem"] = node["phymemory"] - sum(int(u.get("memory") or 0) for u in running)
     if "cpus" in node:
