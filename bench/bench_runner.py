@@ -18,8 +18,10 @@ Four set-ups, one after the other, on a throw-away lab (``BENCH_LAB_DIR``, defau
 The per-VM commands act on a real VM (the lab's busybox image) on hypervisor1: start boots it,
 stop asks it to power off, force_off destroys it; ``virsh start``/``destroy`` of the same VM
 through the same TLS listener give libvirt's own time for reference. ``virt.init`` makes a seeded qcow2 overlay with
-``start=False`` on hypervisor1 (``host=``: placement still asks every hypervisor) and the VM is
-purged, untimed, after each round. Prints figures; asserts nothing about speed.
+``start=False`` on hypervisor1 (``host=``; placement reads the master's capacity copy while it is
+fresh) and the VM is purged, untimed, after each round. ``salt-run salt.execute hypervisor1
+test.ping`` (Salt's runner sending one job) is the floor a per-VM command can reach: one Salt
+round trip. Prints figures; asserts nothing about speed.
 
     .venv/bin/python bench/bench_runner.py            # BENCH_ROUNDS (default 7), BENCH_FAKES (48)
     BENCH_SETUPS=plain-2,syndic-2 .venv/bin/python bench/bench_runner.py
@@ -46,6 +48,10 @@ SETUPS = ("plain-2", "plain-50", "syndic-2", "syndic-50")
 # (label, argv after lab/bin/, baseline label); a baseline's own baseline is None.
 ARG = ("salt-run test.arg", ["salt-run", "test.arg", "--out=json"], None)
 PING = ("salt 'hypervisor*' test.ping", ["salt", "hypervisor*", "test.ping", "--out=json", "--static"], None)
+# The floor of a per-VM command: a runner that sends one job to hypervisor1 and prints its answer
+# (Salt's own ``salt.execute``), i.e. one Salt round trip and nothing of salt-virt.
+ONE_JOB = ("salt-run salt.execute (one job, floor)",
+           ["salt-run", "salt.execute", "hypervisor1", "test.ping", "tgt_type=list", "--out=json"], ARG[0])
 PER_VM = [
     (f"virt.vm_info {VM}", ["salt-run", "virt.vm_info", VM, "--out=json"], ARG[0]),
     (f"virt.start {VM}", ["salt-run", "virt.start", VM, "--out=json"], ARG[0]),
@@ -86,7 +92,7 @@ def timed(argv):
 
 def measure(setup):
     """{label: [seconds per round]} for one set-up."""
-    commands = [ARG, PING, *PER_VM, *LIBVIRT_ALONE, *FANOUT]
+    commands = [ARG, PING, ONE_JOB, *PER_VM, *LIBVIRT_ALONE, *FANOUT]
     times = {label: [] for label, _argv, _base in commands}
     times[INIT_LABEL] = []
     for n in range(ROUNDS):
@@ -126,7 +132,7 @@ def report(results):
     width = 48
     print()
     print(f"{'median of ' + str(ROUNDS) + ' whole processes':{width}}" + "".join(f"{s:>22}" for s in setups))
-    rows = [ARG, PING, *PER_VM, *LIBVIRT_ALONE, (INIT_LABEL, None, ARG[0]), *FANOUT]
+    rows = [ARG, PING, ONE_JOB, *PER_VM, *LIBVIRT_ALONE, (INIT_LABEL, None, ARG[0]), *FANOUT]
     for label, _argv, base in rows:
         cells = []
         for setup in setups:
