@@ -34,6 +34,7 @@ try:
     from saltvirt import connection as virtconn
     from saltvirt import events as vevents
     from saltvirt.domain import vmops
+    from saltvirt.pki import attest
 
     HAS_SALTVIRT = True
 except ImportError as _exc:
@@ -79,6 +80,11 @@ def start(uri=None, tag_prefix="salt/engines/libvirt_events", filters=None, retr
     def describe(conn, name):
         return vmops.definitions(conn, name).get(name)
 
+    def sign(name, record):
+        # The master keeps a definition only with this hypervisor's signature (saltvirt.pki.attest).
+        return attest.signed(attest.minion_key(__opts__), attest.DEFINITION, __opts__["id"], name, record)
+
     watcher = vevents.Watcher(uri, fire, prefix=tag_prefix, filters=filters, connect=connect,
-                              retry=retry, retry_max=retry_max, describe=describe if definitions else None)
+                              retry=retry, retry_max=retry_max, describe=describe if definitions else None,
+                              sign=sign if __opts__.get("__role") != "master" else None)
     watcher.run()

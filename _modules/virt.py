@@ -54,7 +54,7 @@ try:
     from saltvirt.migration import node as migration_node
     from saltvirt.migration.options import MigrationOptions
     from saltvirt.operations import evacuate as opevacuate
-    from saltvirt.pki import sealed
+    from saltvirt.pki import attest, sealed
     from saltvirt.provision import change as provision_change
     from saltvirt.provision import lifecycle, profiles
     from saltvirt.provision import sources as provision_sources
@@ -286,7 +286,22 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
         settings = _settings()
         sink = vprogress.event_sink(settings, progress_tag or vprogress.init_tag(spec.name), name=spec.name)
         with _connection(spec.extra) as conn:
-            return provision_vm.create_vm(conn, spec, settings, progress=sink)
+            result = provision_vm.create_vm(conn, spec, settings, progress=sink)
+        _attest_key(spec.name, result.get("seeded"))
+        return result
+
+
+def _attest_key(name, report):
+    """Sign VM ``name``'s minion public key in ``report`` for the master, which accepts it only
+    with this hypervisor's signature (:mod:`saltvirt.pki.attest`: another minion could send an
+    answer in this one's name)."""
+    if isinstance(report, dict) and report.get("minion_pub"):
+        try:
+            report["minion_pub_signature"] = attest.sign(
+                attest.minion_key(__opts__), attest.KEY, __opts__["id"], name, report["minion_pub"].strip())
+        except VirtError as exc:  # the VM stands; the master refuses the unsigned key and removes it
+            log.error("virt: the minion key of %s is not signed: %s", name, exc)
+    return report
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -316,8 +331,9 @@ def start(name, **kwargs):
 def init_status(name, **kwargs):
     """
     What this hypervisor has of a VM ``virt.init`` may have been creating: whether the domain
-    is defined, its state, the public key its seed carries, the files in its directory. The
-    runner's ``virt.reconcile`` decides from it.
+    is defined, its state, the public key its seed carries (signed with this minion's key:
+    ``minion_pub_signature``), the files in its directory. The runner's ``virt.reconcile``
+    decides from it.
 
     CLI Example:
 
@@ -325,7 +341,7 @@ def init_status(name, **kwargs):
 
         salt hypervisor1 virt.init_status web1
     """
-    return _lifecycle_call("init_status", name, kwargs)
+    return _attest_key(name, _lifecycle_call("init_status", name, kwargs))
 
 
 def seeded_vms(**kwargs):
@@ -1728,7 +1744,8 @@ def definitions(name=None, **kwargs):
     """
     The persistent definition (XML without console passwords), state and autostart of every
     domain here (or of ``name`` only): what ``salt-run virt.remember`` keeps on the master
-    so that ``virt.evacuate`` can restart them elsewhere if this hypervisor dies.
+    so that ``virt.evacuate`` can restart them elsewhere if this hypervisor dies. Each record
+    carries this minion's ``signature``, without which the master keeps nothing.
 
     CLI Example:
 
@@ -1736,7 +1753,10 @@ def definitions(name=None, **kwargs):
 
         salt hypervisor1 virt.definitions
     """
-    return _with_conn(kwargs, vmops.definitions, name)
+    found = _with_conn(kwargs, vmops.definitions, name)
+    # Signed: virt.evacuate defines and starts what the master keeps (saltvirt.pki.attest).
+    key = attest.minion_key(__opts__)
+    return {vm: attest.signed(key, attest.DEFINITION, __opts__["id"], vm, record) for vm, record in found.items()}
 
 
 def evacuate_in(name, xml, start=True, **kwargs):

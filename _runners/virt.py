@@ -789,7 +789,9 @@ def remember(host=None, name=None, definition=None):
     definition
         Set by that reactor: what the engine attached to the event of ``host`` (the VM's
         definition and the hypervisor's time, or only the time once it is gone). It is stored
-        without asking the hypervisor again; an event older than the copy kept is ignored.
+        without asking the hypervisor again; an event older than the copy kept is ignored. Only
+        with ``host``'s signature (any minion can put an event on the bus in another's name):
+        refused, and nothing kept, without it -- as is an answer of ``virt.definitions``.
 
     CLI Example:
 

@@ -150,11 +150,13 @@ class Watcher:
 
     With ``describe(conn, name)`` (``{xml, state, autostart}`` of a persistent domain, or None),
     the :data:`REMEMBERED` events carry ``definition``: that record plus ``seen`` (this host's
-    clock when the event was fired), or only ``seen`` when the domain has no definition any more.
+    clock when the event was fired), or only ``seen`` when the domain has no definition any more;
+    with ``sign(name, record)`` too, the record carries this hypervisor's signature
+    (:mod:`saltvirt.pki.attest`), without which the master keeps none of it.
     """
 
     def __init__(self, uri, fire, prefix=DEFAULT_PREFIX, filters=None, connect=None, retry=1.0,
-                 retry_max=30.0, keepalive=(5, 3), describe=None, clock=time.time):
+                 retry_max=30.0, keepalive=(5, 3), describe=None, clock=time.time, sign=None):
         self.uri = uri
         self.fire = fire
         self.prefix = prefix
@@ -162,7 +164,7 @@ class Watcher:
         self._connect = connect or _default_connect
         self.retry, self.retry_max = float(retry), float(retry_max)
         self.keepalive = keepalive
-        self.describe, self.clock = describe, clock
+        self.describe, self.clock, self.sign = describe, clock, sign
         self.queue = queue.Queue()
         self.conn = None
         self._callbacks = []
@@ -299,7 +301,14 @@ class Watcher:
         except Exception as exc:  # the event still goes out; the master may ask with virt.remember
             log.debug("libvirt_events: no definition of %s: %s", data["domain"]["name"], exc)
             return
-        data["definition"] = dict(record or {}, seen=seen)
+        definition = dict(record or {}, seen=seen)
+        if self.sign is not None:
+            try:
+                definition = self.sign(data["domain"]["name"], definition)
+            except Exception as exc:  # unsigned, the master would refuse it: the event goes without
+                log.warning("libvirt_events: definition of %s not signed: %s", data["domain"]["name"], exc)
+                return
+        data["definition"] = definition
 
     def run(self, stop=None):
         """Watch until ``stop`` (a threading.Event) is set; forever without one."""

@@ -7,8 +7,9 @@ import stat
 
 import pytest
 
-from saltvirt.errors import InvalidArgument
+from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.fleet import capacities, hosts
+from tests.unit.attesting import Keys
 
 
 def _answer(*vms, cpus=4, memory=8192, disk_free=10000):
@@ -125,8 +126,9 @@ def test_the_ttl_setting():
     assert hosts.capacity_ttl({"virt": {"capacity_ttl": "30"}}) == 30
 
 
-def _fleet(tmp_path, view):
-    opts = {"virt": {"hypervisors": "hypervisor*"}, "cachedir": str(tmp_path / "cache")}
+def _fleet(tmp_path, view, keys=None):
+    opts = {"virt": {"hypervisors": "hypervisor*"}, "cachedir": str(tmp_path / "cache"),
+            "pki_dir": keys.pki_dir if keys else str(tmp_path / "pki")}
     return hosts.Fleet(opts, client_factory=None, check_minions=lambda *_a: [], capacities=view)
 
 
@@ -136,27 +138,47 @@ XML = "<domain type='qemu'><name>web1</name><memory unit='KiB'>1048576</memory><
 def test_the_engines_events_keep_the_copy_true(tmp_path, view):
     from saltvirt.fleet import operations
 
-    fleet = _fleet(tmp_path, view)
+    keys = Keys(tmp_path, "hypervisor1", "hypervisor2", "web1")
+    fleet = _fleet(tmp_path, view, keys)
     view.saw({"hypervisor1": _answer(), "hypervisor2": _answer()}, {})
-    operations.remember(fleet, "hypervisor1", "web1", {"xml": XML, "state": "running", "seen": 10.0})
+    operations.remember(fleet, "hypervisor1", "web1",
+                        keys.definition("hypervisor1", "web1", {"xml": XML, "state": "running", "seen": 10.0}))
     hv1 = view.current()[0]["hypervisor1"]
     assert hv1["usage"] == [{"name": "web1", "cpu": 2, "memory": 1024, "state": "running"}]
     assert hv1["freemem"] == 8192 - 1024
     # An older event handled late (the reactor runs them in parallel) changes nothing.
-    operations.remember(fleet, "hypervisor1", "web1", {"xml": XML, "state": "shutoff", "seen": 5.0})
+    operations.remember(fleet, "hypervisor1", "web1",
+                        keys.definition("hypervisor1", "web1", {"xml": XML, "state": "shutoff", "seen": 5.0}))
     assert view.current()[0]["hypervisor1"]["usage"][0]["state"] == "running"
-    operations.remember(fleet, "hypervisor1", "web1", {"seen": 11.0})  # undefined there
-    assert view.current()[0]["hypervisor1"]["usage"] == []
+    # An event in hypervisor1's name that it did not sign (another minion sent it; or signed by
+    # hypervisor2, or for another VM, or changed after signing) changes nothing.
+    forged = [
+        {"seen": 20.0},
+        keys.definition("hypervisor1", "web1", {"seen": 20.0}, signer="hypervisor2"),
+        keys.definition("hypervisor1", "web1", {"seen": 20.0}, signer="web1"),
+        dict(keys.definition("hypervisor1", "web1", {"seen": 20.0}), seen=21.0),
+        dict(keys.definition("hypervisor1", "other", {"seen": 20.0})),
+        "not a record",
+    ]
+    for definition in forged:
+        with pytest.raises(VirtError, match="hypervisor1's definition of web1"):
+            operations.remember(fleet, "hypervisor1", "web1", definition)
+    assert view.current()[0]["hypervisor1"]["usage"][0]["state"] == "running"
+    operations.remember(fleet, "hypervisor1", "web1", keys.definition("hypervisor1", "web1", {"seen": 11.0}))
+    assert view.current()[0]["hypervisor1"]["usage"] == []  # undefined there
     # An event from a minion that is not a hypervisor is refused before it reaches the copy.
     with pytest.raises(InvalidArgument):
-        operations.remember(fleet, "web1", "web2", {"xml": XML, "state": "running", "seen": 12.0})
+        operations.remember(fleet, "web1", "web2",
+                            keys.definition("web1", "web2", {"xml": XML, "state": "running", "seen": 12.0}))
     assert view.current()[0]["hypervisor1"]["usage"] == []
 
 
 def test_an_event_whose_definition_cannot_be_read_discards_the_copy(tmp_path, view):
     from saltvirt.fleet import operations
 
-    fleet = _fleet(tmp_path, view)
+    keys = Keys(tmp_path, "hypervisor1")
+    fleet = _fleet(tmp_path, view, keys)
     view.saw({"hypervisor1": _answer()}, {})
-    operations.remember(fleet, "hypervisor1", "web1", {"xml": "<domain", "state": "running", "seen": 1.0})
+    operations.remember(fleet, "hypervisor1", "web1",
+                        keys.definition("hypervisor1", "web1", {"xml": "<domain", "state": "running", "seen": 1.0}))
     assert view.current() is None

@@ -206,3 +206,36 @@ def test_definition_events_carry_the_vms_definition_read_in_the_firing_thread():
     assert [t.rsplit("/", 1)[-1] for t, _d in fired] == ["started", "undefined", "suspended", "defined"]
     assert {thread for _c, _n, thread in asked} == {threading.current_thread().name}
     assert all(on is conn for on, _n, _t in asked)
+
+
+def test_definitions_go_out_signed_or_not_at_all(tmp_path):
+    """With the hypervisor's key the definition carries its signature (the master keeps nothing
+    without one); when signing fails the event still goes out, without the definition."""
+    import libvirt
+
+    from saltvirt.pki import attest
+    from tests.unit.attesting import Keys
+
+    keys = Keys(tmp_path, "hypervisor1")
+    conn, fired = FakeConn(), []
+    broken = {"sign": False}
+
+    def sign(name, record):
+        if broken["sign"]:
+            raise attest.VirtError("cannot sign for the master with /etc/salt/pki/minion/minion.pem: gone")
+        return keys.definition("hypervisor1", name, record)
+
+    watcher = _watcher([conn], fired, describe=lambda _c, _n: {"xml": "<domain/>", "state": "running"},
+                       clock=lambda: 7.0, sign=sign)
+    watcher.open()
+    fired.clear()
+    lifecycle = conn.callbacks[libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE]
+    lifecycle(conn, FakeDomain("web1"), 2, 0, None)
+    watcher.step(wait=0)
+    definition = fired[-1][1]["definition"]
+    body = attest.Verifier(keys.pki_dir).check_record(attest.DEFINITION, "hypervisor1", "web1", definition)
+    assert body == {"xml": "<domain/>", "state": "running", "seen": 7.0}
+    broken["sign"] = True
+    lifecycle(conn, FakeDomain("web1"), 2, 0, None)
+    watcher.step(wait=0)
+    assert len(fired) == 2 and "definition" not in fired[-1][1]

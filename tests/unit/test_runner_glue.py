@@ -12,6 +12,7 @@ import pytest
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.fleet import capacities, hosts, locations
 from saltvirt.fleet.provision import Provisioner
+from tests.unit.attesting import Keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -339,3 +340,42 @@ def test_placement_uses_the_masters_copy_while_it_is_fresh(runner, tmp_path):
     fleet.answers["virt.capacity"] = ({"hypervisor1": capacity, "hypervisor2": capacity}, {})
     assert prov.place("web6", 1, 256, "hypervisor2", {}) == "hypervisor2"
     assert fleet.calls == ["virt.capacity"] * 3
+
+
+def test_a_vms_key_is_accepted_only_with_its_hypervisors_signature(runner, tmp_path):
+    """Any minion can put a ``salt/job/<jid>/ret/hypervisor1`` event on the master's bus: a
+    ``virt.init`` answer whose minion key hypervisor1 did not sign is refused, the VM removed
+    again, and nothing kept; the signed answer gets the key accepted."""
+    keys = Keys(tmp_path, "hypervisor1", "hypervisor2", "tenant1")
+    runner.__opts__.update(cachedir=str(tmp_path / "cache"), pki_dir=keys.pki_dir)
+    capacity = {"node_info": {"cpus": 2, "phymemory": 4096}, "disk_free": 10000, "usage": []}
+    fleet = _Fleet(runner, {"virt.capacity": ({"hypervisor1": capacity}, {})})
+    purged = []
+    fleet.on = lambda host, fun, arg=(), kwarg=None, timeout=None: purged.append((host, fun, arg)) or ({host: {}}, {})
+    pub = "-----BEGIN PUBLIC KEY-----\nMIIB-the-vms-key\n-----END PUBLIC KEY-----\n"
+    answer = {}
+    fleet.watch = lambda *_a, **_k: {"return": {"name": "web1", "state": "shutoff", "seeded": dict(answer)},
+                                     "success": True}
+    prov = Provisioner(fleet, lambda: "20261202000000000000")
+    accepted = os.path.join(keys.pki_dir, "minions", "web1")
+    forged = [
+        {"minion_pub": pub},  # no signature (an answer another minion made up)
+        {"minion_pub": pub, "minion_pub_signature": keys.key_signature("hypervisor1", "web1", pub, signer="tenant1")},
+        {"minion_pub": pub, "minion_pub_signature": keys.key_signature("hypervisor1", "web2", pub)},
+        {"minion_pub": pub.replace("the-vms", "another"),
+         "minion_pub_signature": keys.key_signature("hypervisor1", "web1", pub)},
+    ]
+    for seeded in forged:
+        answer.clear()
+        answer.update(seeded)
+        with pytest.raises(VirtError, match="not accepting the minion key of web1: .*hypervisor1's signature|"
+                                            "not accepting the minion key of web1: .*is not signed"):
+            prov.init("web1", 1, 512, image="salt://x.qcow2", enable_qcow=True, start=False)
+        assert purged[-1] == ("hypervisor1", "virt.purge", ["web1"])  # the VM went again
+        assert not os.path.exists(accepted) and prov.store.entries() == [] and prov.intents.all() == []
+    answer.clear()
+    answer.update(minion_pub=pub, minion_pub_signature=keys.key_signature("hypervisor1", "web1", pub))
+    purged.clear()
+    result = prov.init("web1", 1, 512, image="salt://x.qcow2", enable_qcow=True, start=False)
+    assert result["seeded"] == {"key_accepted": True} and purged == []
+    assert open(accepted).read().strip() == pub.strip()

@@ -319,13 +319,16 @@ class Fleet:
 
     # -------------------------------------------------------------- jobs
 
-    def watch(self, host, fun, arg, kwarg, progress_tag, on_progress, timeout, jid="", on_published=None):
+    def watch(self, host, fun, arg, kwarg, progress_tag, on_progress, timeout, jid="", on_published=None,
+              genuine=None):
         """Run ``fun`` on ``host`` and relay its progress events until it returns.
 
         Returns the minion's return event data. If the minion stops answering about the job,
         or ``timeout`` passes, raises VirtError (the job itself may still run on the minion).
         ``on_progress`` may return a number of seconds: the job may take at least that much longer
-        (work whose size is known only once it began, such as an image copy).
+        (work whose size is known only once it began, such as an image copy). ``genuine(data)``:
+        False for a return event that cannot be ``host``'s (another minion can put one on the
+        bus in its name), which is then ignored: the wait goes on for the real one.
         """
         event = self._master_event()
         try:
@@ -338,11 +341,11 @@ class Fleet:
                     raise VirtError(f"could not start {fun} on {host}")
                 if on_published:
                     on_published(jid)
-                return self._wait(event, host, fun, jid, progress_tag, on_progress, timeout)
+                return self._wait(event, host, fun, jid, progress_tag, on_progress, timeout, genuine)
         finally:
             event.destroy()
 
-    def _wait(self, event, host, fun, jid, progress_tag, on_progress, timeout):
+    def _wait(self, event, host, fun, jid, progress_tag, on_progress, timeout, genuine=None):
         ret_tag = f"salt/job/{jid}/ret/{host}"
         started = time.monotonic()
         deadline = started + timeout
@@ -367,7 +370,9 @@ class Fleet:
                         and time.monotonic() + more > deadline:
                     deadline, extended = time.monotonic() + more, True
             elif tag == ret_tag:
-                return data
+                if genuine is None or genuine(data):
+                    return data
+                log.warning("%s: a return in %s's name for job %s that %s did not sign: ignored", fun, host, jid, host)
         longer = f" (its progress extended that to {deadline - started:.0f}s)" if extended else ""
         raise VirtError(f"{fun} on {host} did not finish within {timeout}s{longer}")
 

@@ -20,6 +20,7 @@ from saltvirt.operations import cordons as opcordons
 from saltvirt.operations import definitions as opdefs
 from saltvirt.operations import drain as opdrain
 from saltvirt.operations import evacuate as opevacuate
+from saltvirt.pki import attest
 from saltvirt.placement import reservations
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,10 @@ def remember(fleet, host=None, name=None, definition=None):
     if definition is not None:
         if name is None:
             raise InvalidArgument("definition= needs host= and name=: the VM the engine's event is about")
-        outcome = definitions_store(fleet).apply_event(fleet.exact(host)[0], name, definition)
+        host = fleet.exact(host)[0]
+        # The event's sender may be any minion (see saltvirt.pki.attest): only host's signature counts.
+        definition = attest.Verifier(fleet.opts["pki_dir"]).check_record(attest.DEFINITION, host, name, definition)
+        outcome = definitions_store(fleet).apply_event(host, name, definition)
         _follow_capacity(fleet, host, name, definition, outcome)
         saved = {host: [name] if outcome == "saved" else []}
         return {"saved": saved, "forgotten": {host: [name] if outcome == "forgotten" else []}}, {}
@@ -147,16 +151,21 @@ def remember(fleet, host=None, name=None, definition=None):
     else:
         answers, errors = fleet.fanout("virt.definitions")
     store = definitions_store(fleet)
+    verifier = attest.Verifier(fleet.opts["pki_dir"])
     out = {"saved": {}, "forgotten": {}}
     for minion, answer in sorted(answers.items()):
         try:
-            saved, forgotten = store.refresh(minion, answer or {}, only=name)
-        except InvalidArgument as exc:
+            if not isinstance(answer or {}, dict):
+                raise InvalidArgument(f"{minion}: virt.definitions answered {type(answer).__name__}, not a mapping")
+            answer = {vm: verifier.check_record(attest.DEFINITION, minion, vm, record)
+                      for vm, record in (answer or {}).items()}
+            saved, forgotten = store.refresh(minion, answer, only=name)
+        except (InvalidArgument, attest.Unattested) as exc:
             errors[minion] = str(exc)
             continue
         out["saved"][minion], out["forgotten"][minion] = saved, forgotten
         if name is not None:  # an engine event without a definition (definitions: False)
-            found = (answer or {}).get(name)
+            found = answer.get(name)
             _follow_capacity(fleet, minion, name, found, "saved" if isinstance(found, dict) else "forgotten")
     return out, errors
 

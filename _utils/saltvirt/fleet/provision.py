@@ -15,6 +15,7 @@ from saltvirt.domain import model as dommod
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.fleet.hosts import describe_errors, request, vm_names
 from saltvirt.fleet.keys import MinionKeys
+from saltvirt.pki import attest
 from saltvirt.placement import intents as vintents
 from saltvirt.placement import reservations
 from saltvirt.provision.spec import VmSpec
@@ -49,6 +50,7 @@ class Provisioner:
         self.store = reservations.Reservations(os.path.join(cache, "reservations"))
         self.intents = vintents.Intents(os.path.join(cache, "intents"))
         self.keys = MinionKeys(fleet.opts["pki_dir"], os.path.join(cache, "vm-keys"))
+        self.verifier = attest.Verifier(fleet.opts["pki_dir"])
 
     # -------------------------------------------------------------- init
 
@@ -123,6 +125,7 @@ class Provisioner:
                 host, "virt.init", [name, cpu, mem], dict(kwargs, progress_tag=tag), tag, on_progress, timeout,
                 jid=jid,
                 on_published=lambda _jid: self.fleet.progress(f"Creating VM {name} on hypervisor {host}", host=host),
+                genuine=lambda data: self.genuine_init_answer(host, name, data),
             )
         except VirtError as exc:
             # No answer in time, or the job vanished: it may still create the VM. The intent and the
@@ -151,7 +154,8 @@ class Provisioner:
             self.fleet.capacities.defined(
                 host, {"name": name, "cpu": req.cpu, "memory": req.memory_mib, "state": state}, req.disk_mib)
         try:
-            self.complete(host, name, seeded.pop("minion_pub", None) if seeded else None)
+            self.complete(host, name, seeded.pop("minion_pub", None) if seeded else None,
+                          seeded.pop("minion_pub_signature", None) if seeded else None)
         except BaseException:
             self._forget_capacities()  # rolled back (or not): the copy no longer says
             raise
@@ -160,16 +164,32 @@ class Provisioner:
             self.fleet.progress(f"Minion key of {name} accepted on the master", host=host)
         return result  # its state and host are in the result: no progress line for them
 
+    def genuine_init_answer(self, host, name, data):
+        """False for a ``virt.init`` answer that says it made a key pair without ``host``'s
+        signature over the public key: another minion's, in ``host``'s name (pki.attest).
+        Under a syndic, whose master holds ``host``'s key, that master checks it instead."""
+        ret = data.get("return") if isinstance(data, dict) else None
+        seeded = ret.get("seeded") if isinstance(ret, dict) else None
+        if not isinstance(seeded, dict) or not seeded.get("minion_pub") or self.fleet.syndics.key_minion(host):
+            return True
+        try:
+            self.verifier.check(attest.KEY, host, name, str(seeded["minion_pub"]).strip(),
+                                seeded.get("minion_pub_signature"))
+        except attest.Unattested:
+            return False
+        return True
+
     def _forget_capacities(self):
         if self.fleet.capacities is not None:
             self.fleet.capacities.discard()
 
-    def complete(self, host, name, pub):
-        """The VM exists on ``host``: accept its key, turn the reservation into it, end the intent."""
+    def complete(self, host, name, pub, signature=None):
+        """The VM exists on ``host``: accept its key (``signature``: ``host``'s over it), turn the
+        reservation into it, end the intent."""
         if pub:
             try:
-                if not self.key_on_syndic(name, host):
-                    self.keys.accept(name, pub, host)
+                if not self.key_on_syndic(name, host):  # there, that master checks host's signature
+                    self.accept_key(host, name, pub, signature)
             except VirtError:
                 self.rollback(host, name, defined=True)
                 raise
@@ -177,6 +197,15 @@ class Provisioner:
         self.intents.end(name)
         if self.fleet.locations is not None:
             self.fleet.locations.set(name, host)
+
+    def accept_key(self, host, name, pub, signature):
+        """Accept ``pub`` as VM ``name``'s key when ``host`` signed it (:mod:`saltvirt.pki.attest`)."""
+        try:
+            self.verifier.check(attest.KEY, host, name, pub.strip(), signature)
+        except attest.Unattested as exc:
+            log.warning("virt: minion key of %s refused: %s", name, exc)
+            raise VirtError(f"not accepting the minion key of {name}: {exc}") from exc
+        self.keys.accept(name, pub, host)
 
     def key_on_syndic(self, name, host):
         """Under a syndic (``virt:syndics``), VM ``name``'s key belongs on ``host``'s master: the
@@ -204,7 +233,7 @@ class Provisioner:
         trust.check_vm_name(name, self.fleet.hypervisors, self.keys.known() - {name})
         status = self.fleet.call(host, "virt.init_status", [name])
         if status.get("defined") and status.get("minion_pub"):
-            self.keys.accept(name, status["minion_pub"], host)
+            self.accept_key(host, name, status["minion_pub"], status.get("minion_pub_signature"))
             return {"name": name, "host": host, "key": "accepted"}
         if not status.get("defined") and name in self.keys.registered():
             # Migrated elsewhere is not gone: delete only when no hypervisor of this master has it.
@@ -259,7 +288,7 @@ class Provisioner:
             return entry
         try:
             if action == vintents.COMPLETE:
-                self.complete(host, name, status.get("minion_pub"))
+                self.complete(host, name, status.get("minion_pub"), status.get("minion_pub_signature"))
                 entry["done"] = "completed: key accepted" if status.get("minion_pub") else "completed"
             else:
                 self.rollback(host, name, defined=bool(status.get("defined")))

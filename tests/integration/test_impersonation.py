@@ -1,0 +1,179 @@
+"""A tenant's minion cannot speak for a hypervisor.
+
+Any minion with an accepted key -- every seeded VM has one -- can send the master a batch of
+events (the form salt-syndic uses), which the master puts on its bus with tag and data as sent:
+an engine event "of" hypervisor1, or a job return "from" hypervisor1. What the master would act
+on from such an event carries the hypervisor's signature (saltvirt.pki.attest); here a minion
+that is not a hypervisor (tenant_minion.py, Salt's own request channel) tries both, and the
+legitimate events and answers of the same kind go through.
+"""
+
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.integration.conftest import BIN, LAB_DIR, LAB_NETNS, REPO
+
+TENANT = "tenant-forger"
+MASTER_PKI = os.path.join(LAB_DIR, "master/etc/salt/pki/master")
+DEFINITIONS = os.path.join(LAB_DIR, "master/var/cache/salt/master/saltvirt/definitions/hypervisor1")
+ENGINE = "salt/engines/libvirt_events/qemu/system/domain"
+PYTHON = os.path.join(REPO, ".venv", "bin", "python")
+SCRIPT = os.path.join(REPO, "tests", "integration", "tenant_minion.py")
+HOSTILE_XML = ("<domain type='qemu'><name>{name}</name><memory unit='KiB'>131072</memory><vcpu>1</vcpu>"
+               "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
+               "<source file='/etc/shadow'/><target dev='vda' bus='virtio'/></disk></devices></domain>")
+
+
+def in_lab(*args, **kwargs):
+    return subprocess.run(["nsenter", f"--net=/run/netns/{LAB_NETNS}", PYTHON, SCRIPT, *args],
+                          capture_output=True, text=True, timeout=120, **kwargs)
+
+
+@pytest.fixture
+def tenant(lab, tmp_path):
+    """A minion that is not a hypervisor, its key accepted as a seeded VM's is: ``send(events)``."""
+    conf = tmp_path / "tenant"
+    conf.mkdir()
+    (conf / "minion").write_text(json.dumps({"id": TENANT, "master": "127.0.0.1", "root_dir": str(conf),
+                                             "pki_dir": str(conf / "pki"), "user": "root"}))
+    made = in_lab(str(conf), "keys")
+    assert made.returncode == 0, made.stderr
+    accepted = os.path.join(MASTER_PKI, "minions", TENANT)
+    with open(accepted, "w") as fh:
+        fh.write(made.stdout.strip() + "\n")
+
+    def send(events):
+        sent = in_lab(str(conf), "events", json.dumps(events))
+        assert sent.returncode == 0, sent.stdout + sent.stderr  # the master took it (it answers nothing)
+
+    send.conf, send.pub = str(conf), made.stdout.strip()
+    yield send
+    os.unlink(accepted)
+
+
+class Bus:
+    """``salt-run state.event`` for ``match`` on the master's bus, once it listens."""
+
+    def __init__(self, match):
+        self.proc = subprocess.Popen([os.path.join(BIN, "salt-run"), "state.event", match, "pretty=False"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.events = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        marker = match.replace("*", f"marker{time.monotonic_ns()}")
+        deadline = time.monotonic() + 60
+        while not self.wait(lambda tag, _d: tag == marker, timeout=2, missing_ok=True):
+            assert time.monotonic() < deadline, "state.event never listened"
+            subprocess.run([os.path.join(BIN, "salt-run"), "event.send", marker], capture_output=True, check=True)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            tag, _, payload = line.rstrip("\n").partition("\t")
+            try:
+                self.events.put((tag, json.loads(payload)))
+            except json.JSONDecodeError:
+                continue
+
+    def wait(self, matches, timeout=60, missing_ok=False):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                tag, data = self.events.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if matches(tag, data):
+                return data
+        assert missing_ok, "no such event on the master's bus"
+        return None
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _remember_answer(name):
+    """Matches the reactor's ``virt.remember`` run for VM ``name`` once it returned."""
+    def matches(tag, data):
+        args = data.get("fun_args") or [{}]
+        return (tag.endswith("/ret") and data.get("fun") == "runner.virt.remember"
+                and isinstance(args[0], dict) and args[0].get("name") == name)
+    return matches
+
+
+def test_a_tenant_cannot_plant_a_definition_in_a_hypervisors_name(lab, tenant):
+    bus = Bus("salt/run/*/ret")
+    real = "impersonated"
+    try:
+        # A VM hypervisor1 never had, whose disk is a host file: were it kept, virt.evacuate
+        # would define and start it on another hypervisor.
+        tenant([{"tag": f"{ENGINE}/ghost/defined",
+                 "data": {"id": "hypervisor1", "data": {"domain": {"name": "ghost"}, "event": "defined",
+                                                       "definition": {"xml": HOSTILE_XML.format(name="ghost"),
+                                                                      "state": "running", "seen": time.time()}}}}])
+        refused = bus.wait(_remember_answer("ghost"))
+        assert "does not carry hypervisor1's signature" in json.dumps(refused["return"]) \
+            or "is not signed" in json.dumps(refused["return"]), refused
+        assert not os.path.exists(os.path.join(DEFINITIONS, "ghost.json"))
+
+        # The legitimate path: a VM defined on hypervisor1; the engine's signed event is kept.
+        lab.run("salt", "hypervisor1", "virt.init", real, "1", "128", "image=/var/lib/libvirt/images/centos.qcow2",
+                "enable_qcow=True", "start=False", "seed=False")
+        kept = bus.wait(_remember_answer(real))
+        assert kept["return"]["saved"] == {"hypervisor1": [real]}, kept
+        with open(os.path.join(DEFINITIONS, f"{real}.json")) as fh:
+            stored = json.load(fh)
+        assert f"<name>{real}</name>" in stored["xml"] and "/etc/shadow" not in stored["xml"]
+
+        # A newer "definition" of that real VM in hypervisor1's name changes nothing.
+        tenant([{"tag": f"{ENGINE}/{real}/defined",
+                 "data": {"id": "hypervisor1", "data": {"domain": {"name": real}, "event": "defined",
+                                                       "definition": {"xml": HOSTILE_XML.format(name=real),
+                                                                      "state": "running",
+                                                                      "seen": time.time() + 3600}}}}])
+        refused = bus.wait(_remember_answer(real))
+        assert "hypervisor1's definition of" in json.dumps(refused["return"]), refused
+        with open(os.path.join(DEFINITIONS, f"{real}.json")) as fh:
+            assert json.load(fh) == stored
+    finally:
+        bus.close()
+        lab.run("salt", "hypervisor1", "virt.purge", real, check=False)
+        if os.path.exists(os.path.join(DEFINITIONS, "ghost.json")):  # a failed run must not leave it
+            os.unlink(os.path.join(DEFINITIONS, "ghost.json"))      # for test_evacuate to restart
+
+
+def test_a_forged_virt_init_answer_does_not_get_the_tenants_key_accepted(lab, tenant):
+    """The tenant answers the runner's virt.init job in hypervisor1's name with its own public
+    key, before hypervisor1 does; the runner ignores that answer and accepts the VM's real key."""
+    victim = "victim"
+    jobs = Bus("salt/job/*/new")
+    forger = subprocess.Popen(["nsenter", f"--net=/run/netns/{LAB_NETNS}", PYTHON, SCRIPT, tenant.conf, "serve"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert forger.stdout.readline().strip() == "ready", forger.stderr.read()
+        init = subprocess.Popen([os.path.join(BIN, "salt-run"), "virt.init", victim, "1", "128", "salt://centos.qcow2",
+                                 "enable_qcow=True", "start=False", "host=hypervisor1", "--out=json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        job = jobs.wait(lambda tag, d: d.get("fun") == "virt.init" and (d.get("arg") or [None])[0] == victim)
+        forged = {"id": "hypervisor1", "jid": job["jid"], "fun": "virt.init", "retcode": 0, "success": True,
+                  "return": {"name": victim, "state": "shutoff", "host": "hypervisor1",
+                             "seeded": {"method": "cidata", "minion_pub": tenant.pub}}}
+        forger.stdin.write(json.dumps([{"tag": f"salt/job/{job['jid']}/ret/hypervisor1", "data": forged}]) + "\n")
+        forger.stdin.flush()
+        assert forger.stdout.readline().strip() == "sent"
+        out, err = init.communicate(timeout=300)
+        assert init.returncode == 0, out + err
+        # The forged answer reached the runner first, and was not taken for hypervisor1's.
+        assert "virt.init: a return in hypervisor1's name for job" in err and "did not sign: ignored" in err, err
+        status = lab.salt_json("hypervisor1", "virt.init_status", victim)["hypervisor1"]
+        with open(os.path.join(MASTER_PKI, "minions", victim)) as fh:
+            key = fh.read().strip()
+        assert key == status["minion_pub"].strip() and key != tenant.pub
+    finally:
+        forger.kill()
+        jobs.close()
+        lab.run("salt-run", "virt.purge", victim, check=False)
