@@ -128,6 +128,12 @@ def test_a_tenant_cannot_plant_a_definition_in_a_hypervisors_name(lab, tenant):
         with open(os.path.join(DEFINITIONS, f"{real}.json")) as fh:
             stored = json.load(fh)
         assert f"<name>{real}</name>" in stored["xml"] and "/etc/shadow" not in stored["xml"]
+        # The refresh that asks the hypervisor itself (virt.definitions: each record signed).
+        _p, refreshed = lab.run_json("virt.remember", "host=hypervisor1")
+        assert real in refreshed["saved"]["hypervisor1"] and "retcode" not in refreshed, refreshed
+        with open(os.path.join(DEFINITIONS, f"{real}.json")) as fh:
+            stored = json.load(fh)
+        assert f"<name>{real}</name>" in stored["xml"]
 
         # A newer "definition" of that real VM in hypervisor1's name changes nothing.
         tenant([{"tag": f"{ENGINE}/{real}/defined",

@@ -379,3 +379,44 @@ def test_a_vms_key_is_accepted_only_with_its_hypervisors_signature(runner, tmp_p
     result = prov.init("web1", 1, 512, image="salt://x.qcow2", enable_qcow=True, start=False)
     assert result["seeded"] == {"key_accepted": True} and purged == []
     assert open(accepted).read().strip() == pub.strip()
+
+
+def test_a_watched_job_ignores_answers_its_host_did_not_sign(monkeypatch):
+    """Another minion's return in hypervisor1's name is skipped and the real one taken; when only
+    such answers come and the job has ended there, the error says so instead of waiting it out."""
+    now = [1000.0]
+
+    class Clock:
+        @staticmethod
+        def monotonic():
+            now[0] += 0.5  # each look at the clock is half a second later
+            return now[0]
+
+    monkeypatch.setattr(hosts, "time", Clock)
+
+    class Client:
+        asked = []
+
+        def run_job(self, tgt, fun, **kwargs):
+            return {"jid": "42", "minions": tgt}
+
+        def cmd(self, tgt, fun, arg=(), **kwargs):
+            self.asked.append((tgt, fun, list(arg)))
+            return {}  # find_job: no longer running there
+
+    forged = {"tag": "salt/job/42/ret/hypervisor1", "data": {"id": "hypervisor1", "return": {"forged": True}}}
+    real = {"tag": "salt/job/42/ret/hypervisor1", "data": {"id": "hypervisor1", "return": {"forged": False}}}
+
+    def genuine(data):
+        return not data["return"]["forged"]
+
+    fleet = hosts.Fleet({"virt": {"hypervisors": "hypervisor*"}}, client_factory=None,
+                        check_minions=lambda *_a: ["hypervisor1"], master_event=lambda: _Bus([forged, real]))
+    fleet._client = Client()
+    done = fleet.watch("hypervisor1", "virt.init", ["web1"], {}, None, None, 600, genuine=genuine)
+    assert done["return"] == {"forged": False} and Client.asked == []
+    fleet._master_event = lambda: _Bus([forged])
+    with pytest.raises(VirtError, match="virt.init on hypervisor1 ended with no answer signed by hypervisor1"):
+        fleet.watch("hypervisor1", "virt.init", ["web1"], {}, None, None, 600, genuine=genuine)
+    assert Client.asked == [("hypervisor1", "saltutil.find_job", ["42"])]  # asked after seconds, not minutes
+    assert now[0] < 1000.0 + 60

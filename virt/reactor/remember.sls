@@ -12,11 +12,11 @@
 #     - 'salt/engines/libvirt_events/*/domain/*/stopped':
 #       - salt://virt/reactor/remember.sls
 #
-# The hypervisor is the event's sender (data['id'], which the master authenticated), never a
-# field of the payload; the runner refuses any id outside virt:hypervisors (a VM is a minion
-# too and could send such an event).
-# The engine attaches the VM's definition to these events: it is stored as sent, without a
-# round trip to the hypervisor (an engine configured with definitions: False makes the runner ask).
+# data['id'] names the hypervisor, but any minion can send an event with the id it likes (a
+# batch of events, as salt-syndic sends them, reaches the bus as sent): the runner refuses ids
+# outside virt:hypervisors and keeps the definition the engine attached only with that
+# hypervisor's signature (docs/security.rst). It is then stored without a round trip to the
+# hypervisor (an engine configured with definitions: False makes the runner ask).
 {%- set event = data.get('data') or {} %}
 {%- set vm = event.get('domain', {}).get('name') %}
 {%- if vm %}

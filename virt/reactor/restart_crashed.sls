@@ -6,8 +6,9 @@
 #     - 'salt/engines/libvirt_events/*/domain/*/stopped':
 #       - salt://virt/reactor/restart_crashed.sls
 #
-# The hypervisor is the event's sender (data['id']); the runner refuses ids outside
-# virt:hypervisors.
+# data['id'] names the hypervisor; the runner refuses ids outside virt:hypervisors. The
+# event itself is not signed: any minion can send one in a hypervisor's name, and so make this
+# start a VM that is defined and shut off there (docs/security.rst).
 {%- set payload = data.get('data') or {} %}
 {%- if payload.get('detail') == 'crashed' and payload.get('domain', {}).get('name') %}
 restart-{{ payload['domain']['name'] }}:

@@ -351,12 +351,16 @@ class Fleet:
         deadline = started + timeout
         extended = False
         quiet_since = time.monotonic()
+        ignored = False
         while time.monotonic() < deadline:
             ev = event.get_event(wait=max(0.05, min(1, deadline - time.monotonic())), full=True)
-            if ev is None and time.monotonic() - quiet_since > 30:
-                # Quiet for long: is the job still running on the minion?
+            # Quiet for long (soon after an answer was ignored): is the job still running there?
+            if ev is None and time.monotonic() - quiet_since > (5 if ignored else 30):
                 if not (self._client.cmd(host, "saltutil.find_job", [jid], timeout=10) or {}).get(host):
                     ev = event.get_event(wait=5, tag=ret_tag, full=True)
+                    if ev is None and ignored:
+                        raise VirtError(f"{fun} on {host} ended with no answer signed by {host}: another minion "
+                                        f"answered in its name, or {host} runs an older salt-virt (saltutil.sync_all)")
                     if ev is None:
                         raise VirtError(f"{fun} on {host} vanished (minion restarted?)")
                 quiet_since = time.monotonic()
@@ -373,6 +377,7 @@ class Fleet:
                 if genuine is None or genuine(data):
                     return data
                 log.warning("%s: a return in %s's name for job %s that %s did not sign: ignored", fun, host, jid, host)
+                ignored, quiet_since = True, time.monotonic()
         longer = f" (its progress extended that to {deadline - started:.0f}s)" if extended else ""
         raise VirtError(f"{fun} on {host} did not finish within {timeout}s{longer}")
 
