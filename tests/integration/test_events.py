@@ -25,7 +25,7 @@ BASE = "/var/lib/libvirt/images/centos.qcow2"
 class EventTail:
     """``salt-run state.event`` on the master's bus, parsed line by line in a thread."""
 
-    def __init__(self, match="salt/engines/libvirt_events/*"):
+    def __init__(self, match="salt/engines/libvirt_events/*", marker="salt/engines/libvirt_events/test-marker/{}"):
         self.proc = subprocess.Popen(
             [os.path.join(BIN, "salt-run"), "state.event", match, "pretty=False"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -33,8 +33,8 @@ class EventTail:
         self.events = queue.Queue()
         self.seen = []
         threading.Thread(target=self._read, daemon=True).start()
-        # Listening only once our own marker comes back through the bus.
-        marker = f"salt/engines/libvirt_events/test-marker/{time.monotonic_ns()}"
+        # Listening only once our own marker (a tag ``match`` takes) comes back through the bus.
+        marker = marker.format(time.monotonic_ns())
         deadline = time.monotonic() + 60
         while True:
             subprocess.run([os.path.join(BIN, "salt-run"), "event.send", marker], capture_output=True, check=True)
@@ -62,6 +62,10 @@ class EventTail:
             return (re.fullmatch(tag_pattern, tag) and (minion is None or event.get("id") == minion)
                     and all(payload.get(k) == v for k, v in data.items()))
 
+        return self.first(matches, timeout, f"no event {tag_pattern} from {minion} with {data}")
+
+    def first(self, matches, timeout=60, missing="no such event"):
+        """The first event not yet returned for which ``matches(tag, event)``."""
         for index, (tag, event) in enumerate(self.seen):
             if matches(tag, event):
                 del self.seen[index]
@@ -76,7 +80,7 @@ class EventTail:
                 return event
             self.seen.append((tag, event))
         seen = "\n".join(f"{t} {e.get('id')} {e.get('data')}" for t, e in self.seen[-15:])
-        raise AssertionError(f"no event {tag_pattern} from {minion} with {data} within {timeout}s; last:\n{seen}")
+        raise AssertionError(f"{missing} within {timeout}s; last:\n{seen}")
 
     def close(self):
         self.proc.kill()

@@ -10,14 +10,13 @@ legitimate events and answers of the same kind go through.
 
 import json
 import os
-import queue
 import subprocess
-import threading
 import time
 
 import pytest
 
 from tests.integration.conftest import BIN, LAB_DIR, LAB_NETNS, REPO
+from tests.integration.test_events import EventTail
 
 TENANT = "tenant-forger"
 MASTER_PKI = os.path.join(LAB_DIR, "master/etc/salt/pki/master")
@@ -57,45 +56,6 @@ def tenant(lab, tmp_path):
     os.unlink(accepted)
 
 
-class Bus:
-    """``salt-run state.event`` for ``match`` on the master's bus, once it listens."""
-
-    def __init__(self, match):
-        self.proc = subprocess.Popen([os.path.join(BIN, "salt-run"), "state.event", match, "pretty=False"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.events = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        marker = match.replace("*", f"marker{time.monotonic_ns()}")
-        deadline = time.monotonic() + 60
-        while not self.wait(lambda tag, _d: tag == marker, timeout=2, missing_ok=True):
-            assert time.monotonic() < deadline, "state.event never listened"
-            subprocess.run([os.path.join(BIN, "salt-run"), "event.send", marker], capture_output=True, check=True)
-
-    def _read(self):
-        for line in self.proc.stdout:
-            tag, _, payload = line.rstrip("\n").partition("\t")
-            try:
-                self.events.put((tag, json.loads(payload)))
-            except json.JSONDecodeError:
-                continue
-
-    def wait(self, matches, timeout=60, missing_ok=False):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                tag, data = self.events.get(timeout=max(0.05, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if matches(tag, data):
-                return data
-        assert missing_ok, "no such event on the master's bus"
-        return None
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
 def _remember_answer(name):
     """Matches the reactor's ``virt.remember`` run for VM ``name`` once it returned."""
     def matches(tag, data):
@@ -106,7 +66,7 @@ def _remember_answer(name):
 
 
 def test_a_tenant_cannot_plant_a_definition_in_a_hypervisors_name(lab, tenant):
-    bus = Bus("salt/run/*/ret")
+    bus = EventTail("salt/run/*/ret", marker="salt/run/marker{}/ret")
     real = "impersonated"
     try:
         # A VM hypervisor1 never had, whose disk is a host file: were it kept, virt.evacuate
@@ -115,7 +75,7 @@ def test_a_tenant_cannot_plant_a_definition_in_a_hypervisors_name(lab, tenant):
                  "data": {"id": "hypervisor1", "data": {"domain": {"name": "ghost"}, "event": "defined",
                                                        "definition": {"xml": HOSTILE_XML.format(name="ghost"),
                                                                       "state": "running", "seen": time.time()}}}}])
-        refused = bus.wait(_remember_answer("ghost"))
+        refused = bus.first(_remember_answer("ghost"))
         assert "does not carry hypervisor1's signature" in json.dumps(refused["return"]) \
             or "is not signed" in json.dumps(refused["return"]), refused
         assert not os.path.exists(os.path.join(DEFINITIONS, "ghost.json"))
@@ -123,7 +83,7 @@ def test_a_tenant_cannot_plant_a_definition_in_a_hypervisors_name(lab, tenant):
         # The legitimate path: a VM defined on hypervisor1; the engine's signed event is kept.
         lab.run("salt", "hypervisor1", "virt.init", real, "1", "128", "image=/var/lib/libvirt/images/centos.qcow2",
                 "enable_qcow=True", "start=False", "seed=False")
-        kept = bus.wait(_remember_answer(real))
+        kept = bus.first(_remember_answer(real))
         assert kept["return"]["saved"] == {"hypervisor1": [real]}, kept
         with open(os.path.join(DEFINITIONS, f"{real}.json")) as fh:
             stored = json.load(fh)
@@ -141,7 +101,7 @@ def test_a_tenant_cannot_plant_a_definition_in_a_hypervisors_name(lab, tenant):
                                                        "definition": {"xml": HOSTILE_XML.format(name=real),
                                                                       "state": "running",
                                                                       "seen": time.time() + 3600}}}}])
-        refused = bus.wait(_remember_answer(real))
+        refused = bus.first(_remember_answer(real))
         assert "hypervisor1's definition of" in json.dumps(refused["return"]), refused
         with open(os.path.join(DEFINITIONS, f"{real}.json")) as fh:
             assert json.load(fh) == stored
@@ -156,7 +116,7 @@ def test_a_forged_virt_init_answer_does_not_get_the_tenants_key_accepted(lab, te
     """The tenant answers the runner's virt.init job in hypervisor1's name with its own public
     key, before hypervisor1 does; the runner ignores that answer and accepts the VM's real key."""
     victim = "victim"
-    jobs = Bus("salt/job/*/new")
+    jobs = EventTail("salt/job/*/new", marker="salt/job/marker{}/new")
     forger = subprocess.Popen(["nsenter", f"--net=/run/netns/{LAB_NETNS}", PYTHON, SCRIPT, tenant.conf, "serve"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -164,7 +124,7 @@ def test_a_forged_virt_init_answer_does_not_get_the_tenants_key_accepted(lab, te
         init = subprocess.Popen([os.path.join(BIN, "salt-run"), "virt.init", victim, "1", "128", "salt://centos.qcow2",
                                  "enable_qcow=True", "start=False", "host=hypervisor1", "--out=json"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        job = jobs.wait(lambda tag, d: d.get("fun") == "virt.init" and (d.get("arg") or [None])[0] == victim)
+        job = jobs.first(lambda tag, d: d.get("fun") == "virt.init" and (d.get("arg") or [None])[0] == victim)
         forged = {"id": "hypervisor1", "jid": job["jid"], "fun": "virt.init", "retcode": 0, "success": True,
                   "return": {"name": victim, "state": "shutoff", "host": "hypervisor1",
                              "seeded": {"method": "cidata", "minion_pub": tenant.pub}}}
