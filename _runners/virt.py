@@ -805,6 +805,27 @@ def remember(host=None, name=None, definition=None):
 
 
 @_clean_errors
+def restart_crashed(host, name, definition):
+    """
+    Start VM ``name`` on ``host`` again after libvirt stopped it because its guest crashed: what
+    the reactor ``salt://virt/reactor/restart_crashed.sls`` runs on the libvirt_events engine's
+    ``stopped`` events (``docs/operations.rst``).
+
+    definition
+        What the engine attached to the event. It must carry ``host``'s signature and say
+        ``event: stopped``, ``detail: crashed``: any minion can put an event on the bus in a
+        hypervisor's name, and such an event starts nothing.
+
+    CLI Example (the reactor passes the engine's record):
+
+    .. code-block:: bash
+
+        salt-run virt.restart_crashed hypervisor1 web1 definition='{...}'
+    """
+    return _lib("fleet.operations").restart_crashed(_fleet(), host, name, definition)
+
+
+@_clean_errors
 def evacuate(host, fenced=False, test=False, start=True):
     """
     Restart the VMs of a dead hypervisor on the others, from the definitions the master kept

@@ -308,7 +308,10 @@ def write_master_config():
         # The master's copy of the VMs' definitions follows the hypervisors' libvirt events
         # (virt.evacuate restarts a dead hypervisor's VMs from it).
         + [{f"salt/engines/libvirt_events/*/domain/*/{event}": ["salt://virt/reactor/remember.sls"]}
-           for event in ("defined", "undefined", "started", "stopped")],
+           for event in ("defined", "undefined", "started")]
+        # A VM whose guest crashed starts again (on its hypervisor's signed word only).
+        + [{"salt/engines/libvirt_events/*/domain/*/stopped": ["salt://virt/reactor/remember.sls",
+                                                               "salt://virt/reactor/restart_crashed.sls"]}],
         # The bundle's PKI: the CA lives here; hypervisors get certificates through pillar.
         "ext_pillar": [{"libvirt": {}}],
         "libvirt_pki": {

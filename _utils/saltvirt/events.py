@@ -150,7 +150,8 @@ class Watcher:
 
     With ``describe(conn, name)`` (``{xml, state, autostart}`` of a persistent domain, or None),
     the :data:`REMEMBERED` events carry ``definition``: that record plus ``seen`` (this host's
-    clock when the event was fired), or only ``seen`` when the domain has no definition any more;
+    clock when the event was fired), ``event`` and ``detail``, or only those three when the domain
+    has no definition any more;
     with ``sign(name, record)`` too, the record carries this hypervisor's signature
     (:mod:`saltvirt.pki.attest`), without which the master keeps none of it.
     """
@@ -301,7 +302,9 @@ class Watcher:
         except Exception as exc:  # the event still goes out; the master may ask with virt.remember
             log.debug("libvirt_events: no definition of %s: %s", data["domain"]["name"], exc)
             return
-        definition = dict(record or {}, seen=seen)
+        # The event and its detail go with it, under the same signature: a reactor may act on them
+        # (restart_crashed), and any minion can send an unsigned event in this host's name.
+        definition = dict(record or {}, seen=seen, event=data.get("event"), detail=data.get("detail"))
         if self.sign is not None:
             try:
                 definition = self.sign(data["domain"]["name"], definition)

@@ -11,6 +11,7 @@ legitimate events and answers of the same kind go through.
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -18,12 +19,17 @@ import pytest
 from tests.integration.conftest import BIN, LAB_DIR, LAB_NETNS, REPO
 from tests.integration.test_events import EventTail
 
+sys.path.insert(0, os.path.join(REPO, "_utils"))
+from saltvirt.pki import attest  # noqa: E402
+
 TENANT = "tenant-forger"
 MASTER_PKI = os.path.join(LAB_DIR, "master/etc/salt/pki/master")
 DEFINITIONS = os.path.join(LAB_DIR, "master/var/cache/salt/master/saltvirt/definitions/hypervisor1")
 ENGINE = "salt/engines/libvirt_events/qemu/system/domain"
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 SCRIPT = os.path.join(REPO, "tests", "integration", "tenant_minion.py")
+HV1_KEY = os.path.join(LAB_DIR, "hv1/minion/etc/salt/pki/minion/minion.pem")
+TENANT_KEY = "{conf}/pki/minion.pem"
 HOSTILE_XML = ("<domain type='qemu'><name>{name}</name><memory unit='KiB'>131072</memory><vcpu>1</vcpu>"
                "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
                "<source file='/etc/shadow'/><target dev='vda' bus='virtio'/></disk></devices></domain>")
@@ -143,3 +149,38 @@ def test_a_forged_virt_init_answer_does_not_get_the_tenants_key_accepted(lab, te
         forger.kill()
         jobs.close()
         lab.run("salt-run", "virt.purge", victim, check=False)
+
+
+def test_a_crash_restarts_a_vm_only_when_its_hypervisor_says_so(lab, tenant, vm):
+    """The lab's reactor restarts a VM whose guest crashed (restart_crashed.sls): on hypervisor1's
+    own signed event it does; on the same event sent by the tenant in hypervisor1's name it does not."""
+    lab.run_json("virt.init", vm, "1", "128", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
+                 "host=hypervisor1", "seed=False", "start=False")
+    bus = EventTail("salt/run/*/ret", marker="salt/run/marker{}/ret")
+    xml = lab.salt_json("hypervisor1", "virt.definitions", f"name={vm}")["hypervisor1"][vm]["xml"]
+    crashed = {"xml": xml, "state": "shutoff", "autostart": False, "seen": time.time(), "event": "stopped",
+               "detail": "crashed"}
+    event = {"domain": {"name": vm}, "event": "stopped", "detail": "crashed"}
+
+    def restarted(tag, data):
+        args = data.get("fun_args") or [{}]
+        return data.get("fun") == "runner.virt.restart_crashed" and isinstance(args[0], dict) \
+            and args[0].get("name") == vm
+
+    try:
+        for definition in (crashed, attest.signed(TENANT_KEY.format(conf=tenant.conf), attest.DEFINITION,
+                                                  "hypervisor1", vm, crashed)):
+            tenant([{"tag": f"{ENGINE}/{vm}/stopped",
+                     "data": {"id": "hypervisor1", "data": dict(event, definition=definition)}}])
+            refused = bus.first(restarted)
+            assert refused["return"]["result"] is False and "hypervisor1" in refused["return"]["error"], refused
+            assert lab.run("virsh", "hypervisor1", "domstate", vm).stdout.strip() == "shut off"
+        # hypervisor1's own event, signed with its minion key, as its engine sends one.
+        signed = attest.signed(HV1_KEY, attest.DEFINITION, "hypervisor1", vm, crashed)
+        lab.run("salt", "hypervisor1", "event.send", f"{ENGINE}/{vm}/stopped",
+                json.dumps(dict(event, definition=signed)))
+        done = bus.first(restarted)
+        assert done["return"]["host"] == "hypervisor1" and done["success"], done
+        assert lab.run("virsh", "hypervisor1", "domstate", vm).stdout.strip() == "running"
+    finally:
+        bus.close()

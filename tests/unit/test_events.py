@@ -198,8 +198,9 @@ def test_definition_events_carry_the_vms_definition_read_in_the_firing_thread():
     while watcher.step(wait=0) and not watcher.queue.empty():
         pass
     assert [d.get("definition") for _t, d in fired] == [
-        {"xml": "<domain/>", "state": "running", "autostart": False, "seen": 42.5},
-        {"seen": 42.5},
+        {"xml": "<domain/>", "state": "running", "autostart": False, "seen": 42.5, "event": "started",
+         "detail": "booted"},
+        {"seen": 42.5, "event": "undefined", "detail": "removed"},
         None,
         None,  # the event still goes out, without a definition: the runner then asks
     ]
@@ -234,7 +235,7 @@ def test_definitions_go_out_signed_or_not_at_all(tmp_path):
     watcher.step(wait=0)
     definition = fired[-1][1]["definition"]
     body = attest.Verifier(keys.pki_dir).check_record(attest.DEFINITION, "hypervisor1", "web1", definition)
-    assert body == {"xml": "<domain/>", "state": "running", "seen": 7.0}
+    assert body == {"xml": "<domain/>", "state": "running", "seen": 7.0, "event": "started", "detail": "booted"}
     broken["sign"] = True
     lifecycle(conn, FakeDomain("web1"), 2, 0, None)
     watcher.step(wait=0)

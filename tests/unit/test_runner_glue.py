@@ -420,3 +420,29 @@ def test_a_watched_job_ignores_answers_its_host_did_not_sign(monkeypatch):
         fleet.watch("hypervisor1", "virt.init", ["web1"], {}, None, None, 600, genuine=genuine)
     assert Client.asked == [("hypervisor1", "saltutil.find_job", ["42"])]  # asked after seconds, not minutes
     assert now[0] < 1000.0 + 60
+
+
+def test_a_crashed_vm_is_restarted_only_on_its_hypervisors_signed_word(runner, tmp_path):
+    from saltvirt.fleet import operations
+
+    keys = Keys(tmp_path, "hypervisor1", "hypervisor2", "tenant1")
+    runner.__opts__.update(cachedir=str(tmp_path / "cache"), pki_dir=keys.pki_dir)
+    fleet = _Fleet(runner)
+    started = []
+    fleet.call = lambda host, fun, arg=(), kwarg=None, timeout=None: started.append((host, fun, arg)) or {
+        "name": arg[0], "started": True}
+    crashed = {"xml": "<domain/>", "state": "shutoff", "seen": 5.0, "event": "stopped", "detail": "crashed"}
+    refused = {
+        "is not signed": dict(crashed),
+        "does not carry hypervisor1's signature": keys.definition("hypervisor1", "web1", crashed, signer="tenant1"),
+        "did not say that web1 crashed": keys.definition("hypervisor1", "web1", dict(crashed, detail="destroyed")),
+    }
+    for message, definition in refused.items():
+        with pytest.raises(VirtError, match=message):
+            operations.restart_crashed(fleet, "hypervisor1", "web1", definition)
+    with pytest.raises(InvalidArgument, match="tenant1"):  # not a hypervisor, even if signed by it
+        operations.restart_crashed(fleet, "tenant1", "web1", keys.definition("tenant1", "web1", crashed))
+    assert started == []
+    ret = operations.restart_crashed(fleet, "hypervisor1", "web1", keys.definition("hypervisor1", "web1", crashed))
+    assert ret == {"name": "web1", "started": True, "host": "hypervisor1"}
+    assert started == [("hypervisor1", "virt.start", ["web1"])]

@@ -6,14 +6,15 @@
 #     - 'salt/engines/libvirt_events/*/domain/*/stopped':
 #       - salt://virt/reactor/restart_crashed.sls
 #
-# data['id'] names the hypervisor; the runner refuses ids outside virt:hypervisors. The
-# event itself is not signed: any minion can send one in a hypervisor's name, and so make this
-# start a VM that is defined and shut off there (docs/security.rst).
+# data['id'] names the hypervisor, but any minion can send an event in a hypervisor's name:
+# the runner (virt.restart_crashed) starts the VM only when the definition the engine attached
+# carries that hypervisor's signature and says stopped/crashed (docs/security.rst).
 {%- set payload = data.get('data') or {} %}
 {%- if payload.get('detail') == 'crashed' and payload.get('domain', {}).get('name') %}
 restart-{{ payload['domain']['name'] }}:
-  runner.virt.start:
+  runner.virt.restart_crashed:
     - args:
-      - name: {{ payload['domain']['name'] | json }}
       - host: {{ data['id'] | json }}
+      - name: {{ payload['domain']['name'] | json }}
+      - definition: {{ payload.get('definition') | json }}
 {%- endif %}

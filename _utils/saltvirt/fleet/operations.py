@@ -170,6 +170,17 @@ def remember(fleet, host=None, name=None, definition=None):
     return out, errors
 
 
+def restart_crashed(fleet, host, name, definition):
+    """Start VM ``name`` again on ``host`` after its guest crashed (see the runner's
+    ``virt.restart_crashed``): only on ``host``'s signed word that libvirt stopped it for that."""
+    host = fleet.exact(host)[0]
+    said = attest.Verifier(fleet.opts["pki_dir"]).check_record(attest.DEFINITION, host, name, definition)
+    if (said.get("event"), said.get("detail")) != ("stopped", "crashed"):
+        raise InvalidArgument(f"{host} did not say that {name} crashed ({said.get('event')}/{said.get('detail')}): "
+                              "not restarting it")
+    return fleet.vm_call(name, "virt.start", host=host)
+
+
 def _follow_capacity(fleet, host, name, definition, outcome):
     """An engine event changes the master's copy of the capacities (``virt.init``'s placement)."""
     if fleet.capacities is None:
