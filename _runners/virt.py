@@ -81,6 +81,9 @@ def _clean_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        # A long-lived runner client (the reactor's) keeps __context__ from call to call, and Salt
+        # reports each call's success from its retcode: one failure must not mark the next ones.
+        __context__.pop("retcode", None)
         try:
             return func(*args, **kwargs)
         except (SaltInvocationError, SaltRunnerError, VirtError) as exc:

@@ -446,3 +446,13 @@ def test_a_crashed_vm_is_restarted_only_on_its_hypervisors_signed_word(runner, t
     ret = operations.restart_crashed(fleet, "hypervisor1", "web1", keys.definition("hypervisor1", "web1", crashed))
     assert ret == {"name": "web1", "started": True, "host": "hypervisor1"}
     assert started == [("hypervisor1", "virt.start", ["web1"])]
+
+
+def test_one_failed_call_does_not_mark_the_next_ones_failed(runner, monkeypatch):
+    """The reactor's runner client keeps __context__ between calls and Salt takes each call's
+    success from its retcode: a refusal must not make the next, successful call report failure."""
+    fleet = _Fleet(runner, {"virt.vm_state": ({"hypervisor1": {"web1": "running"}}, {})})
+    fleet.call = lambda host, fun, arg=(), kwarg=None, timeout=None: {"name": arg[0], "started": True}
+    monkeypatch.setattr(runner, "_fleet", lambda: fleet)
+    assert runner.start("web9")["result"] is False and runner.__context__["retcode"] == 1
+    assert runner.start("web1")["started"] is True and "retcode" not in runner.__context__
