@@ -120,35 +120,48 @@ def test_a_tenant_cannot_plant_a_definition_in_a_hypervisors_name(lab, tenant):
 
 def test_a_forged_virt_init_answer_does_not_get_the_tenants_key_accepted(lab, tenant):
     """The tenant answers the runner's virt.init job in hypervisor1's name with its own public
-    key, before hypervisor1 does; the runner ignores that answer and accepts the VM's real key."""
-    victim = "victim"
+    key, before hypervisor1 does; the runner ignores that answer and accepts the VM's real key.
+    (The forger must win the race against hypervisor1's ~0.5 s job: tried up to three times.)"""
     jobs = EventTail("salt/job/*/new", marker="salt/job/marker{}/new")
     forger = subprocess.Popen(["nsenter", f"--net=/run/netns/{LAB_NETNS}", PYTHON, SCRIPT, tenant.conf, "serve"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ignored = []
     try:
         assert forger.stdout.readline().strip() == "ready", forger.stderr.read()
-        init = subprocess.Popen([os.path.join(BIN, "salt-run"), "virt.init", victim, "1", "128", "salt://centos.qcow2",
-                                 "enable_qcow=True", "start=False", "host=hypervisor1", "--out=json"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        job = jobs.first(lambda tag, d: d.get("fun") == "virt.init" and (d.get("arg") or [None])[0] == victim)
-        forged = {"id": "hypervisor1", "jid": job["jid"], "fun": "virt.init", "retcode": 0, "success": True,
-                  "return": {"name": victim, "state": "shutoff", "host": "hypervisor1",
-                             "seeded": {"method": "cidata", "minion_pub": tenant.pub}}}
-        forger.stdin.write(json.dumps([{"tag": f"salt/job/{job['jid']}/ret/hypervisor1", "data": forged}]) + "\n")
-        forger.stdin.flush()
-        assert forger.stdout.readline().strip() == "sent"
-        out, err = init.communicate(timeout=300)
-        assert init.returncode == 0, out + err
-        # The forged answer reached the runner first, and was not taken for hypervisor1's.
-        assert "virt.init: a return in hypervisor1's name for job" in err and "did not sign: ignored" in err, err
-        status = lab.salt_json("hypervisor1", "virt.init_status", victim)["hypervisor1"]
-        with open(os.path.join(MASTER_PKI, "minions", victim)) as fh:
-            key = fh.read().strip()
-        assert key == status["minion_pub"].strip() and key != tenant.pub
+        for attempt in range(3):
+            victim = f"victim{attempt}"
+            try:
+                ignored.append(_race(lab, tenant, jobs, forger, victim))
+            finally:
+                lab.run("salt-run", "virt.purge", victim, check=False)
+            if ignored[-1]:
+                break
+        assert any(ignored), "the forged answer never reached the runner before hypervisor1's own"
     finally:
         forger.kill()
         jobs.close()
-        lab.run("salt-run", "virt.purge", victim, check=False)
+
+
+def _race(lab, tenant, jobs, forger, victim):
+    """One salt-run virt.init of ``victim`` that the tenant answers first if it can: whether the
+    runner saw (and ignored) the forged answer. Either way the VM's own key is the one accepted."""
+    init = subprocess.Popen([os.path.join(BIN, "salt-run"), "virt.init", victim, "1", "128", "salt://centos.qcow2",
+                             "enable_qcow=True", "start=False", "host=hypervisor1", "--out=json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = jobs.first(lambda tag, d: d.get("fun") == "virt.init" and (d.get("arg") or [None])[0] == victim)
+    forged = {"id": "hypervisor1", "jid": job["jid"], "fun": "virt.init", "retcode": 0, "success": True,
+              "return": {"name": victim, "state": "shutoff", "host": "hypervisor1",
+                         "seeded": {"method": "cidata", "minion_pub": tenant.pub}}}
+    forger.stdin.write(json.dumps([{"tag": f"salt/job/{job['jid']}/ret/hypervisor1", "data": forged}]) + "\n")
+    forger.stdin.flush()
+    assert forger.stdout.readline().strip() == "sent"
+    out, err = init.communicate(timeout=300)
+    assert init.returncode == 0, out + err
+    status = lab.salt_json("hypervisor1", "virt.init_status", victim)["hypervisor1"]
+    with open(os.path.join(MASTER_PKI, "minions", victim)) as fh:
+        key = fh.read().strip()
+    assert key == status["minion_pub"].strip() and key != tenant.pub
+    return "virt.init: a return in hypervisor1's name for job" in err and "did not sign: ignored" in err
 
 
 def test_a_crash_restarts_a_vm_only_when_its_hypervisor_says_so(lab, tenant, vm):
