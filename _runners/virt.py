@@ -819,10 +819,11 @@ def restart_crashed(host, name, definition):
         ``event: stopped``, ``detail: crashed``: any minion can put an event on the bus in a
         hypervisor's name, and such an event starts nothing.
 
-    CLI Example (the reactor passes the engine's record):
+    CLI Example:
 
     .. code-block:: bash
 
+        # as the reactor runs it, with the record the engine attached to the event
         salt-run virt.restart_crashed hypervisor1 web1 definition='{...}'
     """
     return _lib("fleet.operations").restart_crashed(_fleet(), host, name, definition)
