@@ -1,5 +1,7 @@
 """Statements of a hypervisor signed with its minion key and checked with the key the master accepted."""
 
+import os
+
 import pytest
 
 from saltvirt.pki import attest
@@ -46,3 +48,18 @@ def test_a_host_without_an_accepted_key_cannot_be_checked(tmp_path):
 def test_an_unreadable_private_key_is_a_clear_error(tmp_path):
     with pytest.raises(attest.VirtError, match="cannot sign for the master with .*minion.pem"):
         attest.sign(str(tmp_path / "minion.pem"), attest.KEY, "hypervisor1", "web1", "PUB")
+
+
+def test_a_replaced_private_key_is_read_again(tmp_path):
+    """The key is read once and kept, but a minion whose key was replaced signs with the new one."""
+    keys = Keys(tmp_path, "hypervisor1", "hypervisor2")
+    verifier = attest.Verifier(keys.pki_dir)
+    path = keys.private("hypervisor1")
+    first = attest.sign(path, attest.KEY, "hypervisor1", "web1", "PUB")
+    verifier.check(attest.KEY, "hypervisor1", "web1", "PUB", first)
+    with open(keys.private("hypervisor2"), "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+    os.utime(path, ns=(1, 1))  # whatever the file system's clock resolution
+    with pytest.raises(attest.Unattested):
+        verifier.check(attest.KEY, "hypervisor1", "web1", "PUB",
+                       attest.sign(path, attest.KEY, "hypervisor1", "web1", "PUB"))

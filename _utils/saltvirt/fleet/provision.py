@@ -173,9 +173,8 @@ class Provisioner:
         if not isinstance(seeded, dict) or not seeded.get("minion_pub") or self.fleet.syndics.key_minion(host):
             return True
         try:
-            self.verifier.check(attest.KEY, host, name, str(seeded["minion_pub"]).strip(),
-                                seeded.get("minion_pub_signature"))
-        except attest.Unattested:
+            self.check_key(host, name, seeded["minion_pub"], seeded.get("minion_pub_signature"))
+        except VirtError:
             return False
         return True
 
@@ -198,13 +197,20 @@ class Provisioner:
         if self.fleet.locations is not None:
             self.fleet.locations.set(name, host)
 
-    def accept_key(self, host, name, pub, signature):
-        """Accept ``pub`` as VM ``name``'s key when ``host`` signed it (:mod:`saltvirt.pki.attest`)."""
+    def check_key(self, host, name, pub, signature):
+        """Raise VirtError unless ``host`` signed ``pub`` as VM ``name``'s key (:mod:`saltvirt.pki.attest`)."""
         try:
-            self.verifier.check(attest.KEY, host, name, pub.strip(), signature)
+            self.verifier.check(attest.KEY, host, name, str(pub).strip(), signature)
         except attest.Unattested as exc:
-            log.warning("virt: minion key of %s refused: %s", name, exc)
             raise VirtError(f"not accepting the minion key of {name}: {exc}") from exc
+
+    def accept_key(self, host, name, pub, signature):
+        """Accept ``pub`` as VM ``name``'s key when ``host`` signed it."""
+        try:
+            self.check_key(host, name, pub, signature)
+        except VirtError as exc:
+            log.warning("virt: %s", exc)
+            raise
         self.keys.accept(name, pub, host)
 
     def key_on_syndic(self, name, host):

@@ -46,16 +46,28 @@ def _crypto():
     return hashes, serialization, padding
 
 
+_LOADED = {}  # key_path -> ((mtime_ns, size), key): read and checked once, not per record signed
+
+
+def _private_key(key_path):
+    _hashes, serialization, _padding = _crypto()
+    try:
+        stat = os.stat(key_path)
+        version = (stat.st_mtime_ns, stat.st_size)
+        cached = _LOADED.get(key_path)
+        if cached is None or cached[0] != version:
+            with open(key_path, "rb") as fh:
+                cached = _LOADED[key_path] = (version, serialization.load_pem_private_key(fh.read(), password=None))
+    except (OSError, ValueError) as exc:
+        raise VirtError(f"cannot sign for the master with {key_path}: {exc}") from exc
+    return cached[1]
+
+
 def sign(key_path, purpose, host, name, payload):
     """Signature (base64) of ``payload`` as ``host``'s statement about VM ``name``, made with
     the private key at ``key_path`` (the minion's ``minion.pem``)."""
-    hashes, serialization, padding = _crypto()
-    try:
-        with open(key_path, "rb") as fh:
-            key = serialization.load_pem_private_key(fh.read(), password=None)
-    except (OSError, ValueError) as exc:
-        raise VirtError(f"cannot sign for the master with {key_path}: {exc}") from exc
-    raw = key.sign(_message(purpose, host, name, payload), padding.PKCS1v15(), hashes.SHA256())
+    hashes, _serialization, padding = _crypto()
+    raw = _private_key(key_path).sign(_message(purpose, host, name, payload), padding.PKCS1v15(), hashes.SHA256())
     return base64.b64encode(raw).decode()
 
 
