@@ -206,14 +206,29 @@ def postcopy_ready(lab):
                     os.unlink(POSTCOPY_CONF)
 
 
+def _purge_everywhere(lab, name):
+    """``name`` gone from both hypervisors whatever state a failed migration left it in, its key too."""
+    lab.run("salt-run", "virt.purge", name, check=False)
+    for host in ("hypervisor1", "hypervisor2"):
+        if name in lab.domains(host):
+            lab.run("salt", host, "virt.purge", name, check=False)
+    lab.run("salt-key", "-y", "-d", name, check=False)
+
+
 def test_postcopy_switches_over_and_the_guest_carries_on(lab, vm, shared_dir, postcopy_ready):
-    first = _start_on_shared_storage(lab, vm, shared_dir)
-    # 2 MiB/s makes the passes slow enough for the switch after the first one.
-    there = migrate(lab, vm, "hypervisor2", "postcopy=True", "max_bandwidth=2")
-    assert "POSTCOPY" in there["flags"] and there["postcopy_switched"] is True, there
-    assert vm in lab.domains("hypervisor2") and vm not in lab.domains("hypervisor1")
-    assert wait_beat_above(lab, "hypervisor2", vm, first) > first
-    assert boots(lab, vm) == 1
+    # A guest that keeps rewriting 8 MiB and a 1 ms downtime limit: pre-copy never converges on its
+    # own, the migration ends by the switch to post-copy after the first pass (8 MiB/s: seconds).
+    busy = f"{vm}-dirty8"
+    try:
+        first = _start_on_shared_storage(lab, busy, shared_dir)
+        lab.wait_serial("hypervisor1", busy, r"SALTVIRT-MEMORY 8 MiB dirtied", timeout=120)
+        there = migrate(lab, busy, "hypervisor2", "postcopy=True", "max_bandwidth=8", "max_downtime=1")
+        assert "POSTCOPY" in there["flags"] and there["postcopy_switched"] is True, there
+        assert busy in lab.domains("hypervisor2") and busy not in lab.domains("hypervisor1")
+        assert wait_beat_above(lab, "hypervisor2", busy, first) > first
+        assert boots(lab, busy) == 1
+    finally:
+        _purge_everywhere(lab, busy)
 
 
 # Run inside hypervisor1's namespaces (libvirt-python on its own libvirtd): once the migration of
@@ -307,11 +322,7 @@ def test_postcopy_failure_after_the_switch_over_is_resumed(lab, vm, shared_dir, 
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.communicate()
-        lab.run("salt-run", "virt.purge", busy, check=False)
-        for host in ("hypervisor1", "hypervisor2"):  # after a failure: both copies, whatever state
-            if busy in lab.domains(host):
-                lab.run("salt", host, "virt.purge", busy, check=False)
-        lab.run("salt-key", "-y", "-d", busy, check=False)
+        _purge_everywhere(lab, busy)
 
 
 @pytest.fixture
@@ -393,61 +404,6 @@ def wait_keepalive_gave_up(since, timeout=60):
         time.sleep(0.5)
 
 
-def test_killing_the_target_libvirtd_keeps_the_vm_on_the_source(lab, vm):
-    lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
-                 "host=hypervisor1")
-    first = wait_beat_above(lab, "hypervisor1", vm, 1)
-    proc = _start_slow_migration(lab, vm)
-    try:
-        pid = _libvirtd_pid(lab, "hypervisor2")
-        lab.hv("hypervisor2", "kill", pid)
-        while lab.hv("hypervisor2", "test", "-e", f"/proc/{pid}", check=False).returncode == 0:
-            time.sleep(0.1)
-        lab.start_libvirtd("hypervisor2")
-        out, err = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0, out + err
-    result = _last_json(out)
-    assert result["result"] is False and result["host"] == "hypervisor1", result
-    assert f"{vm} is still running on hypervisor1" in result["error"]
-    cleanup = result["recovery"]["target_cleanup"]
-    assert f"/srv/salt-images/{vm}/system.qcow2" in cleanup["removed"] and cleanup["kept"] == []
-    _assert_only_on_source(lab, vm, first)
-
-
-def test_a_network_outage_to_the_target_keeps_the_vm_on_the_source(lab, vm):
-    lab.run_json("virt.init", vm, "1", "256", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
-                 "host=hypervisor1")
-    first = wait_beat_above(lab, "hypervisor1", vm, 1)
-    # Everything sent to hypervisor2's address (libvirt's TLS port, QEMU's memory and disk
-    # streams) is silently dropped, inside the lab's network namespace (the minions reach the
-    # master on 127.0.0.1), until libvirt's keepalive (5 s x 5) gives up on the migration's
-    # connection and a libvirtd logs it (likely hypervisor2's: its pings still reach hypervisor1,
-    # whose answers do not come back).
-    # Then the network comes back: QEMU's blocked disk-mirror socket learns its peer is gone
-    # (without that, only the kernel's TCP retransmission timeout would end the wait).
-    rule = ["INPUT", "-d", "127.0.0.3", "-p", "tcp", "-j", "DROP"]
-    netns = ["nsenter", f"--net=/run/netns/{os.environ.get('LAB_NETNS', 'svlab')}", "iptables"]
-    proc = _start_slow_migration(lab, vm)
-    try:
-        logged = _log_sizes()
-        subprocess.run([*netns, "-I", *rule], check=True)
-        wait_keepalive_gave_up(logged, timeout=60)
-        assert vm in lab.domains("hypervisor1")
-        subprocess.run([*netns, "-D", *rule], check=True)
-        out, err = proc.communicate(timeout=180)
-    finally:
-        subprocess.run([*netns, "-D", *rule], check=False, capture_output=True)
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0, out + err
-    result = _last_json(out)
-    assert result["result"] is False and result["host"] == "hypervisor1", result
-    _assert_only_on_source(lab, vm, first)
-
-
 def test_errors_are_clear(lab, vm):
     lab.run_json("virt.init", vm, "1", "128", "/var/lib/libvirt/images/centos.qcow2", "enable_qcow=True",
                  "host=hypervisor1", "start=False")
@@ -504,8 +460,9 @@ def test_base_only_on_the_source_is_fetched_by_the_target(lab, vm):
                 os.unlink(path)
 
 
-# The two refusals below leave their VM untouched: they share one (last in the module, so that it
-# is purged as soon as they are done), and each first checks that it still runs on hypervisor1 only.
+# The failures and refusals below leave their VM running on hypervisor1 alone: they share one (the
+# module's last tests, so that it is purged as soon as they are done), and each first checks that
+# it still runs there only, untouched.
 
 
 @pytest.fixture(scope="module")
@@ -517,13 +474,7 @@ def idle_vm(lab):
                      "host=hypervisor1")
         yield name, wait_beat_above(lab, "hypervisor1", name, 1)
     finally:
-        lab.run("salt-run", "virt.purge", name, check=False)
-        for host in ("hypervisor1", "hypervisor2"):
-            if name in lab.domains(host):
-                lab.run("salt", host, "virt.purge", name, check=False)
-        if any(os.path.exists(os.path.join(LAB_DIR, "master/etc/salt/pki/master", d, name))
-               for d in ("minions", "minions_pre", "minions_rejected", "minions_denied")):
-            lab.run("salt-key", "-y", "-d", name, check=False)
+        _purge_everywhere(lab, name)
 
 
 def _assert_untouched(lab, vm, first):
@@ -531,6 +482,59 @@ def _assert_untouched(lab, vm, first):
     _assert_only_on_source(lab, vm, first)
     listing = lab.hv("hypervisor1", "ls", "-A", f"/srv/salt-images/{vm}").stdout.split()
     assert not [f for f in listing if f.startswith(".saltvirt")], listing
+
+
+def test_killing_the_target_libvirtd_keeps_the_vm_on_the_source(lab, idle_vm):
+    vm, first = idle_vm
+    _assert_untouched(lab, vm, first)
+    proc = _start_slow_migration(lab, vm)
+    try:
+        pid = _libvirtd_pid(lab, "hypervisor2")
+        lab.hv("hypervisor2", "kill", pid)
+        while lab.hv("hypervisor2", "test", "-e", f"/proc/{pid}", check=False).returncode == 0:
+            time.sleep(0.1)
+        lab.start_libvirtd("hypervisor2")
+        out, err = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out + err
+    result = _last_json(out)
+    assert result["result"] is False and result["host"] == "hypervisor1", result
+    assert f"{vm} is still running on hypervisor1" in result["error"]
+    cleanup = result["recovery"]["target_cleanup"]
+    assert f"/srv/salt-images/{vm}/system.qcow2" in cleanup["removed"] and cleanup["kept"] == []
+    _assert_only_on_source(lab, vm, first)
+
+
+def test_a_network_outage_to_the_target_keeps_the_vm_on_the_source(lab, idle_vm):
+    vm, first = idle_vm
+    _assert_untouched(lab, vm, first)
+    # Everything sent to hypervisor2's address (libvirt's TLS port, QEMU's memory and disk
+    # streams) is silently dropped, inside the lab's network namespace (the minions reach the
+    # master on 127.0.0.1), until libvirt's keepalive (5 s x 5) gives up on the migration's
+    # connection and a libvirtd logs it (likely hypervisor2's: its pings still reach hypervisor1,
+    # whose answers do not come back).
+    # Then the network comes back: QEMU's blocked disk-mirror socket learns its peer is gone
+    # (without that, only the kernel's TCP retransmission timeout would end the wait).
+    rule = ["INPUT", "-d", "127.0.0.3", "-p", "tcp", "-j", "DROP"]
+    netns = ["nsenter", f"--net=/run/netns/{os.environ.get('LAB_NETNS', 'svlab')}", "iptables"]
+    proc = _start_slow_migration(lab, vm)
+    try:
+        logged = _log_sizes()
+        subprocess.run([*netns, "-I", *rule], check=True)
+        wait_keepalive_gave_up(logged, timeout=60)
+        assert vm in lab.domains("hypervisor1")
+        subprocess.run([*netns, "-D", *rule], check=True)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        subprocess.run([*netns, "-D", *rule], check=False, capture_output=True)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out + err
+    result = _last_json(out)
+    assert result["result"] is False and result["host"] == "hypervisor1", result
+    _assert_only_on_source(lab, vm, first)
 
 
 def test_a_full_target_disk_is_refused_before_anything_moves(lab, idle_vm):
