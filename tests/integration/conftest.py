@@ -89,6 +89,21 @@ class Lab:
         out = self.run("virsh", hypervisor, "list", "--all", "--name").stdout
         return [line.strip() for line in out.splitlines() if line.strip()]
 
+    def purge_everywhere(self, name):
+        """VM ``name`` gone from every hypervisor of the lab whatever state a failure left it in
+        (defined on two hosts, say), its placement reservation and minion key too."""
+        lab_dir = (self.env or os.environ).get("LAB_DIR", "/var/lib/svlab")
+        self.run("salt-run", "virt.purge", name, check=False)  # also drops its placement reservation
+        for hyper in ("hypervisor1", "hypervisor2", "hypervisor3"):
+            if not os.path.exists(f"{lab_dir}/hv{hyper[-1]}/holder.pid"):
+                continue
+            if name in self.domains(hyper):
+                self.run("salt", hyper, "virt.purge", name, check=False)
+        pki = os.path.join(lab_dir, "master/etc/salt/pki/master")
+        if any(os.path.exists(os.path.join(pki, d, name))
+               for d in ("minions", "minions_pre", "minions_rejected", "minions_denied")):
+            self.run("salt-key", "-y", "-d", name, check=False)  # (virt.purge deletes it: rarely left)
+
 
 def _last_json(text):
     """salt-run prints progress lines before the JSON return: parse the last JSON document."""
@@ -137,16 +152,7 @@ def vm(lab):
     """A unique VM name; the VM is purged from every hypervisor (and its key deleted) afterwards."""
     name = f"it-{uuid.uuid4().hex[:6]}"
     yield name
-    lab.run("salt-run", "virt.purge", name, check=False)  # also drops its placement reservation
-    for hyper in ("hypervisor1", "hypervisor2", "hypervisor3"):
-        if not os.path.exists(f"{os.environ.get('LAB_DIR', '/var/lib/svlab')}/hv{hyper[-1]}/holder.pid"):
-            continue
-        if name in lab.domains(hyper):
-            lab.run("salt", hyper, "virt.purge", name, check=False)
-    pki = os.path.join(os.environ.get("LAB_DIR", "/var/lib/svlab"), "master/etc/salt/pki/master")
-    if any(os.path.exists(os.path.join(pki, d, name))
-           for d in ("minions", "minions_pre", "minions_rejected", "minions_denied")):
-        lab.run("salt-key", "-y", "-d", name, check=False)  # (virt.purge deletes it: rarely left)
+    lab.purge_everywhere(name)
 
 
 @pytest.fixture(scope="session")

@@ -206,15 +206,6 @@ def postcopy_ready(lab):
                     os.unlink(POSTCOPY_CONF)
 
 
-def _purge_everywhere(lab, name):
-    """``name`` gone from both hypervisors whatever state a failed migration left it in, its key too."""
-    lab.run("salt-run", "virt.purge", name, check=False)
-    for host in ("hypervisor1", "hypervisor2"):
-        if name in lab.domains(host):
-            lab.run("salt", host, "virt.purge", name, check=False)
-    lab.run("salt-key", "-y", "-d", name, check=False)
-
-
 def test_postcopy_switches_over_and_the_guest_carries_on(lab, vm, shared_dir, postcopy_ready):
     # A guest that keeps rewriting 8 MiB and a 1 ms downtime limit: pre-copy never converges on its
     # own, the migration ends by the switch to post-copy after the first pass (8 MiB/s: seconds).
@@ -228,7 +219,7 @@ def test_postcopy_switches_over_and_the_guest_carries_on(lab, vm, shared_dir, po
         assert wait_beat_above(lab, "hypervisor2", busy, first) > first
         assert boots(lab, busy) == 1
     finally:
-        _purge_everywhere(lab, busy)
+        lab.purge_everywhere(busy)
 
 
 # Run inside hypervisor1's namespaces (libvirt-python on its own libvirtd): once the migration of
@@ -322,7 +313,7 @@ def test_postcopy_failure_after_the_switch_over_is_resumed(lab, vm, shared_dir, 
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.communicate()
-        _purge_everywhere(lab, busy)
+        lab.purge_everywhere(busy)
 
 
 @pytest.fixture
@@ -474,7 +465,7 @@ def idle_vm(lab):
                      "host=hypervisor1")
         yield name, wait_beat_above(lab, "hypervisor1", name, 1)
     finally:
-        _purge_everywhere(lab, name)
+        lab.purge_everywhere(name)
 
 
 def _assert_untouched(lab, vm, first):
