@@ -40,9 +40,16 @@ hypervisors are named by minion id and no VM may take a name in that set (see
 import functools
 import importlib
 import logging
+import sys
 import threading
 
 from salt.exceptions import SaltInvocationError, SaltRunnerError
+
+# Run by saltutil.runner on a minion (a syndic's host, docs/scale.rst), this runner starts in a job
+# forked from a main process that may hold the library preloaded (_grains/virt.py): read it anew
+# if saltutil.sync_all has replaced its files since, as the execution module does.
+if hasattr(sys.modules.get("saltvirt"), "unload_if_stale"):
+    sys.modules["saltvirt"].unload_if_stale()
 
 try:
     import salt.utils.jid
@@ -473,7 +480,7 @@ def purge(name, delete_key=True, host=None):
 
 
 @_clean_errors
-def sync_key(name, host):
+def sync_key(name, host, jid=None, timeout=None):
     """
     Make this master's minion key for VM ``name`` match hypervisor ``host``: accept the public key
     the VM's seed on ``host`` holds (read from the hypervisor, never taken from the caller) while
@@ -481,14 +488,25 @@ def sync_key(name, host):
     this master has it any more. A master of masters calls it on a syndic's master, where the VMs
     of the hypervisors under that syndic authenticate (``virt:syndics``, ``docs/scale.rst``).
 
+    jid
+        The job id of a ``virt.init`` of ``name`` on ``host`` that may not have answered yet:
+        first wait for ``host``'s answer to it (its public key signed by ``host``; an answer in
+        ``host``'s name without that signature is ignored), then do the above. The master of
+        masters starts it so together with the creation. Without an answer, or when the job
+        failed, nothing changes (``key: unchanged`` and the ``reason``).
+
+    timeout
+        Seconds to wait for that answer (default ``virt:init_timeout``, 900).
+
     CLI Example:
 
     .. code-block:: bash
 
         salt-run virt.sync_key web1 hypervisor1
         salt syndic1 saltutil.runner virt.sync_key kwarg='{name: web1, host: hypervisor1}'
+        salt-run virt.sync_key web1 hypervisor1 jid=20261202063840145699 timeout=60
     """
-    return _provisioner().sync_key(name, host)
+    return _provisioner().sync_key(name, host, jid=jid, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- base images

@@ -23,6 +23,10 @@ LAB_DIR = os.environ.get("LAB_DIR", "/var/lib/svlab")
 IMAGE_DIR = os.environ.get("SALTVIRT_MINION_IMAGE_DIR", "/var/cache/salt-virt-lab/minion-image")
 IMAGE_NAME = "debian-minion.qcow2"
 START_TIMEOUT = 300
+PYTHON = os.path.join(REPO, ".venv", "bin", "python")
+TENANT = "tenant-forger"
+TENANT_SCRIPT = os.path.join(REPO, "tests", "integration", "tenant_minion.py")
+TENANT_KEY = "{conf}/pki/minion.pem"  # the tenant's private key, under its config directory
 
 
 class Lab:
@@ -199,3 +203,32 @@ def three_hypervisors(lab):
         subprocess.run([sys.executable, os.path.join(REPO, "lab", "labctl.py"), "up"], env=env, check=True,
                        timeout=900)
     return lab
+
+
+def in_lab(*args, **kwargs):
+    """``tenant_minion.py`` with ``args``, inside the lab's network namespace."""
+    return subprocess.run(["nsenter", f"--net=/run/netns/{LAB_NETNS}", PYTHON, TENANT_SCRIPT, *args],
+                          capture_output=True, text=True, timeout=120, **kwargs)
+
+
+@pytest.fixture
+def tenant(lab, tmp_path):
+    """A minion that is not a hypervisor, its key accepted as a seeded VM's is (by the lab's
+    master: the syndic's on a syndic lab): ``send(events)`` (tests/integration/tenant_minion.py)."""
+    conf = tmp_path / "tenant"
+    conf.mkdir()
+    (conf / "minion").write_text(json.dumps({"id": TENANT, "master": "127.0.0.1", "root_dir": str(conf),
+                                             "pki_dir": str(conf / "pki"), "user": "root"}))
+    made = in_lab(str(conf), "keys")
+    assert made.returncode == 0, made.stderr
+    accepted = os.path.join(LAB_DIR, "master/etc/salt/pki/master/minions", TENANT)
+    with open(accepted, "w") as fh:
+        fh.write(made.stdout.strip() + "\n")
+
+    def send(events):
+        sent = in_lab(str(conf), "events", json.dumps(events))
+        assert sent.returncode == 0, sent.stdout + sent.stderr  # the master took it (it answers nothing)
+
+    send.conf, send.pub = str(conf), made.stdout.strip()
+    yield send
+    os.unlink(accepted)

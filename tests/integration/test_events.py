@@ -25,10 +25,12 @@ BASE = "/var/lib/libvirt/images/centos.qcow2"
 class EventTail:
     """``salt-run state.event`` on the master's bus, parsed line by line in a thread."""
 
-    def __init__(self, match="salt/engines/libvirt_events/*", marker="salt/engines/libvirt_events/test-marker/{}"):
+    def __init__(self, match="salt/engines/libvirt_events/*", marker="salt/engines/libvirt_events/test-marker/{}",
+                 env=None):
+        """``env``: the lab tools' environment (``LAB_MASTER=syndic``: the syndic's master's bus)."""
         self.proc = subprocess.Popen(
             [os.path.join(BIN, "salt-run"), "state.event", match, "pretty=False"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
         )
         self.events = queue.Queue()
         self.seen = []
@@ -37,7 +39,8 @@ class EventTail:
         marker = marker.format(time.monotonic_ns())
         deadline = time.monotonic() + 60
         while True:
-            subprocess.run([os.path.join(BIN, "salt-run"), "event.send", marker], capture_output=True, check=True)
+            subprocess.run([os.path.join(BIN, "salt-run"), "event.send", marker], capture_output=True, check=True,
+                           env=env)
             try:
                 self.wait(re.escape(marker), timeout=3)
                 break

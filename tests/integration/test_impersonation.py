@@ -14,52 +14,19 @@ import subprocess
 import sys
 import time
 
-import pytest
-
-from tests.integration.conftest import BIN, LAB_DIR, LAB_NETNS, REPO
+from tests.integration.conftest import BIN, LAB_DIR, LAB_NETNS, PYTHON, REPO, TENANT_KEY, TENANT_SCRIPT
 from tests.integration.test_events import EventTail
 
 sys.path.insert(0, os.path.join(REPO, "_utils"))
 from saltvirt.pki import attest  # noqa: E402
 
-TENANT = "tenant-forger"
 MASTER_PKI = os.path.join(LAB_DIR, "master/etc/salt/pki/master")
 DEFINITIONS = os.path.join(LAB_DIR, "master/var/cache/salt/master/saltvirt/definitions/hypervisor1")
 ENGINE = "salt/engines/libvirt_events/qemu/system/domain"
-PYTHON = os.path.join(REPO, ".venv", "bin", "python")
-SCRIPT = os.path.join(REPO, "tests", "integration", "tenant_minion.py")
 HV1_KEY = os.path.join(LAB_DIR, "hv1/minion/etc/salt/pki/minion/minion.pem")
-TENANT_KEY = "{conf}/pki/minion.pem"
 HOSTILE_XML = ("<domain type='qemu'><name>{name}</name><memory unit='KiB'>131072</memory><vcpu>1</vcpu>"
                "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
                "<source file='/etc/shadow'/><target dev='vda' bus='virtio'/></disk></devices></domain>")
-
-
-def in_lab(*args, **kwargs):
-    return subprocess.run(["nsenter", f"--net=/run/netns/{LAB_NETNS}", PYTHON, SCRIPT, *args],
-                          capture_output=True, text=True, timeout=120, **kwargs)
-
-
-@pytest.fixture
-def tenant(lab, tmp_path):
-    """A minion that is not a hypervisor, its key accepted as a seeded VM's is: ``send(events)``."""
-    conf = tmp_path / "tenant"
-    conf.mkdir()
-    (conf / "minion").write_text(json.dumps({"id": TENANT, "master": "127.0.0.1", "root_dir": str(conf),
-                                             "pki_dir": str(conf / "pki"), "user": "root"}))
-    made = in_lab(str(conf), "keys")
-    assert made.returncode == 0, made.stderr
-    accepted = os.path.join(MASTER_PKI, "minions", TENANT)
-    with open(accepted, "w") as fh:
-        fh.write(made.stdout.strip() + "\n")
-
-    def send(events):
-        sent = in_lab(str(conf), "events", json.dumps(events))
-        assert sent.returncode == 0, sent.stdout + sent.stderr  # the master took it (it answers nothing)
-
-    send.conf, send.pub = str(conf), made.stdout.strip()
-    yield send
-    os.unlink(accepted)
 
 
 def _remember_answer(name):
@@ -123,7 +90,7 @@ def test_a_forged_virt_init_answer_does_not_get_the_tenants_key_accepted(lab, te
     key, before hypervisor1 does; the runner ignores that answer and accepts the VM's real key.
     (The forger must win the race against hypervisor1's ~0.5 s job: tried up to three times.)"""
     jobs = EventTail("salt/job/*/new", marker="salt/job/marker{}/new")
-    forger = subprocess.Popen(["nsenter", f"--net=/run/netns/{LAB_NETNS}", PYTHON, SCRIPT, tenant.conf, "serve"],
+    forger = subprocess.Popen(["nsenter", f"--net=/run/netns/{LAB_NETNS}", PYTHON, TENANT_SCRIPT, tenant.conf, "serve"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ignored = []
     try:

@@ -26,12 +26,17 @@ import pytest
 from tests.integration.conftest import (
     BIN,
     LAB_DIR,
+    LAB_NETNS,
+    PYTHON,
     START_TIMEOUT,
+    TENANT_KEY,
     Lab,
     _last_json,
     mac_for,
     publish_minion_image,
 )
+from tests.integration.test_events import EventTail
+from tests.integration.test_impersonation import attest
 
 pytestmark = [pytest.mark.integration, pytest.mark.syndic]
 
@@ -85,6 +90,22 @@ def _wait_unseeded(lab, host, vm, timeout=120):
     raise AssertionError(f"the seed ISO of {vm} is still attached after {timeout}s:\n{disks}")
 
 
+def _key_jobs(lab, vm):
+    """The creation job each ``virt.sync_key`` job the top master ran for ``vm`` waited for (None
+    for one run after the creation)."""
+    _p, jobs = lab.run_json("jobs.list_jobs", "search_function=saltutil.runner")
+    kwargs = [job["Arguments"][-1].get("kwarg") or {} for job in jobs.values()
+              if job.get("Arguments") and isinstance(job["Arguments"][-1], dict)]
+    return [kw.get("jid") for kw in kwargs if kw.get("name") == vm]
+
+
+def _init_jid(lab, vm):
+    _p, jobs = lab.run_json("jobs.list_jobs", "search_function=virt.init")
+    found = [jid for jid, job in jobs.items() if (job.get("Arguments") or [None])[0] == vm]
+    assert len(found) == 1, jobs
+    return found[0]
+
+
 def test_init_query_migrate_purge_through_the_syndic(slab):
     lab = slab
     vm = f"it-{uuid.uuid4().hex[:6]}"
@@ -111,6 +132,9 @@ def test_init_query_migrate_purge_through_the_syndic(slab):
         assert created["seeded"]["key_accepted"] is True
         # Accepted where the VM authenticates: the syndic's master, not the top master.
         assert vm in _keys(lab, "master") and vm not in _keys(lab, "top")
+        # By the one key job started with the creation, waiting there for the creation's answer
+        # (none run after it).
+        assert _key_jobs(lab, vm) == [_init_jid(lab, vm)]
         assert vm in _domains(lab, src)
 
         _p, query = lab.run_json("virt.query")
@@ -164,3 +188,101 @@ def test_sync_key_takes_the_key_from_the_hypervisor_only(slab):
     assert "refusing VM name 'hypervisor2': it matches the hypervisor target" in ret["error"]
     proc, ret = lab.run_json("virt.sync_key", ghost, "hypervisor*", check=False)
     assert proc.returncode != 0 and "must be exactly one hypervisor's minion id" in ret["error"]
+
+
+def _fresh_jid():
+    """A job id no master made yet (Salt's form: the time to the microsecond, 20 digits)."""
+    now = time.time()
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1e6):06d}"
+
+
+def _sync_key_waiting(slab, name, jid, timeout):
+    """``salt-run virt.sync_key`` on the syndic's master, waiting for ``jid``: the process, once
+    its listener is up (its runner job is on the bus, then a second for the set-up)."""
+    bus = EventTail("salt/run/*/new", marker="salt/run/marker{}/new", env=slab.syndic.env)
+    try:
+        proc = subprocess.Popen([os.path.join(BIN, "salt-run"), "virt.sync_key", name, "hypervisor1", f"jid={jid}",
+                                 f"timeout={timeout}", "--out=json", "-l", "warning"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slab.syndic.env)
+        bus.first(lambda tag, data: data.get("fun") == "runner.virt.sync_key")
+    finally:
+        bus.close()
+    time.sleep(1)
+    return proc
+
+
+def _create_as_job(slab, name, jid):
+    """``virt.init`` of a seeded ``name`` on hypervisor1, published by the top master as job ``jid``,
+    as the runner does. (Published on the syndic's master instead, its returns would reach a top
+    master that never saw the job, after the forged ones for it: Salt 3008's top master then
+    refuses the second return of that job and salt-syndic stops forwarding anything until restarted.)"""
+    code = ("import json, sys, salt.client\n"
+            "client = salt.client.LocalClient(c_path=sys.argv[1])\n"
+            "print(json.dumps(client.run_job(['hypervisor1'], 'virt.init', arg=sys.argv[2:5], "
+            "kwarg={'image': '/var/lib/libvirt/images/centos.qcow2', 'enable_qcow': True, 'start': False}, "
+            "tgt_type='list', jid=sys.argv[5])))")
+    out = subprocess.run(["nsenter", f"--net=/run/netns/{LAB_NETNS}", PYTHON, "-c", code,
+                          os.path.join(slab.lab_dir, "top", "etc", "salt", "master"), name, "1", "128", jid],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1])["jid"] == jid, out.stdout + out.stderr
+
+
+def test_the_key_job_started_with_the_creation_takes_no_answer_in_the_hypervisors_name(slab, tenant):
+    """``virt.sync_key jid=...`` (what the top master starts on the syndic's master together with
+    the creation) waits for hypervisor1's answer to that job. A tenant's answers in hypervisor1's
+    name -- its own key unsigned, or signed with its own minion key -- are ignored; hypervisor1's
+    own answer then gets the VM's real key accepted, read from hypervisor1."""
+    victim, jid = f"it-{uuid.uuid4().hex[:6]}", _fresh_jid()
+    proc = _sync_key_waiting(slab, victim, jid, timeout=120)
+    try:
+        seeded = {"method": "cidata", "minion_pub": tenant.pub}
+        forged = {"id": "hypervisor1", "jid": jid, "fun": "virt.init", "retcode": 0, "success": True,
+                  "return": {"name": victim, "state": "shutoff", "host": "hypervisor1", "seeded": seeded}}
+        signed_by_tenant = attest.sign(TENANT_KEY.format(conf=tenant.conf), attest.KEY, "hypervisor1", victim,
+                                       tenant.pub)
+        forged_signed = json.loads(json.dumps(forged))
+        forged_signed["return"]["seeded"]["minion_pub_signature"] = signed_by_tenant
+        tenant([{"tag": f"salt/job/{jid}/ret/hypervisor1", "data": forged},
+                {"tag": f"salt/job/{jid}/ret/hypervisor1", "data": forged_signed}])
+        time.sleep(2)
+        assert proc.poll() is None, proc.communicate()  # still waiting for hypervisor1's own answer
+        assert victim not in _keys(slab, "master")
+
+        _create_as_job(slab, victim, jid)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out + err
+        assert json.loads(out) == {"name": victim, "host": "hypervisor1", "key": "accepted"}
+        assert err.count(f"an answer in hypervisor1's name to job {jid} that hypervisor1 did not sign: ignored") == 2
+        status = slab.syndic.salt_json("hypervisor1", "virt.init_status", victim)["hypervisor1"]
+        with open(os.path.join(slab.lab_dir, "master", "etc", "salt", "pki", "master", "minions", victim)) as fh:
+            key = fh.read().strip()
+        assert key == status["minion_pub"].strip() and key != tenant.pub.strip()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        slab.syndic.run("salt", "hypervisor1", "virt.purge", victim, check=False)
+        slab.syndic.run("salt-key", "-y", "-d", victim, check=False)
+
+
+def test_the_key_job_accepts_nothing_after_a_failed_creation_or_without_an_answer(slab, tenant):
+    """The error sides: an answer saying the creation failed (real or forged: either way nothing
+    is accepted, and the top master then runs the key step afterwards), no answer within the
+    timeout, and a job id that is not one."""
+    ghost, jid = f"it-{uuid.uuid4().hex[:6]}", _fresh_jid()
+    proc = _sync_key_waiting(slab, ghost, jid, timeout=60)
+    try:
+        tenant([{"tag": f"salt/job/{jid}/ret/hypervisor1",
+                 "data": {"id": "hypervisor1", "jid": jid, "fun": "virt.init", "retcode": 1, "success": False,
+                          "return": "ERROR: no room"}}])
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    assert json.loads(out) == {"name": ghost, "host": "hypervisor1", "key": "unchanged",
+                               "reason": f"virt.init job {jid} on hypervisor1 failed"}
+    _p, ret = slab.syndic.run_json("virt.sync_key", ghost, "hypervisor1", f"jid={_fresh_jid()}", "timeout=1")
+    assert ret["key"] == "unchanged" and "no answer of hypervisor1 to virt.init job" in ret["reason"], ret
+    proc, ret = slab.syndic.run_json("virt.sync_key", ghost, "hypervisor1", "jid=salt/job/x", check=False)
+    assert proc.returncode != 0 and "jid 'salt/job/x': a Salt job id is 20 digits" in ret["error"], ret
+    assert ghost not in _keys(slab, "master")

@@ -11,7 +11,7 @@ import pytest
 
 from saltvirt.errors import InvalidArgument, VirtError
 from saltvirt.fleet import capacities, hosts, locations
-from saltvirt.fleet.provision import Provisioner
+from saltvirt.fleet.provision import KeyJob, Provisioner
 from tests.unit.attesting import Keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,7 +51,7 @@ class _Fleet(hosts.Fleet):
 
     def __init__(self, runner, answers=None):
         super().__init__(runner.__opts__, client_factory=lambda: contextlib.nullcontext(), check_minions=lambda *_a: [],
-                         progress=lambda *_a, **_k: None)
+                         master_event=lambda: _Bus([]), progress=lambda *_a, **_k: None)
         self.calls, self.answers = [], answers or {}
 
     def fanout(self, fun, arg=(), kwarg=None, tgt=None, tgt_type=None, timeout=None, jid=None):
@@ -190,6 +190,116 @@ def test_a_refusal_on_the_syndic_is_an_error_of_the_call(runner, tmp_path):
     runner.__opts__["virt"]["syndics"] = {"syndic*": "hypervisor*"}
     with pytest.raises(InvalidArgument, match="virt:syndics: 'syndic\\*' must be exactly one"):
         prov.key_on_syndic("web1", "hypervisor1")
+
+
+def _events(*pairs):
+    """A bus (:class:`_Bus`) with these ``(tag, data)`` events."""
+    return _Bus([{"tag": tag, "data": data} for tag, data in pairs])
+
+
+JID = "20261202063840145699"
+
+
+def test_the_key_job_under_a_syndic_starts_with_the_creation_and_its_answer_is_used(runner, tmp_path):
+    """Under a syndic, virt.sync_key is published before the creation job with that job's id, and
+    its answer (accepted, for this VM and host) spares the key step after the creation."""
+    runner.__opts__.update(cachedir=str(tmp_path), pki_dir=str(tmp_path / "pki"))
+    runner.__opts__["virt"].update(syndics={"syndic1": "hypervisor[12]"}, init_timeout=100)
+    prov, calls = _syndic_fleet(runner, ({"syndic1": {"name": "web1", "host": "hypervisor2", "key": "accepted"}}, {}))
+    published = []
+    prov.fleet.publish = lambda minion, fun, arg=(), kwarg=None: published.append((minion, fun, arg, kwarg)) or "42"
+    job = prov.start_key_job("hypervisor2", "web1", JID)
+    assert published == [("syndic1", "saltutil.runner", ["virt.sync_key"],
+                          {"kwarg": {"name": "web1", "host": "hypervisor2", "jid": JID, "timeout": 110.0}})]
+    assert (job.minion, job.jid, job.tag) == ("syndic1", "42", "salt/job/42/ret/syndic1")
+    assert prov.start_key_job("hypervisor3", "web1", JID) is None  # under no syndic: this master's key
+    prov.fleet.publish = lambda *_a, **_k: None  # Salt did not start it: the key step follows the creation
+    assert prov.start_key_job("hypervisor2", "web1", JID) is None
+
+    accepted = {"return": {"name": "web1", "host": "hypervisor2", "key": "accepted"}}
+    assert prov.key_on_syndic("web1", "hypervisor2", answer=accepted)["key"] == "accepted"
+    assert calls == []  # no second job
+    for answer in (None, {"return": {"name": "web1", "host": "hypervisor2", "key": "unchanged", "reason": "x"}},
+                   {"return": {"name": "web9", "host": "hypervisor2", "key": "accepted"}},
+                   {"return": {"name": "web1", "host": "hypervisor1", "key": "accepted"}},
+                   {"return": "ERROR: Passed invalid arguments"}):
+        assert prov.key_on_syndic("web1", "hypervisor2", answer=answer)["key"] == "accepted"
+    assert len(calls) == 5  # each time run again after the creation, as without the early job
+
+
+def test_after_a_failed_creation_the_key_job_leaves_no_key(runner, tmp_path):
+    """The key job normally saw the failure and accepted nothing; when it answered otherwise (or
+    not at all), the key step runs again, which deletes a key the VM no longer has a use for."""
+    runner.__opts__.update(cachedir=str(tmp_path), pki_dir=str(tmp_path / "pki"))
+    runner.__opts__["virt"].update(syndics={"syndic1": "hypervisor*"}, timeout=0.01)
+    prov, calls = _syndic_fleet(runner, ({"syndic1": {"name": "web1", "host": "hypervisor1", "key": "deleted"}}, {}))
+    job = KeyJob("syndic1", "42")
+    unchanged = {"return": {"name": "web1", "host": "hypervisor1", "key": "unchanged"}}
+    prov.undo_key_job(job, _events(), {job.tag: unchanged}, "web1", "hypervisor1")
+    assert calls == []
+    bus = _events(("salt/job/42/ret/syndic10", {"return": {"key": "unchanged"}}),  # another minion's job
+                (job.tag, {"return": {"name": "web1", "host": "hypervisor1", "key": "accepted"}}))
+    prov.undo_key_job(job, bus, {job.tag: None}, "web1", "hypervisor1")
+    assert calls == [("saltutil.runner", ["virt.sync_key"], {"kwarg": {"name": "web1", "host": "hypervisor1"}},
+                      ["syndic1"], "list")]
+    prov.undo_key_job(job, _events(), {job.tag: None}, "web1", "hypervisor1")  # no answer in time
+    assert len(calls) == 2
+
+
+def test_the_syndic_side_waits_for_the_hypervisors_signed_answer(runner, tmp_path):
+    """virt.sync_key jid=...: an answer in hypervisor1's name that hypervisor1 did not sign is
+    ignored; its own (signed) answer ends the wait; a failure, an answer without a key, or none
+    at all end it with the reason; an answer already in the job cache counts."""
+    keys = Keys(tmp_path, "hypervisor1", "tenant1")
+    runner.__opts__.update(cachedir=str(tmp_path / "cache"), pki_dir=keys.pki_dir)
+    prov = Provisioner(_Fleet(runner), gen_jid=lambda: "1")
+    tag = f"salt/job/{JID}/ret/hypervisor1"
+
+    def answer(signer=None, pub="PUB-web1", **extra):
+        seeded = {"minion_pub": pub}
+        if signer:
+            seeded["minion_pub_signature"] = keys.key_signature("hypervisor1", "web1", pub, signer=signer)
+        return dict({"return": {"name": "web1", "seeded": seeded}, "retcode": 0, "success": True}, **extra)
+
+    genuine = answer("hypervisor1")
+    prov.fleet._master_event = lambda: _events((tag, answer()), (tag, answer("tenant1")),
+                                             (f"salt/job/{JID}/ret/hypervisor10", genuine), (tag, genuine))
+    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) is None
+    prov.fleet._master_event = lambda: _events((tag, answer()), (tag, answer("tenant1")))
+    assert prov.await_init("hypervisor1", "web1", JID, timeout=0.05) == (
+        f"no answer of hypervisor1 to virt.init job {JID} within 0.05s")
+    prov.fleet._master_event = lambda: _events((tag, {"return": "ERROR: no room", "retcode": 1, "success": False}))
+    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) == f"virt.init job {JID} on hypervisor1 failed"
+    prov.fleet._master_event = lambda: _events((tag, {"return": {"name": "web1", "seeded": None}, "retcode": 0}))
+    assert prov.await_init("hypervisor1", "web1", int(JID), timeout=5) == (
+        f"virt.init job {JID} on hypervisor1 made no minion key")
+    # The answer came before the listener: found in the job cache (a forged one there is skipped too).
+    prov.fleet._master_event = _events
+    prov.fleet._job_cache = lambda jid: {"hypervisor1": genuine} if jid == JID else {}
+    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) is None
+    prov.fleet._job_cache = lambda jid: {"hypervisor1": answer("tenant1")}
+    assert "no answer" in prov.await_init("hypervisor1", "web1", JID, timeout=0.05)
+    for bad in ("salt/job/x", "2026", None, ["1"]):
+        with pytest.raises(InvalidArgument, match="a Salt job id is 20 digits"):
+            prov.await_init("hypervisor1", "web1", bad, timeout=1)
+    with pytest.raises(InvalidArgument, match="timeout 'soon': a number of seconds"):
+        prov.await_init("hypervisor1", "web1", JID, timeout="soon")
+
+
+def test_a_watched_job_sets_aside_the_events_asked_for(runner):
+    """The creation's wait keeps the key job's answer that comes meanwhile; await_return finds it
+    there, or on the bus (its exact tag: syndic10's job is not syndic1's)."""
+    fleet = _Fleet(runner)
+    fleet._client = type("Client", (), {"run_job": lambda self, *a, **k: {"jid": JID, "minions": ["hypervisor1"]}})()
+    seen = {"salt/job/42/ret/syndic1": None}
+    bus = _events(("salt/job/42/ret/syndic1", {"return": {"key": "accepted"}}),
+                (f"salt/job/{JID}/ret/hypervisor1", {"return": {"name": "web1"}, "retcode": 0}))
+    done = fleet.watch("hypervisor1", "virt.init", ["web1"], {}, None, None, 5, event=bus, seen=seen)
+    assert done["return"] == {"name": "web1"}
+    assert fleet.await_return(_events(), "syndic1", "42", 0.01, seen) == {"return": {"key": "accepted"}}
+    bus = _events(("salt/job/42/ret/syndic10", {"return": 1}), ("salt/job/42/ret/syndic1", {"return": 2}))
+    assert fleet.await_return(bus, "syndic1", "42", 5, {"salt/job/42/ret/syndic1": None}) == {"return": 2}
+    assert fleet.await_return(_events(), "syndic1", "42", 0.01) is None
 
 
 def test_purge_searches_every_hypervisor_and_refuses_a_vm_left_on_two(runner, tmp_path, monkeypatch):

@@ -36,8 +36,9 @@ class Fleet:
     """The hypervisors named by ``virt:hypervisors``, reached through one Salt client."""
 
     def __init__(self, opts, client_factory, check_minions, master_event=None, progress=None, locations=None,
-                 file_hash=None, capacities=None):
+                 file_hash=None, capacities=None, job_cache=None):
         self.opts = opts
+        self._job_cache = job_cache  # jid -> {minion: {"return": ...}} of this master's job cache
         self.locations = locations
         self.capacities = capacities
         self._file_hash = file_hash
@@ -319,8 +320,53 @@ class Fleet:
 
     # -------------------------------------------------------------- jobs
 
+    @contextlib.contextmanager
+    def events(self):
+        """The master's event bus, listened to from here on (one listener for several jobs)."""
+        event = self._master_event()
+        try:
+            yield event
+        finally:
+            event.destroy()
+
+    def publish(self, minion, fun, arg=(), kwarg=None):
+        """Start ``fun`` on exactly ``minion`` without waiting for it; its jid, None if Salt did not."""
+        with self.session():
+            pub = self._client.run_job([minion], fun, arg=list(arg), kwarg=kwarg, tgt_type="list")
+        return (pub or {}).get("jid") or None
+
+    def await_return(self, event, minion, jid, timeout, seen=None):
+        """The data of ``minion``'s return of job ``jid``: from ``seen`` (returns another wait set
+        aside, by tag), else from ``event`` within ``timeout`` seconds; None without one."""
+        tag = f"salt/job/{jid}/ret/{minion}"
+        if seen and seen.get(tag) is not None:
+            return seen[tag]
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ev = event.get_event(wait=min(1, left), full=True)
+            if ev and ev.get("tag") == tag:  # exact: hypervisor1 is not hypervisor10
+                return ev.get("data") or {}
+        return None
+
+    def returns_of(self, jid, host, timeout, accept):
+        """The first return of job ``jid`` by ``host`` that ``accept(data)`` takes: already in this
+        master's job cache (it came before this listened), else on its bus within ``timeout``
+        seconds; None without one. ``data``: the return event's, or the job cache's ``return``,
+        ``retcode`` and ``success``."""
+        tag = f"salt/job/{jid}/ret/{host}"
+        with self.events() as event:
+            cached = self._job_cache(jid).get(host) if self._job_cache is not None else None
+            if isinstance(cached, dict) and "return" in cached and accept(cached):
+                return cached
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                ev = event.get_event(wait=min(1, left), full=True)
+                if ev and ev.get("tag") == tag and accept(ev.get("data") or {}):
+                    return ev["data"]
+        return None
+
     def watch(self, host, fun, arg, kwarg, progress_tag, on_progress, timeout, jid="", on_published=None,
-              genuine=None):
+              genuine=None, event=None, seen=None):
         """Run ``fun`` on ``host`` and relay its progress events until it returns.
 
         Returns the minion's return event data. If the minion stops answering about the job,
@@ -329,23 +375,25 @@ class Fleet:
         (work whose size is known only once it began, such as an image copy). ``genuine(data)``:
         False for a return event that cannot be ``host``'s (another minion can put one on the
         bus in its name), which is then ignored: the wait goes on for the real one.
+        ``event``: a listener of :meth:`events` to use (kept open); ``seen``: ``{tag: None}`` of
+        other events to set aside while waiting (their data replaces the None).
         """
-        event = self._master_event()
-        try:
-            with self.session():
-                pub = self._client.run_job(self.exact(host), fun, arg=list(arg), kwarg=kwarg, tgt_type="list", jid=jid)
-                jid = (pub or {}).get("jid")
-                # A master of masters does not know the minions under its syndics: a missing answer
-                # is then seen by the deadline and find_job.
-                if not jid or (host not in (pub.get("minions") or []) and not self.opts.get("order_masters")):
-                    raise VirtError(f"could not start {fun} on {host}")
-                if on_published:
-                    on_published(jid)
-                return self._wait(event, host, fun, jid, progress_tag, on_progress, timeout, genuine)
-        finally:
-            event.destroy()
+        if event is None:
+            with self.events() as own:
+                return self.watch(host, fun, arg, kwarg, progress_tag, on_progress, timeout, jid, on_published,
+                                  genuine, own, seen)
+        with self.session():
+            pub = self._client.run_job(self.exact(host), fun, arg=list(arg), kwarg=kwarg, tgt_type="list", jid=jid)
+            jid = (pub or {}).get("jid")
+            # A master of masters does not know the minions under its syndics: a missing answer
+            # is then seen by the deadline and find_job.
+            if not jid or (host not in (pub.get("minions") or []) and not self.opts.get("order_masters")):
+                raise VirtError(f"could not start {fun} on {host}")
+            if on_published:
+                on_published(jid)
+            return self._wait(event, host, fun, jid, progress_tag, on_progress, timeout, genuine, seen)
 
-    def _wait(self, event, host, fun, jid, progress_tag, on_progress, timeout, genuine=None):
+    def _wait(self, event, host, fun, jid, progress_tag, on_progress, timeout, genuine=None, seen=None):
         ret_tag = f"salt/job/{jid}/ret/{host}"
         started = time.monotonic()
         deadline = started + timeout
@@ -373,6 +421,8 @@ class Fleet:
                 if isinstance(more, (int, float)) and not isinstance(more, bool) \
                         and time.monotonic() + more > deadline:
                     deadline, extended = time.monotonic() + more, True
+            elif seen is not None and tag in seen:
+                seen[tag] = data
             elif tag == ret_tag:
                 if genuine is None or genuine(data):
                     return data
@@ -487,7 +537,22 @@ def from_opts(opts, progress=None):
         capacities=Capacities(os.path.join(opts["cachedir"], "saltvirt", "capacities.json"),
                               lambda: capacity_ttl(opts)),
         file_hash=lambda url, saltenv: _file_server_hash(opts, url, saltenv),
+        job_cache=lambda jid: _job_cache_returns(opts, jid),
     )
+
+
+def _job_cache_returns(opts, jid):
+    """``{minion: {"return": ...}}`` the master's job cache holds for ``jid`` ({} without one)."""
+    if not opts.get("job_cache", True):
+        return {}
+    import salt.loader  # noqa: PLC0415
+
+    getter = f"{opts.get('master_job_cache', 'local_cache')}.get_jid"
+    try:
+        return salt.loader.returners(opts, {}, whitelist=[getter.split(".")[0]])[getter](jid) or {}
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        log.debug("job cache of %s not read: %s", jid, exc)  # the bus still brings what comes later
+        return {}
 
 
 def _file_server_hash(opts, url, saltenv):

@@ -9,6 +9,7 @@ reservation stay; :meth:`Provisioner.reconcile` later completes the VM or remove
 
 import logging
 import os
+import re
 
 from saltvirt import placement, progress, trust, units
 from saltvirt.domain import model as dommod
@@ -25,6 +26,14 @@ log = logging.getLogger(__name__)
 
 class InitFailed(VirtError):
     """The hypervisor reported a failure (and rolled back), or the job could not be followed."""
+
+
+class KeyJob:
+    """The ``virt.sync_key`` job run through ``minion`` (on a syndic's host) as job ``jid``."""
+
+    def __init__(self, minion, jid):
+        self.minion, self.jid = minion, jid
+        self.tag = f"salt/job/{jid}/ret/{minion}"
 
 
 def disk_mib(disks):
@@ -106,7 +115,8 @@ class Provisioner:
 
     def init_on(self, host, name, cpu, mem, kwargs, timeout=None):
         jid = self.gen_jid()
-        self.intents.begin(name, host, jid=jid, seed=bool(kwargs.get("seed", True) and kwargs.get("image")))
+        seed = bool(kwargs.get("seed", True) and kwargs.get("image"))
+        self.intents.begin(name, host, jid=jid, seed=seed)
         explicit = timeout is not None  # the caller's own limit is kept as it is
         timeout = float(timeout or self.fleet.conf("init_timeout", 900))
         tag = f"saltvirt/init/{jid}/progress"
@@ -120,57 +130,72 @@ class Provisioner:
             # A big image may take longer than init_timeout: wait while its bytes move fast enough.
             return None if explicit else progress.time_left(data, timeout, rate)
 
-        try:
-            done = self.fleet.watch(
-                host, "virt.init", [name, cpu, mem], dict(kwargs, progress_tag=tag), tag, on_progress, timeout,
-                jid=jid,
-                on_published=lambda _jid: self.fleet.progress(f"Creating VM {name} on hypervisor {host}", host=host),
-                genuine=lambda data: self.genuine_init_answer(host, name, data),
-            )
-        except VirtError as exc:
-            # No answer in time, or the job vanished: it may still create the VM. The intent and the
-            # reservation stay for virt.reconcile (or the next attempt) to finish or undo.
-            self._forget_capacities()  # the hypervisor may be gone: the next placement asks them all
-            raise InitFailed(
-                f"virt.init of {name} on {host}: {exc}; it may still complete: `salt-run virt.reconcile` "
-                "accepts its key when it does, or removes what is left"
-            ) from exc
-        except BaseException:
-            # Ctrl-C or the master going away: the same, said in the master's log.
-            self._forget_capacities()
-            log.warning("virt.init of %s on %s interrupted; salt-run virt.reconcile completes or removes it",
-                        name, host)
-            raise
-        if not done.get("success", True) or done.get("retcode"):
-            self.store.release(name)  # the hypervisor failed and rolled back: nothing to keep
-            self.intents.end(name)
-            self._forget_capacities()  # placed from a copy the hypervisor may not match
-            raise InitFailed(f"virt.init of {name} on {host} failed: {done.get('return')}")
-        result = done.get("return")
-        seeded = result.get("seeded") if isinstance(result.get("seeded"), dict) else None
-        if self.fleet.capacities is not None:  # before its reservation ends: always counted once
-            req = request(name, cpu, mem, disk_mib(kwargs.get("disks")))
-            state = result.get("state") if isinstance(result.get("state"), str) else "running"
-            self.fleet.capacities.defined(
-                host, {"name": name, "cpu": req.cpu, "memory": req.memory_mib, "state": state}, req.disk_mib)
-        try:
-            self.complete(host, name, seeded.pop("minion_pub", None) if seeded else None,
-                          seeded.pop("minion_pub_signature", None) if seeded else None)
-        except BaseException:
-            self._forget_capacities()  # rolled back (or not): the copy no longer says
-            raise
-        if seeded is not None:
-            seeded["key_accepted"] = True
-            self.fleet.progress(f"Minion key of {name} accepted on the master", host=host)
-        return result  # its state and host are in the result: no progress line for them
+        # One listener from before the key job (under a syndic) to its answer after the creation's.
+        with self.fleet.events() as event:
+            key_job = self.start_key_job(host, name, jid, timeout) if seed else None
+            seen = {key_job.tag: None} if key_job else None
+            creating = f"Creating VM {name} on hypervisor {host}"
+            try:
+                done = self.fleet.watch(
+                    host, "virt.init", [name, cpu, mem], dict(kwargs, progress_tag=tag), tag, on_progress, timeout,
+                    jid=jid,
+                    on_published=lambda _jid: self.fleet.progress(creating, host=host),
+                    genuine=lambda data: self.genuine_init_answer(host, name, data),
+                    event=event, seen=seen,
+                )
+            except VirtError as exc:
+                # No answer in time, or the job vanished: it may still create the VM. The intent and the
+                # reservation stay for virt.reconcile (or the next attempt) to finish or undo.
+                self._forget_capacities()  # the hypervisor may be gone: the next placement asks them all
+                raise InitFailed(
+                    f"virt.init of {name} on {host}: {exc}; it may still complete: `salt-run virt.reconcile` "
+                    "accepts its key when it does, or removes what is left"
+                ) from exc
+            except BaseException:
+                # Ctrl-C or the master going away: the same, said in the master's log.
+                self._forget_capacities()
+                log.warning("virt.init of %s on %s interrupted; salt-run virt.reconcile completes or removes it",
+                            name, host)
+                raise
+            if not done.get("success", True) or done.get("retcode"):
+                self.store.release(name)  # the hypervisor failed and rolled back: nothing to keep
+                self.intents.end(name)
+                self._forget_capacities()  # placed from a copy the hypervisor may not match
+                if key_job:
+                    self.undo_key_job(key_job, event, seen, name, host)
+                raise InitFailed(f"virt.init of {name} on {host} failed: {done.get('return')}")
+            result = done.get("return")
+            seeded = result.get("seeded") if isinstance(result.get("seeded"), dict) else None
+            if self.fleet.capacities is not None:  # before its reservation ends: always counted once
+                req = request(name, cpu, mem, disk_mib(kwargs.get("disks")))
+                state = result.get("state") if isinstance(result.get("state"), str) else "running"
+                self.fleet.capacities.defined(
+                    host, {"name": name, "cpu": req.cpu, "memory": req.memory_mib, "state": state}, req.disk_mib)
+            pub = seeded.pop("minion_pub", None) if seeded else None
+            answer = None
+            if key_job and pub:  # its answer follows the hypervisor's within the syndic's forwarding
+                answer = self.fleet.await_return(event, key_job.minion, key_job.jid, self.fleet.conf("timeout", 10),
+                                                 seen)
+            try:
+                self.complete(host, name, pub, seeded.pop("minion_pub_signature", None) if seeded else None,
+                              key_answer=answer)
+            except BaseException:
+                self._forget_capacities()  # rolled back (or not): the copy no longer says
+                raise
+            if seeded is not None:
+                seeded["key_accepted"] = True
+                self.fleet.progress(f"Minion key of {name} accepted on the master", host=host)
+            return result  # its state and host are in the result: no progress line for them
 
-    def genuine_init_answer(self, host, name, data):
+    def genuine_init_answer(self, host, name, data, here=False):
         """False for a ``virt.init`` answer that says it made a key pair without ``host``'s
         signature over the public key: another minion's, in ``host``'s name (pki.attest).
-        Under a syndic, whose master holds ``host``'s key, that master checks it instead."""
+        Under a syndic, whose master holds ``host``'s key, that master checks it instead
+        (``here``: this is that master)."""
         ret = data.get("return") if isinstance(data, dict) else None
         seeded = ret.get("seeded") if isinstance(ret, dict) else None
-        if not isinstance(seeded, dict) or not seeded.get("minion_pub") or self.fleet.syndics.key_minion(host):
+        if not isinstance(seeded, dict) or not seeded.get("minion_pub") \
+                or (not here and self.fleet.syndics.key_minion(host)):
             return True
         try:
             self.check_key(host, name, seeded["minion_pub"], seeded.get("minion_pub_signature"))
@@ -182,12 +207,14 @@ class Provisioner:
         if self.fleet.capacities is not None:
             self.fleet.capacities.discard()
 
-    def complete(self, host, name, pub, signature=None):
+    def complete(self, host, name, pub, signature=None, key_answer=None):
         """The VM exists on ``host``: accept its key (``signature``: ``host``'s over it), turn the
-        reservation into it, end the intent."""
+        reservation into it, end the intent. ``key_answer``: the return of the key job started
+        with the creation under a syndic (:meth:`start_key_job`), if it came."""
         if pub:
             try:
-                if not self.key_on_syndic(name, host):  # there, that master checks host's signature
+                # There, that master checks host's signature.
+                if not self.key_on_syndic(name, host, answer=key_answer):
                     self.accept_key(host, name, pub, signature)
             except VirtError:
                 self.rollback(host, name, defined=True)
@@ -213,13 +240,17 @@ class Provisioner:
             raise
         self.keys.accept(name, pub, host)
 
-    def key_on_syndic(self, name, host):
+    def key_on_syndic(self, name, host, answer=None):
         """Under a syndic (``virt:syndics``), VM ``name``'s key belongs on ``host``'s master: the
         minion on the syndic's host runs that master's ``virt.sync_key``. Its answer, or False when
-        ``host``'s master is this one."""
+        ``host``'s master is this one. ``answer``: the return of such a job started earlier
+        (:meth:`start_key_job`); when it did not accept the key, a new one is run."""
         minion = self.fleet.syndics.key_minion(host)
         if minion is None:
             return False
+        ret = answer.get("return") if isinstance(answer, dict) else None
+        if isinstance(ret, dict) and (ret.get("name"), ret.get("host"), ret.get("key")) == (name, host, "accepted"):
+            return ret
         # The syndic's minion is no hypervisor: named by the master's own config, not by a caller.
         answers, errors = self.fleet.fanout("saltutil.runner", arg=["virt.sync_key"],
                                             kwarg={"kwarg": {"name": name, "host": host}}, tgt=[minion],
@@ -230,13 +261,82 @@ class Provisioner:
             raise VirtError(f"the key of {name} on the master of {host} (through {minion}): {reason}")
         return ret
 
-    def sync_key(self, name, host):
+    def start_key_job(self, host, name, jid, timeout=None):
+        """Under a syndic, start the key step of VM ``name`` with its creation (job ``jid``, not
+        yet published): ``virt.sync_key`` on ``host``'s master waits there for ``host``'s answer
+        to ``jid`` and then accepts the key as it would when run afterwards, so the runner's
+        set-up inside the syndic's minion and its wait overlap the creation instead of following
+        it. A :class:`KeyJob`, or None (no syndic, or Salt did not start it: the key step then
+        runs after the creation, as :meth:`key_on_syndic` always can)."""
+        minion = self.fleet.syndics.key_minion(host)
+        if minion is None:
+            return None
+        wait = float(timeout or self.fleet.conf("init_timeout", 900)) + float(self.fleet.conf("timeout", 10))
+        kwarg = {"name": name, "host": host, "jid": jid, "timeout": wait}
+        try:
+            started = self.fleet.publish(minion, "saltutil.runner", ["virt.sync_key"], {"kwarg": kwarg})
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            log.info("virt.init %s: the key step on %s's master runs afterwards: %s", name, host, exc)
+            return None
+        return KeyJob(minion, started) if started else None
+
+    def undo_key_job(self, key_job, event, seen, name, host):
+        """After a failed creation: the key job started with it accepted nothing (the usual case:
+        it saw the failure), or the key step runs again and deletes what it accepted (``host`` no
+        longer has the VM)."""
+        answer = self.fleet.await_return(event, key_job.minion, key_job.jid, self.fleet.conf("timeout", 10), seen)
+        ret = answer.get("return") if isinstance(answer, dict) else None
+        if isinstance(ret, dict) and ret.get("key") == "unchanged":
+            return
+        try:
+            self.key_on_syndic(name, host)
+        except VirtError as exc:
+            log.warning("virt.init %s: a key of it may remain on the master of %s (salt-run virt.reconcile "
+                        "there removes it): %s", name, host, exc)
+
+    def await_init(self, host, name, jid, timeout=None):
+        """Wait for ``host``'s answer to ``virt.init`` job ``jid`` (on this master's bus, or in its
+        job cache when it came first). None when it carries VM ``name``'s public key signed by
+        ``host``; otherwise why there is nothing to accept. An answer in ``host``'s name that
+        ``host`` did not sign is ignored (any minion can send one): the wait goes on."""
+        if not isinstance(jid, (str, int)) or not re.fullmatch(r"\d{20}", str(jid)):
+            raise InvalidArgument(f"jid {jid!r}: a Salt job id is 20 digits (e.g. 20261202063840145699)")
+        try:
+            timeout = float(timeout if timeout is not None else self.fleet.conf("init_timeout", 900))
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"timeout {timeout!r}: a number of seconds") from None
+        outcome = []
+
+        def accept(data):
+            ret = data.get("return")
+            seeded = ret.get("seeded") if isinstance(ret, dict) else None
+            if data.get("success") is False or data.get("retcode") or not isinstance(ret, dict):
+                outcome.append(f"virt.init job {jid} on {host} failed")
+            elif not isinstance(seeded, dict) or not seeded.get("minion_pub"):
+                outcome.append(f"virt.init job {jid} on {host} made no minion key")
+            elif not self.genuine_init_answer(host, name, data, here=True):
+                log.warning("virt.sync_key %s: an answer in %s's name to job %s that %s did not sign: ignored",
+                            name, host, jid, host)
+                return False
+            return True
+
+        if self.fleet.returns_of(str(jid), host, timeout, accept) is None:
+            return f"no answer of {host} to virt.init job {jid} within {timeout:g}s"
+        return outcome[0] if outcome else None
+
+    def sync_key(self, name, host, jid=None, timeout=None):
         """Make this master's key for VM ``name`` match hypervisor ``host`` (see the runner's
         ``virt.sync_key``): accept the public key of the VM's seed there while ``host`` has the VM;
-        delete the key once accepted for it when no hypervisor of this master has it any more."""
+        delete the key once accepted for it when no hypervisor of this master has it any more.
+        With ``jid``, first wait (``timeout`` seconds) for ``host``'s answer to that ``virt.init``
+        job (:meth:`await_init`); the key is then read from ``host`` as without it."""
         host = self.fleet.exact(host)[0]
         dommod.validate_name(name)
         trust.check_vm_name(name, self.fleet.hypervisors, self.keys.known() - {name})
+        if jid is not None:
+            why = self.await_init(host, name, jid, timeout)
+            if why:
+                return {"name": name, "host": host, "key": "unchanged", "reason": why}
         status = self.fleet.call(host, "virt.init_status", [name])
         if status.get("defined") and status.get("minion_pub"):
             self.accept_key(host, name, status["minion_pub"], status.get("minion_pub_signature"))
