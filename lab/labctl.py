@@ -396,6 +396,10 @@ def write_top_config(hypervisors="hypervisor*"):
         "log_level_logfile": "info",
         "keep_jobs_seconds": 3600,
         "gather_job_timeout": 30,
+        # Salt 3008's local job cache on a master of masters refuses a second return of a job it
+        # never published (any minion under the syndic can send such returns), and salt-syndic
+        # then stops forwarding for good: the top master keeps no job cache (docs/scale.rst).
+        "job_cache": False,
         "virt": {
             "hypervisors": hypervisors,
             "timeout": 30,
