@@ -355,15 +355,23 @@ class Fleet:
         ``retcode`` and ``success``."""
         tag = f"salt/job/{jid}/ret/{host}"
         with self.events() as event:
-            cached = self._job_cache(jid).get(host) if self._job_cache is not None else None
-            if isinstance(cached, dict) and "return" in cached and accept(cached):
-                return cached
             deadline = time.monotonic() + timeout
-            while (left := deadline - time.monotonic()) > 0:
+            ev, refused = None, None
+            while True:
+                # Salt fires the return event before it writes the job cache: one that came just
+                # before this listened may be in neither yet, so the cache is read after each quiet second.
+                if ev is None and self._job_cache is not None:
+                    cached = self._job_cache(jid).get(host)
+                    if isinstance(cached, dict) and "return" in cached and cached != refused:
+                        if accept(cached):
+                            return cached
+                        refused = cached
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
                 ev = event.get_event(wait=min(1, left), full=True)
                 if ev and ev.get("tag") == tag and accept(ev.get("data") or {}):
                     return ev["data"]
-        return None
 
     def watch(self, host, fun, arg, kwarg, progress_tag, on_progress, timeout, jid="", on_published=None,
               genuine=None, event=None, seen=None):
