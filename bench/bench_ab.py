@@ -13,8 +13,9 @@ nothing about speed.
 
     BENCH_REVS=36481af,HEAD BENCH_ROUNDS=15 .venv/bin/python bench/bench_ab.py
 
-``BENCH_KEEP=1`` leaves the labs and checkouts up (for another run); they are otherwise taken
-down at the end.
+``BENCH_SYNDIC=1`` brings both labs up behind a syndic (``LAB_SYNDIC=1``: the commands go to
+the top master, docs/scale.rst). ``BENCH_KEEP=1`` leaves the labs and checkouts up (for another
+run); they are otherwise taken down at the end.
 """
 
 import json
@@ -29,6 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
 REVS = [r for r in os.environ.get("BENCH_REVS", "HEAD~1,HEAD").split(",") if r]
 KEEP = os.environ.get("BENCH_KEEP") == "1"
+SYNDIC = "1" if os.environ.get("BENCH_SYNDIC") == "1" else "0"
 
 
 def sh(argv, env=None, timeout=1800, check=True):
@@ -46,7 +48,7 @@ class Side:
         self.commit = sh(["git", "-C", REPO, "rev-parse", "--short", rev]).strip()
         self.tree = os.path.join(tempfile.gettempdir(), f"bench-ab-{index}-{self.commit}")
         self.env = dict(os.environ, LAB_DIR=f"/var/lib/svlab-ab{index}", LAB_NETNS=f"svlabab{index}",
-                        LAB_HYPERVISORS="2", LAB_SYNDIC="0", LAB_FAKE_HYPERVISORS="0")
+                        LAB_HYPERVISORS="2", LAB_SYNDIC=SYNDIC, LAB_FAKE_HYPERVISORS="0")
         self.env.pop("LAB_MASTER", None)
         self.times = {"test.arg": [], "virt.init": []}
 
@@ -93,7 +95,8 @@ def main():
             side.checkout()
             side.labctl("up")
             side.check()
-            print(f"{side.rev} ({side.commit}): lab up in {side.env['LAB_DIR']}", flush=True)
+            topology = "behind a syndic" if SYNDIC == "1" else "one master"
+            print(f"{side.rev} ({side.commit}): lab up in {side.env['LAB_DIR']} ({topology})", flush=True)
         for n in range(ROUNDS):
             for side in sides if n % 2 == 0 else reversed(sides):
                 side.round(n)
