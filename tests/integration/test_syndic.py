@@ -303,3 +303,23 @@ def test_answers_a_tenant_makes_up_do_not_stop_the_syndic(slab, tenant):
     time.sleep(1)
     assert slab.salt_json("hypervisor*", "test.ping", "-t", "20", timeout=120) == {
         "hypervisor1": True, "hypervisor2": True}
+
+
+def test_a_failed_creation_through_the_syndic_leaves_no_key(slab):
+    """The creation fails on the hypervisor (an image the syndic's master does not have): the key
+    job started with it sees the failure and accepts nothing, the runner exits non-zero, and
+    nothing of the VM is left."""
+    vm = f"it-{uuid.uuid4().hex[:6]}"
+    proc, ret = slab.run_json("virt.init", vm, "1", "128", "salt://no-such-image.qcow2", "enable_qcow=True",
+                              "start=False", "host=hypervisor1", check=False)
+    assert proc.returncode != 0 and f"virt.init of {vm} on hypervisor1 failed" in ret["error"], ret
+    assert "no-such-image.qcow2" in ret["error"]
+    [key_job] = [jid for jid, job in slab.syndic.run_json("jobs.list_jobs")[1].items()
+                 if job.get("Function") == "saltutil.runner" and job.get("Arguments")
+                 and isinstance(job["Arguments"][-1], dict)
+                 and (job["Arguments"][-1].get("kwarg") or {}).get("name") == vm]
+    _p, answer = slab.syndic.run_json("jobs.lookup_jid", key_job)
+    assert answer["syndic1"]["key"] == "unchanged" and answer["syndic1"]["reason"].endswith(" failed"), answer
+    assert vm not in _keys(slab, "master") and vm not in _domains(slab, "hypervisor1")
+    _p, status = slab.run_json("virt.reconcile", "test=True")  # no intent or reservation left
+    assert vm not in json.dumps(status)
