@@ -157,6 +157,12 @@ def test_init_query_migrate_purge_through_the_syndic(slab):
         moved = _last_json(proc.stdout)
         assert moved["result"] is True and moved["target"] == dst and moved["state"] == "running", moved
         assert vm in _domains(lab, dst) and vm not in _domains(lab, src)
+        # Its survey named the hypervisors (those of the top master's capacity copy), so the top
+        # master did not wait syndic_wait after their answers.
+        _p, jobs = lab.syndic.run_json("jobs.list_jobs")
+        surveys = [job for job in jobs.values()
+                   if job.get("Function") == "virt.migrate_survey" and (job.get("Arguments") or [None])[0] == vm]
+        assert surveys and all(job.get("Target-type") == "list" for job in surveys), surveys
         _p, listed = lab.run_json("virt.list")
         assert vm in listed[dst].get("running", []) and vm not in json.dumps(listed[src])
         # Same minion, same key, still answering after the live migration.

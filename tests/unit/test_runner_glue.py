@@ -306,6 +306,42 @@ def test_a_watched_job_sets_aside_the_events_asked_for(runner):
     assert fleet.await_return(_events(), "syndic1", "42", 0.01) is None
 
 
+def test_a_master_of_masters_surveys_for_a_migration_by_name(runner, tmp_path):
+    """On a master of masters the migration's survey names the hypervisors the capacity copy
+    knows (no syndic_wait); when none of them has the VM, or there is no copy, or on one master,
+    it asks the glob as before."""
+    from saltvirt.fleet import migrate
+
+    runner.__opts__.update(cachedir=str(tmp_path), order_masters=True)
+    fleet = _Fleet(runner)
+    fleet.capacities = capacities.Capacities(str(tmp_path / "capacities.json"), ttl=60)
+    asked = []
+    found = {"hypervisor2": {"node_info": {}, "migrate_source": {"vcpus": 1}}}
+
+    def fanout(fun, arg=(), kwarg=None, tgt=None, tgt_type=None, timeout=None, jid=None):
+        asked.append((tgt, tgt_type))
+        return (found if tgt_type == "list" else {"hypervisor1": {}, "hypervisor3": {"migrate_source": {}}}), {}
+
+    fleet.fanout = fanout
+    assert migrate.survey(fleet, "web1")[0] == {"hypervisor1": {}, "hypervisor3": {"migrate_source": {}}}
+    assert asked == [(None, None)]  # no copy yet: the glob
+    capacity = {"node_info": {"cpus": 2, "phymemory": 4096}, "usage": []}
+    fleet.capacities.saw({"hypervisor1": capacity, "hypervisor2": capacity, "evil": capacity},
+                         {"hypervisor9": "did not answer"})
+    fleet.capacities.clock = lambda: time.time() + 3600  # old: the host list still serves
+    asked.clear()
+    assert migrate.survey(fleet, "web1") == (found, {})
+    assert asked == [(["hypervisor1", "hypervisor2", "hypervisor9"], "list")]  # not one outside the target
+    found = {"hypervisor1": {"node_info": {}}, "hypervisor2": {"node_info": {}}}  # none has it: the glob
+    asked.clear()
+    assert "hypervisor3" in migrate.survey(fleet, "web1")[0]
+    assert asked == [(["hypervisor1", "hypervisor2", "hypervisor9"], "list"), (None, None)]
+    runner.__opts__["order_masters"] = False  # one master: a glob has no syndic_wait
+    asked.clear()
+    migrate.survey(fleet, "web1")
+    assert asked == [(None, None)]
+
+
 def test_purge_searches_every_hypervisor_and_refuses_a_vm_left_on_two(runner, tmp_path, monkeypatch):
     """A post-copy migration that failed and was not resumed leaves a copy on each side: purging
     one of them by the cached location would leave the other without its key."""

@@ -60,6 +60,12 @@ class Capacities:
         errors = data.get("errors") if isinstance(data.get("errors"), dict) else {}
         return data["hosts"], dict(errors)
 
+    def hosts(self):
+        """The hypervisors the last survey heard from or about, whatever its age (a list)."""
+        data = self._read()
+        errors = data.get("errors") if isinstance(data.get("errors"), dict) else {}
+        return sorted(set(data.get("hosts") or {}) | set(errors))
+
     # -------------------------------------------------------------- what was seen
 
     def saw(self, answers, errors):

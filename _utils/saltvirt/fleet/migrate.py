@@ -78,6 +78,22 @@ def _job(fleet, store, name, source, target, answers, errors, test, options):
     return job, reserved
 
 
+def survey(fleet, name):
+    """``virt.migrate_survey`` of every hypervisor: ``(answers, errors)``.
+
+    On a master of masters, the hypervisors the master's copy of the capacities knows (of any
+    age) are asked by name: Salt's client there waits ``syndic_wait`` after the answers to a
+    glob, the runner stops at the named hosts' (docs/scale.rst). When none of them has the VM,
+    the glob asks again (one the copy does not know yet)."""
+    known = fleet.capacities.hosts() if fleet.capacities is not None and fleet.opts.get("order_masters") else []
+    known = [h for h in known if fleet.hypervisors.matches(h)]
+    if known:
+        answers, errors = fleet.fanout("virt.migrate_survey", arg=[name], tgt=known, tgt_type="list")
+        if any(isinstance(a, dict) and a.get("migrate_source") for a in answers.values()):
+            return answers, errors
+    return fleet.fanout("virt.migrate_survey", arg=[name])
+
+
 def migrate(fleet, name, target=None, test=False, **options):
     """Migrate VM ``name`` (``options``: ``copy_storage``, ``tunnel``, ``offline``,
     ``keep_source_disks`` and ``opts`` for the execution module); the Migrator's report."""
@@ -85,7 +101,7 @@ def migrate(fleet, name, target=None, test=False, **options):
     store = reservations.Reservations(os.path.join(fleet.opts["cachedir"], "saltvirt", "reservations"))
     with migration_lock(fleet, name), fleet.session():
         fleet.progress(f"Looking for {name}")
-        answers, errors = fleet.fanout("virt.migrate_survey", arg=[name])
+        answers, errors = survey(fleet, name)
         # Each answer is a virt.capacity answer too: kept for virt.init's placement.
         fleet.saw_capacity({h: {k: v for k, v in a.items() if k != "migrate_source"}
                             for h, a in answers.items() if isinstance(a, dict)}, errors)
