@@ -496,7 +496,8 @@ def sync_key(name, host, jid=None, timeout=None):
         failed, nothing changes (``key: unchanged`` and the ``reason``).
 
     timeout
-        Seconds to wait for that answer (default ``virt:init_timeout``, 900).
+        Seconds to wait for that answer (default and most: ``virt:init_timeout`` plus
+        ``virt:timeout`` of this master, 910).
 
     CLI Example:
 

@@ -286,8 +286,13 @@ def test_the_syndic_side_waits_for_the_hypervisors_signed_answer(runner, tmp_pat
     for bad in ("salt/job/x", "2026", None, ["1"]):
         with pytest.raises(InvalidArgument, match="a Salt job id is 20 digits"):
             prov.await_init("hypervisor1", "web1", bad, timeout=1)
-    with pytest.raises(InvalidArgument, match="timeout 'soon': a number of seconds"):
-        prov.await_init("hypervisor1", "web1", JID, timeout="soon")
+    for bad in ("soon", -1, True):
+        with pytest.raises(InvalidArgument, match=f"timeout {bad!r}: a number of seconds .at most 910 are waited"):
+            prov.await_init("hypervisor1", "web1", JID, timeout=bad)
+    waited = []
+    prov.fleet.returns_of = lambda jid, host, timeout, accept: waited.append(timeout)
+    prov.await_init("hypervisor1", "web1", JID, timeout=10**9)
+    assert waited == [910.0]  # virt:init_timeout + virt:timeout: a caller cannot keep the runner longer
 
 
 def test_a_watched_job_sets_aside_the_events_asked_for(runner):

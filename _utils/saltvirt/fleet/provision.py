@@ -301,10 +301,17 @@ class Provisioner:
         ``host`` did not sign is ignored (any minion can send one): the wait goes on."""
         if not isinstance(jid, (str, int)) or not re.fullmatch(r"\d{20}", str(jid)):
             raise InvalidArgument(f"jid {jid!r}: a Salt job id is 20 digits (e.g. 20261202063840145699)")
+        # At most what a creation gets here (plus its answer's way): a caller granted virt.* does
+        # not keep a runner waiting longer.
+        longest = float(self.fleet.conf("init_timeout", 900)) + float(self.fleet.conf("timeout", 10))
         try:
-            timeout = float(timeout if timeout is not None else self.fleet.conf("init_timeout", 900))
+            seconds = longest if timeout is None else float(timeout)
         except (TypeError, ValueError):
-            raise InvalidArgument(f"timeout {timeout!r}: a number of seconds") from None
+            seconds = -1.0
+        if isinstance(timeout, bool) or not seconds >= 0:
+            raise InvalidArgument(f"timeout {timeout!r}: a number of seconds (at most {longest:g} are waited: "
+                                  "virt:init_timeout + virt:timeout)")
+        timeout = min(seconds, longest)
         outcome = []
 
         def accept(data):
