@@ -545,22 +545,30 @@ def from_opts(opts, progress=None):
         capacities=Capacities(os.path.join(opts["cachedir"], "saltvirt", "capacities.json"),
                               lambda: capacity_ttl(opts)),
         file_hash=lambda url, saltenv: _file_server_hash(opts, url, saltenv),
-        job_cache=lambda jid: _job_cache_returns(opts, jid),
+        job_cache=_job_cache_reader(opts),
     )
 
 
-def _job_cache_returns(opts, jid):
-    """``{minion: {"return": ...}}`` the master's job cache holds for ``jid`` ({} without one)."""
-    if not opts.get("job_cache", True):
-        return {}
-    import salt.loader  # noqa: PLC0415
+def _job_cache_reader(opts):
+    """``jid -> {minion: {"return": ...}}`` of the master's job cache ({} without one). Salt's
+    returner loader is built on the first read only: a wait reads the cache once a second."""
+    loaded = []
 
-    getter = f"{opts.get('master_job_cache', 'local_cache')}.get_jid"
-    try:
-        return salt.loader.returners(opts, {}, whitelist=[getter.split(".")[0]])[getter](jid) or {}
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        log.debug("job cache of %s not read: %s", jid, exc)  # the bus still brings what comes later
-        return {}
+    def read(jid):
+        if not opts.get("job_cache", True):
+            return {}
+        getter = f"{opts.get('master_job_cache', 'local_cache')}.get_jid"
+        try:
+            if not loaded:
+                import salt.loader  # noqa: PLC0415
+
+                loaded.append(salt.loader.returners(opts, {}, whitelist=[getter.split(".")[0]]))
+            return loaded[0][getter](jid) or {}
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            log.debug("job cache of %s not read: %s", jid, exc)  # the bus still brings what comes later
+            return {}
+
+    return read
 
 
 def _file_server_hash(opts, url, saltenv):
