@@ -287,18 +287,20 @@ def init(name, cpu, mem, image=None, progress_tag=None, **kwargs):
         sink = vprogress.event_sink(settings, progress_tag or vprogress.init_tag(spec.name), name=spec.name)
         with _connection(spec.extra) as conn:
             result = provision_vm.create_vm(conn, spec, settings, progress=sink)
-        _attest_key(spec.name, result.get("seeded"))
+        _attest_key(spec.name, result.get("seeded"), kwargs.get("__pub_jid"))
         return result
 
 
-def _attest_key(name, report):
-    """Sign VM ``name``'s minion public key in ``report`` for the master, which accepts it only
-    with this hypervisor's signature (:mod:`saltvirt.pki.attest`: another minion could send an
-    answer in this one's name)."""
+def _attest_key(name, report, jid):
+    """Sign VM ``name``'s minion public key in ``report``, with the id of the job answering it
+    (``jid``), for the master, which accepts it only with this hypervisor's signature for the
+    job it published (:mod:`saltvirt.pki.attest`: another minion could send an answer in this
+    one's name, or replay one this hypervisor gave about an earlier VM of the name)."""
     if isinstance(report, dict) and report.get("minion_pub"):
         try:
             report["minion_pub_signature"] = attest.sign(
-                attest.minion_key(__opts__), attest.KEY, __opts__["id"], name, report["minion_pub"].strip())
+                attest.minion_key(__opts__), attest.KEY, __opts__["id"], name,
+                attest.key_statement(report["minion_pub"], jid))
         except VirtError as exc:  # the VM stands; the master refuses the unsigned key and removes it
             log.error("virt: the minion key of %s is not signed: %s", name, exc)
     return report
@@ -341,7 +343,7 @@ def init_status(name, **kwargs):
 
         salt hypervisor1 virt.init_status web1
     """
-    return _attest_key(name, _lifecycle_call("init_status", name, kwargs))
+    return _attest_key(name, _lifecycle_call("init_status", name, kwargs), kwargs.get("__pub_jid"))
 
 
 def seeded_vms(**kwargs):

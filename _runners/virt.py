@@ -490,10 +490,11 @@ def sync_key(name, host, jid=None, timeout=None):
 
     jid
         The job id of a ``virt.init`` of ``name`` on ``host`` that may not have answered yet:
-        first wait for ``host``'s answer to it (its public key signed by ``host``; an answer in
-        ``host``'s name without that signature is ignored), then do the above. The master of
-        masters starts it so together with the creation. Without an answer, or when the job
-        failed, nothing changes (``key: unchanged`` and the ``reason``).
+        wait for ``host``'s answer to it and accept the public key it carries, signed by
+        ``host`` for that job (an answer in ``host``'s name without that signature -- unsigned,
+        or signed for another job -- is ignored). The master of masters starts it so together
+        with the creation. Without an answer, or when the job failed, nothing changes (``key:
+        unchanged`` and the ``reason``).
 
     timeout
         Seconds to wait for that answer (default and most: ``virt:init_timeout`` plus

@@ -10,6 +10,7 @@ legitimate events and answers of the same kind go through.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,7 +99,7 @@ def test_a_forged_virt_init_answer_does_not_get_the_tenants_key_accepted(lab, te
         for attempt in range(3):
             victim = f"victim{attempt}"
             try:
-                ignored.append(_race(lab, tenant, jobs, forger, victim))
+                ignored.append(_race(lab, jobs, forger, victim, {"method": "cidata", "minion_pub": tenant.pub}))
             finally:
                 lab.run("salt-run", "virt.purge", victim, check=False)
             if ignored[-1]:
@@ -109,25 +110,72 @@ def test_a_forged_virt_init_answer_does_not_get_the_tenants_key_accepted(lab, te
         jobs.close()
 
 
-def _race(lab, tenant, jobs, forger, victim):
-    """One salt-run virt.init of ``victim`` that the tenant answers first if it can: whether the
-    runner saw (and ignored) the forged answer. Either way the VM's own key is the one accepted."""
+def test_a_key_hypervisor1_signed_for_an_earlier_vm_of_the_name_is_not_accepted_again(lab, tenant):
+    """hypervisor1's signed word on an earlier VM's key, replayed: a tenant who owned a VM
+    ``replayed`` holds its private key and saw hypervisor1 sign its public key (virt.init_status);
+    once that VM is gone and the name made again, the tenant answers the new creation first with
+    the old signed key. The signature covers the job that reported the key, so the runner ignores
+    it and accepts the new VM's own key."""
+    jobs = None
+    forger = subprocess.Popen(["nsenter", f"--net=/run/netns/{LAB_NETNS}", PYTHON, TENANT_SCRIPT, tenant.conf, "serve"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = "replayed"
+    try:
+        assert forger.stdout.readline().strip() == "ready", forger.stderr.read()
+        lab.run_json("virt.init", victim, "1", "128", "salt://centos.qcow2", "enable_qcow=True", "start=False",
+                     "host=hypervisor1")
+        earlier = lab.salt_json("hypervisor1", "virt.init_status", victim)["hypervisor1"]
+        assert earlier["minion_pub"] and earlier["minion_pub_signature"], earlier
+        lab.run("salt-run", "virt.purge", victim)
+        assert not os.path.exists(os.path.join(MASTER_PKI, "minions", victim))
+        jobs = EventTail("salt/job/*/new", marker="salt/job/marker{}/new")  # the new creation's, not the first's
+        replay = {"method": "cidata", "minion_pub": earlier["minion_pub"],
+                  "minion_pub_signature": earlier["minion_pub_signature"]}
+        assert _race(lab, jobs, forger, victim, replay, hold=True), "the runner did not see the replayed answer"
+    finally:
+        forger.kill()
+        if jobs is not None:
+            jobs.close()
+        lab.run("salt-run", "virt.purge", victim, check=False)
+
+
+def _race(lab, jobs, forger, victim, seeded, hold=False):
+    """One salt-run virt.init of ``victim`` that the tenant answers first, if it can, with
+    ``seeded`` as the answer's seed report: whether the runner saw (and ignored) the forged
+    answer. Either way the VM's own key is the one accepted. ``hold``: hypervisor1's minion is
+    stopped (SIGSTOP) until the forged answer is out, as a slow job would be, so the tenant
+    answers first (the master's capacity copy, fresh from a creation just before, spares the
+    runner a survey of the stopped minion)."""
+    with open(os.path.join(LAB_DIR, "hv1", "minion", "var", "run", "salt-minion.pid")) as fh:
+        minion = int(fh.read())
+    if hold:
+        os.kill(minion, signal.SIGSTOP)
+    try:
+        return _race_on(lab, jobs, forger, victim, seeded, release=lambda: os.kill(minion, signal.SIGCONT))
+    finally:
+        if hold:
+            os.kill(minion, signal.SIGCONT)
+
+
+def _race_on(lab, jobs, forger, victim, seeded, release):
     init = subprocess.Popen([os.path.join(BIN, "salt-run"), "virt.init", victim, "1", "128", "salt://centos.qcow2",
                              "enable_qcow=True", "start=False", "host=hypervisor1", "--out=json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     job = jobs.first(lambda tag, d: d.get("fun") == "virt.init" and (d.get("arg") or [None])[0] == victim)
     forged = {"id": "hypervisor1", "jid": job["jid"], "fun": "virt.init", "retcode": 0, "success": True,
               "return": {"name": victim, "state": "shutoff", "host": "hypervisor1",
-                         "seeded": {"method": "cidata", "minion_pub": tenant.pub}}}
+                         "seeded": seeded}}
     forger.stdin.write(json.dumps([{"tag": f"salt/job/{job['jid']}/ret/hypervisor1", "data": forged}]) + "\n")
     forger.stdin.flush()
     assert forger.stdout.readline().strip() == "sent"
+    release()
     out, err = init.communicate(timeout=300)
     assert init.returncode == 0, out + err
     status = lab.salt_json("hypervisor1", "virt.init_status", victim)["hypervisor1"]
     with open(os.path.join(MASTER_PKI, "minions", victim)) as fh:
         key = fh.read().strip()
-    assert key == status["minion_pub"].strip() and key != tenant.pub
+    assert key != seeded["minion_pub"].strip(), f"the forged answer's key was accepted for {victim}"
+    assert key == status["minion_pub"].strip(), f"{victim}'s key on the master is not the one its seed holds"
     return "virt.init: a return in hypervisor1's name for job" in err and "did not sign: ignored" in err
 
 

@@ -235,20 +235,26 @@ def _create_as_job(slab, name, jid):
 def test_the_key_job_started_with_the_creation_takes_no_answer_in_the_hypervisors_name(slab, tenant):
     """``virt.sync_key jid=...`` (what the top master starts on the syndic's master together with
     the creation) waits for hypervisor1's answer to that job. A tenant's answers in hypervisor1's
-    name -- its own key unsigned, or signed with its own minion key -- are ignored; hypervisor1's
-    own answer then gets the VM's real key accepted, read from hypervisor1."""
+    name -- its own key unsigned, signed with its own minion key, or signed by hypervisor1 in an
+    answer to an earlier job (a key of an earlier VM of the name, whose private half the tenant
+    holds, replayed) -- are ignored; hypervisor1's own answer then gets the VM's real key accepted."""
     victim, jid = f"it-{uuid.uuid4().hex[:6]}", _fresh_jid()
     proc = _sync_key_waiting(slab, victim, jid, timeout=120)
     try:
         seeded = {"method": "cidata", "minion_pub": tenant.pub}
         forged = {"id": "hypervisor1", "jid": jid, "fun": "virt.init", "retcode": 0, "success": True,
                   "return": {"name": victim, "state": "shutoff", "host": "hypervisor1", "seeded": seeded}}
-        signed_by_tenant = attest.sign(TENANT_KEY.format(conf=tenant.conf), attest.KEY, "hypervisor1", victim,
-                                       tenant.pub)
-        forged_signed = json.loads(json.dumps(forged))
-        forged_signed["return"]["seeded"]["minion_pub_signature"] = signed_by_tenant
-        tenant([{"tag": f"salt/job/{jid}/ret/hypervisor1", "data": forged},
-                {"tag": f"salt/job/{jid}/ret/hypervisor1", "data": forged_signed}])
+        signatures = [
+            attest.sign(TENANT_KEY.format(conf=tenant.conf), attest.KEY, "hypervisor1", victim,
+                        attest.key_statement(tenant.pub, jid)),
+            attest.sign(os.path.join(slab.lab_dir, "hv1", "minion", "etc", "salt", "pki", "minion", "minion.pem"),
+                        attest.KEY, "hypervisor1", victim, attest.key_statement(tenant.pub, _fresh_jid())),
+        ]
+        answers = [forged]
+        for signature in signatures:
+            answers.append(json.loads(json.dumps(forged)))
+            answers[-1]["return"]["seeded"]["minion_pub_signature"] = signature
+        tenant([{"tag": f"salt/job/{jid}/ret/hypervisor1", "data": answer} for answer in answers])
         time.sleep(2)
         assert proc.poll() is None, proc.communicate()  # still waiting for hypervisor1's own answer
         assert victim not in _keys(slab, "master")
@@ -257,7 +263,7 @@ def test_the_key_job_started_with_the_creation_takes_no_answer_in_the_hypervisor
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, out + err
         assert json.loads(out) == {"name": victim, "host": "hypervisor1", "key": "accepted"}
-        assert err.count(f"an answer in hypervisor1's name to job {jid} that hypervisor1 did not sign: ignored") == 2
+        assert err.count(f"an answer in hypervisor1's name to job {jid} that hypervisor1 did not sign: ignored") == 3
         status = slab.syndic.salt_json("hypervisor1", "virt.init_status", victim)["hypervisor1"]
         with open(os.path.join(slab.lab_dir, "master", "etc", "salt", "pki", "master", "minions", victim)) as fh:
             key = fh.read().strip()

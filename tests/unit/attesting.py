@@ -47,5 +47,6 @@ class Keys:
         """``record`` signed by ``signer`` (default: ``host``) as ``host``'s definition of ``name``."""
         return attest.signed(self.private(signer or host), attest.DEFINITION, host, name, record)
 
-    def key_signature(self, host, name, pub, signer=None):
-        return attest.sign(self.private(signer or host), attest.KEY, host, name, pub.strip())
+    def key_signature(self, host, name, pub, jid, signer=None):
+        """``signer``'s (default: ``host``'s) signature over ``pub`` as VM ``name``'s key, answering job ``jid``."""
+        return attest.sign(self.private(signer or host), attest.KEY, host, name, attest.key_statement(pub, jid))

@@ -8,6 +8,18 @@ from saltvirt.pki import attest
 from tests.unit.attesting import Keys
 
 
+def test_a_key_statement_holds_only_for_the_job_that_reported_it(tmp_path):
+    keys = Keys(tmp_path, "hypervisor1")
+    verifier = attest.Verifier(keys.pki_dir)
+    said = attest.key_statement("PUB\n", 20261202000000000001)
+    assert said == {"minion_pub": "PUB", "jid": "20261202000000000001"}
+    sig = attest.sign(keys.private("hypervisor1"), attest.KEY, "hypervisor1", "web1", said)
+    verifier.check(attest.KEY, "hypervisor1", "web1", attest.key_statement("PUB", "20261202000000000001"), sig)
+    for other in ("20261202000000000002", None):  # another job's answer; none (salt-call)
+        with pytest.raises(attest.Unattested, match="refused"):
+            verifier.check(attest.KEY, "hypervisor1", "web1", attest.key_statement("PUB", other), sig)
+
+
 def test_a_statement_holds_only_for_its_host_purpose_vm_and_content(tmp_path):
     keys = Keys(tmp_path, "hypervisor1", "hypervisor2")
     verifier = attest.Verifier(keys.pki_dir)

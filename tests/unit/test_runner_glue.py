@@ -255,34 +255,37 @@ def test_the_syndic_side_waits_for_the_hypervisors_signed_answer(runner, tmp_pat
     prov = Provisioner(_Fleet(runner), gen_jid=lambda: "1")
     tag = f"salt/job/{JID}/ret/hypervisor1"
 
-    def answer(signer=None, pub="PUB-web1", **extra):
+    def answer(signer=None, pub="PUB-web1", jid=JID, **extra):
         seeded = {"minion_pub": pub}
         if signer:
-            seeded["minion_pub_signature"] = keys.key_signature("hypervisor1", "web1", pub, signer=signer)
+            seeded["minion_pub_signature"] = keys.key_signature("hypervisor1", "web1", pub, jid, signer=signer)
         return dict({"return": {"name": "web1", "seeded": seeded}, "retcode": 0, "success": True}, **extra)
 
     genuine = answer("hypervisor1")
-    prov.fleet._master_event = lambda: _events((tag, answer()), (tag, answer("tenant1")),
+    # hypervisor1's signed answer to an earlier job (an earlier VM web1's key, replayed) is ignored too.
+    replayed = answer("hypervisor1", pub="PUB-earlier-web1", jid="20261201000000000000")
+    prov.fleet._master_event = lambda: _events((tag, answer()), (tag, answer("tenant1")), (tag, replayed),
                                              (f"salt/job/{JID}/ret/hypervisor10", genuine), (tag, genuine))
-    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) is None
-    prov.fleet._master_event = lambda: _events((tag, answer()), (tag, answer("tenant1")))
+    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) == (None, "PUB-web1")
+    prov.fleet._master_event = lambda: _events((tag, answer()), (tag, answer("tenant1")), (tag, replayed))
     assert prov.await_init("hypervisor1", "web1", JID, timeout=0.05) == (
-        f"no answer of hypervisor1 to virt.init job {JID} within 0.05s")
+        f"no answer of hypervisor1 to virt.init job {JID} within 0.05s", None)
     prov.fleet._master_event = lambda: _events((tag, {"return": "ERROR: no room", "retcode": 1, "success": False}))
-    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) == f"virt.init job {JID} on hypervisor1 failed"
+    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) == (f"virt.init job {JID} on hypervisor1 failed",
+                                                                      None)
     prov.fleet._master_event = lambda: _events((tag, {"return": {"name": "web1", "seeded": None}, "retcode": 0}))
     assert prov.await_init("hypervisor1", "web1", int(JID), timeout=5) == (
-        f"virt.init job {JID} on hypervisor1 made no minion key")
+        f"virt.init job {JID} on hypervisor1 made no minion key", None)
     # The answer came before the listener: found in the job cache (a forged one there is skipped too).
     prov.fleet._master_event = _events
     prov.fleet._job_cache = lambda jid: {"hypervisor1": genuine} if jid == JID else {}
-    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) is None
+    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) == (None, "PUB-web1")
     prov.fleet._job_cache = lambda jid: {"hypervisor1": answer("tenant1")}
-    assert "no answer" in prov.await_init("hypervisor1", "web1", JID, timeout=0.05)
+    assert "no answer" in prov.await_init("hypervisor1", "web1", JID, timeout=0.05)[0]
     # Salt fires the event before it writes the cache: an answer in neither at first is read later.
     reads = []
     prov.fleet._job_cache = lambda jid: reads.append(jid) or ({"hypervisor1": genuine} if len(reads) > 2 else {})
-    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) is None and len(reads) == 3
+    assert prov.await_init("hypervisor1", "web1", JID, timeout=5) == (None, "PUB-web1") and len(reads) == 3
     for bad in ("salt/job/x", "2026", None, ["1"]):
         with pytest.raises(InvalidArgument, match="a Salt job id is 20 digits"):
             prov.await_init("hypervisor1", "web1", bad, timeout=1)
@@ -506,19 +509,27 @@ def test_a_vms_key_is_accepted_only_with_its_hypervisors_signature(runner, tmp_p
     capacity = {"node_info": {"cpus": 2, "phymemory": 4096}, "disk_free": 10000, "usage": []}
     fleet = _Fleet(runner, {"virt.capacity": ({"hypervisor1": capacity}, {})})
     purged = []
-    fleet.on = lambda host, fun, arg=(), kwarg=None, timeout=None: purged.append((host, fun, arg)) or ({host: {}}, {})
+    fleet.on = lambda host, fun, arg=(), kwarg=None, timeout=None, jid=None: purged.append((host, fun, arg)) or (
+        {host: {}}, {})
     pub = "-----BEGIN PUBLIC KEY-----\nMIIB-the-vms-key\n-----END PUBLIC KEY-----\n"
     answer = {}
     fleet.watch = lambda *_a, **_k: {"return": {"name": "web1", "state": "shutoff", "seeded": dict(answer)},
                                      "success": True}
-    prov = Provisioner(fleet, lambda: "20261202000000000000")
+    jid = "20261202000000000000"
+    prov = Provisioner(fleet, lambda: jid)
     accepted = os.path.join(keys.pki_dir, "minions", "web1")
     forged = [
         {"minion_pub": pub},  # no signature (an answer another minion made up)
-        {"minion_pub": pub, "minion_pub_signature": keys.key_signature("hypervisor1", "web1", pub, signer="tenant1")},
-        {"minion_pub": pub, "minion_pub_signature": keys.key_signature("hypervisor1", "web2", pub)},
+        {"minion_pub": pub,
+         "minion_pub_signature": keys.key_signature("hypervisor1", "web1", pub, jid, signer="tenant1")},
+        {"minion_pub": pub, "minion_pub_signature": keys.key_signature("hypervisor1", "web2", pub, jid)},
         {"minion_pub": pub.replace("the-vms", "another"),
-         "minion_pub_signature": keys.key_signature("hypervisor1", "web1", pub)},
+         "minion_pub_signature": keys.key_signature("hypervisor1", "web1", pub, jid)},
+        # hypervisor1's own signature, given in its answer to another job: an earlier VM web1's
+        # key (whose private half its owner may hold), replayed
+        {"minion_pub": pub, "minion_pub_signature": keys.key_signature("hypervisor1", "web1", pub,
+                                                                       "20261201000000000000")},
+        {"minion_pub": pub, "minion_pub_signature": keys.key_signature("hypervisor1", "web1", pub, None)},
     ]
     for seeded in forged:
         answer.clear()
@@ -529,7 +540,7 @@ def test_a_vms_key_is_accepted_only_with_its_hypervisors_signature(runner, tmp_p
         assert purged[-1] == ("hypervisor1", "virt.purge", ["web1"])  # the VM went again
         assert not os.path.exists(accepted) and prov.store.entries() == [] and prov.intents.all() == []
     answer.clear()
-    answer.update(minion_pub=pub, minion_pub_signature=keys.key_signature("hypervisor1", "web1", pub))
+    answer.update(minion_pub=pub, minion_pub_signature=keys.key_signature("hypervisor1", "web1", pub, jid))
     purged.clear()
     result = prov.init("web1", 1, 512, image="salt://x.qcow2", enable_qcow=True, start=False)
     assert result["seeded"] == {"key_accepted": True} and purged == []

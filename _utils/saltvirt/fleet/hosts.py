@@ -209,9 +209,9 @@ class Fleet:
         found = self._client.cmd(hosts, "saltutil.find_job", [jid], tgt_type="list", timeout=gather) or {}
         return any(found.get(h) for h in hosts)
 
-    def on(self, host, fun, arg=(), kwarg=None, timeout=None):
-        """``(answers, errors)`` of ``fun`` on exactly ``host``."""
-        return self.fanout(fun, arg=arg, kwarg=kwarg, tgt=self.exact(host), tgt_type="list", timeout=timeout)
+    def on(self, host, fun, arg=(), kwarg=None, timeout=None, jid=None):
+        """``(answers, errors)`` of ``fun`` on exactly ``host`` (as job ``jid``, if given)."""
+        return self.fanout(fun, arg=arg, kwarg=kwarg, tgt=self.exact(host), tgt_type="list", timeout=timeout, jid=jid)
 
     def call(self, host, fun, arg=(), kwarg=None, timeout=None):
         """The return of ``fun`` on ``host``; VirtError when it failed or did not answer."""

@@ -140,7 +140,7 @@ class Provisioner:
                     host, "virt.init", [name, cpu, mem], dict(kwargs, progress_tag=tag), tag, on_progress, timeout,
                     jid=jid,
                     on_published=lambda _jid: self.fleet.progress(creating, host=host),
-                    genuine=lambda data: self.genuine_init_answer(host, name, data),
+                    genuine=lambda data: self.genuine_init_answer(host, name, data, jid),
                     event=event, seen=seen,
                 )
             except VirtError as exc:
@@ -178,7 +178,7 @@ class Provisioner:
                                                  seen)
             try:
                 self.complete(host, name, pub, seeded.pop("minion_pub_signature", None) if seeded else None,
-                              key_answer=answer)
+                              jid=jid, key_answer=answer)
             except BaseException:
                 self._forget_capacities()  # rolled back (or not): the copy no longer says
                 raise
@@ -187,9 +187,10 @@ class Provisioner:
                 self.fleet.progress(f"Minion key of {name} accepted on the master", host=host)
             return result  # its state and host are in the result: no progress line for them
 
-    def genuine_init_answer(self, host, name, data, here=False):
-        """False for a ``virt.init`` answer that says it made a key pair without ``host``'s
-        signature over the public key: another minion's, in ``host``'s name (pki.attest).
+    def genuine_init_answer(self, host, name, data, jid, here=False):
+        """False for an answer to ``virt.init`` job ``jid`` that says it made a key pair without
+        ``host``'s signature over the public key and that job: another minion's, in ``host``'s
+        name, or one ``host`` gave about an earlier VM of the name, replayed (pki.attest).
         Under a syndic, whose master holds ``host``'s key, that master checks it instead
         (``here``: this is that master)."""
         ret = data.get("return") if isinstance(data, dict) else None
@@ -198,7 +199,7 @@ class Provisioner:
                 or (not here and self.fleet.syndics.key_minion(host)):
             return True
         try:
-            self.check_key(host, name, seeded["minion_pub"], seeded.get("minion_pub_signature"))
+            self.check_key(host, name, seeded["minion_pub"], seeded.get("minion_pub_signature"), jid)
         except VirtError:
             return False
         return True
@@ -207,15 +208,16 @@ class Provisioner:
         if self.fleet.capacities is not None:
             self.fleet.capacities.discard()
 
-    def complete(self, host, name, pub, signature=None, key_answer=None):
-        """The VM exists on ``host``: accept its key (``signature``: ``host``'s over it), turn the
-        reservation into it, end the intent. ``key_answer``: the return of the key job started
-        with the creation under a syndic (:meth:`start_key_job`), if it came."""
+    def complete(self, host, name, pub, signature=None, jid=None, key_answer=None):
+        """The VM exists on ``host``: accept its key (``signature``: ``host``'s over it and job
+        ``jid``, whose answer carried it), turn the reservation into it, end the intent.
+        ``key_answer``: the return of the key job started with the creation under a syndic
+        (:meth:`start_key_job`), if it came."""
         if pub:
             try:
                 # There, that master checks host's signature.
                 if not self.key_on_syndic(name, host, answer=key_answer):
-                    self.accept_key(host, name, pub, signature)
+                    self.accept_key(host, name, pub, signature, jid)
             except VirtError:
                 self.rollback(host, name, defined=True)
                 raise
@@ -224,17 +226,18 @@ class Provisioner:
         if self.fleet.locations is not None:
             self.fleet.locations.set(name, host)
 
-    def check_key(self, host, name, pub, signature):
-        """Raise VirtError unless ``host`` signed ``pub`` as VM ``name``'s key (:mod:`saltvirt.pki.attest`)."""
+    def check_key(self, host, name, pub, signature, jid):
+        """Raise VirtError unless ``host`` signed ``pub`` as VM ``name``'s key in its answer to job
+        ``jid`` (:mod:`saltvirt.pki.attest`)."""
         try:
-            self.verifier.check(attest.KEY, host, name, str(pub).strip(), signature)
+            self.verifier.check(attest.KEY, host, name, attest.key_statement(pub, jid), signature)
         except attest.Unattested as exc:
             raise VirtError(f"not accepting the minion key of {name}: {exc}") from exc
 
-    def accept_key(self, host, name, pub, signature):
-        """Accept ``pub`` as VM ``name``'s key when ``host`` signed it."""
+    def accept_key(self, host, name, pub, signature, jid):
+        """Accept ``pub`` as VM ``name``'s key when ``host`` signed it in its answer to job ``jid``."""
         try:
-            self.check_key(host, name, pub, signature)
+            self.check_key(host, name, pub, signature, jid)
         except VirtError as exc:
             log.warning("virt: %s", exc)
             raise
@@ -296,9 +299,10 @@ class Provisioner:
 
     def await_init(self, host, name, jid, timeout=None):
         """Wait for ``host``'s answer to ``virt.init`` job ``jid`` (on this master's bus, or in its
-        job cache when it came first). None when it carries VM ``name``'s public key signed by
-        ``host``; otherwise why there is nothing to accept. An answer in ``host``'s name that
-        ``host`` did not sign is ignored (any minion can send one): the wait goes on."""
+        job cache when it came first). ``(None, public key)`` when it carries VM ``name``'s public
+        key signed by ``host`` for that job; otherwise ``(why there is nothing to accept, None)``.
+        An answer in ``host``'s name that ``host`` did not sign for that job is ignored (any
+        minion can send one): the wait goes on."""
         if not isinstance(jid, (str, int)) or not re.fullmatch(r"\d{20}", str(jid)):
             raise InvalidArgument(f"jid {jid!r}: a Salt job id is 20 digits (e.g. 20261202063840145699)")
         # At most what a creation gets here (plus its answer's way): a caller granted virt.* does
@@ -312,41 +316,46 @@ class Provisioner:
             raise InvalidArgument(f"timeout {timeout!r}: a number of seconds (at most {longest:g} are waited: "
                                   "virt:init_timeout + virt:timeout)")
         timeout = min(seconds, longest)
-        outcome = []
+        jid = str(jid)
+        outcome = {}  # "pub": the key to accept, or "why": there is none
 
         def accept(data):
             ret = data.get("return")
             seeded = ret.get("seeded") if isinstance(ret, dict) else None
             if data.get("success") is False or data.get("retcode") or not isinstance(ret, dict):
-                outcome.append(f"virt.init job {jid} on {host} failed")
+                outcome["why"] = f"virt.init job {jid} on {host} failed"
             elif not isinstance(seeded, dict) or not seeded.get("minion_pub"):
-                outcome.append(f"virt.init job {jid} on {host} made no minion key")
-            elif not self.genuine_init_answer(host, name, data, here=True):
+                outcome["why"] = f"virt.init job {jid} on {host} made no minion key"
+            elif not self.genuine_init_answer(host, name, data, jid, here=True):
                 log.warning("virt.sync_key %s: an answer in %s's name to job %s that %s did not sign: ignored",
                             name, host, jid, host)
                 return False
+            else:
+                outcome["pub"] = seeded["minion_pub"]
             return True
 
-        if self.fleet.returns_of(str(jid), host, timeout, accept) is None:
-            return f"no answer of {host} to virt.init job {jid} within {timeout:g}s"
-        return outcome[0] if outcome else None
+        if self.fleet.returns_of(jid, host, timeout, accept) is None:
+            return f"no answer of {host} to virt.init job {jid} within {timeout:g}s", None
+        return outcome.get("why"), outcome.get("pub")
 
     def sync_key(self, name, host, jid=None, timeout=None):
         """Make this master's key for VM ``name`` match hypervisor ``host`` (see the runner's
         ``virt.sync_key``): accept the public key of the VM's seed there while ``host`` has the VM;
         delete the key once accepted for it when no hypervisor of this master has it any more.
-        With ``jid``, first wait (``timeout`` seconds) for ``host``'s answer to that ``virt.init``
-        job (:meth:`await_init`); the key is then read from ``host`` as without it."""
+        With ``jid``, wait instead (``timeout`` seconds) for ``host``'s answer to that ``virt.init``
+        job (:meth:`await_init`) and accept the key it carries, signed by ``host`` for that job."""
         host = self.fleet.exact(host)[0]
         dommod.validate_name(name)
         trust.check_vm_name(name, self.fleet.hypervisors, self.keys.known() - {name})
         if jid is not None:
-            why = self.await_init(host, name, jid, timeout)
+            why, pub = self.await_init(host, name, jid, timeout)
             if why:
                 return {"name": name, "host": host, "key": "unchanged", "reason": why}
-        status = self.fleet.call(host, "virt.init_status", [name])
+            self.keys.accept(name, pub, host)  # checked: host's, for this job
+            return {"name": name, "host": host, "key": "accepted"}
+        status, asked = self.init_status(host, name)
         if status.get("defined") and status.get("minion_pub"):
-            self.accept_key(host, name, status["minion_pub"], status.get("minion_pub_signature"))
+            self.accept_key(host, name, status["minion_pub"], status.get("minion_pub_signature"), asked)
             return {"name": name, "host": host, "key": "accepted"}
         if not status.get("defined") and name in self.keys.registered():
             # Migrated elsewhere is not gone: delete only when no hypervisor of this master has it.
@@ -360,6 +369,16 @@ class Provisioner:
             self.keys.unregister(name)
             return {"name": name, "host": host, "key": "deleted" if deleted else "absent"}
         return {"name": name, "host": host, "key": "unchanged"}
+
+    def init_status(self, host, name, required=True):
+        """``(virt.init_status of VM name on host, the job's id)``: the key it reports is signed for
+        that job, which this master publishes with its own id. With ``required`` a host that did
+        not answer raises VirtError, else the status is None."""
+        jid = self.gen_jid()
+        answers, errors = self.fleet.on(host, "virt.init_status", [name], jid=jid)
+        if host not in answers and required:
+            raise VirtError(f"virt.init_status on {host} failed: {errors.get(host) or 'no answer'}")
+        return answers.get(host), jid
 
     def rollback(self, host, name, defined):
         """Nothing of ``name`` stays: the domain (if any) purged, files, reservation, intent gone."""
@@ -391,17 +410,16 @@ class Provisioner:
     def reconcile_intent(self, intent, test):
         name, host = intent["name"], intent.get("host")
         running = self.fleet.job_running(host, intent["jid"]) if intent.get("jid") else False
-        status = None
+        status, asked = None, None
         if running is not None:
-            answers, _errors = self.fleet.on(host, "virt.init_status", [name])
-            status = answers.get(host)
+            status, asked = self.init_status(host, name, required=False)
         action, reason = vintents.decide(intent, running, status)
         entry = {"name": name, "host": host, "action": action, "reason": reason}
         if test or action == vintents.WAIT:
             return entry
         try:
             if action == vintents.COMPLETE:
-                self.complete(host, name, status.get("minion_pub"), status.get("minion_pub_signature"))
+                self.complete(host, name, status.get("minion_pub"), status.get("minion_pub_signature"), asked)
                 entry["done"] = "completed: key accepted" if status.get("minion_pub") else "completed"
             else:
                 self.rollback(host, name, defined=bool(status.get("defined")))

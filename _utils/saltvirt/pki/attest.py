@@ -8,9 +8,12 @@ and on ZeroMQ every minion sees every job's jid. What the master acts on from a 
 therefore carries that hypervisor's signature over exactly what it says, checked with the key
 the master accepted for it:
 
-``vm-key``
-    a new VM's minion public key (``virt.init``, ``virt.init_status``): the master accepts it
-    under the VM's id only when signed by the hypervisor that has the VM;
+``vm-key-of-job``
+    a new VM's minion public key and the job whose answer carries it (``virt.init``,
+    ``virt.init_status``; :func:`key_statement`): the master accepts it under the VM's id only
+    when signed by the hypervisor that has the VM, for the job the master itself published. A
+    signature over the key alone could be replayed: whoever owned an earlier VM of the same name
+    holds its private key and may have seen its hypervisor sign its public key;
 ``definition``
     a VM's definition (the engine's events, ``virt.definitions``), which ``virt.evacuate``
     defines and starts on another hypervisor.
@@ -25,7 +28,7 @@ import os
 
 from saltvirt.errors import VirtError
 
-KEY = "vm-key"
+KEY = "vm-key-of-job"
 DEFINITION = "definition"
 SIGNATURE = "signature"  # the field a signed record carries its signature in
 
@@ -75,6 +78,12 @@ def signed(key_path, purpose, host, name, record):
     """``record`` (a dict) with its signature added."""
     body = {k: v for k, v in record.items() if k != SIGNATURE}
     return dict(body, **{SIGNATURE: sign(key_path, purpose, host, name, body)})
+
+
+def key_statement(pub, jid):
+    """What a hypervisor signs of a VM's minion key: the key and the id of the job whose answer
+    carries it (Salt's ``__pub_jid``; None outside a job, which no master accepts)."""
+    return {"minion_pub": str(pub).strip(), "jid": None if jid is None else str(jid)}
 
 
 def minion_key(opts):
