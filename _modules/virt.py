@@ -333,9 +333,9 @@ def start(name, **kwargs):
 def init_status(name, **kwargs):
     """
     What this hypervisor has of a VM ``virt.init`` may have been creating: whether the domain
-    is defined, its state, the public key its seed carries (signed with this minion's key:
-    ``minion_pub_signature``), the files in its directory. The runner's ``virt.reconcile``
-    decides from it.
+    is defined, its state, the public key its seed carries (signed with this minion's key for
+    this job: ``minion_pub_signature``), the files in its directory. The runner's
+    ``virt.reconcile`` decides from it.
 
     CLI Example:
 
