@@ -102,7 +102,7 @@ def _cached_fleet(runner, tmp_path, states):
     fleet.locations = locations.Locations(str(tmp_path / "vm-locations.json"))
     sent = []
 
-    def on(host, fun, arg=(), kwarg=None, timeout=None):
+    def on(host, fun, arg=(), kwarg=None, timeout=None, jid=None):
         sent.append((host, fun))
         if arg and arg[0] in states.get(host, {}):
             return {host: {"name": arg[0], "done": True}}, {}

@@ -213,9 +213,10 @@ class Fleet:
         """``(answers, errors)`` of ``fun`` on exactly ``host`` (as job ``jid``, if given)."""
         return self.fanout(fun, arg=arg, kwarg=kwarg, tgt=self.exact(host), tgt_type="list", timeout=timeout, jid=jid)
 
-    def call(self, host, fun, arg=(), kwarg=None, timeout=None):
-        """The return of ``fun`` on ``host``; VirtError when it failed or did not answer."""
-        answers, errors = self.on(host, fun, arg, kwarg, timeout)
+    def call(self, host, fun, arg=(), kwarg=None, timeout=None, jid=None):
+        """The return of ``fun`` on ``host`` (as job ``jid``, if given); VirtError when it failed or
+        did not answer."""
+        answers, errors = self.on(host, fun, arg, kwarg, timeout, jid)
         if host not in answers:
             raise VirtError(f"{fun} on {host} failed: {errors.get(host) or 'no answer'}")
         return answers[host]

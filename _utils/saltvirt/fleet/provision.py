@@ -375,9 +375,9 @@ class Provisioner:
         that job, which this master publishes with its own id. With ``required`` a host that did
         not answer raises VirtError, else the status is None."""
         jid = self.gen_jid()
-        answers, errors = self.fleet.on(host, "virt.init_status", [name], jid=jid)
-        if host not in answers and required:
-            raise VirtError(f"virt.init_status on {host} failed: {errors.get(host) or 'no answer'}")
+        if required:
+            return self.fleet.call(host, "virt.init_status", [name], jid=jid), jid
+        answers, _errors = self.fleet.on(host, "virt.init_status", [name], jid=jid)
         return answers.get(host), jid
 
     def rollback(self, host, name, defined):
