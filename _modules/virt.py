@@ -1653,6 +1653,10 @@ def migrate(name, target, offline=False, copy_storage=None, migrate_disks=None, 
     postcopy / auto_converge / compressed / parallel_connections
         libvirt's post-copy (switches after one memory pass; a failure after the switch can no
         longer be rolled back), CPU throttling, XBZRLE compression, parallel streams.
+    postcopy_bandwidth / postcopy_stall
+        MiB/s for the pages pulled after the switch; seconds without progress after it before
+        the post-copy is paused (default 60: it then fails in a state ``virt.migrate_recover``
+        continues from, instead of waiting for ever).
     tunnel
         Send the data through libvirt's TLS connection (port 16514). Default: ``virt:tunnel``.
         With copy_storage this becomes peer-to-peer + TLS (libvirt 9.0 cannot tunnel disks).

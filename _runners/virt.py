@@ -667,8 +667,9 @@ def migrate(name, target=None, test=False, copy_storage=None, tunnel=None, offli
         Keep the source's stale copies of copied disks (default: removed after success,
         only inside ``virt:images/<name>/``).
     live, persistent, undefinesource, max_bandwidth (MiB/s), max_downtime (ms), postcopy,
-    postcopy_bandwidth (MiB/s after the switch), auto_converge, compressed, parallel_connections, tls,
-    migration_uri, peer2peer, timeout (s)
+    postcopy_bandwidth (MiB/s after the switch), postcopy_stall (s without progress after the
+    switch before the post-copy is paused and resumed; default 60), auto_converge, compressed,
+    parallel_connections, tls, migration_uri, peer2peer, timeout (s)
         Passed to the execution module (``virt.migrate_in`` on the target, which starts the
         migration on the source's libvirt).
 

@@ -453,3 +453,144 @@ def test_a_fetched_uefi_store_is_journaled_and_gone_when_the_preparation_fails(t
     with pytest.raises(InvalidArgument, match="already exists"):
         migration.prepare_disks(create, str(tmp_path / "t.json"), source, name="vm")
     assert sorted(os.listdir(vm_dir)) == ["data.raw"]
+
+
+# ------------------------------------------------------------------ watching the running job
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+
+class _Refused(libvirt.libvirtError):
+    def get_error_message(self):
+        return self.args[0]
+
+
+class _Job:
+    """A domain whose job statistics the test sets; records what the watcher asked of it."""
+
+    def __init__(self, abort_fails=False):
+        self.stats = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "data_processed": 0, "memory_iteration": 1}
+        self.calls = []
+        self.abort_fails = abort_fails
+
+    def jobStats(self):  # noqa: N802 (libvirt's name)
+        return dict(self.stats)
+
+    def migrateStartPostCopy(self, flags):  # noqa: N802
+        self.calls.append(("migrateStartPostCopy", flags))
+
+    def abortJob(self):  # noqa: N802
+        self.calls.append(("abortJob",))
+
+    def abortJobFlags(self, flags):  # noqa: N802
+        self.calls.append(("abortJobFlags", flags))
+        if self.abort_fails:
+            raise _Refused("migrate-pause is currently only supported during postcopy-active state")
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from saltvirt.migration import run
+
+    fake = _Clock()
+    monkeypatch.setattr(run, "time", fake)
+    return fake
+
+
+def _watch(dom, postcopy=True, timeout=None, switched=False):
+    from saltvirt.migration import run
+
+    watcher = run._Watcher(dom, None, timeout, postcopy)  # pylint: disable=protected-access
+    watcher.switched = switched
+    return watcher
+
+
+def _tick(clock, watcher, seconds, dom=None, step=0):
+    """``seconds`` of one-second polls; the job moves ``step`` bytes a second."""
+    for _ in range(seconds):
+        clock.now += 1
+        if dom is not None:
+            dom.stats["data_processed"] += step
+        watcher.poll()
+
+
+def test_a_moving_post_copy_is_never_interrupted(clock):
+    dom = _Job()
+    watcher = _watch(dom)
+    dom.stats["memory_iteration"] = 2
+    watcher.poll()
+    assert watcher.switched and dom.calls == [("migrateStartPostCopy", 0)]
+    _tick(clock, watcher, 600, dom, step=4 << 20)  # ten minutes at 4 MiB/s
+    assert dom.calls == [("migrateStartPostCopy", 0)] and watcher.aborted is None
+
+
+def test_a_post_copy_where_nothing_moves_is_paused_then_given_up_on(clock):
+    dom = _Job()
+    watcher = _watch(dom, switched=True)  # a resume: the switch-over is behind us
+    _tick(clock, watcher, 30, dom, step=1 << 20)
+    _tick(clock, watcher, watcher.stall_limit)  # stuck: nothing moves
+    assert dom.calls == []
+    _tick(clock, watcher, 1)
+    assert dom.calls == [("abortJobFlags", libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)]
+    assert watcher.aborted == "nothing moved for 60s after the switch to post-copy"
+    _tick(clock, watcher, watcher.abort_grace)
+    assert not watcher.given_up() and len(dom.calls) == 1  # asked once, then given its grace
+    _tick(clock, watcher, 1)
+    assert watcher.given_up() and watcher.abort_error is None
+
+
+def test_a_resume_whose_job_never_starts_is_interrupted_and_the_refusal_kept(clock):
+    dom = _Job(abort_fails=True)
+    dom.stats = {"type": libvirt.VIR_DOMAIN_JOB_NONE}
+    watcher = _watch(dom, switched=True)
+    _tick(clock, watcher, watcher.stall_limit + 1)
+    assert dom.calls == [("abortJobFlags", libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)]
+    assert "only supported during postcopy-active" in watcher.abort_error
+
+
+def test_before_the_switch_a_still_job_waits_for_its_timeout_and_is_cancelled(clock):
+    dom = _Job()
+    watcher = _watch(dom, postcopy=False, timeout=300)
+    _tick(clock, watcher, 200)  # nothing moves, but pre-copy can still be cancelled: no stall rule
+    assert dom.calls == []
+    _tick(clock, watcher, 101)
+    assert dom.calls == [("abortJob",)] and watcher.aborted == "took longer than 300s"
+
+
+def test_a_job_that_does_not_end_when_interrupted_is_left_to_its_thread():
+    import threading
+
+    from saltvirt.migration import run
+
+    release = threading.Event()
+    dom = _Job(abort_fails=True)
+    dom.migrateToURI3 = lambda *args: release.wait(30)
+    watcher = _watch(dom, switched=True)
+    watcher.stall_limit, watcher.abort_grace = 0.05, 0.05
+    the_plan = plan(postcopy=True, postcopy_resume=True)
+    try:
+        outcome = run._run_job(dom, the_plan, "qemu+tls://hv2/system", None, watcher, 0.01)  # pylint: disable=protected-access
+        assert outcome == {"stuck": True} and watcher.given_up()
+        assert dom.calls == [("abortJobFlags", libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)]
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("stall", [0, -5, "soon", True])
+def test_a_bad_postcopy_stall_is_refused_before_anything_is_prepared(stall):
+    from saltvirt.migration import run
+
+    out = {"checks": [{"check": "state", "ok": True}],
+           "storage": {"copy_storage": None, "migrate_disks": [], "unsafe": False}}
+    # No connection, journal or source: a refusal must come before any of them is used.
+    ret = run._pull(None, {"name": "vm1"}, None, "qemu+tls://hv2/system", None, out,  # pylint: disable=protected-access
+                    False, None, None, {"postcopy": True, "postcopy_stall": stall})
+    assert ret["refused"] is True and ret["ok"] is False
+    assert ret["checks"][-1] == {"check": "options", "ok": False,
+                                 "detail": f"postcopy_stall (s) must be a positive integer, not {stall!r}"}

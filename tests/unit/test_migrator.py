@@ -202,7 +202,8 @@ def test_failure_after_a_postcopy_switch_over_is_resumed_from_the_source():
                                                          ({"hv1": GONE, "hv2": ARRIVED}, {})])
     result = make(hosts, answers, opts={"postcopy": True, "tls": True}).run()
     assert result["result"] is True and result["host"] == "hv2", result
-    assert result["postcopy_recovery"] == {"attempts": ["resumed"]}
+    assert result["postcopy_recovery"]["attempts"] == ["resumed"]
+    assert "failed" in result["postcopy_recovery"]["failure"], result
     (recover,) = [c for c in hosts.calls if c[1] == "virt.migrate_recover"]
     assert recover[0] == "hv1" and recover[2]["tls"] is True and recover[2]["postcopy"] is True
     assert not [c for c in hosts.calls if c[1] == "virt.migrate_cleanup" and c[2].get("remove_domain")]
@@ -221,6 +222,9 @@ def test_failure_after_a_postcopy_switch_over_that_cannot_resume_removes_nothing
         result["recovery"]["note"]
     assert [f for f in hosts.funs() if f[1] == "virt.migrate_recover"] == [("hv1", "virt.migrate_recover")] * 3
     assert "--postcopy-resume vm1" in result["recovery"]["note"]
+    recovery = result["postcopy_recovery"]  # why it was resumed, and what each attempt met
+    assert recovery["failure"].startswith("migration failed: postcopy connection lost")
+    assert len(recovery["attempts"]) == 3
     assert ("hv1", "virt.resume") not in hosts.funs()
     assert not [c for c in hosts.calls if c[1] == "virt.migrate_cleanup" and c[2].get("remove_domain")]
 

@@ -435,7 +435,8 @@ class Fleet:
             elif tag == ret_tag:
                 if genuine is None or genuine(data):
                     return data
-                log.warning("%s: a return in %s's name for job %s that %s did not sign: ignored", fun, host, jid, host)
+                log.warning("%s: a return in %s's name for job %s that %s did not sign for it: ignored",
+                            fun, host, jid, host)
                 ignored, quiet_since = True, time.monotonic()
         longer = f" (its progress extended that to {deadline - started:.0f}s)" if extended else ""
         raise VirtError(f"{fun} on {host} did not finish within {timeout}s{longer}")

@@ -327,8 +327,8 @@ class Provisioner:
             elif not isinstance(seeded, dict) or not seeded.get("minion_pub"):
                 outcome["why"] = f"virt.init job {jid} on {host} made no minion key"
             elif not self.genuine_init_answer(host, name, data, jid, here=True):
-                log.warning("virt.sync_key %s: an answer in %s's name to job %s that %s did not sign: ignored",
-                            name, host, jid, host)
+                log.warning("virt.sync_key %s: an answer in %s's name to job %s that %s did not sign for it: "
+                            "ignored", name, host, jid, host)
                 return False
             else:
                 outcome["pub"] = seeded["minion_pub"]

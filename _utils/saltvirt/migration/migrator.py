@@ -264,6 +264,7 @@ class Migrator:
         name, source, target = self.name, self.source, self.target
         if error is not None and self._postcopy_split(status):
             recovered, report = self._recover_postcopy()
+            report = {"failure": error, **report}  # why it was resumed
             status, status_errors = self.hosts.status(name, [source, target])
             ret = dict(ret, postcopy_switched=True, postcopy_recovery=report)
             if recovered:
@@ -308,6 +309,8 @@ class Migrator:
             removed = self.remove_probes(probes)
             if "error" in removed:
                 result["probes_left"] = {"error": removed["error"], **probes}
+        if ret.get("postcopy_recovery"):
+            result["postcopy_recovery"] = ret["postcopy_recovery"]  # what the resume attempts met
         return self._failed(token, ret.get("prepared"), error, status, status_errors, result)
 
     def _failed(self, token, prepared, error, status, status_errors, result):

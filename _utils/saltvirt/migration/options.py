@@ -23,6 +23,7 @@ class MigrationOptions:
     max_downtime: int | None = None  # ms
     postcopy: bool = False
     postcopy_bandwidth: int | None = None  # MiB/s after the switch-over
+    postcopy_stall: int = 60  # s without progress after the switch-over: pause the post-copy
     auto_converge: bool = False
     compressed: bool = False
     parallel_connections: int | None = None
@@ -54,5 +55,7 @@ class MigrationOptions:
 
 #: Options the target's ``virt.migrate_in`` passes through to the migration job.
 PULL_OPTIONS = MigrationOptions.names()
+#: Options the migration job applies itself (not libvirt flags or typed parameters of its plan).
+JOB_OPTIONS = ("max_downtime", "timeout", "postcopy_stall")
 #: Options the runner passes to ``virt.migrate_in`` as they are (``tunnel`` has a runner default).
 MODULE_OPTIONS = tuple(n for n in PULL_OPTIONS if n != "tunnel")

@@ -21,7 +21,7 @@ from saltvirt.migration.common import (
 from saltvirt.migration.facts import remove_probes
 from saltvirt.migration.flags import plan
 from saltvirt.migration.journal import prepare_disks
-from saltvirt.migration.options import PULL_OPTIONS
+from saltvirt.migration.options import JOB_OPTIONS, PULL_OPTIONS
 
 
 def _mib(value):
@@ -105,37 +105,72 @@ def domain_status(conn, name):
 
 
 class _Watcher:
-    """Polls the running job: progress, the switch to post-copy, the time limit."""
+    """Polls the running job: progress, the switch to post-copy, the time limit, a stuck post-copy."""
+
+    # After the switch-over the job cannot be cancelled (the guest runs on the target with pages
+    # still here), but it can stall for good (QEMU waiting on a link or a handshake that never
+    # comes): with nothing moved for stall_limit seconds it is paused (a failed post-copy, which
+    # the runner resumes), and if even that does not end the job, given up on after the grace.
+    stall_limit = 60
+    abort_grace = 30
 
     def __init__(self, dom, progress, timeout, postcopy):
         self.dom, self.progress = dom, progress
         self.timeout, self.postcopy = timeout, postcopy
         self.last = None
         self.aborted = None
+        self.aborted_at = None
+        self.abort_error = None
         self.switched = False
         self.started = time.monotonic()
+        self.moved, self.moved_at = None, self.started
 
     def poll(self):
+        now = time.monotonic()
         try:
             stats = self.dom.jobStats()
         except libvirt.libvirtError:
+            stats = {}
+        if stats.get("type") not in (None, libvirt.VIR_DOMAIN_JOB_NONE):
+            self._report(stats)
+            mark = tuple(stats.get(k) for k in ("data_processed", "memory_processed", "disk_processed"))
+            if mark != self.moved:
+                self.moved, self.moved_at = mark, now
+        if self.aborted:
             return
-        if stats.get("type") in (None, libvirt.VIR_DOMAIN_JOB_NONE):
-            return
-        self.last = summarize_job(stats)
-        if self.progress is not None:
-            # A failing progress sink must not break the migration.
-            with contextlib.suppress(Exception):
-                self.progress(dict(self.last))
         with contextlib.suppress(libvirt.libvirtError):
             if self.postcopy and not self.switched and (stats.get("memory_iteration") or 0) >= 2:
                 # One full pass of memory is copied: let the guest run on the target now.
                 self.dom.migrateStartPostCopy(0)
                 self.switched = True
-            elif self.timeout and not self.switched and not self.aborted \
-                    and time.monotonic() - self.started > self.timeout:
-                self.aborted = f"took longer than {self.timeout}s"
-                self.dom.abortJob()
+                self.moved_at = now
+            elif self.timeout and not self.switched and now - self.started > self.timeout:
+                self._abort(f"took longer than {self.timeout}s", now, self.dom.abortJob)
+        if self.switched and now - self.moved_at > self.stall_limit:
+            self._abort(f"nothing moved for {self.stall_limit}s after the switch to post-copy", now,
+                        self.dom.abortJobFlags, libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
+
+    def _report(self, stats):
+        self.last = summarize_job(stats)
+        if self.progress is not None:
+            # A failing progress sink must not break the migration.
+            with contextlib.suppress(Exception):
+                self.progress(dict(self.last))
+
+    def _abort(self, why, now, abort, *args):
+        self.aborted, self.aborted_at = why, now
+        # Asked from a thread of its own: a QEMU that no longer answers its monitor must not
+        # stop this one from giving up on the job.
+        thread, outcome = _blocking(abort, *args)
+        thread.join(5)
+        if thread.is_alive():
+            self.abort_error = "libvirt did not answer the request within 5s"
+        elif "error" in outcome:
+            self.abort_error = libvirt_message(outcome["error"])
+
+    def given_up(self):
+        """The job was asked to end and did not within the grace: stop waiting for it."""
+        return self.aborted_at is not None and time.monotonic() - self.aborted_at > self.abort_grace
 
 
 def _blocking(func, *args):
@@ -158,7 +193,7 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
             postcopy=False, auto_converge=False, compressed=False, parallel_connections=None,
             tunnel=False, tls=False, unsafe=False, migration_uri=None, peer2peer=True,
             progress=None, interval=1.0, timeout=None, dest_conn=None, postcopy_bandwidth=None,
-            postcopy_resume=False):
+            postcopy_resume=False, postcopy_stall=60):
     """Migrate domain ``name`` from ``conn`` to the libvirt at ``dest_uri``.
 
     Peer-to-peer by default (``migrateToURI3``: the source libvirtd drives the migration, so it
@@ -167,7 +202,9 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
     ``timeout`` seconds aborts the job (the VM keeps running here). ``max_downtime`` in ms,
     ``max_bandwidth`` in MiB/s. On failure raises :class:`MigrationFailed` carrying the
     domain's state here afterwards. ``postcopy_resume``: resume a post-copy migration that
-    failed after the switch-over (see :func:`saltvirt.migration.flags.plan`).
+    failed after the switch-over (see :func:`saltvirt.migration.flags.plan`). After the
+    switch-over, ``postcopy_stall`` seconds without progress pause the post-copy (libvirt's
+    post-copy abort: the migration fails in a state a resume continues from).
     """
     dom = vmops.lookup(conn, name)
     uuid = dom.UUIDString()
@@ -194,9 +231,17 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
             raise VirtError(f"cannot set the maximum downtime of {name}: {libvirt_message(exc)}") from exc
     watcher = _Watcher(dom, progress, timeout, postcopy and not postcopy_resume)
     watcher.switched = bool(postcopy_resume)
+    watcher.stall_limit = positive_int(postcopy_stall, "postcopy_stall (s)")
     started = time.monotonic()
     outcome = _run_job(dom, the_plan, dest_uri, dest_conn, watcher if active else None, interval)
     exc = outcome.get("error")
+    if outcome.get("stuck"):
+        raise MigrationFailed(
+            f"migration of {name} to {dest_uri} failed: {watcher.aborted}, and the job did not end when "
+            f"interrupted ({watcher.abort_error or 'no error'}) within {watcher.abort_grace}s",
+            source_state=_state_after(conn, uuid),
+            phase="postcopy" if watcher.switched else "precopy",
+        )
     if isinstance(exc, libvirt.libvirtError):
         message = libvirt_message(exc)
         if watcher.aborted:
@@ -226,6 +271,8 @@ def _run_job(dom, the_plan, dest_uri, dest_conn, watcher, interval):
         thread.join(interval)
         if thread.is_alive() and watcher is not None:
             watcher.poll()
+            if watcher.given_up():
+                return {"stuck": True}  # the blocked call is left to its (daemon) thread
     return outcome
 
 
@@ -301,9 +348,11 @@ def _pull(conn, facts, source_conn, dest_uri, journal, out, offline, announce, p
     the_plan = None
     if all(c["ok"] for c in out["checks"]):
         try:
+            if "postcopy_stall" in options:
+                positive_int(options["postcopy_stall"], "postcopy_stall (s)")
             the_plan = plan(offline=offline, copy_storage=storage["copy_storage"],
                             migrate_disks=storage["migrate_disks"], unsafe=storage["unsafe"],
-                            **{k: v for k, v in options.items() if k not in ("max_downtime", "timeout")})
+                            **{k: v for k, v in options.items() if k not in JOB_OPTIONS})
         except InvalidArgument as exc:
             out["checks"].append({"check": "options", "ok": False, "detail": str(exc)})
     if the_plan is None:
