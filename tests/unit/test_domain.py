@@ -4,6 +4,7 @@ import re
 import subprocess
 import xml.etree.ElementTree as ET
 
+import libvirt
 import pytest
 
 from saltvirt.domain.model import (
@@ -16,7 +17,7 @@ from saltvirt.domain.model import (
     random_mac,
     validate_name,
 )
-from saltvirt.errors import InvalidArgument
+from saltvirt.errors import InvalidArgument, VirtError
 
 UUID = "3f2c7a1e-5b8d-4c6e-9a0f-1d2e3b4c5a69"
 
@@ -493,3 +494,36 @@ def test_random_mac():
     for bad in ("01:00:5e", "5:54", "52:54:00:00:00:00", "xx"):
         with pytest.raises(InvalidArgument, match="MAC prefix"):
             random_mac(bad)
+
+
+class _Held:
+    """A domain whose undefine libvirt refuses: its state change lock is held by ``holder``."""
+
+    def __init__(self, holder, active=False):
+        self.holder, self.active = holder, active
+
+    def name(self):
+        return "vm1"
+
+    def isActive(self):  # noqa: N802 (libvirt's name)
+        return self.active
+
+    def undefineFlags(self, flags):  # noqa: N802
+        error = libvirt.libvirtError("")
+        error.get_error_message = lambda: ("Timed out during operation: cannot acquire state change lock "
+                                           f"(held by monitor={self.holder})")
+        raise error
+
+
+def test_undefine_names_the_migration_job_libvirt_kept_and_the_fix():
+    from saltvirt.domain import vmops
+
+    with pytest.raises(VirtError) as kept:
+        vmops.undefine(_Held("remoteDispatchDomainMigratePerform3Params"))
+    assert str(kept.value).startswith("undefine vm1 failed: Timed out during operation")
+    assert str(kept.value).endswith("restart libvirtd on this hypervisor, then purge again")
+    # Another holder, or a running domain (a migration under way): the plain error.
+    for dom in (_Held("remoteDispatchDomainGetBlockInfo"), _Held("remoteDispatchDomainMigratePerform3Params", True)):
+        with pytest.raises(VirtError) as other:
+            vmops.undefine(dom)
+        assert "restart libvirtd" not in str(other.value) and "state change lock" in str(other.value)

@@ -146,7 +146,15 @@ def _undefine_flags():
 
 
 def undefine(dom):
-    _call(dom, "undefine", dom.undefineFlags, _undefine_flags())
+    try:
+        dom.undefineFlags(_undefine_flags())
+    except libvirt.libvirtError as exc:
+        message = _err(exc)
+        if "state change lock" in message and "Migrate" in message and not dom.isActive():
+            # libvirt 9.0 keeps the migration job of a failed post-copy after the domain stopped.
+            message += ("; a migration job libvirt kept after the domain stopped holds it: restart libvirtd "
+                        "on this hypervisor, then purge again")
+        raise VirtError(f"undefine {dom.name()} failed: {message}") from exc
     return True
 
 
