@@ -267,10 +267,22 @@ def _both_sides(lab, vm):
 
 def _purge_split(lab, vm):
     """Remove ``vm`` from both hosts, the target's copy first: a resume stuck in the target's
-    QEMU holds the source's domain (its libvirt job waits on the target's) until that copy dies."""
+    QEMU holds the source's domain (its libvirt job waits on the target's) until that copy dies.
+    libvirt 9.0 may keep that job after both copies stopped: virt.purge then says to restart
+    libvirtd, which this does (as the operator would) before purging again."""
     if vm in lab.domains("hypervisor2"):
         lab.run("virsh", "hypervisor2", "destroy", vm, check=False, timeout=60)
     lab.purge_everywhere(vm)
+    if vm in lab.domains("hypervisor1"):
+        refused = lab.run("salt", "hypervisor1", "virt.purge", vm, check=False)
+        assert "restart libvirtd on this hypervisor, then purge again" in refused.stdout, refused.stdout
+        pid = _libvirtd_pid(lab, "hypervisor1")
+        lab.hv("hypervisor1", "kill", pid)
+        while lab.hv("hypervisor1", "test", "-e", f"/proc/{pid}", check=False).returncode == 0:
+            time.sleep(0.1)
+        lab.start_libvirtd("hypervisor1")
+        lab.purge_everywhere(vm)
+    assert vm not in lab.domains("hypervisor1") and vm not in lab.domains("hypervisor2")
 
 
 def _resumed_or_stuck(lab, vm, result, first):
@@ -286,7 +298,10 @@ def _resumed_or_stuck(lab, vm, result, first):
         assert wait_beat_above(lab, "hypervisor2", vm, first) > first
         assert boots(lab, vm) == 1  # the guest never rebooted
         return "resumed"
-    assert "did not end when interrupted" in recovery["attempts"][0], result
+    # The target's QEMU stopped answering: the paused migration's own job, or the resume's,
+    # did not end when interrupted (the attempts after it are refused: the job is still there).
+    jobs = [recovery.get("failure") or "", *recovery["attempts"]]
+    assert any("did not end when interrupted" in j for j in jobs), result
     assert "nothing was removed" in result["recovery"]["note"], result
     assert vm in lab.domains("hypervisor1") and vm in lab.domains("hypervisor2"), result
     return "stuck"

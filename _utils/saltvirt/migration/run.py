@@ -206,6 +206,7 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
     switch-over, ``postcopy_stall`` seconds without progress pause the post-copy (libvirt's
     post-copy abort: the migration fails in a state a resume continues from).
     """
+    stall = positive_int(postcopy_stall, "postcopy_stall (s)")
     dom = vmops.lookup(conn, name)
     uuid = dom.UUIDString()
     active = bool(dom.isActive())
@@ -231,7 +232,7 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
             raise VirtError(f"cannot set the maximum downtime of {name}: {libvirt_message(exc)}") from exc
     watcher = _Watcher(dom, progress, timeout, postcopy and not postcopy_resume)
     watcher.switched = bool(postcopy_resume)
-    watcher.stall_limit = positive_int(postcopy_stall, "postcopy_stall (s)")
+    watcher.stall_limit = stall
     started = time.monotonic()
     outcome = _run_job(dom, the_plan, dest_uri, dest_conn, watcher if active else None, interval)
     exc = outcome.get("error")
