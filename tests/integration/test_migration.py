@@ -285,13 +285,14 @@ def _purge_split(lab, vm):
     assert vm not in lab.domains("hypervisor1") and vm not in lab.domains("hypervisor2")
 
 
-def _resumed_or_stuck(lab, vm, result, first):
+def _resumed_or_stuck(lab, vm, result, first, out):
     """The end of a post-copy migration that failed after the switch-over: resumed, the guest
     on the target only, never rebooted -- or, when the resume itself stalled (the target's QEMU
     stuck, see docs/migration.rst), given up on in bounded time with both copies kept."""
     recovery = result["postcopy_recovery"]
     if result["result"] is True:
         assert recovery["attempts"][-1] == "resumed", result
+        assert f"Resuming {vm}: memory" in out  # the resume's progress (pages left at 4 MiB/s: seconds)
         assert result["host"] == "hypervisor2" and result["postcopy_switched"] is True, result
         assert _both_sides(lab, vm)["hypervisor2"].startswith("running")
         assert vm in lab.domains("hypervisor2") and vm not in lab.domains("hypervisor1")
@@ -346,7 +347,7 @@ def test_postcopy_failure_after_the_switch_over_is_resumed(lab, vm, shared_dir, 
         result = _last_json(out)
         assert proc.returncode == (0 if result["result"] is True else 1), (seen, out[-3000:], err)
         assert "resuming it (1/3)" in out  # the progress said so while it ran
-        _resumed_or_stuck(lab, busy, result, first)
+        _resumed_or_stuck(lab, busy, result, first, out)
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -411,7 +412,7 @@ def test_a_post_copy_that_stops_moving_is_paused_and_resumed(lab, vm, shared_dir
         # Not paused before the 15 s without progress (the stall rule, not some other failure).
         assert paused_after >= 15, paused_after
         assert "nothing moved for 15s after the switch" in result["postcopy_recovery"]["failure"], result
-        _resumed_or_stuck(lab, busy, result, first)
+        _resumed_or_stuck(lab, busy, result, first, out)
     finally:
         if qemu is not None:
             lab.hv("hypervisor2", "kill", "-CONT", qemu, check=False)

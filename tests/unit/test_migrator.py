@@ -62,6 +62,11 @@ class FakeHosts:
 
     def watch(self, host, fun, arg, kwarg, tag, on_progress, timeout):
         self.calls.append((host, fun, kwarg))
+        if fun == "virt.migrate_recover":
+            if (host, fun) in self.fail:
+                return {"retcode": 1, "return": "ERROR: migration of vm1 failed: boom"}
+            on_progress({"memory_total_mib": 256, "memory_percent": 90.0, "elapsed_s": 2})
+            return {"retcode": 0, "return": {"host": host}}
         on_progress({"step": "migrate", "mode": "peer2peer", "migrate_disks": ["vda"]})
         on_progress({"memory_total_mib": 256, "memory_percent": 50.0, "elapsed_s": 1})
         if isinstance(self.migrate_in, Exception):
@@ -206,6 +211,8 @@ def test_failure_after_a_postcopy_switch_over_is_resumed_from_the_source():
     assert "failed" in result["postcopy_recovery"]["failure"], result
     (recover,) = [c for c in hosts.calls if c[1] == "virt.migrate_recover"]
     assert recover[0] == "hv1" and recover[2]["tls"] is True and recover[2]["postcopy"] is True
+    assert recover[2]["progress_tag"].startswith("saltvirt/migrate/")  # the resume's progress is shown
+    assert "Resuming vm1: memory 90% (2s)" in hosts.events, hosts.events
     assert not [c for c in hosts.calls if c[1] == "virt.migrate_cleanup" and c[2].get("remove_domain")]
 
 
@@ -224,7 +231,7 @@ def test_failure_after_a_postcopy_switch_over_that_cannot_resume_removes_nothing
     assert "--postcopy-resume vm1" in result["recovery"]["note"]
     recovery = result["postcopy_recovery"]  # why it was resumed, and what each attempt met
     assert recovery["failure"].startswith("migration failed: postcopy connection lost")
-    assert len(recovery["attempts"]) == 3
+    assert recovery["attempts"] == ["virt.migrate_recover on hv1 failed: migration of vm1 failed: boom"] * 3
     assert ("hv1", "virt.resume") not in hosts.funs()
     assert not [c for c in hosts.calls if c[1] == "virt.migrate_cleanup" and c[2].get("remove_domain")]
 

@@ -49,7 +49,7 @@ def locate(name, answers, errors):
     return hosts[0]
 
 
-def progress_line(name, data):
+def progress_line(name, data, doing="Migrating"):
     """One human line from :func:`saltvirt.migration.summarize_job` data."""
     parts = []
     if data.get("disk_total_mib"):
@@ -60,7 +60,7 @@ def progress_line(name, data):
         parts.append(f"pass {data['iteration']}")
     if data.get("bandwidth_mib_s"):
         parts.append(f"{data['bandwidth_mib_s']:.0f} MiB/s")
-    return f"Migrating {name}: {', '.join(parts) or 'starting'} ({data.get('elapsed_s') or 0:.0f}s)"
+    return f"{doing} {name}: {', '.join(parts) or 'starting'} ({data.get('elapsed_s') or 0:.0f}s)"
 
 
 def failed_checks(report):
@@ -249,7 +249,7 @@ class Migrator:
             self.hosts.progress(f"Post-copy migration of {name} failed after the switch-over: resuming it "
                                 f"({attempt + 1}/{attempts})", host=source)
             try:
-                self.hosts.call(source, "virt.migrate_recover", [name, self.dest], opts, timeout=self.migrate_timeout)
+                self._resume(opts)
                 report["attempts"].append("resumed")
                 return True, report
             except VirtError as exc:
@@ -259,6 +259,22 @@ class Migrator:
                 break  # no longer split: what the hosts show now decides
             time.sleep(self.recover_pause)
         return False, report
+
+    def _resume(self, opts):
+        """One resume from the source, its progress shown as the migration's was; VirtError when
+        it failed."""
+        name, source, fun = self.name, self.source, "virt.migrate_recover"
+        tag = f"saltvirt/migrate/{secrets.token_hex(8)}/progress"
+
+        def on_progress(data):
+            self.hosts.progress(progress_line(name, data, "Resuming"), host=source, progress=data)
+
+        data = self.hosts.watch(source, fun, [name, self.dest], dict(opts, progress_tag=tag), tag, on_progress,
+                                self.migrate_timeout)
+        ret = data.get("return")
+        if data.get("retcode") or not isinstance(ret, dict):
+            why = ret.removeprefix("ERROR: ") if isinstance(ret, str) else f"it returned {ret!r}"
+            raise VirtError(f"{fun} on {source} failed: {why}")
 
     def _conclude(self, token, ret, error, status, status_errors):
         name, source, target = self.name, self.source, self.target
