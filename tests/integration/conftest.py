@@ -98,17 +98,10 @@ class Lab:
         (defined on two hosts, say), its placement reservation and minion key too."""
         lab_dir = (self.env or os.environ).get("LAB_DIR", "/var/lib/svlab")
         self.run("salt-run", "virt.purge", name, check=False)  # also drops its placement reservation
-        hypers = [h for h in ("hypervisor1", "hypervisor2", "hypervisor3")
-                  if os.path.exists(f"{lab_dir}/hv{h[-1]}/holder.pid")]
-        for attempt in range(4):
-            # A libvirt job that outlives its QEMU (a migration waiting on the other host's
-            # libvirtd) holds the domain until it ends: undefining it then times out.
-            left = [h for h in hypers if name in self.domains(h)]
-            if not left:
-                break
-            if attempt:
-                time.sleep(5)
-            for hyper in left:
+        for hyper in ("hypervisor1", "hypervisor2", "hypervisor3"):
+            if not os.path.exists(f"{lab_dir}/hv{hyper[-1]}/holder.pid"):
+                continue
+            if name in self.domains(hyper):
                 self.run("salt", hyper, "virt.purge", name, check=False)
         pki = os.path.join(lab_dir, "master/etc/salt/pki/master")
         if any(os.path.exists(os.path.join(pki, d, name))

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from saltvirt.errors import InvalidArgument
 
+#: Seconds without progress after the post-copy switch-over before the job is paused (the
+#: default of the ``postcopy_stall`` option, wherever it is taken).
+POSTCOPY_STALL = 60
+
 
 @dataclass
 class MigrationOptions:
@@ -23,7 +27,7 @@ class MigrationOptions:
     max_downtime: int | None = None  # ms
     postcopy: bool = False
     postcopy_bandwidth: int | None = None  # MiB/s after the switch-over
-    postcopy_stall: int = 60  # s without progress after the switch-over: pause the post-copy
+    postcopy_stall: int = POSTCOPY_STALL  # s without progress after the switch-over: pause the post-copy
     auto_converge: bool = False
     compressed: bool = False
     parallel_connections: int | None = None

@@ -21,7 +21,7 @@ from saltvirt.migration.common import (
 from saltvirt.migration.facts import remove_probes
 from saltvirt.migration.flags import plan
 from saltvirt.migration.journal import prepare_disks
-from saltvirt.migration.options import JOB_OPTIONS, PULL_OPTIONS
+from saltvirt.migration.options import JOB_OPTIONS, POSTCOPY_STALL, PULL_OPTIONS
 
 
 def _mib(value):
@@ -111,7 +111,7 @@ class _Watcher:
     # still here), but it can stall for good (QEMU waiting on a link or a handshake that never
     # comes): with nothing moved for stall_limit seconds it is paused (a failed post-copy, which
     # the runner resumes), and if even that does not end the job, given up on after the grace.
-    stall_limit = 60
+    stall_limit = POSTCOPY_STALL
     abort_grace = 30
 
     def __init__(self, dom, progress, timeout, postcopy):
@@ -193,7 +193,7 @@ def migrate(conn, name, dest_uri, *, live=True, offline=False, persistent=True, 
             postcopy=False, auto_converge=False, compressed=False, parallel_connections=None,
             tunnel=False, tls=False, unsafe=False, migration_uri=None, peer2peer=True,
             progress=None, interval=1.0, timeout=None, dest_conn=None, postcopy_bandwidth=None,
-            postcopy_resume=False, postcopy_stall=60):
+            postcopy_resume=False, postcopy_stall=POSTCOPY_STALL):
     """Migrate domain ``name`` from ``conn`` to the libvirt at ``dest_uri``.
 
     Peer-to-peer by default (``migrateToURI3``: the source libvirtd drives the migration, so it
